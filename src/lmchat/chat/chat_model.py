@@ -1,0 +1,161 @@
+"""``ChatModel``: the one facade over every engine, async at its core with a thin sync bridge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from lmchat.chat.bridge import LoopThread
+from lmchat.chat.prepare import PreparedChat, TemplateStops, prepare_chat
+from lmchat.chat.response import ChatChunk, Response
+from lmchat.chat.sequences import collect_responses, stream_answers
+from lmchat.config.model_config import ModelConfig
+from lmchat.config.sources import args_from_command_line
+from lmchat.engines.base import BaseEngine
+from lmchat.engines.registry import get_engine_class
+from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError
+from lmchat.templates.registry import ChatTemplate, resolve_template
+from lmchat.templates.render import render_prompt
+
+Messages = Sequence[Mapping[str, Any]]
+
+
+class ChatModel:
+    """Chat with a model through any engine.
+
+    ``args`` holds LLaMA-Factory's inference keys (``model_name_or_path``, ``template``, ``infer_backend``, ...);
+    ``None`` reads them from the command line (``--key value`` flags and/or a YAML file), as LLaMA-Factory does.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, args: dict[str, Any] | None = None) -> None:
+        self.config = ModelConfig.from_dict(args_from_command_line() if args is None else args)
+        engine_class = get_engine_class(self.config.infer_backend)
+        self._loop = LoopThread()
+        self.engine: BaseEngine = engine_class(self.config)
+        try:
+            self._loop.run(self.engine.start())
+            self.template = self._resolve_template()
+            self._stops = TemplateStops.resolve(self.template, self.engine)
+        except BaseException:
+            self._loop.close()
+            raise
+
+    # --- setup --------------------------------------------------------------------------------------
+    def _resolve_template(self) -> ChatTemplate:
+        if self.config.template:
+            return resolve_template(self.config.template)
+        info = self.engine.info
+        if info.chat_template:
+            return ChatTemplate(name="model", source=info.chat_template)
+        return ChatTemplate(name="none", source="{{ raise_exception('no chat template') }}")
+
+    def _require_template(self) -> None:
+        if self.template.name == "none":
+            raise ConfigError(
+                f"The model '{self.engine.info.name}' has no chat template; choose one with template: NAME "
+                "(for example chatml or default).",
+                param="template",
+            )
+
+    # --- preparation ----------------------------------------------------------------------------------
+    def prepare(
+        self,
+        messages: Messages,
+        system: str | None = None,
+        tools: Any = None,
+        images: Sequence[Any] | None = None,
+        videos: Sequence[Any] | None = None,
+        audios: Sequence[Any] | None = None,
+        **generation: Any,
+    ) -> PreparedChat:
+        """Validate a chat call and render its prompt; every error is raised here, before any generation."""
+        self._require_template()
+        if self.engine.info.is_reward_model:
+            raise UnsupportedError(
+                f"'{self.engine.info.name}' is a reward model: use get_scores, not chat.", param="model"
+            )
+        return prepare_chat(
+            self.config, self.engine, self.template, self._stops, messages,
+            system=system, tools=tools, images=images, videos=videos, audios=audios, generation=generation,
+        )
+
+    def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:
+        """The prompt text this model's template makes of ``messages`` (no generation)."""
+        self._require_template()
+        kwargs.setdefault("enable_thinking", self.config.enable_thinking)
+        return render_prompt(
+            messages, self.template, tools=tools, add_generation_prompt=add_generation_prompt,
+            special_tokens=self.engine.info.special_tokens, **kwargs,
+        )
+
+    # --- async API ------------------------------------------------------------------------------------
+    async def astream_chunks(self, prepared: PreparedChat, request_id: str | None = None) -> AsyncIterator[ChatChunk]:
+        """Typed chunks of every answer of a prepared request (what the server and the CLI consume)."""
+        async for chunk in stream_answers(self.engine, prepared, request_id):
+            yield chunk
+
+    async def agenerate(self, prepared: PreparedChat, request_id: str | None = None) -> list[Response]:
+        chunks = [chunk async for chunk in self.astream_chunks(prepared, request_id)]
+        return collect_responses(chunks, prepared.params.n, prepared.prompt_tokens)
+
+    async def achat(self, messages: Messages, system: str | None = None, tools: Any = None, images=None,
+                    videos=None, audios=None, **generation: Any) -> list[Response]:
+        """One :class:`Response` per answer (``n``/``num_return_sequences`` of them)."""
+        prepared = self.prepare(messages, system, tools, images, videos, audios, **generation)
+        return await self.agenerate(prepared)
+
+    async def astream_chat(self, messages: Messages, system: str | None = None, tools: Any = None, images=None,
+                           videos=None, audios=None, **generation: Any) -> AsyncIterator[str]:
+        """The answer's text, piece by piece. Closing the iterator stops the generation."""
+        prepared = self.prepare(messages, system, tools, images, videos, audios, **generation)
+        if prepared.params.n != 1:
+            raise InvalidRequestError("stream_chat streams one answer; use n=1 (or astream_chunks).", param="n")
+        async for chunk in self.astream_chunks(prepared):
+            if chunk.text:
+                yield chunk.text
+
+    async def aget_scores(self, batch_input: Sequence[str], **generation: Any) -> list[float]:
+        """Reward scores, one float per input text."""
+        unknown = set(generation) - {"max_length"}
+        if unknown:
+            raise InvalidRequestError(f"get_scores accepts only max_length, not {', '.join(sorted(unknown))}.")
+        if isinstance(batch_input, str) or not all(isinstance(text, str) for text in batch_input):
+            raise InvalidRequestError("batch_input must be a list of strings.", param="batch_input")
+        return await self.engine.score(list(batch_input), generation.get("max_length"))
+
+    # --- sync API -------------------------------------------------------------------------------------
+    def chat(self, messages: Messages, system: str | None = None, tools: Any = None, images=None, videos=None,
+             audios=None, **generation: Any) -> list[Response]:
+        return self._loop.run(self.achat(messages, system, tools, images, videos, audios, **generation))
+
+    def stream_chat(self, messages: Messages, system: str | None = None, tools: Any = None, images=None,
+                    videos=None, audios=None, **generation: Any) -> Iterator[str]:
+        prepared = self.prepare(messages, system, tools, images, videos, audios, **generation)
+        if prepared.params.n != 1:
+            raise InvalidRequestError("stream_chat streams one answer; use n=1 (or stream_chunks).", param="n")
+        for chunk in self._loop.iterate(self.astream_chunks(prepared)):
+            if chunk.text:
+                yield chunk.text
+
+    def stream_chunks(self, prepared: PreparedChat) -> Iterator[ChatChunk]:
+        return self._loop.iterate(self.astream_chunks(prepared))
+
+    def get_scores(self, batch_input: Sequence[str], **generation: Any) -> list[float]:
+        return self._loop.run(self.aget_scores(batch_input, **generation))
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the engine's background work, free the model and stop the event-loop thread."""
+        if self._loop.loop.is_closed():
+            return
+        try:
+            self._loop.run(self.engine.close())
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> ChatModel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,122 @@
+"""The engine contract every backend implements.
+
+An engine turns one :class:`GenerationRequest` (a rendered prompt and its sampling options) into a stream of
+:class:`~lmchat.engines.events.TextDelta` events followed by one :class:`~lmchat.engines.events.Finished`.
+Everything else (templates, ``n`` answers, stop strings, tool and reasoning parsing, the sync API, the CLI and the
+server) is built once on top of this, in engine-independent code.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lmchat.errors import UnsupportedError
+from lmchat.generation.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from lmchat.config.model_config import ModelConfig
+    from lmchat.engines.events import EngineEvent
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can honour; the facade rejects everything else before any work starts."""
+
+    streaming: bool = True
+    sampling_options: frozenset[str] = frozenset(SamplingParams.model_fields)
+    scores: bool = False
+    lora: bool = False
+    images: bool = False
+    videos: bool = False
+    audios: bool = False
+    abort: bool = True
+    batching: bool = False
+
+    def check_sampling(self, params: SamplingParams, engine: str) -> None:
+        unsupported = sorted(params.non_default_fields() - self.sampling_options)
+        if unsupported:
+            raise UnsupportedError(
+                f"The {engine} engine cannot honour the option(s) {', '.join(unsupported)}; remove them or choose "
+                f"another infer_backend.",
+                param=unsupported[0],
+            )
+
+    def check_media(self, engine: str, **media: Sequence[Any] | None) -> None:
+        for kind, items in media.items():
+            if items and not getattr(self, kind):
+                raise UnsupportedError(f"The {engine} engine with this model does not accept {kind}.", param=kind)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the front ends need to know of the loaded model."""
+
+    name: str
+    chat_template: str | None
+    special_tokens: dict[str, str] = field(default_factory=dict)
+    context_length: int | None = None
+    is_reward_model: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sequence to generate. ``n > 1`` is expanded by the facade into several requests."""
+
+    request_id: str
+    prompt: str
+    params: SamplingParams
+    prompt_token_ids: tuple[int, ...] | None = None
+    images: tuple[Any, ...] = ()
+    videos: tuple[Any, ...] = ()
+    audios: tuple[Any, ...] = ()
+
+
+class BaseEngine(abc.ABC):
+    """Base class of every engine. Subclasses set ``name`` and ``capabilities`` and implement the abstract methods."""
+
+    name: ClassVar[str] = "base"
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the model. Called once, on the facade's event loop, before any request."""
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> ModelInfo:
+        """The loaded model's name, chat template and special tokens."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        """Stream one sequence. Closing the iterator early aborts the request at the engine's next step.
+
+        Raise a :class:`~lmchat.errors.LmchatError` before the first event for a request that cannot run
+        (for example :class:`~lmchat.errors.ContextLengthError`).
+        """
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a running request at the next step; unknown ids are ignored."""
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` encodes to (no special tokens added)."""
+
+    def tokenize(self, text: str) -> list[int]:
+        raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
+
+    async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
+        """Reward scores, one float per text."""
+        raise UnsupportedError(f"The {self.name} engine cannot compute reward scores.")
+
+    async def close(self) -> None:
+        """Stop background work and free the model."""

@@ -1,0 +1,144 @@
+"""A scripted engine for tests and demos: real engine contract, scripted answers, no model.
+
+``infer_backend: fake``. ``model_name_or_path`` names a JSON/YAML script, or is empty for echo mode
+("You said: ..."). Script keys: ``replies`` (strings, or ``{text, match, finish_reason, error_after}``),
+``delay`` (seconds per token), ``chat_template``, ``context_length``, ``unsupported`` (option names it will
+reject), ``log`` (a JSONL file where every request, finish and abort is recorded), ``reward`` (score texts by
+length instead of chatting). Tokens are whitespace-led words, so the streaming is realistic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from lmchat.config.sources import load_yaml
+from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
+from lmchat.errors import EngineError, ModelNotFoundError
+from lmchat.generation.sampling import SamplingParams
+
+_TOKEN = re.compile(r"\s*\S+|\s+")
+_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+class ScriptedEngine(BaseEngine):
+    name = "fake"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.script: dict[str, Any] = {}
+        self._vocab: dict[str, int] = {}
+        self._pieces: list[str] = []
+        self._aborted: set[str] = set()
+        self._turn = 0
+        self.requests: list[GenerationRequest] = []
+
+    async def start(self) -> None:
+        path = self.config.model_name_or_path
+        if path:
+            if not Path(path).is_file():
+                raise ModelNotFoundError(f"Fake engine script not found: {path}")
+            self.script = load_yaml(path)
+        unsupported = set(self.script.get("unsupported", ()))
+        self.capabilities = Capabilities(
+            sampling_options=frozenset(SamplingParams.model_fields) - unsupported,
+            scores=bool(self.script.get("reward")),
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.script.get("name", "fake-echo"),
+            chat_template=self.script.get("chat_template", _TEMPLATE),
+            special_tokens={"bos_token": "", "eos_token": "<|end|>"},
+            context_length=self.script.get("context_length", 4096),
+            is_reward_model=bool(self.script.get("reward")),
+        )
+
+    # --- tokenizer --------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return [self._token_id(piece) for piece in _split(text)]
+
+    def _token_id(self, piece: str) -> int:
+        if piece not in self._vocab:
+            self._vocab[piece] = len(self._pieces)
+            self._pieces.append(piece)
+        return self._vocab[piece]
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return "".join(self._pieces[i] for i in token_ids)
+
+    def count_tokens(self, text: str) -> int:
+        return len(_split(text))
+
+    # --- generation -------------------------------------------------------------------------------
+    def _reply(self, prompt: str) -> dict[str, Any]:
+        replies = [r if isinstance(r, dict) else {"text": r} for r in self.script.get("replies", ())]
+        for reply in replies:
+            if reply.get("match") and reply["match"] in prompt:
+                return reply
+        unmatched = [reply for reply in replies if not reply.get("match")]
+        if not unmatched:
+            last_user = prompt.rsplit("<|user|>\n", 1)[-1].split("<|end|>", 1)[0]
+            return {"text": f"You said: {last_user}"}
+        reply = unmatched[self._turn % len(unmatched)]
+        self._turn += 1
+        return reply
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        from lmchat.chat.prepare import answer_budget
+
+        self.requests.append(request)
+        self._log("request", request, prompt=request.prompt, params=request.params.model_dump(mode="json"))
+        reply = self._reply(request.prompt)
+        pieces = _split(reply["text"])
+        prompt_tokens = len(request.prompt_token_ids or ()) or self.count_tokens(request.prompt)
+        budget = answer_budget(prompt_tokens, request.params, self.info.context_length)
+        produced = 0
+        try:
+            for piece in pieces[:budget]:
+                if request.request_id in self._aborted:
+                    break
+                if reply.get("error_after") is not None and produced >= reply["error_after"]:
+                    raise EngineError("The scripted engine failed mid-answer (as its script says).")
+                await asyncio.sleep(self.script.get("delay", 0))
+                produced += 1
+                logprobs = (TokenLogprob(piece, self.tokenize(piece)[0], 0.0),) if request.params.logprobs else ()
+                yield TextDelta(piece, 1, tuple(self.tokenize(piece)), logprobs)
+            if request.request_id in self._aborted:
+                self._log("abort", request, tokens=produced)
+                yield Finished("abort", prompt_tokens, produced)
+                return
+            reason = reply.get("finish_reason") or ("length" if len(pieces) > budget else "stop")
+            completion = produced + (1 if reason == "stop" else 0)
+            self._log("finish", request, reason=reason, tokens=produced)
+            yield Finished(reason, prompt_tokens, completion)
+        finally:
+            if produced < min(len(pieces), budget) and request.request_id not in self._aborted:
+                self._log("abort", request, tokens=produced)
+
+    async def abort(self, request_id: str) -> None:
+        self._aborted.add(request_id)
+
+    async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
+        if not self.capabilities.scores:
+            return await super().score(texts, max_length)
+        return [float(len(_split(text))) for text in texts]
+
+    def _log(self, event: str, request: GenerationRequest, **fields: Any) -> None:
+        path = self.script.get("log")
+        if path:
+            with open(path, "a", encoding="utf-8") as log:
+                log.write(json.dumps({"event": event, "request_id": request.request_id, **fields}) + "\n")
+
+
+def _split(text: str) -> list[str]:
+    return _TOKEN.findall(text)

@@ -1,0 +1,139 @@
+"""The Hugging Face transformers engine: any causal LM (or reward model) that transformers can load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from lmchat.chat.prepare import answer_budget
+from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.events import EngineEvent, Finished
+from lmchat.engines.hf.loading import LoadedModel, load_model
+from lmchat.engines.hf.scoring import score_texts
+from lmchat.engines.hf.worker import ModelWorker, new_sequence
+from lmchat.errors import EngineClosedError, UnsupportedError
+from lmchat.generation.sampling import SamplingParams
+
+
+class HuggingFaceEngine(BaseEngine):
+    name = "huggingface"
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True)
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.loaded: LoadedModel | None = None
+        self.worker: ModelWorker | None = None
+        self._info: ModelInfo | None = None
+        self._eos_ids: frozenset[int] = frozenset()
+
+    async def start(self) -> None:
+        self.loaded = await asyncio.to_thread(load_model, self.config)
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        is_reward = self.loaded.kind != "generative"
+        self.capabilities = Capabilities(
+            sampling_options=frozenset(SamplingParams.model_fields), lora=True, scores=is_reward
+        )
+        self._info = ModelInfo(
+            name=self.loaded.name,
+            chat_template=getattr(tokenizer, "chat_template", None),
+            special_tokens=_special_tokens(tokenizer),
+            context_length=getattr(model.config, "max_position_embeddings", None),
+            is_reward_model=is_reward,
+        )
+        self._eos_ids = _eos_ids(model, tokenizer)
+        self.worker = ModelWorker(model, tokenizer, self.loaded.device)
+
+    @property
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            raise EngineClosedError("The transformers engine is not started.")
+        return self._info
+
+    # --- tokenizer ------------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self.loaded.tokenizer.decode(list(token_ids))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    # --- generation -----------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        worker = self._require_worker()
+        params = request.params
+        prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
+        stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self._eos_ids)
+        budget = answer_budget(len(prompt_ids), params, self.info.context_length)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def emit(event: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the caller's loop is gone: stop generating for it
+                worker.abort(request.request_id)
+
+        decode = self._decoder(params.skip_special_tokens)
+        worker.submit(new_sequence(request, prompt_ids, budget, stop_ids, decode, emit))
+        finished = False
+        try:
+            while not finished:
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                finished = isinstance(event, Finished)
+                yield event
+        finally:
+            if not finished:
+                worker.abort(request.request_id)
+
+    def _decoder(self, skip_special_tokens: bool):
+        tokenizer = self.loaded.tokenizer
+        return lambda ids: tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    async def abort(self, request_id: str) -> None:
+        if self.worker is not None:
+            self.worker.abort(request_id)
+
+    async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
+        worker = self._require_worker()
+        if not self.info.is_reward_model:
+            raise UnsupportedError(
+                f"'{self.info.name}' is a generative model; get_scores needs a reward model (a sequence-"
+                "classification model with one label, or a checkpoint with value_head.safetensors).",
+                param="model",
+            )
+        return await asyncio.wrap_future(worker.call(lambda: score_texts(self.loaded, texts, max_length)))
+
+    def _require_worker(self) -> ModelWorker:
+        if self.worker is None:
+            raise EngineClosedError("The transformers engine is closed.")
+        return self.worker
+
+    async def close(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+        self.loaded = None
+
+
+def _special_tokens(tokenizer: Any) -> dict[str, str]:
+    tokens = {}
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, str):
+            tokens[name] = value
+    return tokens
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    generation_config = getattr(model, "generation_config", None)
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)

@@ -1,0 +1,136 @@
+"""Load a model for the transformers engine: a local folder, a hub id, a .gguf file or the default model."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmchat.config.model_config import ModelConfig
+from lmchat.errors import ConfigError, ModelNotFoundError, require
+
+logger = logging.getLogger(__name__)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+VALUE_HEAD_FILES = ("value_head.safetensors", "value_head.bin")
+
+
+@dataclass
+class LoadedModel:
+    """A model and tokenizer ready to run, with what kind of model it is."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    kind: str  # "generative", "sequence_classification" or "value_head"
+    value_head: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def resolve_source(config: ModelConfig) -> tuple[str, str]:
+    """``(path_or_hub_id, display name)`` for the configured model."""
+    value = config.model_name_or_path
+    if not value:
+        from lmchat.models.default import DEFAULT_MODEL_NAME, default_model_dir
+
+        return str(default_model_dir()), DEFAULT_MODEL_NAME
+    path = Path(value).expanduser()
+    if value.endswith(".gguf"):
+        from lmchat.models.gguf import convert_gguf
+
+        return str(convert_gguf(path)), path.stem
+    if path.is_dir():
+        return str(path), path.name
+    if path.exists():
+        raise ModelNotFoundError(f"{value} is a file; give a model folder, a .gguf file or a hub id.")
+    if _HUB_ID.match(value) and not value.startswith((".", "/", "~")):
+        return value, value
+    raise ModelNotFoundError(f"Model not found: {value} is not a folder, a .gguf file or a hub id (owner/name).")
+
+
+def pick_device(config: ModelConfig) -> torch.device:
+    if config.device != "auto":
+        return torch.device(config.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
+    if config.infer_dtype != "auto":
+        return getattr(torch, config.infer_dtype)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    """Load tokenizer and weights, apply LoRA adapters, and detect reward models."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    source, name = resolve_source(config)
+    hub = {"revision": config.model_revision, "cache_dir": config.cache_dir, "token": config.hf_hub_token,
+           "trust_remote_code": config.trust_remote_code}
+    device = pick_device(config)
+    try:
+        model_config = AutoConfig.from_pretrained(source, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub)
+    except OSError as exc:
+        raise ModelNotFoundError(f"Cannot load model '{source}': {_first_line(exc)}") from None
+    kind = _model_kind(model_config, source)
+    model_class = AutoModelForSequenceClassification if kind == "sequence_classification" else AutoModelForCausalLM
+    model = model_class.from_pretrained(source, config=model_config, dtype=pick_dtype(config, device), **hub)
+    model = apply_adapters(model, config.adapter_name_or_path or [])
+    model.to(device).eval()
+    value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
+    return LoadedModel(name, model, tokenizer, device, kind, value_head)
+
+
+def _model_kind(model_config: Any, source: str) -> str:
+    architectures = getattr(model_config, "architectures", None) or []
+    if any(arch.endswith("ForSequenceClassification") for arch in architectures):
+        if getattr(model_config, "num_labels", 1) != 1:
+            raise ConfigError(
+                f"'{source}' is a classifier with {model_config.num_labels} labels; a reward model has one."
+            )
+        return "sequence_classification"
+    if any((Path(source) / name).is_file() for name in VALUE_HEAD_FILES):
+        return "value_head"
+    return "generative"
+
+
+def apply_adapters(model: Any, adapters: list[str]) -> Any:
+    """Apply LoRA adapters in order, merging each into the weights (so inference runs at full speed)."""
+    if not adapters:
+        return model
+    require("peft", "hf")
+    from peft import PeftModel
+
+    for adapter in adapters:
+        if not Path(adapter).expanduser().is_dir():
+            raise ModelNotFoundError(f"LoRA adapter folder not found: {adapter}")
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        logger.info("Merged LoRA adapter %s", adapter)
+    return model
+
+
+def load_value_head(folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaMA-Factory's value head: ``v_head.summary.weight`` (1, hidden) and ``v_head.summary.bias`` (1,)."""
+    if (folder / VALUE_HEAD_FILES[0]).is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / VALUE_HEAD_FILES[0]))
+    else:
+        state = torch.load(folder / VALUE_HEAD_FILES[1], map_location="cpu", weights_only=True)
+    try:
+        weight, bias = state["v_head.summary.weight"], state["v_head.summary.bias"]
+    except KeyError:
+        raise ModelNotFoundError(f"{folder} has a value head file without v_head.summary.weight/bias.") from None
+    return weight.to(device, dtype), bias.to(device, dtype)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,69 @@
+"""Choose the next token of one sequence from its logits: penalties, bias, temperature, top-k/p, min-p, seed."""
+
+from __future__ import annotations
+
+import torch
+
+from lmchat.generation.sampling import SamplingParams
+
+
+def apply_penalties(logits: torch.Tensor, params: SamplingParams, seen_ids: torch.Tensor,
+                    generated_counts: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` (vocab,) float32 -> penalised copy. ``seen_ids``: prompt + answer ids (for repetition_penalty,
+    transformers' meaning); ``generated_counts`` (vocab,): answer-token counts (OpenAI presence/frequency)."""
+    logits = logits.clone()
+    if params.logit_bias:
+        ids = torch.tensor(list(params.logit_bias), dtype=torch.long)
+        logits[ids] += torch.tensor(list(params.logit_bias.values()), dtype=logits.dtype)
+    if params.repetition_penalty != 1.0 and seen_ids.numel():
+        unique = torch.unique(seen_ids)
+        picked = logits[unique]
+        logits[unique] = torch.where(picked < 0, picked * params.repetition_penalty,
+                                     picked / params.repetition_penalty)
+    if generated_counts is not None and (params.presence_penalty or params.frequency_penalty):
+        counts = generated_counts.to(logits.dtype)
+        logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).to(logits.dtype)
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Temperature, then top-k, top-p and min-p masking (masked entries become -inf)."""
+    logits = logits / params.temperature
+    if params.top_k and params.top_k < logits.numel():
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        remove = cumulative - torch.softmax(sorted_logits, dim=-1) >= params.top_p  # keep the token crossing top_p
+        logits = logits.masked_fill(torch.zeros_like(remove).scatter(0, order, remove), float("-inf"))
+    if params.min_p > 0:
+        probs = torch.softmax(logits, dim=-1)
+        logits = logits.masked_fill(probs < params.min_p * probs.max(), float("-inf"))
+    return logits
+
+
+def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    """Greedy argmax, or a sample drawn with this request's own generator."""
+    if params.is_greedy:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(filter_logits(logits, params), dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def make_generator(seed: int | None) -> torch.Generator:
+    """A private generator: seeded for reproducibility, else from OS entropy. The global seed is never touched."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def top_logprobs(raw_logits: torch.Tensor, token_id: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    """The chosen token's log-probability under the model, and the k most likely alternatives."""
+    logprobs = torch.log_softmax(raw_logits.float(), dim=-1)
+    top = torch.topk(logprobs, k) if k else None
+    alternatives = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
+    return float(logprobs[token_id]), alternatives

@@ -1,0 +1,97 @@
+"""Generation options: one validated object, merged with the config's defaults in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmchat.config.validation import explain
+from lmchat.errors import InvalidRequestError
+
+# Per-call names that mean the same option.
+OPTION_ALIASES = {"num_return_sequences": "n", "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens"}
+
+
+class SamplingParams(BaseModel):
+    """How one request is decoded. Engines map this to their native form (one small function each)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(1, ge=1, le=128, description="Number of answers (num_return_sequences).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    max_length: int | None = Field(None, ge=1, description="Most tokens of prompt plus answer.")
+    do_sample: bool = Field(True, description="Sample, or decode greedily.")
+    temperature: float = Field(1.0, ge=0, description="0 decodes greedily.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 keeps all tokens.")
+    min_p: float = Field(0.0, ge=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI meaning: flat penalty once a token appeared.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI meaning: penalty per earlier occurrence.")
+    logit_bias: dict[int, float] | None = Field(None, description="Token id -> bias added to its logit.")
+    seed: int | None = Field(None, description="Seed of this request's own random generator.")
+    stop: tuple[str, ...] = Field((), description="Strings that end the answer (trimmed from the text).")
+    stop_token_ids: tuple[int, ...] = Field((), description="Extra token ids that end the answer.")
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    logprobs: bool = False
+    top_logprobs: int = Field(0, ge=0, le=20)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s for s in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        if value and any(not -100 <= bias <= 100 for bias in value.values()):
+            raise ValueError("each bias must lie between -100 and 100")
+        return value or None
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self) -> SamplingParams:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
+        return self
+
+    @property
+    def is_greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0
+
+    def non_default_fields(self) -> set[str]:
+        """The options whose value differs from a plain greedy/sampling request (for capability checks)."""
+        defaults = SamplingParams()
+        return {name for name in type(self).model_fields if getattr(self, name) != getattr(defaults, name)}
+
+
+def resolve_sampling(defaults: dict[str, Any], overrides: dict[str, Any]) -> SamplingParams:
+    """Merge the config's generation defaults with one call's options; unknown options are errors."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        name = OPTION_ALIASES.get(key, key)
+        if value is None and name in ("max_new_tokens", "max_length", "seed", "stop", "logit_bias"):
+            merged[name] = None
+            continue
+        if value is None:
+            continue  # an explicit None means "use the default"
+        merged[name] = value
+    if "max_new_tokens" in overrides and "max_length" not in overrides:
+        merged["max_length"] = None  # as in LLaMA-Factory: max_new_tokens wins over a configured max_length
+    try:
+        return SamplingParams(**merged)
+    except ValidationError as exc:
+        names = set(SamplingParams.model_fields) | set(OPTION_ALIASES)
+        raise explain(exc, kind="generation option", valid_names=names, error_cls=InvalidRequestError) from None
