@@ -43,17 +43,23 @@ async def stream_sequence(engine: BaseEngine, request: GenerationRequest, index:
         async for event in events:
             if isinstance(event, Finished):
                 tail = matcher.flush() if matcher else ""
-                yield ChatChunk(index, tail, event.reason, event.prompt_tokens, event.completion_tokens)
+                yield _chunk(index, tail, event.reason, event.prompt_tokens, event.completion_tokens)
                 return
             completion_tokens += event.num_tokens
             text = matcher.feed(event.text) if matcher else event.text
             if matcher is not None and matcher.stopped:
-                yield ChatChunk(index, text, "stop", prompt_tokens, completion_tokens, event.logprobs)
+                yield _chunk(index, text, "stop", prompt_tokens, completion_tokens, event.logprobs)
                 return
             if text or event.logprobs:
-                yield ChatChunk(index, text, logprobs=event.logprobs)
+                yield _chunk(index, text, logprobs=event.logprobs)
     finally:
         await events.aclose()
+
+
+def _chunk(index: int, text: str, finish_reason=None, prompt_tokens: int = 0, completion_tokens: int = 0,
+           logprobs=()) -> ChatChunk:
+    return ChatChunk(index=index, text=text, content=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                     completion_tokens=completion_tokens, logprobs=tuple(logprobs))
 
 
 async def stream_answers(engine: BaseEngine, prepared: PreparedChat, request_id: str | None = None):
