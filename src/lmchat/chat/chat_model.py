@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from lmchat.chat.bridge import LoopThread
-from lmchat.chat.prepare import PreparedChat, TemplateStops, prepare_chat
+from lmchat.chat.prepare import PreparedChat, TemplateStops, prepare_chat, prepare_completion
 from lmchat.chat.response import ChatChunk, Response
 from lmchat.chat.sequences import collect_responses, stream_answers
 from lmchat.config.model_config import ModelConfig
@@ -79,6 +79,10 @@ class ChatModel:
             self.config, self.engine, self.template, self._stops, messages,
             system=system, tools=tools, images=images, videos=videos, audios=audios, generation=generation,
         )
+
+    def prepare_completion(self, prompt: str, **generation: Any) -> PreparedChat:
+        """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it."""
+        return prepare_completion(self.config, self.engine, self._stops, prompt, generation)
 
     def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:
         """The prompt text this model's template makes of ``messages`` (no generation)."""

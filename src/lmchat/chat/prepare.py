@@ -114,3 +114,16 @@ def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: in
     limits = [params.max_new_tokens] if params.max_new_tokens else []
     limits += [limit - prompt_tokens for limit in (params.max_length, context_length) if limit]
     return max(1, min(limits)) if limits else 1 << 30
+
+
+def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateStops, prompt: str,
+                       generation: dict[str, Any]) -> PreparedChat:
+    """A raw-prompt request (no chat template), validated like a chat request."""
+    if not isinstance(prompt, str) or not prompt:
+        raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
+    params = resolve_sampling(config.generation_defaults(), generation)
+    engine.capabilities.check_sampling(params, engine.name)
+    params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
+    token_ids = tuple(engine.tokenize(prompt))
+    check_context(len(token_ids), params, engine.info.context_length)
+    return PreparedChat([], None, prompt, token_ids, params, {})
