@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lmchat-installed
-EXTRAS ?= hf,cli,dev
+EXTRAS ?= hf,cli,serve,dev
 
 .PHONY: setup chat test test-gpu lint clean
 

@@ -32,7 +32,7 @@ def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", s
     config = LlamaConfig(
         vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=1,
-        eos_token_id=2, pad_token_id=2, num_labels=1,
+        eos_token_id=2, pad_token_id=2, num_labels=1, initializer_range=0.1,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
