@@ -1,0 +1,153 @@
+"""Small text-scanning helpers shared by the tool parsers.
+
+Streaming parsers call these on a growing text, so each helper says "not decided yet" (None) instead of guessing
+while the text may still grow, and decides the same way on every longer text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+INCOMPLETE = None
+MISMATCH = -1
+_PAIRS = {"{": "}", "[": "]"}
+_STRUCTURE = {'"': re.compile(r'[][{}"]'), "'\"": re.compile(r"""[][{}"']""")}
+_STRING_END = {'"': re.compile(r'["\\]'), "'": re.compile(r"['\\]")}
+_DECODER = json.JSONDecoder(strict=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FoundCall:
+    """A call recognised in the text, before it gets an id (``call_id`` when the model wrote one)."""
+
+    name: str
+    arguments: str
+    call_id: str | None = None
+
+
+def find_closing(text: str, start: int, quotes: str = '"') -> int | None:
+    """Index just past the bracket closing ``text[start]`` (a ``{`` or ``[``), skipping quoted strings.
+
+    None when the text ends first; :data:`MISMATCH` when brackets do not pair up. ``quotes`` is ``'"'`` for JSON and
+    ``'\\'"'`` for Python literals.
+    """
+    stack: list[str] = []
+    pos = start
+    structure = _STRUCTURE[quotes]
+    while True:
+        found = structure.search(text, pos)
+        if found is None:
+            return INCOMPLETE
+        char, pos = found.group(), found.end()
+        if char in quotes:
+            pos = _skip_string(text, pos, char)
+            if pos is None:
+                return INCOMPLETE
+        elif char in _PAIRS:
+            stack.append(_PAIRS[char])
+        elif not stack or stack.pop() != char:
+            return MISMATCH
+        elif not stack:
+            return pos
+
+
+def _skip_string(text: str, pos: int, quote: str) -> int | None:
+    """Index just past the quote closing a string whose body starts at ``pos``; None when the text ends first."""
+    pattern = _STRING_END[quote]
+    while True:
+        found = pattern.search(text, pos)
+        if found is None:
+            return None
+        if found.group() == quote:
+            return found.end()
+        pos = found.end() + 1
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` that accepts raw control characters in strings; None when the text is not JSON."""
+    try:
+        return _DECODER.decode(text.strip())
+    except (ValueError, RecursionError):
+        return None
+
+
+def dumps(value: Any) -> str:
+    """The canonical JSON text of arguments (``json.dumps`` defaults, non-ASCII kept)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def arguments_text(value: Any) -> str | None:
+    """Arguments as JSON object text, from an object or from a string holding one; None otherwise."""
+    if value is None:
+        return "{}"
+    if isinstance(value, str):
+        value = loads(value)
+    return dumps(value) if isinstance(value, dict) else None
+
+
+def call_from_object(obj: Any, *, require_arguments: bool = False) -> FoundCall | None:
+    """A call from ``{"name": ..., "arguments"|"parameters": {...}}``; None when ``obj`` is not one."""
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("function"), dict) and "name" not in obj:
+        obj = {**obj["function"], "id": obj.get("id")}
+    name = obj.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    key = "arguments" if "arguments" in obj else "parameters"
+    if require_arguments and key not in obj:
+        return None
+    arguments = arguments_text(obj.get(key))
+    if arguments is None:
+        return None
+    call_id = obj.get("id")
+    return FoundCall(name.strip(), arguments, call_id if isinstance(call_id, str) and call_id else None)
+
+
+def skip_space(text: str, pos: int) -> int:
+    """The first index at or after ``pos`` that is not whitespace (``len(text)`` if none)."""
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def is_partial(text: str, marker: str) -> bool:
+    """True when ``text`` is a proper, non-empty prefix of ``marker`` (the marker may still be completed)."""
+    return 0 < len(text) < len(marker) and marker.startswith(text)
+
+
+def earliest_marker(text: str, markers: tuple[str, ...]) -> int:
+    """Where the first marker starts, counting a marker cut off by the end of ``text``; -1 if none."""
+    best = -1
+    for marker in markers:
+        index = text.find(marker)
+        if index == -1:
+            index = _tail_prefix(text, marker)
+        if index != -1 and (best == -1 or index < best):
+            best = index
+    return best
+
+
+def _tail_prefix(text: str, marker: str) -> int:
+    """Start of the longest end of ``text`` that is a proper prefix of ``marker``; -1 if none."""
+    for size in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:size]):
+            return len(text) - size
+    return -1
+
+
+def first_key_state(text: str, pos: int, keys: tuple[str, ...]) -> bool | None:
+    """Whether the JSON object opening at ``text[pos]`` starts with one of ``keys``; None while undecided."""
+    pos = skip_space(text, pos + 1)
+    if pos == len(text):
+        return None
+    if text[pos] != '"':
+        return False
+    end = text.find('"', pos + 1)
+    key = text[pos + 1 : end if end != -1 else len(text)]
+    if end == -1:
+        return None if any(k.startswith(key) for k in keys) else False
+    return key in keys

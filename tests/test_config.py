@@ -1,0 +1,70 @@
+"""ModelConfig: LLaMA-Factory's keys, clear errors for unknown keys and bad values, command-line sources."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lmchat.config import ModelConfig, args_from_command_line, parse_flags
+from lmchat.errors import ConfigError
+
+
+def test_llamafactory_keys_are_accepted():
+    config = ModelConfig.from_dict({
+        "model_name_or_path": "org/model", "adapter_name_or_path": "a, b", "template": "chatml",
+        "infer_backend": "hf", "infer_dtype": "bfloat16", "trust_remote_code": True, "default_system": "Be brief.",
+        "enable_thinking": False, "do_sample": False, "temperature": 0.5, "top_p": 0.9, "top_k": 10,
+        "max_new_tokens": 32, "max_length": 256, "repetition_penalty": 1.1, "length_penalty": 1.0,
+        "skip_special_tokens": False, "finetuning_type": "lora",
+    })
+    assert config.adapter_name_or_path == ["a", "b"]
+    assert config.infer_backend == "huggingface"
+    assert config.generation_defaults()["temperature"] == 0.5
+
+
+def test_unknown_key_names_the_closest_valid_one():
+    with pytest.raises(ConfigError, match="Unknown setting 'model_name_or_pth'; did you mean 'model_name_or_path'"):
+        ModelConfig.from_dict({"model_name_or_pth": "x"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("infer_dtype", "fp8", r"Invalid value for 'infer_dtype'.*'auto', 'float32', 'float16' or 'bfloat16'"),
+        ("temperature", -1, r"Invalid value for 'temperature'.*greater than or equal to 0"),
+        ("top_p", 1.5, r"Invalid value for 'top_p'.*less than or equal to 1"),
+        ("length_penalty", 2.0, r"Invalid value for 'length_penalty'.*beam search"),
+    ],
+)
+def test_bad_value_names_the_key_and_what_is_allowed(key, value, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        ModelConfig.from_dict({key: value})
+    assert info.value.param == key
+
+
+def test_flags_override_the_yaml_file(tmp_path):
+    path = tmp_path / "infer.yaml"
+    path.write_text("model_name_or_path: some/model\ntemplate: llama3\ninfer_backend: huggingface\n")
+    args = parse_flags([str(path), "--template", "chatml", "--temperature=0.3", "--do_sample", "false"])
+    assert args == {"model_name_or_path": "some/model", "template": "chatml", "infer_backend": "huggingface",
+                    "temperature": 0.3, "do_sample": False}
+
+
+def test_args_none_reads_the_command_line(tmp_path, monkeypatch):
+    path = tmp_path / "infer.yaml"
+    path.write_text("template: qwen\n")
+    monkeypatch.setattr(sys, "argv", ["prog", str(path), "--max_new_tokens", "7"])
+    assert args_from_command_line() == {"template": "qwen", "max_new_tokens": 7}
+
+
+def test_bad_command_line_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="Config file not found"):
+        parse_flags([str(tmp_path / "missing.yaml")])
+    with pytest.raises(ConfigError, match="Expected a --key flag, got 'extra'"):
+        parse_flags(["--template", "chatml", "extra", "oops"])
+
+
+def test_import_lmchat_imports_no_torch_and_no_engine():
+    code = "import sys, lmchat; lmchat.ModelConfig; print(sorted(m for m in ('torch','transformers','vllm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
