@@ -1,0 +1,49 @@
+"""LLaMA-Factory's default tool format (ReAct style), one or more of::
+
+    Action: tool_name
+    Action Input: {"arg": "value"}
+
+Text before the first ``Action:`` (a "Thought", say) is content.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lmchat.parsing.scan import MISMATCH, FoundCall, dumps, find_closing, is_partial, loads, skip_space
+from lmchat.parsing.schema import ToolSchemas
+from lmchat.parsing.tool_parsers.base import Match, ToolParser
+
+ACTION = "Action:"
+INPUT = "Action Input:"
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+class ReactToolParser(ToolParser):
+    name = "default"
+    markers = (ACTION,)
+
+    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+        reject = Match(len(ACTION))
+        name_start = skip_space(text, len(ACTION))
+        name = _NAME.match(text, name_start)
+        if name is None or name.end() == len(text):
+            return None if not final and name_start + (name is not None) * 0 == len(text) or (
+                name is not None and not final) else reject
+        label = skip_space(text, name.end())
+        if label == len(text) or is_partial(text[label:], INPUT):
+            return None if not final else reject
+        if not text.startswith(INPUT, label):
+            return reject
+        brace = skip_space(text, label + len(INPUT))
+        if brace == len(text):
+            return None if not final else reject
+        if text[brace] != "{":
+            return reject
+        end = find_closing(text, brace)
+        if end is None:
+            return None if not final else reject
+        arguments = loads(text[brace:end]) if end != MISMATCH else None
+        if not isinstance(arguments, dict):
+            return reject
+        return Match(end, (FoundCall(name.group(), dumps(arguments)),))

