@@ -15,7 +15,10 @@ INCOMPLETE = None
 MISMATCH = -1
 _PAIRS = {"{": "}", "[": "]"}
 _STRUCTURE = {'"': re.compile(r'[][{}"]'), "'\"": re.compile(r"""[][{}"']""")}
-_STRING_END = {'"': re.compile(r'["\\]'), "'": re.compile(r"['\\]")}
+_STRING_REST = {  # the rest of a string body up to its closing quote, escapes skipped (unrolled loop)
+    '"': re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL),
+    "'": re.compile(r"[^'\\]*(?:\\.[^'\\]*)*'", re.DOTALL),
+}
 _DECODER = json.JSONDecoder(strict=False)
 
 
@@ -56,14 +59,8 @@ def find_closing(text: str, start: int, quotes: str = '"') -> int | None:
 
 def _skip_string(text: str, pos: int, quote: str) -> int | None:
     """Index just past the quote closing a string whose body starts at ``pos``; None when the text ends first."""
-    pattern = _STRING_END[quote]
-    while True:
-        found = pattern.search(text, pos)
-        if found is None:
-            return None
-        if found.group() == quote:
-            return found.end()
-        pos = found.end() + 1
+    found = _STRING_REST[quote].match(text, pos)
+    return found.end() if found else None
 
 
 def loads(text: str) -> Any:

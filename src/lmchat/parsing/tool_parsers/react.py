@@ -26,10 +26,13 @@ class ReactToolParser(ToolParser):
     def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
         reject = Match(len(ACTION))
         name_start = skip_space(text, len(ACTION))
+        if name_start == len(text):
+            return None if not final else reject
         name = _NAME.match(text, name_start)
-        if name is None or name.end() == len(text):
-            return None if not final and name_start + (name is not None) * 0 == len(text) or (
-                name is not None and not final) else reject
+        if name is None:
+            return reject
+        if name.end() == len(text):
+            return None if not final else reject
         label = skip_space(text, name.end())
         if label == len(text) or is_partial(text[label:], INPUT):
             return None if not final else reject
