@@ -169,3 +169,19 @@ def test_reward_scores_equal_a_direct_forward_pass(kind, tiny_reward_dir, tiny_v
     expected = [direct_last_token_forward(model_dir, text, kind) for text in texts]
     assert scores == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert len(set(scores)) == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("someorg/some-model", r"Cannot load model 'someorg/some-model': We couldn't connect"),
+        ("./no-such-folder", r"not a folder, a \.gguf file or a hub id"),
+        ("missing.gguf", r"GGUF file not found: missing\.gguf"),
+    ],
+)
+def test_missing_models_fail_with_a_clear_error(path, message, monkeypatch):
+    from lmchat.errors import ModelNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id goes through the real from_pretrained path, offline
+    with pytest.raises(ModelNotFoundError, match=message):
+        ChatModel({"model_name_or_path": path})
