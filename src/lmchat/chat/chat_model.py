@@ -14,6 +14,7 @@ from lmchat.config.sources import args_from_command_line
 from lmchat.engines.base import BaseEngine
 from lmchat.engines.registry import get_engine_class
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError
+from lmchat.parsing import get_tool_parser
 from lmchat.templates.registry import ChatTemplate, resolve_template
 from lmchat.templates.render import render_prompt
 
@@ -30,6 +31,8 @@ class ChatModel:
 
     def __init__(self, args: dict[str, Any] | None = None) -> None:
         self.config = ModelConfig.from_dict(args_from_command_line() if args is None else args)
+        if self.config.tool_parser:
+            get_tool_parser(self.config.tool_parser)  # an unknown name fails now, naming the closest one
         engine_class = get_engine_class(self.config.infer_backend)
         self._loop = LoopThread()
         self.engine: BaseEngine = engine_class(self.config)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmchat.chat.messages import build_conversation, normalise_tools
+from lmchat.chat.output import ParsingPlan, apply_tool_choice, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine
 from lmchat.errors import ContextLengthError, InvalidRequestError
@@ -28,6 +29,7 @@ class PreparedChat:
     images: tuple[Any, ...] = ()
     videos: tuple[Any, ...] = ()
     audios: tuple[Any, ...] = ()
+    parsing: ParsingPlan = ParsingPlan()
 
     @property
     def prompt_tokens(self) -> int:
@@ -79,6 +81,7 @@ def prepare_chat(
     generation = dict(generation)
     template_kwargs = dict(generation.pop("chat_template_kwargs", None) or {})
     template_kwargs.setdefault("enable_thinking", generation.pop("enable_thinking", config.enable_thinking))
+    tool_choice = generation.pop("tool_choice", None)
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
     engine.capabilities.check_media(engine.name, images=images, videos=videos, audios=audios)
@@ -86,7 +89,7 @@ def prepare_chat(
         update={"stop": params.stop + stops.strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
     )
     conversation = build_conversation(messages, system, config.default_system)
-    tool_list = normalise_tools(tools)
+    tool_list = apply_tool_choice(normalise_tools(tools), tool_choice, engine.name)
     prompt = render_prompt(
         conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **template_kwargs
     )
@@ -95,6 +98,7 @@ def prepare_chat(
     return PreparedChat(
         conversation, tool_list, prompt, token_ids, params, template_kwargs,
         tuple(images or ()), tuple(videos or ()), tuple(audios or ()),
+        plan_parsing(template, config.tool_parser, tool_list, prompt),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ from lmchat.chat.response import ChatChunk, Response
 from lmchat.engines.base import BaseEngine, GenerationRequest
 from lmchat.engines.events import Finished, TextDelta
 from lmchat.generation.stop import StopMatcher
+from lmchat.parsing import OutputDelta, OutputParser, collect
 
 _DONE = object()
 
@@ -33,47 +35,82 @@ def sequence_requests(prepared: PreparedChat, request_id: str | None = None) -> 
     ]
 
 
-async def stream_sequence(engine: BaseEngine, request: GenerationRequest, index: int) -> AsyncIterator[ChatChunk]:
+class _AnswerState:
+    """One answer's stop-string matcher, output parser and token count, turning engine text into chunks."""
+
+    def __init__(self, request: GenerationRequest, index: int, parser: OutputParser | None) -> None:
+        self.index = index
+        self.matcher = StopMatcher(request.params.stop) if request.params.stop else None
+        self.parser = parser
+        self.prompt_tokens = len(request.prompt_token_ids or ())
+        self.completion_tokens = 0
+        self.has_tool_calls = False
+
+    def text_chunk(self, event: TextDelta) -> ChatChunk | None:
+        self.completion_tokens += event.num_tokens
+        text = self.matcher.feed(event.text) if self.matcher else event.text
+        if self.matcher is not None and self.matcher.stopped:
+            return self.final_chunk(text, "stop", self.prompt_tokens, self.completion_tokens, event.logprobs)
+        if not text and not event.logprobs:
+            return None
+        return self._chunk(text, self.parser.feed(text) if self.parser and text else [], logprobs=event.logprobs)
+
+    def final_chunk(self, text: str, reason: str, prompt_tokens: int, completion_tokens: int,
+                    logprobs=()) -> ChatChunk:
+        if self.matcher is not None and not self.matcher.stopped:
+            text += self.matcher.flush()
+        deltas = []
+        if self.parser is not None:
+            deltas = (self.parser.feed(text) if text else []) + self.parser.finish()
+        chunk = self._chunk(text, deltas, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                            logprobs=logprobs)
+        if reason == "stop" and self.has_tool_calls:
+            reason = "tool_calls"
+        return dataclasses.replace(chunk, finish_reason=reason)
+
+    def _chunk(self, text: str, deltas: list[OutputDelta], **fields) -> ChatChunk:
+        fields["logprobs"] = tuple(fields.get("logprobs") or ())
+        if self.parser is None:
+            return ChatChunk(index=self.index, text=text, content=text, **fields)
+        calls = tuple(call for delta in deltas for call in delta.tool_calls)
+        self.has_tool_calls = self.has_tool_calls or bool(calls)
+        return ChatChunk(
+            index=self.index, text=text, content="".join(d.content for d in deltas),
+            reasoning="".join(d.reasoning for d in deltas), tool_calls=calls, **fields,
+        )
+
+
+async def stream_sequence(engine: BaseEngine, request: GenerationRequest, index: int,
+                          parser: OutputParser | None = None) -> AsyncIterator[ChatChunk]:
     """Chunks of one answer; a stop string ends it (trimmed) and aborts the engine request."""
-    matcher = StopMatcher(request.params.stop) if request.params.stop else None
-    prompt_tokens = len(request.prompt_token_ids or ())
-    completion_tokens = 0
+    state = _AnswerState(request, index, parser)
     events = engine.generate(request)
     try:
         async for event in events:
             if isinstance(event, Finished):
-                tail = matcher.flush() if matcher else ""
-                yield _chunk(index, tail, event.reason, event.prompt_tokens, event.completion_tokens)
+                yield state.final_chunk("", event.reason, event.prompt_tokens, event.completion_tokens)
                 return
-            completion_tokens += event.num_tokens
-            text = matcher.feed(event.text) if matcher else event.text
-            if matcher is not None and matcher.stopped:
-                yield _chunk(index, text, "stop", prompt_tokens, completion_tokens, event.logprobs)
-                return
-            if text or event.logprobs:
-                yield _chunk(index, text, logprobs=event.logprobs)
+            chunk = state.text_chunk(event)
+            if chunk is not None:
+                yield chunk
+                if chunk.finish_reason is not None:
+                    return
     finally:
         await events.aclose()
-
-
-def _chunk(index: int, text: str, finish_reason=None, prompt_tokens: int = 0, completion_tokens: int = 0,
-           logprobs=()) -> ChatChunk:
-    return ChatChunk(index=index, text=text, content=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-                     completion_tokens=completion_tokens, logprobs=tuple(logprobs))
 
 
 async def stream_answers(engine: BaseEngine, prepared: PreparedChat, request_id: str | None = None):
     """Chunks of all ``n`` answers, interleaved as they are generated."""
     requests = sequence_requests(prepared, request_id)
     if len(requests) == 1:
-        async for chunk in stream_sequence(engine, requests[0], 0):
+        async for chunk in stream_sequence(engine, requests[0], 0, prepared.parsing.new_parser()):
             yield chunk
         return
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(index: int, request: GenerationRequest) -> None:
         try:
-            async for chunk in stream_sequence(engine, request, index):
+            async for chunk in stream_sequence(engine, request, index, prepared.parsing.new_parser()):
                 await queue.put(chunk)
         except Exception as exc:  # re-raised by the consumer below
             await queue.put(exc)
@@ -99,25 +136,24 @@ async def stream_answers(engine: BaseEngine, prepared: PreparedChat, request_id:
 
 def collect_responses(chunks: list[ChatChunk], n: int, prompt_tokens: int) -> list[Response]:
     """Assemble streamed chunks into one Response per answer (so streamed == non-streamed by construction)."""
-    texts: list[list[str]] = [[] for _ in range(n)]
-    logprobs: list[list] = [[] for _ in range(n)]
-    finals: dict[int, ChatChunk] = {}
+    by_index: list[list[ChatChunk]] = [[] for _ in range(n)]
     for chunk in chunks:
-        texts[chunk.index].append(chunk.text)
-        logprobs[chunk.index].extend(chunk.logprobs)
-        if chunk.finish_reason is not None:
-            finals[chunk.index] = chunk
-    responses = []
-    for i in range(n):
-        final = finals[i]
-        responses.append(
-            Response(
-                response_text="".join(texts[i]),
-                response_length=final.completion_tokens,
-                prompt_length=final.prompt_tokens or prompt_tokens,
-                finish_reason=final.finish_reason,
-                index=i,
-                logprobs=logprobs[i] or None,
-            )
-        )
-    return responses
+        by_index[chunk.index].append(chunk)
+    return [_response(i, answer, prompt_tokens) for i, answer in enumerate(by_index)]
+
+
+def _response(index: int, chunks: list[ChatChunk], prompt_tokens: int) -> Response:
+    final = next(chunk for chunk in chunks if chunk.finish_reason is not None)
+    parsed = collect(OutputDelta(c.content, c.reasoning, list(c.tool_calls)) for c in chunks)
+    logprobs = [entry for chunk in chunks for entry in chunk.logprobs]
+    return Response(
+        response_text="".join(chunk.text for chunk in chunks),
+        response_length=final.completion_tokens,
+        prompt_length=final.prompt_tokens or prompt_tokens,
+        finish_reason=final.finish_reason,
+        index=index,
+        content=parsed.content,
+        reasoning_text=parsed.reasoning,
+        tool_calls=parsed.tool_calls,
+        logprobs=logprobs or None,
+    )

@@ -15,10 +15,7 @@ INCOMPLETE = None
 MISMATCH = -1
 _PAIRS = {"{": "}", "[": "]"}
 _STRUCTURE = {'"': re.compile(r'[][{}"]'), "'\"": re.compile(r"""[][{}"']""")}
-_STRING_REST = {  # the rest of a string body up to its closing quote, escapes skipped (unrolled loop)
-    '"': re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL),
-    "'": re.compile(r"[^'\\]*(?:\\.[^'\\]*)*'", re.DOTALL),
-}
+_STRING_END = {'"': re.compile(r'["\\]'), "'": re.compile(r"['\\]")}
 _DECODER = json.JSONDecoder(strict=False)
 
 
@@ -35,32 +32,76 @@ def find_closing(text: str, start: int, quotes: str = '"') -> int | None:
     """Index just past the bracket closing ``text[start]`` (a ``{`` or ``[``), skipping quoted strings.
 
     None when the text ends first; :data:`MISMATCH` when brackets do not pair up. ``quotes`` is ``'"'`` for JSON and
-    ``'\\'"'`` for Python literals.
+    ``'\\'"'`` for Python literals. Streams use :class:`BracketScanner`, which resumes where it stopped.
     """
-    stack: list[str] = []
-    pos = start
+    return BracketScanner().find_closing(text, start, quotes)
+
+
+@dataclass(slots=True)
+class _ScanState:
+    prefix: str  # the text scanned so far; the state is only reused on a text that extends it
+    pos: int
+    stack: list[str]
+    quote: str | None = None  # inside a string opened by this quote
+
+
+class BracketScanner:
+    """:func:`find_closing` for a growing text: each call resumes where the last one on a prefix stopped, so
+    streaming a long call costs linear, not quadratic, time."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[int, str], _ScanState] = {}
+
+    def reset(self) -> None:
+        self._states.clear()
+
+    def find_closing(self, text: str, start: int, quotes: str = '"') -> int | None:
+        state = self._states.pop((start, quotes), None)
+        if state is None or not text.startswith(state.prefix):
+            state = _ScanState("", start, [])
+        result = _scan(text, state, quotes)
+        if result is INCOMPLETE:
+            state.prefix = text[: state.pos]
+            self._states[(start, quotes)] = state
+        return result
+
+
+def _scan(text: str, state: _ScanState, quotes: str) -> int | None:
+    """Advance ``state`` through ``text``; the closing index, :data:`MISMATCH`, or None (state saved)."""
     structure = _STRUCTURE[quotes]
     while True:
-        found = structure.search(text, pos)
-        if found is None:
+        if state.quote is not None and not _skip_string(text, state, state.quote):
             return INCOMPLETE
-        char, pos = found.group(), found.end()
+        found = structure.search(text, state.pos)
+        if found is None:
+            state.pos = len(text)
+            return INCOMPLETE
+        char, state.pos = found.group(), found.end()
         if char in quotes:
-            pos = _skip_string(text, pos, char)
-            if pos is None:
-                return INCOMPLETE
+            state.quote = char
         elif char in _PAIRS:
-            stack.append(_PAIRS[char])
-        elif not stack or stack.pop() != char:
+            state.stack.append(_PAIRS[char])
+        elif not state.stack or state.stack.pop() != char:
             return MISMATCH
-        elif not stack:
-            return pos
+        elif not state.stack:
+            return state.pos
 
 
-def _skip_string(text: str, pos: int, quote: str) -> int | None:
-    """Index just past the quote closing a string whose body starts at ``pos``; None when the text ends first."""
-    found = _STRING_REST[quote].match(text, pos)
-    return found.end() if found else None
+def _skip_string(text: str, state: _ScanState, quote: str) -> bool:
+    """Move past the closing quote of the string ``state`` is in; False (state kept) when the text ends first."""
+    pattern = _STRING_END[quote]
+    while True:
+        found = pattern.search(text, state.pos)
+        if found is None:
+            state.pos = len(text)
+            return False
+        if found.group() == quote:
+            state.pos, state.quote = found.end(), None
+            return True
+        if found.end() == len(text):  # a backslash last: read it again with what follows
+            state.pos = found.start()
+            return False
+        state.pos = found.end() + 1
 
 
 def loads(text: str) -> Any:

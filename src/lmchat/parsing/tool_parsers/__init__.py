@@ -47,7 +47,7 @@ def register_tool_parser(name: str) -> Callable[[P], P]: ...
 def register_tool_parser(name: str, parser: type[ToolParser] | str) -> None: ...
 
 
-def register_tool_parser(name: str, parser: type[ToolParser] | str | None = None):  # type: ignore[no-untyped-def]
+def register_tool_parser(name: str, parser: type[ToolParser] | str | None = None) -> Callable[[P], P] | None:
     """Register a parser class (or a lazy ``module:Class`` path) as ``name``; without ``parser``, a decorator."""
     if parser is not None:
         _registered[_normalise(name)] = parser

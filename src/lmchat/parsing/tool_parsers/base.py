@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from lmchat.parsing.scan import FoundCall, earliest_marker, is_partial
+from lmchat.parsing.scan import BracketScanner, FoundCall, earliest_marker, is_partial
 from lmchat.parsing.schema import ToolSchemas, tool_schemas
 from lmchat.parsing.types import OutputDelta, ParsedOutput, ToolCallDelta, collect, merge_deltas, new_call_id
 
@@ -29,6 +29,18 @@ class Match:
 
     end: int
     calls: tuple[FoundCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MatchContext:
+    """What matchers may use besides the text: the request's tool schemas and a resumable bracket scanner."""
+
+    tools: ToolSchemas
+    scanner: BracketScanner
+
+    def find_closing(self, text: str, start: int, quotes: str = '"') -> int | None:
+        """:func:`lmchat.parsing.scan.find_closing`, resumed from the previous call on this growing text."""
+        return self.scanner.find_closing(text, start, quotes)
 
 
 NO_START = Match(0)
@@ -48,14 +60,14 @@ class ToolParser:
 
     def start_stream(self, tools: Sequence[Mapping[str, Any]] | None = None) -> ToolStream:
         """A stream for one answer: ``feed`` each text delta, then ``finish``."""
-        return ToolStream(self, tool_schemas(tools))
+        return ToolStream(self, MatchContext(tool_schemas(tools), BracketScanner()))
 
-    def match_start(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         """A call written without a marker at the very start of the answer (``text`` starts at its first
         non-space character). :data:`NO_START` when there is none."""
         return NO_START
 
-    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         """The region opened by the full marker ``text`` starts with. ``final``: the answer ends with ``text``,
         so decide now. A content answer must consume at least one character."""
         return Match(1)
@@ -64,9 +76,9 @@ class ToolParser:
 class ToolStream:
     """Incremental splitting of one answer; see the module docstring for the rules."""
 
-    def __init__(self, parser: ToolParser, tools: ToolSchemas) -> None:
+    def __init__(self, parser: ToolParser, context: MatchContext) -> None:
         self._parser = parser
-        self._tools = tools
+        self._context = context
         self._buffer = ""
         self._at_start = True
         self._pending_space = ""
@@ -106,13 +118,14 @@ class ToolStream:
             if index > 0:
                 self._content(self._buffer[:index])
                 self._buffer = self._buffer[index:]
+                self._context.scanner.reset()
                 continue
             if self._is_partial_marker():
                 if not final:
                     return
                 match: Match | None = Match(len(self._buffer))
             else:
-                match = self._parser.match_marker(self._buffer, final, self._tools)
+                match = self._parser.match_marker(self._buffer, final, self._context)
             if match is None or (match.end == 0 and not match.calls):
                 return
             self._take(match)
@@ -129,9 +142,10 @@ class ToolStream:
         if stripped != self._buffer:
             self._content(self._buffer[: len(self._buffer) - len(stripped)])
             self._buffer = stripped
+            self._context.scanner.reset()
         if not stripped:
             return False
-        match = self._parser.match_start(stripped, final, self._tools)
+        match = self._parser.match_start(stripped, final, self._context)
         if match is None:
             return False
         self._at_start = False
@@ -141,6 +155,7 @@ class ToolStream:
 
     def _take(self, match: Match) -> None:
         region, self._buffer = self._buffer[: match.end], self._buffer[match.end :]
+        self._context.scanner.reset()
         if not match.calls:
             self._content(region)
             return

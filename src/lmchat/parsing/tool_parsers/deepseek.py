@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 
 from lmchat.parsing.scan import FoundCall, dumps, loads
-from lmchat.parsing.schema import ToolSchemas
-from lmchat.parsing.tool_parsers.base import Match, ToolParser
+from lmchat.parsing.tool_parsers.base import Match, MatchContext, ToolParser
 
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
 CALLS_END = "<｜tool▁calls▁end｜>"
@@ -59,7 +58,7 @@ class DeepSeekV3ToolParser(ToolParser):
     name = "deepseek_v3"
     markers = (CALLS_BEGIN, CALL_BEGIN)
 
-    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         if text.startswith(CALLS_BEGIN):
             body_start, closing = len(CALLS_BEGIN), text.find(CALLS_END)
             end = closing + len(CALLS_END) if closing != -1 else len(text)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-from lmchat.parsing.scan import MISMATCH, FoundCall, call_from_object, dumps, find_closing, loads, skip_space
+from lmchat.parsing.scan import MISMATCH, FoundCall, call_from_object, dumps, loads, skip_space
 from lmchat.parsing.schema import ToolSchemas, coerce_value
-from lmchat.parsing.tool_parsers.base import NO_START, Match, ToolParser
+from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, ToolParser
 from lmchat.parsing.tool_parsers.hermes import tagged_body
 
 _GLM4_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
@@ -24,7 +24,7 @@ _ARG_PAIR = re.compile(r"\s*<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_val
 class Glm4ToolParser(ToolParser):
     name = "glm4"
 
-    def match_start(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         name = _GLM4_NAME.match(text)
         if name is None:
             return NO_START
@@ -38,7 +38,7 @@ class Glm4ToolParser(ToolParser):
             return None if not final else NO_START
         if text[brace] != "{":
             return NO_START
-        end = find_closing(text, brace)
+        end = ctx.find_closing(text, brace)
         if end is None:
             return None if not final else NO_START
         arguments = loads(text[brace:end]) if end != MISMATCH else None
@@ -51,12 +51,12 @@ class Glm45ToolParser(ToolParser):
     name = "glm45"
     markers = (START,)
 
-    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         region = tagged_body(text, START, END, final)
         if region is None:
             return None
         body, end = region
-        call = parse_glm45_body(body, tools)
+        call = parse_glm45_body(body, ctx.tools)
         return Match(end, (call,)) if call else Match(end)
 
 

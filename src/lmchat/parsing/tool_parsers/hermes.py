@@ -6,8 +6,7 @@ A call left open at the end of the answer (or directly followed by the next ``<t
 from __future__ import annotations
 
 from lmchat.parsing.scan import call_from_object, loads
-from lmchat.parsing.schema import ToolSchemas
-from lmchat.parsing.tool_parsers.base import Match, ToolParser
+from lmchat.parsing.tool_parsers.base import Match, MatchContext, ToolParser
 
 START = "<tool_call>"
 END = "</tool_call>"
@@ -34,7 +33,7 @@ class HermesToolParser(ToolParser):
     name = "hermes"
     markers = (START,)
 
-    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         region = tagged_body(text, START, END, final)
         if region is None:
             return None

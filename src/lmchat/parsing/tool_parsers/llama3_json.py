@@ -12,19 +12,17 @@ from lmchat.parsing.scan import (
     MISMATCH,
     FoundCall,
     call_from_object,
-    find_closing,
     first_key_state,
     loads,
     skip_space,
 )
-from lmchat.parsing.schema import ToolSchemas
-from lmchat.parsing.tool_parsers.base import NO_START, Match, ToolParser
+from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, ToolParser
 
 PYTHON_TAG = "<|python_tag|>"
 FIRST_KEYS = ("name", "type")
 
 
-def one_call(text: str, pos: int, final: bool) -> tuple[FoundCall | None, int] | None:
+def one_call(text: str, pos: int, final: bool, ctx: MatchContext) -> tuple[FoundCall | None, int] | None:
     """The call object at ``text[pos]`` (a ``{``) and the index past it; ``(None, end)`` when ``text[:end]`` is
     known not to be a call; None while undecided."""
     state = first_key_state(text, pos, FIRST_KEYS)
@@ -32,7 +30,7 @@ def one_call(text: str, pos: int, final: bool) -> tuple[FoundCall | None, int] |
         return None
     if not state:
         return None, pos + 1
-    end = find_closing(text, pos)
+    end = ctx.find_closing(text, pos)
     if end is None:
         return None if not final else (None, pos + 1)
     if end == MISMATCH:
@@ -40,12 +38,12 @@ def one_call(text: str, pos: int, final: bool) -> tuple[FoundCall | None, int] |
     return call_from_object(loads(text[pos:end]), require_arguments=True), end
 
 
-def call_sequence(text: str, pos: int, final: bool) -> Match | None:
+def call_sequence(text: str, pos: int, final: bool, ctx: MatchContext) -> Match | None:
     """Calls from ``text[pos]`` on, separated by ``;``; a content match when the first one is not a call."""
     calls: list[FoundCall] = []
     end = pos
     while True:
-        found = one_call(text, pos, final)
+        found = one_call(text, pos, final, ctx)
         if found is None:
             return None
         call, call_end = found
@@ -69,7 +67,7 @@ class Llama3JsonToolParser(ToolParser):
     name = "llama3_json"
     markers = (PYTHON_TAG, "{")
 
-    def match_start(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         if not text.startswith("["):
             return NO_START
         item = skip_space(text, 1)
@@ -77,7 +75,7 @@ class Llama3JsonToolParser(ToolParser):
             return None if not final else NO_START
         if text[item] != "{":
             return NO_START
-        end = find_closing(text, 0)
+        end = ctx.find_closing(text, 0)
         if end is None:
             return None if not final else NO_START
         value = loads(text[:end]) if end != MISMATCH else None
@@ -88,15 +86,15 @@ class Llama3JsonToolParser(ToolParser):
             return NO_START
         return Match(end, tuple(calls))  # type: ignore[arg-type]
 
-    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         if not text.startswith(PYTHON_TAG):
-            return call_sequence(text, 0, final)
+            return call_sequence(text, 0, final, ctx)
         pos = skip_space(text, len(PYTHON_TAG))
         if pos == len(text) and not final:
             return None
         if pos == len(text) or text[pos] != "{":
             return Match(len(PYTHON_TAG))
-        match = call_sequence(text, pos, final)
+        match = call_sequence(text, pos, final, ctx)
         if match is None or match.calls:
             return match
         return Match(len(PYTHON_TAG))

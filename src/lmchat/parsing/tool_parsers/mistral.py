@@ -14,14 +14,12 @@ from lmchat.parsing.scan import (
     FoundCall,
     call_from_object,
     dumps,
-    find_closing,
     first_key_state,
     is_partial,
     loads,
     skip_space,
 )
-from lmchat.parsing.schema import ToolSchemas
-from lmchat.parsing.tool_parsers.base import NO_START, Match, ToolParser
+from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, ToolParser
 
 MARKER = "[TOOL_CALLS]"
 ARGS = "[ARGS]"
@@ -40,7 +38,7 @@ class MistralToolParser(ToolParser):
     name = "mistral"
     markers = (MARKER,)
 
-    def match_start(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         if is_partial(text, MARKER):
             return None if not final else NO_START
         if text.startswith(MARKER) or text[0] not in "[{":
@@ -51,7 +49,7 @@ class MistralToolParser(ToolParser):
         state = first_key_state(text, obj, ("name", "arguments")) if text[obj] == "{" else False
         if state is None and not final:
             return None
-        end = find_closing(text, 0) if state else MISMATCH
+        end = ctx.find_closing(text, 0) if state else MISMATCH
         if end is None:
             return None if not final else NO_START
         value = loads(text[:end]) if end != MISMATCH else None
@@ -59,7 +57,7 @@ class MistralToolParser(ToolParser):
         calls = calls_from_json(value)
         return Match(end, calls) if calls and len(calls) == len(entries) else NO_START
 
-    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         pos = len(MARKER)
         while True:
             pos = skip_space(text, pos)
@@ -72,17 +70,17 @@ class MistralToolParser(ToolParser):
         if pos == len(text):
             return None if not final else Match(pos)
         if text[pos] in "[{":
-            return self._json_calls(text, pos, final)
-        return self._named_call(text, pos, final)
+            return self._json_calls(text, pos, final, ctx)
+        return self._named_call(text, pos, final, ctx)
 
-    def _json_calls(self, text: str, pos: int, final: bool) -> Match | None:
-        end = find_closing(text, pos)
+    def _json_calls(self, text: str, pos: int, final: bool, ctx: MatchContext) -> Match | None:
+        end = ctx.find_closing(text, pos)
         if end is None:
             return None if not final else Match(pos)
         calls = calls_from_json(loads(text[pos:end])) if end != MISMATCH else ()
         return Match(end, calls) if calls else Match(pos)
 
-    def _named_call(self, text: str, pos: int, final: bool) -> Match | None:
+    def _named_call(self, text: str, pos: int, final: bool, ctx: MatchContext) -> Match | None:
         """``name{...}``, ``name[ARGS]{...}`` or ``name[CALL_ID]id[ARGS]{...}`` at ``text[pos]``."""
         name = _NAME.match(text, pos)
         if name is None:
@@ -99,7 +97,7 @@ class MistralToolParser(ToolParser):
             cursor = skip_space(text, cursor + len(ARGS))
         if cursor == len(text) or text[cursor] != "{":
             return None if cursor == len(text) and not final else Match(pos)
-        end = find_closing(text, cursor)
+        end = ctx.find_closing(text, cursor)
         if end is None:
             return None if not final else Match(pos)
         arguments = loads(text[cursor:end]) if end != MISMATCH else None

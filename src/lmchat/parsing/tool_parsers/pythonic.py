@@ -9,9 +9,8 @@ from __future__ import annotations
 import ast
 import re
 
-from lmchat.parsing.scan import MISMATCH, FoundCall, dumps, find_closing
-from lmchat.parsing.schema import ToolSchemas
-from lmchat.parsing.tool_parsers.base import NO_START, Match, ToolParser
+from lmchat.parsing.scan import MISMATCH, FoundCall, dumps
+from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, ToolParser
 from lmchat.parsing.tool_parsers.hermes import tagged_body
 
 START = "<|python_start|>"
@@ -58,19 +57,19 @@ class PythonicToolParser(ToolParser):
     name = "pythonic"
     markers = (START,)
 
-    def match_start(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         if not text.startswith("["):
             return NO_START
         if not _CALL_OPENING.match(text):
             undecided = _PLAUSIBLE_PREFIX.match(text) and not final
             return None if undecided else NO_START
-        end = find_closing(text, 0, quotes="'\"")
+        end = ctx.find_closing(text, 0, quotes="'\"")
         if end is None:
             return None if not final else NO_START
         calls = parse_call_list(text[:end]) if end != MISMATCH else None
         return Match(end, calls) if calls else NO_START
 
-    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         region = tagged_body(text, START, END, final)
         if region is None:
             return None

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 
-from lmchat.parsing.scan import MISMATCH, FoundCall, dumps, find_closing, is_partial, loads, skip_space
-from lmchat.parsing.schema import ToolSchemas
-from lmchat.parsing.tool_parsers.base import Match, ToolParser
+from lmchat.parsing.scan import MISMATCH, FoundCall, dumps, is_partial, loads, skip_space
+from lmchat.parsing.tool_parsers.base import Match, MatchContext, ToolParser
 
 ACTION = "Action:"
 INPUT = "Action Input:"
@@ -23,7 +22,7 @@ class ReactToolParser(ToolParser):
     name = "default"
     markers = (ACTION,)
 
-    def match_marker(self, text: str, final: bool, tools: ToolSchemas) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
         reject = Match(len(ACTION))
         name_start = skip_space(text, len(ACTION))
         if name_start == len(text):
@@ -43,7 +42,7 @@ class ReactToolParser(ToolParser):
             return None if not final else reject
         if text[brace] != "{":
             return reject
-        end = find_closing(text, brace)
+        end = ctx.find_closing(text, brace)
         if end is None:
             return None if not final else reject
         arguments = loads(text[brace:end]) if end != MISMATCH else None
