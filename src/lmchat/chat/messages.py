@@ -52,8 +52,21 @@ def _normalise(index: int, message: Mapping[str, Any]) -> dict[str, Any]:
     if content is None and not message.get("tool_calls"):
         if role != "assistant":
             raise InvalidRequestError(f"messages[{index}] ({role}) has no content.", param=f"messages[{index}].content")
-    message["content"] = _flatten_text_parts(index, content)
+    if content is not None or not message.get("tool_calls"):
+        message["content"] = _flatten_text_parts(index, content)  # an assistant's tool-call turn may keep None
+    if message.get("tool_calls"):
+        message["tool_calls"] = [_call_with_object_arguments(call) for call in message["tool_calls"]]
     return message
+
+
+def _call_with_object_arguments(call: Any) -> Any:
+    """OpenAI clients send tool-call arguments as JSON text; templates expect the object (as vLLM passes it)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+        parsed = _arguments(function["arguments"])
+        if isinstance(parsed, dict):
+            return {**call, "function": {**function, "arguments": parsed}}
+    return call
 
 
 def _flatten_text_parts(index: int, content: Any) -> Any:

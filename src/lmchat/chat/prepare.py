@@ -102,14 +102,15 @@ def prepare_chat(
     )
 
 
-def check_context(prompt_tokens: int, params: SamplingParams, context_length: int | None) -> None:
+def check_context(prompt_tokens: int, params: SamplingParams, context_length: int | None,
+                  param: str = "messages") -> None:
     """The prompt must leave room for at least one new token within max_length and the model's context."""
     for limit, what in ((params.max_length, "max_length"), (context_length, "the model's context length")):
         if limit is not None and prompt_tokens >= limit:
             raise ContextLengthError(
                 f"The prompt has {prompt_tokens} tokens, which leaves no room for an answer within {what} "
                 f"({limit} tokens). Shorten the conversation or raise the limit.",
-                param="messages",
+                param=param,
             )
 
 
@@ -129,5 +130,5 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     engine.capabilities.check_sampling(params, engine.name)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
     token_ids = tuple(engine.tokenize(prompt))
-    check_context(len(token_ids), params, engine.info.context_length)
+    check_context(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, {})

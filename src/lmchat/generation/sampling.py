@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from lmchat.config.validation import explain
 from lmchat.errors import InvalidRequestError
@@ -61,11 +61,12 @@ class SamplingParams(BaseModel):
             raise ValueError("each bias must lie between -100 and 100")
         return value or None
 
-    @model_validator(mode="after")
-    def _top_logprobs_needs_logprobs(self) -> SamplingParams:
-        if self.top_logprobs and not self.logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_needs_logprobs(cls, value: int, info: ValidationInfo) -> int:
+        if value and not info.data.get("logprobs"):
             raise ValueError("top_logprobs needs logprobs=true")
-        return self
+        return value
 
     @property
     def is_greedy(self) -> bool:

@@ -1,0 +1,90 @@
+"""``create_app(chat_model, settings)``: the FastAPI app, its middleware and its error mapping."""
+
+from __future__ import annotations
+
+from lmchat.errors import require
+
+require("fastapi", "serve")
+
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.middleware.cors import CORSMiddleware  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+
+from lmchat import __version__  # noqa: E402
+from lmchat.chat.chat_model import ChatModel  # noqa: E402
+from lmchat.errors import InvalidRequestError, LmchatError  # noqa: E402
+from lmchat.server.admission import Admission  # noqa: E402
+from lmchat.server.auth import ApiKeyMiddleware  # noqa: E402
+from lmchat.server.errors import (  # noqa: E402
+    ClientDisconnected,
+    MethodNotAllowedError,
+    RouteNotFoundError,
+    from_validation_errors,
+)
+from lmchat.server.metrics import ServerMetrics  # noqa: E402
+from lmchat.server.middleware import BodyLimitMiddleware, RequestContextMiddleware  # noqa: E402
+from lmchat.server.responses import error_response  # noqa: E402
+from lmchat.server.routes import router  # noqa: E402
+from lmchat.server.serving.base import ServerState  # noqa: E402
+from lmchat.server.serving.chat import ServingChat  # noqa: E402
+from lmchat.server.serving.completion import ServingCompletion  # noqa: E402
+from lmchat.server.serving.score import ServingScore  # noqa: E402
+from lmchat.server.serving.tokenize import ServingTokenize  # noqa: E402
+from lmchat.server.settings import ServerSettings  # noqa: E402
+
+
+def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) -> FastAPI:
+    """An OpenAI-compatible app serving ``chat_model`` (which the caller keeps and closes)."""
+    settings = settings or ServerSettings()
+    served_names = settings.served_model_names or (chat_model.engine.info.name,)
+    admission = Admission(settings.max_concurrent, settings.max_queue)
+    metrics = ServerMetrics(admission, served_names[0])
+    state = ServerState(chat_model, settings, served_names, admission, metrics)
+
+    app = FastAPI(title="lmchat", version=__version__, description="OpenAI-compatible API served by lmchat.")
+    app.state.lmchat = state
+    app.state.serving_chat = ServingChat(state)
+    app.state.serving_completion = ServingCompletion(state)
+    app.state.serving_score = ServingScore(state)
+    app.state.serving_tokenize = ServingTokenize(state)
+    app.include_router(router)
+    _add_exception_handlers(app)
+
+    known_paths = {getattr(route, "path", "") for route in router.routes}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, api_keys=settings.api_keys)
+    app.add_middleware(
+        CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"], expose_headers=["x-request-id"], allow_credentials=False, max_age=600,
+    )
+    app.add_middleware(
+        RequestContextMiddleware,
+        on_response=lambda path, status: metrics.count_request(path if path in known_paths else "other", status),
+    )
+    return app
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LmchatError)
+    async def lmchat_error(request: Request, exc: LmchatError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(from_validation_errors(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            return error_response(RouteNotFoundError(f"Unknown path: {request.method} {request.url.path}"))
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}."))
+        error = InvalidRequestError(str(exc.detail))
+        error.http_status = exc.status_code
+        return error_response(error)
+
+    @app.exception_handler(ClientDisconnected)
+    async def client_disconnected(request: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)  # nobody is listening; the status shows in logs and metrics

@@ -1,0 +1,132 @@
+"""``lmchat serve``: the server's flags, and running the app under uvicorn.
+
+The lmchat CLI adds the model's flags (generated from ModelConfig) and calls :func:`add_arguments` and
+:func:`run`; ``python -m lmchat.server`` does the same on its own (see :func:`main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from lmchat.server.settings import API_KEY_ENV, LOG_LEVELS, ServerSettings
+
+logger = logging.getLogger("lmchat.server")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's flags (the model's flags are added by the caller)."""
+    group = parser.add_argument_group("server")
+    defaults = ServerSettings()
+    group.add_argument("--host", default=defaults.host,
+                       help="Address to bind (default: %(default)s, this machine only).")
+    group.add_argument("--port", type=int, default=defaults.port, help="Port to listen on (default: %(default)s).")
+    group.add_argument("--api-key", action="append", dest="api_key", metavar="KEY",
+                       help=f"Require 'Authorization: Bearer KEY' (repeatable; default: ${API_KEY_ENV}).")
+    group.add_argument("--served-model-name", nargs="+", metavar="NAME",
+                       help="Name(s) clients use as 'model' (default: the model's own name).")
+    group.add_argument("--cors-origin", nargs="+", action="extend", metavar="ORIGIN",
+                       help="Let browser pages from these origins call the API (default: none).")
+    group.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
+                       help="Largest request body accepted; larger ones get 413 (default: %(default)s).")
+    group.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
+                       help="Requests running at once (default: %(default)s).")
+    group.add_argument("--max-queue", type=int, default=defaults.max_queue,
+                       help="Requests waiting for a slot; more get 429 (default: %(default)s).")
+    group.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace, metavar="SECONDS",
+                       help="On SIGINT/SIGTERM, let running requests finish this long, then abort them "
+                            "(default: %(default)s).")
+    group.add_argument("--log-prompts", action="store_true", help="Log rendered prompts (media redacted).")
+    group.add_argument("--log-level", choices=LOG_LEVELS, default=defaults.log_level,
+                       help="Log level (default: %(default)s).")
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """Server settings from parsed flags; ``LMCHAT_API_KEY`` supplies the key when no flag does."""
+    environ = os.environ if environ is None else environ
+    keys = tuple(args.api_key or ())
+    if not keys and environ.get(API_KEY_ENV):
+        keys = (environ[API_KEY_ENV],)
+    return ServerSettings(
+        host=args.host, port=args.port, api_keys=keys, served_model_names=tuple(args.served_model_name or ()),
+        cors_origins=tuple(args.cors_origin or ()), max_body_bytes=args.max_body_bytes,
+        max_concurrent=args.max_concurrent, max_queue=args.max_queue, shutdown_grace=args.shutdown_grace,
+        log_prompts=args.log_prompts, log_level=args.log_level,
+    )
+
+
+def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
+    """Load the model, serve it until SIGINT/SIGTERM, and return the exit code.
+
+    An LmchatError (bad settings, missing model) propagates for the caller to print as one line.
+    """
+    from lmchat.errors import require
+
+    require("uvicorn", "serve")
+    import uvicorn
+
+    from lmchat.chat.chat_model import ChatModel
+    from lmchat.server.app import create_app
+    from lmchat.server.logs import configure_logging
+
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level)
+    warning = settings.exposure_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    with ChatModel(model_config) as chat_model:
+        app = create_app(chat_model, settings)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+            timeout_graceful_shutdown=settings.shutdown_grace, lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        logger.info("Serving %s as %s on http://%s:%d", chat_model.engine.info.name,
+                    ", ".join(app.state.lmchat.served_names), settings.host, settings.port)
+        try:
+            with _signals_end_serving_only():
+                server.run()
+        except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+            return int(exc.code or 1)
+        return 0 if server.started else 1
+
+
+@contextlib.contextmanager
+def _signals_end_serving_only() -> Iterator[None]:
+    """uvicorn re-raises SIGINT/SIGTERM once it has shut down gracefully; catch that, so the model is closed
+    and ``run`` returns 0 instead of the process dying on the signal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lmchat.server [config.yaml] [server flags] [--model-key value ...]``."""
+    from lmchat.config import parse_flags
+    from lmchat.errors import LmchatError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lmchat.server", allow_abbrev=False,
+        description="Serve a model over an OpenAI-compatible API. Other --key value flags (and an optional "
+                    "config.yaml) are the model's settings, as for ChatModel.",
+    )
+    add_arguments(parser)
+    args, rest = parser.parse_known_args(argv)
+    try:
+        return run(args, parse_flags(rest))
+    except LmchatError as exc:
+        print(f"lmchat serve: error: {exc.message}", file=sys.stderr)
+        return 2

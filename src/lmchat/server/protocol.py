@@ -1,0 +1,360 @@
+"""Request and response models, under OpenAI's own names (and vLLM's for tokenize, LLaMA-Factory's for scoring).
+
+Requests reject unknown fields. A field OpenAI defines but lmchat cannot honour yet is accepted only with its
+neutral value; anything else is a 400 naming it (``unsupported_fields``), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from lmchat.errors import InvalidRequestError, UnsupportedError
+
+
+# --- requests ------------------------------------------------------------------------------------------
+class OpenAIRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamOptions(OpenAIRequest):
+    include_usage: bool | None = None
+
+
+class SamplingRequest(OpenAIRequest):
+    """The generation fields chat and completion requests share, plus lmchat's extras (top_k, min_p, ...)."""
+
+    model: str | None = None
+    n: int | None = Field(None, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # extras beyond OpenAI (vLLM's names)
+    top_k: int | None = Field(None, ge=-1, description="-1 or 0 keeps all tokens.")
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def max_new_tokens(self) -> tuple[int | None, str]:
+        """The answer's token limit and the request field it came from."""
+        return self.max_tokens, "max_tokens"
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The options for ``ChatModel.prepare`` (lmchat's names); fields left out keep the config's defaults."""
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequestError("stream_options is only allowed when stream is true.", param="stream_options")
+        max_new_tokens, _ = self.max_new_tokens()
+        options = {
+            "n": self.n, "max_new_tokens": max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+            "stop": self.stop, "seed": self.seed, "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty, "logit_bias": self._logit_bias(),
+            "top_k": 0 if self.top_k == -1 else self.top_k, "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        return {name: value for name, value in options.items() if value is not None}
+
+    def request_field(self, option: str | None) -> str | None:
+        """The request's name for an lmchat option named in an error (``max_new_tokens`` -> ``max_tokens``)."""
+        return self.max_new_tokens()[1] if option == "max_new_tokens" else option
+
+    def _logit_bias(self) -> dict[int, float] | None:
+        if not self.logit_bias:
+            return None
+        try:
+            return {int(token): bias for token, bias in self.logit_bias.items()}
+        except ValueError:
+            raise InvalidRequestError("logit_bias keys must be token ids (integers).", param="logit_bias") from None
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    def max_new_tokens(self) -> tuple[int | None, str]:
+        if self.max_completion_tokens is not None and self.max_tokens not in (None, self.max_completion_tokens):
+            raise InvalidRequestError(
+                "max_tokens and max_completion_tokens disagree; send one of them.", param="max_completion_tokens"
+            )
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens, "max_completion_tokens"
+        return self.max_tokens, "max_tokens"
+
+    def sampling_options(self) -> dict[str, Any]:
+        self.check_supported()
+        options = super().sampling_options()
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs: true.", param="top_logprobs")
+        if self.logprobs:
+            options.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
+        return options
+
+    def check_supported(self) -> None:
+        response_type = (self.response_format or {}).get("type", "text")
+        if response_type != "text":
+            raise UnsupportedError(
+                f"response_format of type '{response_type}' is not supported yet; leave it out or use 'text'.",
+                param="response_format",
+            )
+        choice = self.tool_choice
+        if choice is not None and choice not in ("auto", "none"):
+            shown = choice if isinstance(choice, str) else "a named tool"
+            raise UnsupportedError(
+                f"tool_choice '{shown}' is not supported yet; use 'auto' or 'none'.", param="tool_choice"
+            )
+        if self.parallel_tool_calls is False:
+            raise UnsupportedError("parallel_tool_calls: false is not supported yet.", param="parallel_tool_calls")
+
+    def prompt_tools(self) -> list[dict[str, Any]] | None:
+        """The tools the template renders (none with ``tool_choice: none``)."""
+        return None if self.tool_choice == "none" else self.tools
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool | None = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
+
+    def prompt_text(self) -> str:
+        prompt = self.prompt
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise UnsupportedError("prompt must be one string; batches and token ids are not supported yet.",
+                                   param="prompt")
+        return prompt
+
+    def sampling_options(self) -> dict[str, Any]:
+        for name, neutral in (("echo", False), ("suffix", None)):
+            if getattr(self, name) not in (neutral, None):
+                raise UnsupportedError(f"{name} is not supported yet; leave it out.", param=name)
+        if self.best_of is not None and self.best_of != (self.n or 1):
+            raise UnsupportedError("best_of is not supported yet (only best_of == n).", param="best_of")
+        options = super().sampling_options()
+        if self.logprobs is not None:
+            options.update(logprobs=True, top_logprobs=self.logprobs)
+        return options
+
+
+class ScoreEvaluationRequest(OpenAIRequest):
+    """LLaMA-Factory's ``/v1/score/evaluation``: texts already templated by the client."""
+
+    model: str | None = None
+    messages: list[str] = Field(min_length=1)
+    max_length: int | None = Field(None, ge=1)
+
+
+class ScoreConversationsRequest(OpenAIRequest):
+    """Conversations the server renders with the model's chat template, then scores."""
+
+    model: str | None = None
+    conversations: list[list[dict[str, Any]]] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    max_length: int | None = Field(None, ge=1)
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+class TokenizeRequest(OpenAIRequest):
+    """vLLM's ``/tokenize``: a ``prompt``, or chat ``messages`` rendered with the template."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    add_generation_prompt: bool = True
+    add_special_tokens: bool = False
+    tools: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+class DetokenizeRequest(OpenAIRequest):
+    model: str | None = None
+    tokens: list[int]
+
+
+# --- responses -----------------------------------------------------------------------------------------
+class OpenAIResponse(BaseModel):
+    """Serialises every field, except those in ``omit_if_none`` while they are None."""
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {key: value for key, value in data.items() if value is not None or key not in self.omit_if_none}
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class ModelCard(OpenAIResponse):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=now)
+    owned_by: str = "lmchat"
+    max_model_len: int | None = None
+    omit_if_none = frozenset({"max_model_len"})
+
+
+class ModelList(OpenAIResponse):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class UsageInfo(OpenAIResponse):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class FunctionCall(OpenAIResponse):
+    name: str
+    arguments: str
+
+
+class ToolCall(OpenAIResponse):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class DeltaFunctionCall(OpenAIResponse):
+    name: str | None = None
+    arguments: str | None = None
+    omit_if_none = frozenset({"name", "arguments"})
+
+
+class DeltaToolCall(OpenAIResponse):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+    omit_if_none = frozenset({"id", "type", "function"})
+
+
+class TopLogprob(OpenAIResponse):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatCompletionLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatCompletionLogprobs(OpenAIResponse):
+    content: list[ChatCompletionLogprob] | None = None
+    refusal: None = None
+
+
+class ChatMessage(OpenAIResponse):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    refusal: None = None
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = None
+    omit_if_none = frozenset({"tool_calls", "reasoning_content"})
+
+
+class ChatCompletionResponseChoice(OpenAIResponse):
+    index: int
+    message: ChatMessage
+    logprobs: ChatCompletionLogprobs | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"]
+
+
+class ChatCompletionResponse(OpenAIResponse):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[ChatCompletionResponseChoice]
+    usage: UsageInfo
+
+
+class DeltaMessage(OpenAIResponse):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+    omit_if_none = frozenset({"role", "content", "reasoning_content", "tool_calls"})
+
+
+class ChatCompletionStreamChoice(OpenAIResponse):
+    index: int
+    delta: DeltaMessage
+    logprobs: ChatCompletionLogprobs | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+
+
+class ChatCompletionStreamResponse(OpenAIResponse):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatCompletionStreamChoice]
+    usage: UsageInfo | None = None
+    omit_if_none = frozenset({"usage"})
+
+
+class CompletionLogprobs(OpenAIResponse):
+    text_offset: list[int] = Field(default_factory=list)
+    token_logprobs: list[float] = Field(default_factory=list)
+    tokens: list[str] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = Field(default_factory=list)
+
+
+class CompletionChoice(OpenAIResponse):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class CompletionResponse(OpenAIResponse):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None
+    omit_if_none = frozenset({"usage"})
+
+
+class ScoreResponse(OpenAIResponse):
+    id: str
+    object: Literal["score.evaluation", "score.conversations"] = "score.evaluation"
+    model: str
+    scores: list[float]
+
+
+class TokenizeResponse(OpenAIResponse):
+    count: int
+    max_model_len: int | None
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeResponse(OpenAIResponse):
+    prompt: str

@@ -1,0 +1,62 @@
+"""Writing responses: JSON bodies, OpenAI errors (also from plain ASGI middleware) and server-sent events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from lmchat.server.errors import to_openai_error
+from lmchat.server.protocol import OpenAIResponse
+
+DONE_EVENT = "data: [DONE]\n\n"
+
+
+def json_response(model: OpenAIResponse | dict[str, Any], status: int = 200) -> JSONResponse:
+    body = model.model_dump(mode="json") if isinstance(model, OpenAIResponse) else model
+    return JSONResponse(body, status_code=status)
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    status, body, headers = to_openai_error(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def send_error(send: Send, exc: BaseException) -> None:
+    """Answer with an OpenAI error from ASGI middleware (before the app runs)."""
+    status, body, headers = to_openai_error(exc)
+    raw = json.dumps(body).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    raw_headers += [(key.lower().encode(), value.encode()) for key, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def sse_event(payload: OpenAIResponse | dict[str, Any]) -> str:
+    body = payload.model_dump(mode="json") if isinstance(payload, OpenAIResponse) else payload
+    return f"data: {json.dumps(body, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def sse_error(exc: BaseException) -> str:
+    """An error that happens after the stream started: an event carrying the OpenAI error body."""
+    return sse_event(to_openai_error(exc)[1])
+
+
+class EventStreamResponse(StreamingResponse):
+    """``text/event-stream`` whose generator is always closed, whichever way the response ends."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[str]) -> None:
+        super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,82 @@
+"""The thin router: each endpoint hands its validated body to its serving class."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from lmchat.server.disconnect import cancel_on_disconnect
+from lmchat.server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    ModelCard,
+    ModelList,
+    ScoreConversationsRequest,
+    ScoreEvaluationRequest,
+    TokenizeRequest,
+)
+from lmchat.server.responses import json_response
+from lmchat.server.serving.base import ServerState
+
+router = APIRouter()
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.lmchat
+
+
+@router.get("/health")
+async def health() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    state = _state(request)
+    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    context = state.chat_model.engine.info.context_length
+    return json_response(ModelList(data=[ModelCard(id=name, max_model_len=context) for name in state.served_names]))
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> Response:
+    state = _state(request)
+    state.check_model(model_id)
+    return json_response(ModelCard(id=model_id, max_model_len=state.chat_model.engine.info.context_length))
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    return await cancel_on_disconnect(request, request.app.state.serving_chat.create(body))
+
+
+@router.post("/v1/completions")
+async def create_completion(body: CompletionRequest, request: Request) -> Response:
+    return await cancel_on_disconnect(request, request.app.state.serving_completion.create(body))
+
+
+@router.post("/v1/score/evaluation")
+async def score_evaluation(body: ScoreEvaluationRequest, request: Request) -> Response:
+    return json_response(await cancel_on_disconnect(request, request.app.state.serving_score.evaluate(body)))
+
+
+@router.post("/v1/score/conversations")
+async def score_conversations(body: ScoreConversationsRequest, request: Request) -> Response:
+    serving = request.app.state.serving_score
+    return json_response(await cancel_on_disconnect(request, serving.score_conversations(body)))
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request) -> Response:
+    return json_response(request.app.state.serving_tokenize.tokenize(body))
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
+    return json_response(request.app.state.serving_tokenize.detokenize(body))

@@ -1,0 +1,1 @@
+"""One serving class per endpoint (chat, completion, score, tokenize), sharing ``base``."""

@@ -1,0 +1,145 @@
+"""What every serving class shares: the server's state, the model-name check, and a started generation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from lmchat.chat.prepare import PreparedChat
+from lmchat.chat.response import ChatChunk
+from lmchat.engines.events import TokenLogprob
+from lmchat.errors import EngineClosedError, EngineError, ModelNotFoundError
+from lmchat.server.admission import Admission, Lease
+from lmchat.server.logs import redact_media
+from lmchat.server.metrics import ServerMetrics
+from lmchat.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from lmchat.chat.chat_model import ChatModel
+
+logger = logging.getLogger("lmchat.server")
+
+
+@dataclass
+class ServerState:
+    """Everything a request needs, built once by ``create_app``."""
+
+    chat_model: ChatModel
+    settings: ServerSettings
+    served_names: tuple[str, ...]
+    admission: Admission
+    metrics: ServerMetrics
+
+    @property
+    def model_name(self) -> str:
+        return self.served_names[0]
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name not in self.served_names:
+            raise ModelNotFoundError(
+                f"The model '{name}' does not exist on this server; it serves: {', '.join(self.served_names)}.",
+                param="model",
+            )
+
+    def log_request(self, kind: str, prepared: PreparedChat, stream: bool, user: str | None) -> None:
+        params = prepared.params
+        logger.info(
+            "%s: %d prompt tokens, n=%d, max_new_tokens=%s, stream=%s%s", kind, prepared.prompt_tokens, params.n,
+            params.max_new_tokens, stream, f", user={user!r}" if user else "",
+        )
+        if self.settings.log_prompts:
+            logger.info("%s prompt: %s", kind, redact_media(prepared.prompt))
+
+
+class LiveGeneration:
+    """A generation whose first chunk has arrived, so it is known to run (errors before this are plain HTTP
+    errors). Iterate :meth:`chunks`, and always :meth:`aclose` it: that aborts the engine request if unfinished
+    and frees the slot."""
+
+    def __init__(self, state: ServerState, stream: AsyncIterator[ChatChunk], first: ChatChunk, lease: Lease,
+                 began: float) -> None:
+        self._state, self._stream, self._first, self._lease, self._began = state, stream, first, lease, began
+
+    @classmethod
+    async def start(cls, state: ServerState, prepared: PreparedChat, request_id: str) -> LiveGeneration:
+        began = time.perf_counter()
+        lease = await state.admission.acquire()
+        stream = state.chat_model.astream_chunks(prepared, request_id)
+        try:
+            first = await stream.__anext__()
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            lease.release()
+            if isinstance(exc, StopAsyncIteration):
+                raise EngineError("The engine ended the request without an answer.") from None
+            raise
+        state.metrics.time_to_first_token.observe(time.perf_counter() - began)
+        state.metrics.prompt_tokens.inc(prepared.prompt_tokens)
+        return cls(state, stream, first, lease, began)
+
+    async def chunks(self) -> AsyncIterator[ChatChunk]:
+        chunk: ChatChunk | None = self._first
+        while chunk is not None:
+            if chunk.finish_reason == "abort":
+                raise EngineClosedError("The server is shutting down; the answer was cut short.")
+            if chunk.finish_reason is not None:
+                self._state.metrics.generation_tokens.inc(chunk.completion_tokens)
+            yield chunk
+            chunk = await anext(self._stream, None)
+
+    async def aclose(self) -> None:
+        if self._lease is None:
+            return
+        self._lease.release()
+        self._lease = None
+        self._state.metrics.request_latency.observe(time.perf_counter() - self._began)
+        with anyio.CancelScope(shield=True):
+            await self._stream.aclose()
+
+
+@dataclass
+class Answer:
+    """One answer (choice) assembled from its chunks; streamed and non-streamed responses share it."""
+
+    text: list[str] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, chunk: ChatChunk) -> None:
+        self.text.append(chunk.text)
+        self.content.append(chunk.content)
+        self.reasoning.append(chunk.reasoning)
+        self.logprobs.extend(chunk.logprobs)
+        for delta in chunk.tool_calls:
+            call = self.tool_calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] = delta.id or call["id"]
+            call["name"] = delta.name or call["name"]
+            call["arguments"] += delta.arguments or ""
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+            self.prompt_tokens = chunk.prompt_tokens
+            self.completion_tokens = chunk.completion_tokens
+
+    @property
+    def finish(self) -> str:
+        """OpenAI's finish reason: an answer that called tools ends with ``tool_calls``."""
+        if self.tool_calls and self.finish_reason == "stop":
+            return "tool_calls"
+        return self.finish_reason or "stop"
+
+
+def usage_counts(prepared: PreparedChat, answers: list[Answer]) -> dict[str, Any]:
+    prompt = answers[0].prompt_tokens or prepared.prompt_tokens
+    completion = sum(answer.completion_tokens for answer in answers)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

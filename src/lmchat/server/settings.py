@@ -1,0 +1,65 @@
+"""The server's own settings (the model's settings are a :class:`~lmchat.config.ModelConfig`)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from lmchat.errors import ConfigError
+
+API_KEY_ENV = "LMCHAT_API_KEY"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server listens, whom it lets in, and how much work it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    served_model_names: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_concurrent: int = 16
+    max_queue: int = 64
+    shutdown_grace: float = 30.0
+    log_prompts: bool = False
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, f"port must lie between 0 and 65535, got {self.port}.", "port")
+        _check(self.max_body_bytes >= 1, "max_body_bytes must be at least 1.", "max_body_bytes")
+        _check(self.max_concurrent >= 1, "max_concurrent must be at least 1.", "max_concurrent")
+        _check(self.max_queue >= 0, "max_queue must be 0 or more.", "max_queue")
+        _check(self.shutdown_grace >= 0, "shutdown_grace must be 0 or more seconds.", "shutdown_grace")
+        _check(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}.", "log_level")
+        _check(all(self.api_keys), "An API key must not be empty.", "api_key")
+        _check(all(self.served_model_names), "A served model name must not be empty.", "served_model_name")
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    def exposure_warning(self) -> str | None:
+        """A warning when the server listens beyond this machine without an API key."""
+        if self.is_loopback or self.api_keys:
+            return None
+        return (
+            f"WARNING: lmchat serve listens on {self.host} without an API key: anyone who can reach this address "
+            f"can use the model. Set --api-key or the {API_KEY_ENV} environment variable, or bind 127.0.0.1."
+        )
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check(condition: bool, message: str, param: str) -> None:
+    if not condition:
+        raise ConfigError(message, param=param)
