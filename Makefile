@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lmchat-installed
-EXTRAS ?= hf,cli,serve,dev
+EXTRAS ?= hf,cli,serve,webui,dev
 
-.PHONY: setup chat test test-gpu lint clean
+.PHONY: setup chat test test-deps test-gpu lint clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 chat: setup
 	$(BIN)/lmchat chat
 
-test: setup
+# The browser tests drive Debian's Chromium (Playwright's own browser downloads are not used).
+test-deps: setup
+	sh tests/webui_setup.sh $(BIN)/python
+
+test: test-deps
 	$(BIN)/python -m pytest -q
 
 test-gpu: setup
