@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lmchat-installed
-EXTRAS ?= hf,cli,serve,webui,dev
+EXTRAS ?= hf,cli,serve,webui,batch,dev
 
 .PHONY: setup chat test test-deps test-gpu lint clean
 

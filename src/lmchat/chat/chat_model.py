@@ -151,6 +151,14 @@ class ChatModel:
     def get_scores(self, batch_input: Sequence[str], **generation: Any) -> list[float]:
         return self._loop.run(self.aget_scores(batch_input, **generation))
 
+    def run_sync(self, coroutine: Any) -> Any:
+        """Run a coroutine of this model's async API on its background loop (for sync wrappers built on it)."""
+        return self._loop.run(coroutine)
+
+    def iterate_sync(self, stream: AsyncIterator[Any]) -> Iterator[Any]:
+        """Iterate an async stream of this model on its background loop; leaving early cancels it there."""
+        return self._loop.iterate(stream)
+
     # --- lifecycle ------------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the engine's background work, free the model and stop the event-loop thread."""

@@ -1,0 +1,103 @@
+"""The batch flags of ``lmchat infer`` (and ``python -m lmchat.batch``); the model flags belong to ModelConfig.
+
+``python -m lmchat.batch [config.yaml] --dataset alpaca_en_demo --dataset_dir data --model_name_or_path ...``.
+Batch keys may also sit in the YAML file (``dataset``, ``dataset_dir``, ``max_samples``, ``save_name``, ...), as in
+LLaMA-Factory's inference configs; flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from lmchat.batch.rows import FORMATS
+from lmchat.batch.runner import BatchOptions, run_batch
+from lmchat.batch.sources import load_rows
+
+_ALIASES = {"save_name": "output"}  # LLaMA-Factory's vllm_infer.py name
+_LIST_KEYS = ("dataset", "input", "stop")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the batch flags; a flag not given is absent from the namespace (its default lives in BatchOptions)."""
+    group = parser.add_argument_group("batch inference")
+
+    def add(flag: str, help_text: str, **kwargs: Any) -> None:
+        name = flag.lstrip("-")
+        field = BatchOptions.model_fields.get(kwargs.pop("field", name))
+        value = field.get_default(call_default_factory=True) if field is not None else None
+        shown = value not in (None, []) and not isinstance(value, bool) and "(default" not in help_text
+        default = f" (default: {value})" if shown else ""
+        group.add_argument(flag, default=argparse.SUPPRESS, help=help_text + default, **kwargs)
+
+    add("--dataset", "dataset name(s) from DATASET_DIR/dataset_info.json, comma-separated", action="append")
+    add("--dataset_dir", "folder of dataset_info.json and the dataset files")
+    add("--input", "a JSON/JSONL/Parquet/CSV file, a folder of them, or a datasets folder (repeatable)",
+        action="append")
+    add("--format", "row format of --input", choices=("auto", *FORMATS))
+    add("--split", "split of a DatasetDict saved on disk")
+    add("--output", "results file (JSON lines; rerunning resumes it)")
+    add("--save_name", "same as --output (LLaMA-Factory's name)", dest="output", field="output")
+    add("--summary", "summary file (default: OUTPUT with .summary.json)")
+    add("--n", "answers per row", type=int)
+    add("--max_samples", "use only the first rows of each dataset", type=int)
+    add("--concurrency", "rows in flight at once", type=int)
+    add("--seed", "sampling seed", type=int)
+    add("--stop", "stop string (repeatable)", action="append")
+    add("--metrics", "score predictions against labels: BLEU-4, ROUGE-1/2/L", action="store_true")
+    add("--overwrite", "start a new results file instead of resuming", action="store_true")
+    add("--retry_failed", "when resuming, answer the failed rows again", action="store_true")
+    add("--no_progress", "no progress bar", action="store_false", dest="progress", field="progress")
+
+
+def batch_options(args: argparse.Namespace, model_config: dict[str, Any]) -> tuple[BatchOptions, dict[str, Any]]:
+    """Batch options from the config's batch keys overridden by the flags, and the config without them."""
+    model_config = dict(model_config)
+    values: dict[str, Any] = {}
+    for key in list(model_config):
+        name = _ALIASES.get(key, key)
+        if name in BatchOptions.model_fields:
+            values[name] = model_config.pop(key)
+    values.update({key: value for key, value in vars(args).items() if key in BatchOptions.model_fields})
+    for key in _LIST_KEYS:
+        if key in values:
+            values[key] = _as_list(values[key], split_commas=key != "stop")
+    return BatchOptions.from_dict(values), model_config
+
+
+def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
+    """Run batch inference; errors are raised as LmchatError for the caller's error boundary."""
+    options, model_config = batch_options(args, model_config)
+    rows = load_rows(options.dataset, options.dataset_dir, options.input, options.format, options.max_samples,
+                     options.split)
+    run_batch(rows, model_config, options)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lmchat.batch [config.yaml] [batch flags] [model flags]``."""
+    import sys
+
+    from lmchat.cli.failure import report
+    from lmchat.config.sources import parse_flags
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lmchat.batch", allow_abbrev=False,
+        description="Batch inference over a dataset; other --key value flags (and a YAML file) configure the model.",
+    )
+    add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        return run(args, parse_flags(rest))
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one error boundary of this entry point
+        return report(exc, debug=args.debug)
+
+
+def _as_list(value: Any, split_commas: bool) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        out += [part.strip() for part in str(item).split(",") if part.strip()] if split_commas else [str(item)]
+    return out

@@ -1,0 +1,182 @@
+"""``lmchat infer``'s run: load rows, skip those already written, answer the rest concurrently, write each line as
+it arrives, then order the file, and write the summary (with BLEU/ROUGE when asked)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lmchat.batch.output import ResultsFile, read_lines
+from lmchat.batch.records import is_failed, label_and_prediction, to_record
+from lmchat.batch.rows import Row
+from lmchat.batch.sampler import DEFAULT_CONCURRENCY, Sample, Sampler
+from lmchat.chat.chat_model import ChatModel
+from lmchat.config.validation import explain
+from lmchat.errors import ConfigError
+
+DEFAULT_OUTPUT = "generated_predictions.jsonl"  # LLaMA-Factory's name
+
+
+class BatchOptions(BaseModel):
+    """What to read, where to write, and how to sample. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: list[str] = Field(default_factory=list, description="Dataset names from dataset_info.json.")
+    dataset_dir: str = Field("data", description="Folder holding dataset_info.json and the dataset files.")
+    input: list[str] = Field(default_factory=list, description="Files or folders of rows.")
+    format: str = Field("auto", description="auto, alpaca, sharegpt, openai or openai_batch.")
+    split: str = Field("train", description="Split of a datasets.DatasetDict saved on disk.")
+    output: str = Field(DEFAULT_OUTPUT, description="Results file (JSON lines).")
+    summary: str | None = Field(None, description="Summary file; default: OUTPUT with .summary.json.")
+    n: int = Field(1, ge=1, le=128, description="Answers per row.")
+    max_samples: int | None = Field(None, ge=1, description="Use only the first rows of each dataset.")
+    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, description="Rows in flight at once.")
+    seed: int | None = Field(None, description="Sampling seed of every row (answer i uses seed + i).")
+    stop: list[str] = Field(default_factory=list, description="Stop strings.")
+    metrics: bool = Field(False, description="Score predictions against labels (BLEU-4, ROUGE-1/2/L).")
+    overwrite: bool = Field(False, description="Start a new results file instead of resuming.")
+    retry_failed: bool = Field(False, description="When resuming, answer failed rows again.")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> BatchOptions:
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise explain(exc, kind="batch option", valid_names=cls.model_fields, error_cls=ConfigError) from None
+
+    def summary_path(self) -> Path:
+        output = Path(self.output)
+        return Path(self.summary) if self.summary else output.with_name(output.stem + ".summary.json")
+
+    def generation(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"n": self.n} if self.n != 1 else {}
+        if self.seed is not None:
+            options["seed"] = self.seed
+        if self.stop:
+            options["stop"] = list(self.stop)
+        return options
+
+
+def run_batch(rows: list[Row], model: ChatModel | Mapping[str, Any], options: BatchOptions,
+              log: TextIO | None = None) -> dict[str, Any]:
+    """Answer every row not yet in ``options.output``; returns the summary (also written to the summary file)."""
+    log = log or sys.stderr
+    results = ResultsFile(options.output, overwrite=options.overwrite, retry_failed=options.retry_failed)
+    todo = [row for row in rows if row.id not in results.done]
+    if results.repaired:
+        print(f"Cut off a partial last line of {results.path} (a run was interrupted).", file=log)
+    if len(todo) < len(rows):
+        print(f"Resuming: {len(rows) - len(todo)} of {len(rows)} rows are already in {results.path}.", file=log)
+    tally = _Tally(total=len(rows), skipped=len(rows) - len(todo))
+    if todo:
+        _answer_rows(todo, model, options, results, tally, log)
+    results.sort({row.id: row.position for row in rows})
+    summary = tally.summary(results.path)
+    if options.metrics:
+        from lmchat.batch.metrics import similarity_scores
+
+        summary["metrics"] = similarity_scores(filter(None, map(label_and_prediction, read_lines(results.path))))
+    path = options.summary_path()
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(_summary_line(summary, path), file=log)
+    return summary
+
+
+def _answer_rows(rows: list[Row], model: ChatModel | Mapping[str, Any], options: BatchOptions,
+                 results: ResultsFile, tally: _Tally, log: TextIO) -> None:
+    with Sampler(model, concurrency=options.concurrency, **options.generation()) as sampler:
+        model_name = sampler.model.engine.info.name
+        bar = _progress_bar(len(rows), options.progress, log, initial=tally.skipped, total=tally.total)
+        tally.start()
+        with results:
+            try:
+                for sample in sampler.stream_samples(rows):
+                    results.write(to_record(sample, model_name))
+                    tally.add(sample)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(tally.rates(), refresh=False)
+            finally:
+                tally.stop()
+                if bar is not None:
+                    bar.close()
+
+
+class _Tally:
+    """Counts and timing of this run."""
+
+    def __init__(self, total: int, skipped: int) -> None:
+        self.total, self.skipped = total, skipped
+        self.completed = self.failed = self.prompt_tokens = self.completion_tokens = 0
+        self.started = self.finished = None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def stop(self) -> None:
+        self.finished = time.perf_counter()
+
+    def add(self, sample: Sample) -> None:
+        self.completed += 1
+        self.failed += sample.failure is not None
+        self.prompt_tokens += sample.prompt_tokens
+        self.completion_tokens += sample.completion_tokens
+
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.perf_counter()) - self.started
+
+    def rates(self) -> str:
+        elapsed = self.elapsed() or 1e-9
+        return f"{self.completion_tokens / elapsed:.1f} tok/s, {self.failed} failed"
+
+    def summary(self, output: Path) -> dict[str, Any]:
+        elapsed = self.elapsed()
+        lines = list(read_lines(output)) if output.exists() else []
+        return {
+            "output": str(output),
+            "rows": self.total,
+            "skipped": self.skipped,
+            "completed": self.completed,
+            "failed": self.failed,
+            "failed_in_file": sum(1 for line in lines if is_failed(line)),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "elapsed_s": round(elapsed, 3),
+            "rows_per_s": round(self.completed / elapsed, 3) if elapsed else None,
+            "tokens_per_s": round(self.completion_tokens / elapsed, 1) if elapsed else None,
+        }
+
+
+def _progress_bar(count: int, enabled: bool, log: TextIO, initial: int, total: int):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="row", file=log, desc="infer", dynamic_ncols=True)
+
+
+def _summary_line(summary: dict[str, Any], path: Path) -> str:
+    text = (
+        f"{summary['completed']} rows answered ({summary['failed']} failed, {summary['skipped']} already done) in "
+        f"{summary['elapsed_s']:.1f} s: {summary['prompt_tokens']} prompt + {summary['completion_tokens']} "
+        f"completion tokens"
+    )
+    if summary["rows_per_s"]:
+        text += f", {summary['rows_per_s']:.2f} rows/s, {summary['tokens_per_s']:.1f} tok/s"
+    if "metrics" in summary:
+        metrics = summary["metrics"]
+        text += "; " + ", ".join(f"{name} {metrics[name]:.2f}" for name in ("bleu-4", "rouge-1", "rouge-2", "rouge-l"))
+    return f"{text}. Results: {summary['output']}; summary: {path}"
+

@@ -1,0 +1,244 @@
+"""The sampler API: ``generate`` streams one answer, ``batch_infer`` answers a whole dataset, both on ``ChatModel``.
+
+Rows are submitted concurrently (up to ``concurrency`` at once) so that batching engines keep their batches full;
+a row that fails is returned as a :class:`Sample` with ``error`` set, and the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmchat.batch.rows import Row, Source, convert, detect_format
+from lmchat.chat.chat_model import ChatModel
+from lmchat.chat.response import Response
+from lmchat.errors import InvalidRequestError, LmchatError
+from lmchat.generation.sampling import resolve_sampling
+
+DEFAULT_CONCURRENCY = 64
+
+
+@dataclass
+class Answer:
+    """One answer of a row: the raw text, how it ended, and what was parsed out of it."""
+
+    text: str
+    finish_reason: str
+    completion_tokens: int
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+    reasoning: str | None = None
+    content: str | None = None  # the text without reasoning and tool-call markup, when parsed
+
+
+@dataclass
+class RowFailure:
+    """Why a row has no answer."""
+
+    type: str
+    message: str
+    param: str | None = None
+    http_status: int = 500
+
+
+@dataclass
+class Sample:
+    """The result of one row: its prompt as sent, its answers (``n`` of them) or the failure."""
+
+    row: Row
+    prompt: str | None
+    prompt_tokens: int = 0
+    answers: list[Answer] = field(default_factory=list)
+    failure: RowFailure | None = None
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    @property
+    def predict(self) -> list[str]:
+        return [answer.text for answer in self.answers]
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(answer.completion_tokens for answer in self.answers)
+
+
+class Sampler:
+    """Sample answers from a :class:`ChatModel`: one conversation streamed, or a dataset in one call.
+
+    ``model`` is a ChatModel (kept open) or its config dict (the sampler opens and closes its own).
+    ``generation`` holds per-call options (``n``, ``seed``, ``stop``, ``temperature``, ...) for every row.
+    """
+
+    def __init__(self, model: ChatModel | Mapping[str, Any], *, concurrency: int = DEFAULT_CONCURRENCY,
+                 **generation: Any) -> None:
+        if concurrency < 1:
+            raise InvalidRequestError("concurrency must be at least 1.", param="concurrency")
+        self._owns_model = not isinstance(model, ChatModel)
+        self.model = ChatModel(dict(model)) if self._owns_model else model
+        self.concurrency = concurrency
+        self.generation = generation
+        try:  # a bad option fails here, once, not on every row
+            template_keys = ("chat_template_kwargs", "enable_thinking")
+            options = {key: value for key, value in generation.items() if key not in template_keys}
+            resolve_sampling(self.model.config.generation_defaults(), options)
+        except InvalidRequestError:
+            self.close()
+            raise
+
+    # --- one conversation -----------------------------------------------------------------------------
+    async def agenerate(self, messages: Sequence[Mapping[str, Any]], tools: Any = None,
+                        **generation: Any) -> AsyncIterator[str]:
+        """The answer's text, piece by piece."""
+        async for piece in self.model.astream_chat(messages, tools=tools, **{**self.generation, **generation}):
+            yield piece
+
+    def generate(self, messages: Sequence[Mapping[str, Any]], tools: Any = None, **generation: Any) -> Iterator[str]:
+        return self.model.stream_chat(messages, tools=tools, **{**self.generation, **generation})
+
+    # --- datasets -------------------------------------------------------------------------------------
+    async def asample(self, row: Row) -> Sample:
+        """Answer one row; an error becomes the sample's ``failure``."""
+        if row.error:
+            return _failed(row, None, InvalidRequestError(row.error))
+        try:
+            _check_media(row)
+            prepared = self.model.prepare(
+                row.messages, row.system, row.tools, row.images or None, row.videos or None, row.audios or None,
+                **{**self.generation, **row.generation},
+            )
+        except LmchatError as exc:
+            return _failed(row, None, exc)
+        try:
+            responses = await self.model.agenerate(prepared, request_id=f"batch-{row.position}-{uuid.uuid4().hex[:8]}")
+        except LmchatError as exc:
+            return _failed(row, prepared.prompt, exc)
+        except Exception as exc:  # noqa: BLE001 - an unexpected engine failure costs this row only; the run goes on
+            return _failed(row, prepared.prompt, exc)
+        answers = [self._answer(response, prepared.tools, prepared.prompt) for response in responses]
+        return Sample(row, prepared.prompt, prepared.prompt_tokens, answers)
+
+    async def astream_samples(self, rows: Iterable[Row]) -> AsyncIterator[Sample]:
+        """Samples in the order they finish, with at most ``concurrency`` rows in flight."""
+        pending: set[asyncio.Task[Sample]] = set()
+        queue = iter(rows)
+        exhausted = False
+        try:
+            while pending or not exhausted:
+                while not exhausted and len(pending) < self.concurrency:
+                    row = next(queue, None)
+                    if row is None:
+                        exhausted = True
+                    else:
+                        pending.add(asyncio.ensure_future(self.asample(row)))
+                if not pending:
+                    break
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def abatch_infer(self, dataset: Any) -> list[Sample]:
+        """One sample per row, in the dataset's order. ``dataset``: rows, dicts in any supported format, or a path."""
+        rows = as_rows(dataset)
+        samples = {sample.row.position: sample async for sample in self.astream_samples(rows)}
+        return [samples[row.position] for row in rows]
+
+    def batch_infer(self, dataset: Any) -> list[Sample]:
+        return self.model.run_sync(self.abatch_infer(dataset))
+
+    def stream_samples(self, rows: Iterable[Row]) -> Iterator[Sample]:
+        """Sync :meth:`astream_samples`; leaving early cancels the rows in flight."""
+        return self.model.iterate_sync(self.astream_samples(rows))
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._owns_model:
+            self.model.close()
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _answer(self, response: Response, tools: Any, prompt: str) -> Answer:
+        answer = Answer(response.response_text, response.finish_reason, response.response_length)
+        if response.tool_calls or response.reasoning_text:
+            answer.tool_calls = [_call_dict(call) for call in response.tool_calls]
+            answer.reasoning = response.reasoning_text
+            answer.content = response.content
+            return answer
+        parser = _output_parser(self.model, tools, prompt)
+        if parser is not None:
+            parsed = parser.parse(response.response_text)
+            answer.tool_calls = [{"name": call.name, "arguments": call.arguments} for call in parsed.tool_calls]
+            answer.reasoning = parsed.reasoning
+            answer.content = parsed.content
+        return answer
+
+
+def as_rows(dataset: Any) -> list[Row]:
+    """Rows from :class:`Row` objects, dicts (format detected from the first one), or a file/folder path."""
+    if isinstance(dataset, (str, Path)):
+        from lmchat.batch.sources import load_rows
+
+        return load_rows(inputs=[dataset])
+    items = list(dataset)
+    if all(isinstance(item, Row) for item in items):
+        return [item if item.position == i else _with_position(item, i) for i, item in enumerate(items)]
+    first = next((item for item in items if isinstance(item, Mapping)), None)
+    if first is None:
+        raise InvalidRequestError("batch_infer needs rows: Row objects, dicts, or a path.", param="dataset")
+    format, columns = detect_format(first)
+    source = Source("row", format, columns)
+    return [convert(item, source, i, i) for i, item in enumerate(items)]
+
+
+def _with_position(row: Row, position: int) -> Row:
+    from dataclasses import replace
+
+    return replace(row, position=position)
+
+
+def _check_media(row: Row) -> None:
+    for kind, items in (("image", row.images), ("video", row.videos), ("audio", row.audios)):
+        for item in items:
+            if isinstance(item, str) and "://" not in item and not item.startswith("data:") and not Path(item).is_file():
+                raise InvalidRequestError(f"The {kind} file {item} does not exist.", param=f"{kind}s")
+
+
+def _failed(row: Row, prompt: str | None, exc: Exception) -> Sample:
+    if isinstance(exc, LmchatError):
+        failure = RowFailure(type(exc).__name__, exc.message, exc.param, exc.http_status)
+    else:
+        failure = RowFailure(type(exc).__name__, str(exc) or type(exc).__name__)
+    return Sample(row, prompt, failure=failure)
+
+
+def _output_parser(model: ChatModel, tools: Any, prompt: str):
+    """Parsers for this model's template: tool calls when the row has tools, reasoning when the template thinks."""
+    from lmchat.parsing import OutputParser
+
+    template = model.template
+    tool_parser = (model.config.tool_parser or template.tool_parser) if tools else None
+    reasoning_parser = template.reasoning_parser
+    if tool_parser is None and reasoning_parser is None:
+        return None
+    starts_in_reasoning = bool(reasoning_parser) and prompt.rstrip().endswith("<think>")
+    return OutputParser(reasoning_parser, tool_parser, tools, starts_in_reasoning=starts_in_reasoning)
+
+
+def _call_dict(call: Any) -> dict[str, str]:
+    if isinstance(call, Mapping):
+        function = call.get("function", call)
+        return {"name": function.get("name"), "arguments": function.get("arguments")}
+    return {"name": call.name, "arguments": call.arguments}
