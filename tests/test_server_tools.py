@@ -1,21 +1,17 @@
 """Tool calls and reasoning in OpenAI's shape (``message.tool_calls``, ``delta.tool_calls``, ``reasoning_content``,
 ``finish_reason: tool_calls``), streamed and not.
 
-The facade does not parse answers yet, so this ChatModel parses the fake engine's text with lmchat's own
-parsers (think + hermes) into the ChatChunk fields the server maps, as the integrated facade will.
+The qwen3 template names the think reasoning parser and the hermes tool parser; the facade parses the fake
+engine's text with them, and the server maps the parsed chunk fields.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 from test_server_support import ThreadServer, assert_schema, stream_post, write_script
 
-from lmchat import ChatModel
-
-parsing = pytest.importorskip("lmchat.parsing")
 
 ANSWER = (
     '<think>Paris weather needed.</think><tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>'
@@ -25,23 +21,11 @@ TOOLS = [{"type": "function", "function": {"name": "weather", "parameters": {
 MESSAGES = [{"role": "user", "content": "weather in Paris?"}]
 
 
-class ParsingChatModel(ChatModel):
-    async def astream_chunks(self, prepared, request_id=None):
-        parsers = {}
-        async for chunk in super().astream_chunks(prepared, request_id):
-            parser = parsers.setdefault(chunk.index, parsing.OutputParser("think", "hermes", prepared.tools))
-            deltas = parser.feed(chunk.text) + (parser.finish() if chunk.finish_reason else [])
-            yield dataclasses.replace(
-                chunk, content="".join(d.content for d in deltas), reasoning="".join(d.reasoning for d in deltas),
-                tool_calls=tuple(call for d in deltas for call in d.tool_calls),
-            )
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     script = write_script(tmp_path_factory.mktemp("tool-server"), name="fake-model", replies=[ANSWER])
-    config = {"infer_backend": "fake", "model_name_or_path": script}
-    with ThreadServer(config, chat_model_class=ParsingChatModel) as live:
+    config = {"infer_backend": "fake", "model_name_or_path": script, "template": "qwen3"}
+    with ThreadServer(config) as live:
         yield live
 
 
