@@ -71,6 +71,12 @@ class ModelConfig(BaseModel):
     sglang_tp_size: int = Field(-1, description="SGLang: tensor-parallel size (-1: all GPUs).")
     sglang_config: dict[str, Any] | None = Field(None, description="SGLang: extra engine arguments.")
     sglang_lora_backend: str = Field("triton", description="SGLang: LoRA kernel backend.")
+    llamacpp_config: dict[str, Any] | None = Field(
+        None, description="llama.cpp: Llama() settings (n_ctx, n_threads, n_gpu_layers, ...) and reuse_prefix."
+    )
+    ktransformers_config: dict[str, Any] | None = Field(
+        None, description="KTransformers: optimize rule file, cpu_infer and other engine settings."
+    )
 
     @field_validator("adapter_name_or_path", mode="before")
     @classmethod

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 _BUILTINS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "huggingface": ("lmchat.engines.hf.engine:HuggingFaceEngine", "hf", ("torch", "transformers")),
     "fake": ("lmchat.engines.fake:ScriptedEngine", "", ()),
+    "llamacpp": ("lmchat.engines.llamacpp.engine:LlamaCppEngine", "llamacpp", ("llama_cpp",)),
+    "vllm": ("lmchat.engines.vllm.engine:VllmEngine", "vllm", ("vllm",)),
+    "sglang": ("lmchat.engines.sglang.engine:SGLangEngine", "sglang", ("sglang",)),
+    "ktransformers": ("lmchat.engines.ktransformers.engine:KTransformersEngine", "ktransformers", ("ktransformers",)),
 }
 _registered: dict[str, type[BaseEngine] | str] = {}
 

@@ -1,0 +1,46 @@
+"""Map lmchat's :class:`SamplingParams` to what KTransformers honours, as plain dicts (no ktransformers import).
+
+KTransformers' ``prefill_and_generate`` samples with the model's ``GenerationConfig``; the engine sets one per
+request (requests are serialised), so only the options a ``GenerationConfig`` warper applies are supported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmchat.generation.sampling import SamplingParams
+
+# What the engine can honour; the facade rejects everything else before any work starts. ``n`` is run by
+# repetition, ``stop`` strings by the facade, the budget by ``max_new_tokens``.
+SUPPORTED_OPTIONS = frozenset(
+    {"n", "max_new_tokens", "max_length", "do_sample", "temperature", "top_p", "top_k", "stop"}
+)
+
+# LLaMA-Factory's kt_* settings and their defaults (read from ``ktransformers_config`` until ModelConfig has them).
+DEFAULT_KT_SETTINGS: dict[str, Any] = {
+    "kt_optimize_rule": None, "kt_use_cuda_graph": True, "kt_mode": "normal", "kt_force_think": False,
+    "chunk_size": 8192, "gguf_path": None,
+}
+
+
+def to_ktransformers_generation_config(params: SamplingParams) -> dict[str, Any]:
+    """``transformers.GenerationConfig`` fields for one request."""
+    if params.is_greedy:
+        return {"do_sample": False}
+    return {
+        "do_sample": True,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,  # 0 disables top-k in transformers too
+    }
+
+
+def to_ktransformers_generate_kwargs(settings: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
+    """Keyword arguments of ``prefill_and_generate`` besides the model, tokenizer and input ids."""
+    return {
+        "max_new_tokens": max_new_tokens,
+        "use_cuda_graph": settings["kt_use_cuda_graph"],
+        "mode": settings["kt_mode"],
+        "force_think": settings["kt_force_think"],
+        "chunk_size": settings["chunk_size"],
+    }

@@ -1,0 +1,192 @@
+"""The llama.cpp engine: GGUF models (the default SmolLM2 GGUF as-is) through ``llama-cpp-python``.
+
+lmchat renders the prompt (the GGUF's own chat template or a named one) and tokenizes it with the GGUF's
+tokenizer; this engine only decodes. Requests are **serialised**: one model thread runs them one after another,
+in arrival order, so concurrent requests never share (and corrupt) the single llama.cpp context. ``n > 1`` is
+run by repetition (the facade expands it into ``n`` requests). Each prompt is evaluated in full, so identical
+requests give identical greedy answers (``llamacpp_config: {reuse_prefix: true}`` trades that for speed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from llama_cpp import Llama
+
+from lmchat.chat.prepare import answer_budget
+from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.events import EngineEvent, Finished
+from lmchat.engines.llamacpp.decode import DecodeJob, run_job
+from lmchat.errors import EngineClosedError, EngineError, InvalidRequestError, ModelNotFoundError
+from lmchat.generation.sampling import SamplingParams
+from lmchat.models.default import default_gguf_path
+
+# Llama() settings lmchat chooses; a ``llamacpp_config`` dict in the model config overrides them (and may set
+# ``reuse_prefix: true``: keep the KV cache of the prefix a prompt shares with the previous one; see decode.prefill).
+DEFAULT_LLAMA_SETTINGS: dict[str, Any] = {"n_ctx": 0, "verbose": False}  # n_ctx 0: the GGUF's trained context
+
+
+class LlamaCppEngine(BaseEngine):
+    name = "llamacpp"
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields))
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.llm: Llama | None = None
+        self._info: ModelInfo | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._aborted: set[str] = set()
+        self._closing = False
+        self._reuse_prefix = False
+        self._lock = threading.Lock()
+        self.finished: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=256)  # id, reason, tokens
+
+    async def start(self) -> None:
+        path = resolve_gguf_path(self.config.model_name_or_path)
+        if self.config.adapter_name_or_path:
+            raise InvalidRequestError(
+                "The llamacpp engine does not apply LoRA adapters; merge them into the GGUF, or use the "
+                "huggingface engine.", param="adapter_name_or_path",
+            )
+        settings = {**DEFAULT_LLAMA_SETTINGS, **(getattr(self.config, "llamacpp_config", None) or {})}
+        self._reuse_prefix = bool(settings.pop("reuse_prefix", False))
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmchat-llamacpp")
+        try:
+            self.llm = await self._call(lambda: Llama(model_path=str(path), **settings))
+        except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+            raise ModelNotFoundError(f"llama.cpp could not load {path}: {exc}") from None
+        self._info = model_info(self.llm, path)
+
+    @property
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            raise EngineClosedError("The llamacpp engine is not started.")
+        return self._info
+
+    # --- tokenizer (the GGUF's own; special tokens in the rendered prompt are parsed as such) ---------------
+    def tokenize(self, text: str) -> list[int]:
+        return self._require_llm().tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self._require_llm().detokenize(list(token_ids), special=True).decode("utf-8", "replace")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    # --- generation -------------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        llm = self._require_llm()
+        params = request.params
+        prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
+        if not prompt_ids:
+            raise InvalidRequestError("The prompt is empty.", param="prompt")
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def emit(event: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the caller's loop is gone: stop generating for it
+                self._mark_aborted(request.request_id)
+
+        job = DecodeJob(
+            request=request,
+            prompt_ids=prompt_ids,
+            budget=answer_budget(len(prompt_ids), params, self.info.context_length),
+            stop_ids=frozenset(params.stop_token_ids),
+            stop_at_end_of_generation=not params.ignore_eos,
+            emit=emit,
+            is_aborted=lambda: self._closing or request.request_id in self._aborted,
+            reuse_prefix=self._reuse_prefix,
+        )
+        self._require_executor().submit(self._run, llm, job)
+        finished = False
+        try:
+            while not finished:
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                finished = isinstance(event, Finished)
+                yield event
+        finally:
+            if not finished:
+                self._mark_aborted(request.request_id)
+
+    def _run(self, llm: Llama, job: DecodeJob) -> None:
+        try:
+            finished = run_job(llm, job)
+            self.finished.append((job.request.request_id, finished.reason, finished.completion_tokens))
+        except Exception as exc:  # noqa: BLE001  (handed to the waiting caller as a typed error)
+            job.emit(EngineError(f"The llamacpp engine failed: {exc}"))
+        finally:
+            with self._lock:
+                self._aborted.discard(job.request.request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self._mark_aborted(request_id)
+
+    def _mark_aborted(self, request_id: str) -> None:
+        with self._lock:
+            self._aborted.add(request_id)
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+    async def _call(self, job):
+        return await asyncio.wrap_future(self._require_executor().submit(job))
+
+    def _require_llm(self) -> Llama:
+        if self.llm is None:
+            raise EngineClosedError("The llamacpp engine is closed.")
+        return self.llm
+
+    def _require_executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            raise EngineClosedError("The llamacpp engine is closed.")
+        return self._executor
+
+    async def close(self) -> None:
+        """Abort every running and queued request (each still gets its Finished event), then free the model."""
+        self._closing = True
+        executor, self._executor = self._executor, None
+        llm, self.llm = self.llm, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True)
+        if llm is not None:
+            llm.close()
+
+
+def resolve_gguf_path(model_name_or_path: str | None) -> Path:
+    """A .gguf file, or the embedded default model when none is given."""
+    if not model_name_or_path:
+        return default_gguf_path()
+    path = Path(model_name_or_path).expanduser()
+    if path.is_dir():
+        files = sorted(path.glob("*.gguf"))
+        if len(files) == 1:
+            return files[0]
+        raise ModelNotFoundError(
+            f"The llamacpp engine needs one .gguf file; {path} holds {len(files)}. Name the file itself."
+        )
+    if not path.is_file():
+        raise ModelNotFoundError(f"GGUF file not found: {path} (the llamacpp engine loads local .gguf files).")
+    return path
+
+
+def model_info(llm: Llama, path: Path) -> ModelInfo:
+    """Name, chat template, special tokens and context length, all from the GGUF."""
+    metadata = llm.metadata
+    special = {}
+    for name, token_id in (("bos_token", llm.token_bos()), ("eos_token", llm.token_eos())):
+        if token_id >= 0:
+            special[name] = llm.detokenize([token_id], special=True).decode("utf-8", "replace")
+    return ModelInfo(
+        name=metadata.get("general.name") or path.stem,
+        chat_template=metadata.get("tokenizer.chat_template"),
+        special_tokens=special,
+        context_length=llm.n_ctx(),
+    )

@@ -1,0 +1,49 @@
+"""A transformers tokenizer as lmchat's engines need it: tokenize, detokenize, template and special tokens.
+
+Shared by the engines whose native tokenizer is a transformers tokenizer (vLLM, SGLang, KTransformers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class HFTokenizerMixin:
+    """Implements BaseEngine's tokenizer methods over ``self.tokenizer`` (a transformers tokenizer)."""
+
+    tokenizer: Any = None
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+
+def special_tokens(tokenizer: Any) -> dict[str, str]:
+    tokens = {}
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, str):
+            tokens[name] = value
+    return tokens
+
+
+def token_text(tokenizer: Any, token: int | str | None) -> str | None:
+    """The text of a stop token id (or the stop string itself)."""
+    if token is None or isinstance(token, str):
+        return token
+    return tokenizer.convert_ids_to_tokens(token)
+
+
+def load_image(image: Any) -> Any:
+    """A PIL image from a path (a PIL image or an engine-native object is passed through)."""
+    if isinstance(image, str) and not image.startswith(("http://", "https://", "data:")):
+        from PIL import Image
+
+        return Image.open(image).convert("RGB")
+    return image

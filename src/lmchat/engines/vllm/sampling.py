@@ -1,0 +1,65 @@
+"""Map lmchat's config and :class:`SamplingParams` to vLLM's native arguments, as plain dicts (no vllm import).
+
+The engine builds ``vllm.SamplingParams(**to_vllm_sampling_kwargs(...))`` and
+``AsyncEngineArgs(**to_vllm_engine_kwargs(...))``; the dicts are unit-tested against those classes where vLLM
+is installed. Stop strings and ``n`` are not passed: the facade trims stop strings and expands ``n`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmchat.errors import ConfigError
+from lmchat.generation.sampling import SamplingParams
+
+
+def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = None) -> dict[str, Any]:
+    """``vllm.SamplingParams`` keyword arguments for one sequence of ``params``."""
+    return {
+        "n": 1,
+        "max_tokens": max_tokens,
+        "temperature": 0.0 if params.is_greedy else params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k or -1,  # -1 disables top-k in every vLLM version (0 only in newer ones)
+        "min_p": params.min_p,
+        "repetition_penalty": params.repetition_penalty,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "logit_bias": dict(params.logit_bias) if params.logit_bias else None,
+        "seed": params.seed,
+        "stop_token_ids": list(params.stop_token_ids),
+        "ignore_eos": params.ignore_eos,
+        "skip_special_tokens": params.skip_special_tokens,
+        "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token itself
+    }
+
+
+def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
+    """``vllm.AsyncEngineArgs`` keyword arguments from lmchat's (LLaMA-Factory's) ``vllm_*`` settings."""
+    adapters = config.adapter_name_or_path or []
+    if len(adapters) > 1:
+        raise ConfigError("The vllm engine applies one LoRA adapter per request; give one adapter path.",
+                          param="adapter_name_or_path")
+    kwargs: dict[str, Any] = {
+        "model": config.model_name_or_path,
+        "trust_remote_code": config.trust_remote_code,
+        "dtype": config.infer_dtype,
+        "max_model_len": config.vllm_maxlen,
+        "tensor_parallel_size": max(1, num_gpus),
+        "gpu_memory_utilization": config.vllm_gpu_util,
+        "enforce_eager": config.vllm_enforce_eager,
+        "disable_log_stats": True,
+        "enable_lora": bool(adapters),
+    }
+    if adapters:
+        kwargs["max_lora_rank"] = config.vllm_max_lora_rank
+    if config.model_revision != "main":
+        kwargs["revision"] = config.model_revision
+    if config.cache_dir:
+        kwargs["download_dir"] = config.cache_dir
+    return {**kwargs, **(config.vllm_config or {})}
+
+
+def finish_reason(vllm_reason: str | None) -> str:
+    """vLLM's finish reason in lmchat's terms (``stop``, ``length`` or ``abort``)."""
+    return {"length": "length", "abort": "abort"}.get(vllm_reason or "", "stop")

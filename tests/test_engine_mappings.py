@@ -1,0 +1,204 @@
+"""Each engine's one mapping function (lmchat's options -> the engine's native form), tested without the engine.
+
+Where the engine's package imports, the mapped dict is also fed to its real option class.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from lmchat.config.model_config import ModelConfig
+from lmchat.engines.ktransformers.sampling import (
+    SUPPORTED_OPTIONS,
+    to_ktransformers_generate_kwargs,
+    to_ktransformers_generation_config,
+)
+from lmchat.engines.llamacpp.sampling import LLAMA_RANDOM_SEED, to_llamacpp_kwargs
+from lmchat.engines.registry import get_engine_class
+from lmchat.engines.sglang.sampling import finish_reason as sglang_finish_reason
+from lmchat.engines.sglang.sampling import (
+    to_sglang_engine_kwargs,
+    to_sglang_generate_kwargs,
+    to_sglang_sampling_params,
+)
+from lmchat.engines.vllm.sampling import finish_reason as vllm_finish_reason
+from lmchat.engines.vllm.sampling import to_vllm_engine_kwargs, to_vllm_sampling_kwargs
+from lmchat.errors import ConfigError, MissingDependencyError
+from lmchat.generation.sampling import SamplingParams
+
+FULL = SamplingParams(
+    temperature=0.7, top_p=0.9, top_k=40, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5,
+    frequency_penalty=0.25, logit_bias={5: -2.0}, seed=42, stop=("END",), stop_token_ids=(2,), ignore_eos=True,
+    skip_special_tokens=False, logprobs=True, top_logprobs=3,
+)
+
+
+# --- llama.cpp ------------------------------------------------------------------------------------------
+def test_llamacpp_mapping_carries_every_sampler_option():
+    assert to_llamacpp_kwargs(FULL) == {
+        "temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repeat_penalty": 1.1,
+        "frequency_penalty": 0.25, "presence_penalty": 0.5, "logit_bias": {5: -2.0}, "seed": 42,
+    }
+
+
+def test_llamacpp_greedy_and_defaults():
+    mapped = to_llamacpp_kwargs(SamplingParams(do_sample=False, temperature=0.8))
+    assert mapped["temperature"] == 0.0
+    assert mapped["top_k"] == 0 and mapped["top_p"] == 1.0 and mapped["min_p"] == 0.0  # not llama.cpp's 40/0.95/0.05
+    assert mapped["logit_bias"] is None and mapped["seed"] == LLAMA_RANDOM_SEED
+
+
+def test_llamacpp_seed_never_means_random():
+    assert to_llamacpp_kwargs(SamplingParams(seed=-1))["seed"] == LLAMA_RANDOM_SEED - 1
+    assert to_llamacpp_kwargs(SamplingParams(seed=2**40 + 3))["seed"] == 3
+
+
+def test_llamacpp_mapping_names_are_create_completion_arguments():
+    llama_cpp = pytest.importorskip("llama_cpp")
+    names = set(inspect.signature(llama_cpp.Llama.create_completion).parameters)
+    assert set(to_llamacpp_kwargs(FULL)) <= names
+
+
+# --- vLLM -----------------------------------------------------------------------------------------------
+def test_vllm_sampling_mapping():
+    mapped = to_vllm_sampling_kwargs(FULL, max_tokens=100)
+    assert mapped == {
+        "n": 1, "max_tokens": 100, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
+        "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25, "logit_bias": {5: -2.0},
+        "seed": 42, "stop_token_ids": [2], "ignore_eos": True, "skip_special_tokens": False, "logprobs": 3,
+    }
+    assert "stop" not in mapped  # stop strings are the facade's job
+
+
+def test_vllm_sampling_defaults_greedy_and_no_logprobs():
+    mapped = to_vllm_sampling_kwargs(SamplingParams(do_sample=False))
+    assert mapped["temperature"] == 0.0 and mapped["top_k"] == -1
+    assert mapped["logprobs"] is None and mapped["logit_bias"] is None and mapped["seed"] is None
+    assert to_vllm_sampling_kwargs(SamplingParams(logprobs=True))["logprobs"] == 0  # the sampled token only
+
+
+def _config(**args) -> ModelConfig:
+    return ModelConfig.from_dict({"model_name_or_path": "org/model", **args})
+
+
+def test_vllm_engine_kwargs():
+    kwargs = to_vllm_engine_kwargs(_config(vllm_maxlen=2048, vllm_gpu_util=0.5, adapter_name_or_path="lora"), 2)
+    assert kwargs["model"] == "org/model" and kwargs["tensor_parallel_size"] == 2
+    assert kwargs["max_model_len"] == 2048 and kwargs["gpu_memory_utilization"] == 0.5
+    assert kwargs["enable_lora"] is True and kwargs["max_lora_rank"] == 32
+    assert to_vllm_engine_kwargs(_config(vllm_config={"max_num_seqs": 8}), 0)["max_num_seqs"] == 8
+    assert to_vllm_engine_kwargs(_config(), 0)["tensor_parallel_size"] == 1
+
+
+def test_vllm_rejects_stacked_adapters():
+    with pytest.raises(ConfigError, match="one LoRA adapter"):
+        to_vllm_engine_kwargs(_config(adapter_name_or_path="a,b"), 1)
+
+
+def test_vllm_finish_reasons():
+    assert [vllm_finish_reason(r) for r in ("stop", "length", "abort", None)] == ["stop", "length", "abort", "stop"]
+
+
+def test_vllm_mapping_builds_real_sampling_params():
+    vllm = pytest.importorskip("vllm")
+    native = vllm.SamplingParams(**to_vllm_sampling_kwargs(FULL, max_tokens=100))
+    assert native.top_k == 40 and native.seed == 42 and native.logprobs == 3
+
+
+# --- SGLang ---------------------------------------------------------------------------------------------
+def test_sglang_sampling_mapping():
+    assert to_sglang_sampling_params(FULL, max_new_tokens=100) == {
+        "max_new_tokens": 100, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
+        "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25, "ignore_eos": True,
+        "skip_special_tokens": False, "stop_token_ids": [2], "logit_bias": {"5": -2.0}, "sampling_seed": 42,
+    }
+    assert to_sglang_generate_kwargs(FULL) == {"return_logprob": True, "top_logprobs_num": 3,
+                                               "return_text_in_logprobs": True}
+
+
+def test_sglang_defaults_leave_optional_keys_out():
+    mapped = to_sglang_sampling_params(SamplingParams(do_sample=False))
+    assert mapped["temperature"] == 0.0 and mapped["top_k"] == -1
+    assert not {"stop_token_ids", "logit_bias", "sampling_seed"} & set(mapped)
+    assert to_sglang_generate_kwargs(SamplingParams()) == {}
+
+
+def test_sglang_engine_kwargs():
+    kwargs = to_sglang_engine_kwargs(_config(sglang_tp_size=-1, adapter_name_or_path="lora"), 4)
+    assert kwargs["model_path"] == "org/model" and kwargs["tp_size"] == 4
+    assert kwargs["enable_lora"] is True and kwargs["lora_paths"] == ["lmchat-adapter=lora"]
+    assert to_sglang_engine_kwargs(_config(sglang_tp_size=2), 4)["tp_size"] == 2
+    assert to_sglang_engine_kwargs(_config(sglang_config={"is_embedding": True}), 1)["is_embedding"] is True
+
+
+def test_sglang_finish_reasons():
+    assert sglang_finish_reason({"finish_reason": None}) is None
+    assert sglang_finish_reason({"finish_reason": {"type": "length", "length": 5}}) == "length"
+    assert sglang_finish_reason({"finish_reason": {"type": "stop", "matched": 2}}) == "stop"
+    assert sglang_finish_reason({"finish_reason": {"type": "abort"}}) == "abort"
+
+
+def test_sglang_mapping_builds_real_sampling_params():
+    pytest.importorskip("sglang")
+    from sglang.srt.sampling.sampling_params import SamplingParams as SGLangSamplingParams
+
+    native = SGLangSamplingParams(**to_sglang_sampling_params(FULL, 100))
+    native.verify(vocab_size=49152)
+
+
+# --- KTransformers --------------------------------------------------------------------------------------
+def test_ktransformers_generation_config():
+    assert to_ktransformers_generation_config(SamplingParams(do_sample=False)) == {"do_sample": False}
+    assert to_ktransformers_generation_config(SamplingParams(temperature=0.7, top_p=0.9, top_k=40)) == {
+        "do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 40,
+    }
+    settings = {"kt_use_cuda_graph": False, "kt_mode": "normal", "kt_force_think": False, "chunk_size": 512}
+    assert to_ktransformers_generate_kwargs(settings, 64) == {
+        "max_new_tokens": 64, "use_cuda_graph": False, "mode": "normal", "force_think": False, "chunk_size": 512,
+    }
+
+
+def test_ktransformers_declares_only_what_it_honours():
+    assert "seed" not in SUPPORTED_OPTIONS and "logprobs" not in SUPPORTED_OPTIONS
+    assert set(to_ktransformers_generation_config(SamplingParams())) - {"do_sample"} <= SUPPORTED_OPTIONS
+
+
+# --- registry -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["vllm", "sglang", "ktransformers", "llamacpp"])
+def test_missing_engine_package_names_the_install_command(name):
+    module = {"llamacpp": "llama_cpp"}.get(name, name)
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here")
+    with pytest.raises(MissingDependencyError, match=rf"pip install 'lmchat\[{name}\]'"):
+        get_engine_class(name)
+
+
+def test_llama_cpp_alias_selects_the_llamacpp_engine():
+    assert _config(infer_backend="llama.cpp").infer_backend == "llamacpp"
+
+
+def test_import_lmchat_loads_no_engine():
+    code = ("import sys, lmchat; bad = {'llama_cpp', 'vllm', 'sglang', 'ktransformers', 'torch'} & set(sys.modules);"
+            "print(sorted(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_mapping_modules_need_no_engine_package():
+    code = ("import sys; import lmchat.engines.vllm.sampling, lmchat.engines.sglang.sampling, "
+            "lmchat.engines.ktransformers.sampling, lmchat.engines.llamacpp.sampling;"
+            "print(sorted({'llama_cpp', 'vllm', 'sglang', 'ktransformers', 'torch'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_engine_kwargs_read_plain_attributes():  # any object with ModelConfig's attributes will do
+    config = SimpleNamespace(**_config().model_dump())
+    assert to_vllm_engine_kwargs(config, 1)["model"] == "org/model"
+    assert to_sglang_engine_kwargs(config, 1)["model_path"] == "org/model"

@@ -1,0 +1,86 @@
+"""The llama.cpp engine with the embedded SmolLM2 GGUF, checked against llama-cpp-python called directly."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from lmchat import ChatModel
+from lmchat.engines.llamacpp.engine import DEFAULT_LLAMA_SETTINGS, resolve_gguf_path
+from lmchat.errors import InvalidRequestError, ModelNotFoundError
+from lmchat.models.default import default_gguf_path
+
+pytestmark = pytest.mark.slow
+MESSAGES = [{"role": "user", "content": "Write a haiku about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def model():
+    with ChatModel({"infer_backend": "llamacpp", "do_sample": False, "max_new_tokens": 24}) as chat_model:
+        yield chat_model
+
+
+@pytest.fixture(scope="module")
+def direct():
+    llm = llama_cpp.Llama(model_path=str(default_gguf_path()), **DEFAULT_LLAMA_SETTINGS)
+    yield llm
+    llm.close()
+
+
+def test_greedy_answer_equals_llama_cpp_python_called_directly(model, direct):
+    prepared = model.prepare(MESSAGES)
+    [response] = model.chat(MESSAGES)
+    expected = direct.create_completion(list(prepared.prompt_token_ids), max_tokens=24, temperature=0.0)
+    assert response.response_text == expected["choices"][0]["text"]
+    assert response.finish_reason == expected["choices"][0]["finish_reason"] == "stop"
+    assert response.response_length == expected["usage"]["completion_tokens"] + 1  # lmchat counts the <|im_end|>
+    assert response.response_text.strip()
+
+
+def test_model_info_comes_from_the_gguf(model, direct):
+    info = model.engine.info
+    assert info.chat_template == direct.metadata["tokenizer.chat_template"]
+    assert info.special_tokens == {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}
+    assert info.context_length == 8192 and model.template.name == "model"
+
+
+def test_prompt_tokens_are_the_ggufs_own_tokenization(model, direct):
+    prepared = model.prepare(MESSAGES)
+    assert prepared.prompt.startswith("<|im_start|>system\n")
+    assert list(prepared.prompt_token_ids) == direct.tokenize(prepared.prompt.encode(), add_bos=False, special=True)
+    assert prepared.prompt_token_ids[0] == 1  # <|im_start|> parsed as the special token, not as text
+
+
+def test_concurrent_requests_are_serialised_not_mixed(model):
+    prompts = [[{"role": "user", "content": text}] for text in ("Name a fruit.", "Count to five.", "Say hello.")]
+    sequential = [model.chat(messages)[0].response_text for messages in prompts]
+
+    async def together():
+        answers = await asyncio.gather(*(model.achat(messages) for messages in prompts))
+        return [answer[0].response_text for answer in answers]
+
+    assert model._loop.run(together()) == sequential
+
+
+def test_logprobs_match_the_chosen_tokens(model):
+    [response] = model.chat(MESSAGES, logprobs=True, top_logprobs=2, max_new_tokens=4)
+    assert len(response.logprobs) == 4
+    for entry in response.logprobs:
+        assert entry.logprob <= 0 and len(entry.top) == 2
+        assert entry.top[0][2] >= entry.logprob  # greedy: the chosen token is the most likely one
+        assert entry.top[0][1] == entry.token_id
+
+
+def test_path_resolution():
+    assert resolve_gguf_path(None) == default_gguf_path()
+    assert resolve_gguf_path(str(default_gguf_path().parent)) == default_gguf_path()
+    with pytest.raises(ModelNotFoundError, match="GGUF file not found"):
+        resolve_gguf_path("/nonexistent/model.gguf")
+
+
+def test_lora_adapters_are_refused_with_advice(tmp_path):
+    with pytest.raises(InvalidRequestError, match="merge them into the GGUF"):
+        ChatModel({"infer_backend": "llamacpp", "adapter_name_or_path": str(tmp_path)})
