@@ -60,6 +60,15 @@ class ModelConfig(BaseModel):
     length_penalty: float = Field(1.0, description="Beam-search length penalty; only 1.0 (no beam search).")
     skip_special_tokens: bool = Field(True, description="Drop special tokens from the answer text.")
 
+    # --- transformers engine: continuous batching ----------------------------------------------
+    max_batch_size: int = Field(32, ge=1, description="Transformers engine: most requests decoded together; more wait.")
+    kv_cache_tokens: int = Field(
+        32768, ge=1, description="Transformers engine: KV-cache budget in tokens (rows x longest reservation)."
+    )
+    prefill_chunk_tokens: int = Field(
+        256, ge=1, description="Transformers engine: most prompt tokens prefilled per step, so streams keep flowing."
+    )
+
     # --- engine-specific settings (LLaMA-Factory names) ---------------------------------------
     vllm_maxlen: int = Field(4096, ge=1, description="vLLM: most tokens of prompt plus answer.")
     vllm_gpu_util: float = Field(0.7, gt=0, le=1, description="vLLM: fraction of GPU memory to use.")

@@ -11,14 +11,20 @@ from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, Mod
 from lmchat.engines.events import EngineEvent, Finished
 from lmchat.engines.hf.loading import LoadedModel, load_model
 from lmchat.engines.hf.scoring import score_texts
-from lmchat.engines.hf.worker import ModelWorker, new_sequence
+from lmchat.engines.hf.sequence import new_sequence
+from lmchat.engines.hf.worker import (
+    DEFAULT_KV_CACHE_TOKENS,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_PREFILL_CHUNK_TOKENS,
+    ModelWorker,
+)
 from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
 
 
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True)
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -28,11 +34,18 @@ class HuggingFaceEngine(BaseEngine):
         self._eos_ids: frozenset[int] = frozenset()
 
     async def start(self) -> None:
-        self.loaded = await asyncio.to_thread(load_model, self.config)
+        # The worker thread loads the model and runs every forward pass of it (see ModelWorker.attach).
+        self.worker = worker = self._new_worker()
+        try:
+            self.loaded = await asyncio.wrap_future(worker.call(lambda: load_model(self.config)))
+        except BaseException:
+            self.worker = None
+            await asyncio.to_thread(worker.stop)
+            raise
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
         is_reward = self.loaded.kind != "generative"
         self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields), lora=True, scores=is_reward
+            sampling_options=frozenset(SamplingParams.model_fields), lora=True, scores=is_reward, batching=True
         )
         self._info = ModelInfo(
             name=self.loaded.name,
@@ -42,7 +55,17 @@ class HuggingFaceEngine(BaseEngine):
             is_reward_model=is_reward,
         )
         self._eos_ids = _eos_ids(model, tokenizer)
-        self.worker = ModelWorker(model, tokenizer, self.loaded.device)
+        await asyncio.wrap_future(worker.call(lambda: worker.attach(model, tokenizer, self.loaded.device,
+                                                                    generative=not is_reward)))
+
+    def _new_worker(self) -> ModelWorker:
+        """A worker with the batch limits from the config (read leniently: older configs lack them)."""
+        config = self.config
+        return ModelWorker(
+            max_batch_size=getattr(config, "max_batch_size", None) or DEFAULT_MAX_BATCH_SIZE,
+            kv_cache_tokens=getattr(config, "kv_cache_tokens", None) or DEFAULT_KV_CACHE_TOKENS,
+            prefill_chunk_tokens=getattr(config, "prefill_chunk_tokens", None) or DEFAULT_PREFILL_CHUNK_TOKENS,
+        )
 
     @property
     def info(self) -> ModelInfo:

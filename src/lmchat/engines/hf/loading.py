@@ -69,7 +69,12 @@ def pick_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
 
 def load_model(config: ModelConfig) -> LoadedModel:
     """Load tokenizer and weights, apply LoRA adapters, and detect reward models."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     source, name = resolve_source(config)
     hub = {"revision": config.model_revision, "cache_dir": config.cache_dir, "token": config.hf_hub_token,

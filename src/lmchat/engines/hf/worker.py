@@ -1,5 +1,12 @@
-"""The one thread that owns the model: it admits requests, steps each active sequence one token at a time
-(round-robin, so every stream keeps flowing), and runs other model jobs (scoring) between steps."""
+"""The one thread that owns the model: continuous batching.
+
+Every step: (1) prompt chunks of new requests are prefilled, up to ``prefill_chunk_tokens`` tokens, so running
+streams keep flowing while others join; a new request first copies the keys/values of the longest prompt prefix it
+shares with a running one (the system prompt, usually); (2) one forward pass decodes one token for every running
+sequence; (3) each sequence samples with its own options and generator, emits its event, and leaves the batch when
+it stops. Aborted requests leave at the next step; scoring jobs run between steps. Which request runs when is the
+:class:`Scheduler`'s business; the forward passes are the runner's.
+"""
 
 from __future__ import annotations
 
@@ -9,54 +16,52 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from lmchat.engines.base import GenerationRequest
-from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
-from lmchat.errors import EngineError
-from lmchat.generation.detokenize import IncrementalDetokenizer
-from lmchat.engines.hf.sampler import apply_penalties, choose_token, make_generator, top_logprobs
+from lmchat.engines.events import Finished, TextDelta, TokenLogprob
+from lmchat.engines.hf.runner import DynamicRunner, pick_runner
+from lmchat.engines.hf.sampler import apply_penalties, choose_token, top_logprobs
+from lmchat.engines.hf.scheduler import Scheduler
+from lmchat.engines.hf.sequence import Emit, Sequence, new_sequence
+from lmchat.errors import ContextLengthError, EngineError, InvalidRequestError
+
+__all__ = ["Emit", "ModelWorker", "Sequence", "new_sequence"]
 
 logger = logging.getLogger(__name__)
-Emit = Callable[[EngineEvent | BaseException], None]
-
-
-@dataclass
-class Sequence:
-    """One request's state inside the worker."""
-
-    request: GenerationRequest
-    budget: int
-    stop_ids: frozenset[int]
-    emit: Emit
-    detokenizer: IncrementalDetokenizer
-    generator: torch.Generator
-    ids: list[int]
-    generated: int = 0
-    cache: Any = None
-    counts: torch.Tensor | None = None
-    last_token: str | None = field(default=None)
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self.ids) - self.generated
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_KV_CACHE_TOKENS = 32768
+DEFAULT_PREFILL_CHUNK_TOKENS = 256
+MIN_SHARED_PREFIX = 4  # shorter common prefixes are recomputed rather than copied
 
 
 class ModelWorker:
     """Runs every forward pass of one model on its own thread."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: torch.device) -> None:
-        self.model, self.tokenizer, self.device = model, tokenizer, device
+    def __init__(self, *, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 kv_cache_tokens: int = DEFAULT_KV_CACHE_TOKENS,
+                 prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS) -> None:
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.runner: Any = None
+        self.scheduler = Scheduler(max_batch_size, kv_cache_tokens)
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         self._inbox: queue.Queue[Sequence | tuple[Callable[[], Any], Future] | None] = queue.Queue()
-        self._active: list[Sequence] = []
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
         self.finished: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=256)
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=4096)  # decode rows, per step
+        self.peak_cache_bytes = 0
         self._thread = threading.Thread(target=self._run, name="lmchat-hf-worker", daemon=True)
         self._thread.start()
+
+    def attach(self, model: Any, tokenizer: Any, device: torch.device, generative: bool = True) -> None:
+        """Serve this model. Call it through :meth:`call`, like the loading itself: every torch call for the model
+        runs on this one thread, because a second thread running torch work makes libgomp (PyTorch's OpenMP) give up
+        spin-waiting (more OpenMP threads than cores), which slows every small operation ~1.6x on a small CPU."""
+        self.model, self.tokenizer = model, tokenizer
+        self.runner = pick_runner(model, device) if generative else DynamicRunner(model, device)
 
     # --- called from other threads ------------------------------------------------------------------
     def submit(self, sequence: Sequence) -> None:
@@ -78,17 +83,18 @@ class ModelWorker:
 
     @property
     def num_active(self) -> int:
-        return len(self._active)
+        """Requests running or waiting for a place in the batch."""
+        return self.scheduler.num_active
 
-    # --- the worker thread ----------------------------------------------------------------------------
+    # --- the worker thread: scheduling ------------------------------------------------------------------
+    @torch.inference_mode()
     def _run(self) -> None:
-        while True:
-            if not self._admit(block=not self._active):
-                break
-            for sequence in list(self._active):
-                self._advance(sequence)
+        while self._take_inbox(block=self.scheduler.is_idle):
+            self._drop_aborted()
+            if not self.scheduler.is_idle:
+                self._step()
 
-    def _admit(self, block: bool) -> bool:
+    def _take_inbox(self, block: bool) -> bool:
         """Take new work from the inbox; False once asked to stop."""
         while True:
             try:
@@ -100,40 +106,111 @@ class ModelWorker:
                 self._drain()
                 return False
             if isinstance(item, Sequence):
-                self._active.append(item)
+                self._queue(item)
             else:
                 self._run_job(*item)
+
+    def _queue(self, sequence: Sequence) -> None:
+        if not sequence.prompt_tokens:
+            sequence.emit(InvalidRequestError("The prompt is empty: nothing to continue.", param="messages"))
+        elif not self.scheduler.add(sequence):
+            sequence.emit(ContextLengthError(
+                f"The prompt has {sequence.prompt_tokens} tokens; the KV cache holds "
+                f"{self.scheduler.kv_cache_tokens} (kv_cache_tokens).", param="messages"))
 
     def _run_job(self, job: Callable[[], Any], future: Future) -> None:
         if future.set_running_or_notify_cancel():
             try:
-                future.set_result(job())
-            except BaseException as exc:  # handed to the waiting caller
+                with torch.inference_mode(False):  # jobs (loading, scoring) choose their own mode
+                    future.set_result(job())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                 future.set_exception(exc)
 
-    def _advance(self, sequence: Sequence) -> None:
-        request_id = sequence.request.request_id
+    def _drop_aborted(self) -> None:
         with self._lock:
-            aborted = request_id in self._aborted
-            self._aborted.discard(request_id) if aborted else None
-        if aborted:
-            return self._finish(sequence, "abort")
-        try:
-            self._step(sequence)
-        except Exception as exc:
-            logger.exception("Generation failed for request %s", request_id)
-            self._active.remove(sequence)
-            sequence.emit(EngineError(f"The transformers engine failed: {exc}"))
+            if not self._aborted:
+                return
+            aborted = [s for s in self.scheduler if s.request_id in self._aborted]
+            self._aborted.difference_update(s.request_id for s in aborted)
+        for sequence in aborted:
+            self._finish(sequence, "abort")
 
-    @torch.inference_mode()
-    def _step(self, sequence: Sequence) -> None:
-        """One forward pass (prefill on the first step), one new token, one event."""
-        new_ids = sequence.ids if sequence.cache is None else sequence.ids[-1:]
-        inputs = torch.tensor([new_ids], device=self.device)
-        output = self.model(input_ids=inputs, past_key_values=sequence.cache, use_cache=True, logits_to_keep=1)
-        sequence.cache = output.past_key_values
-        raw = output.logits[0, -1].float().cpu()
-        self._emit_token(sequence, raw, self._sample(sequence, raw))
+    def _step(self) -> None:
+        self._prefill_step()
+        self._decode_step()
+        self.peak_cache_bytes = max(self.peak_cache_bytes, self.runner.num_bytes)
+        if self.scheduler.is_idle:
+            self.runner.release()
+
+    # --- prefill ----------------------------------------------------------------------------------------
+    def _prefill_step(self) -> None:
+        """Prefill prompt chunks, oldest request first, up to ``prefill_chunk_tokens`` tokens in all."""
+        budget = self.prefill_chunk_tokens
+        while budget > 0 and (sequence := self._next_to_prefill()) is not None:
+            try:
+                budget -= self._prefill(sequence, budget)
+            except Exception as exc:  # noqa: BLE001 - this request fails with an EngineError; the batch goes on
+                self._fail([sequence], exc)
+
+    def _next_to_prefill(self) -> Sequence | None:
+        partial = next((s for s in self.scheduler.running if s.is_prefilling), None)
+        return partial or self.scheduler.admit()
+
+    def _prefill(self, sequence: Sequence, budget: int) -> int:
+        """Prefill one chunk of ``sequence``'s prompt; returns the tokens computed."""
+        self.runner.reserve(len(self.scheduler.running), sequence.prompt_tokens)
+        if sequence.num_cached == 0:
+            self._share_prefix(sequence)
+        start = sequence.num_cached
+        chunk = sequence.ids[start : min(start + budget, sequence.prompt_tokens)]
+        logits = self.runner.prefill(sequence.slot, chunk, start)
+        sequence.num_cached += len(chunk)
+        if not sequence.is_prefilling:
+            self._accept([sequence], logits[None])
+        return len(chunk)
+
+    def _share_prefix(self, sequence: Sequence) -> None:
+        """Copy the keys/values of the longest prompt prefix a running sequence already holds."""
+        if not self.runner.can_share_prefix:
+            return
+        limit = sequence.prompt_tokens - 1  # the last prompt token is always computed: its logits are needed
+        best, length = None, MIN_SHARED_PREFIX - 1
+        for other in self.scheduler.running:
+            shared = common_prefix(sequence.ids, other.ids, other.num_cached, limit) if other is not sequence else 0
+            if shared > length:
+                best, length = other, shared
+        if best is not None:
+            self.runner.copy_prefix(best.slot, sequence.slot, length)
+            sequence.num_cached = length
+
+    # --- decode -----------------------------------------------------------------------------------------
+    def _decode_step(self) -> None:
+        """One forward pass: one new token for every running sequence that has finished its prefill."""
+        rows = list(self.scheduler.running)
+        active = [s.is_decoding for s in rows]
+        if not any(active):
+            return
+        tokens = [s.ids[-1] if is_active else 0 for s, is_active in zip(rows, active)]
+        positions = [s.num_cached for s in rows]
+        self.runner.reserve(len(rows), max(positions) + 1)
+        try:
+            logits = self.runner.decode(tokens, positions, active)  # [B, vocab]
+        except Exception as exc:  # noqa: BLE001 - the decoding requests fail with an EngineError
+            return self._fail([s for s, is_active in zip(rows, active) if is_active], exc)
+        decoding = [i for i, is_active in enumerate(active) if is_active]
+        for i in decoding:
+            rows[i].num_cached += 1
+        self.batch_sizes.append(len(decoding))
+        self._accept([rows[i] for i in decoding], logits[decoding])
+
+    # --- sampling and events ----------------------------------------------------------------------------
+    def _accept(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
+        """Choose each sequence's next token from its logits row [n, vocab] and emit it."""
+        raw = logits.float().cpu()
+        greedy = raw.argmax(dim=-1).tolist()
+        for row, sequence in enumerate(sequences):
+            token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
+            self._emit_token(sequence, raw[row], token_id)
 
     def _sample(self, sequence: Sequence, raw: torch.Tensor) -> int:
         params = sequence.request.params
@@ -169,24 +246,41 @@ class ModelWorker:
         tail = sequence.detokenizer.flush()
         if tail:
             sequence.emit(TextDelta(tail, 0))
-        self._active.remove(sequence)
-        sequence.cache = None
-        self.finished.append((sequence.request.request_id, reason, sequence.generated))
+        self._leave(sequence)
+        self.finished.append((sequence.request_id, reason, sequence.generated))
         sequence.emit(Finished(reason, sequence.prompt_tokens, sequence.generated, sequence.last_token))
 
+    def _leave(self, sequence: Sequence) -> None:
+        """Free the sequence's slot; the last running sequence's keys/values move into it."""
+        moved = self.scheduler.remove(sequence)
+        if moved is not None:
+            other, old_slot = moved
+            self.runner.move_row(old_slot, other.slot, other.num_cached)
+
+    def _fail(self, sequences: list[Sequence], exc: Exception) -> None:
+        logger.exception("Generation failed for %s", ", ".join(s.request_id for s in sequences), exc_info=exc)
+        for sequence in sequences:
+            self._leave(sequence)
+            sequence.emit(EngineError(f"The transformers engine failed: {exc}"))
+
     def _drain(self) -> None:
-        for sequence in list(self._active):
+        for sequence in list(self.scheduler):
             self._finish(sequence, "abort")
+        if self.runner is not None:
+            self.runner.release()
 
 
-def new_sequence(request: GenerationRequest, prompt_ids: list[int], budget: int, stop_ids: frozenset[int],
-                 decode: Callable[[list[int]], str], emit: Emit) -> Sequence:
-    return Sequence(
-        request=request,
-        budget=budget,
-        stop_ids=stop_ids,
-        emit=emit,
-        detokenizer=IncrementalDetokenizer(decode, prompt_ids),
-        generator=make_generator(request.params.seed),
-        ids=list(prompt_ids),
-    )
+def is_plain_greedy(sequence: Sequence) -> bool:
+    """Greedy with nothing that changes the logits: the batch-wide argmax is this sequence's token."""
+    params = sequence.request.params
+    return params.is_greedy and not (params.logit_bias or params.repetition_penalty != 1.0
+                                     or params.presence_penalty or params.frequency_penalty)
+
+
+def common_prefix(ids: list[int], other: list[int], other_length: int, limit: int) -> int:
+    """Length of the common prefix of ``ids`` and ``other[:other_length]``, at most ``limit``."""
+    length = min(limit, other_length)
+    for i in range(length):
+        if ids[i] != other[i]:
+            return i
+    return length

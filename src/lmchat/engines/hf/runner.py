@@ -1,0 +1,159 @@
+"""The compute side of the worker: prefill and batched decode forward passes over transformers' model.
+
+``SlotRunner`` keeps every running sequence's keys/values in one :class:`SlotKVCache` and runs one forward pass
+for all decoding sequences per step. ``DynamicRunner`` is the fallback for models whose attention the slot cache
+cannot drive (sliding windows, linear attention, custom code): one transformers ``DynamicCache`` per sequence,
+stepped one at a time. ``pick_runner`` checks the slot path against a plain forward pass on the loaded model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from lmchat.engines.hf.kv_cache import SlotKVCache
+
+logger = logging.getLogger(__name__)
+
+
+# --- pure helpers: the inputs of one forward pass ---------------------------------------------------------
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean "may attend" -> 0 / most-negative float. CPU attention kernels run a float mask many times faster."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def decode_inputs(tokens: list[int], positions: list[int], device: torch.device, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One new token per row at its own position -> input_ids [B, 1], position_ids [B, 1], mask [B, 1, 1, L]."""
+    input_ids = torch.tensor(tokens, device=device)[:, None]
+    position_ids = torch.tensor(positions, device=device)[:, None]
+    kv_length = max(positions) + 1
+    allowed = torch.arange(kv_length, device=device)[None, :] <= position_ids  # [B, L]: up to itself
+    return input_ids, position_ids, additive_mask(allowed, dtype)[:, None, None, :]
+
+
+def prefill_inputs(token_ids: list[int], start: int, device: torch.device, dtype: torch.dtype
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A chunk of q prompt tokens after ``start`` cached ones -> [1, q], [1, q], causal mask [1, 1, q, start + q]."""
+    input_ids = torch.tensor([token_ids], device=device)
+    position_ids = torch.arange(start, start + len(token_ids), device=device)[None, :]
+    allowed = torch.arange(start + len(token_ids), device=device)[None, :] <= position_ids[0, :, None]  # [q, L]
+    return input_ids, position_ids, additive_mask(allowed, dtype)[None, None]
+
+
+@torch.inference_mode()
+def last_logits(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None,
+                cache: Any) -> torch.Tensor:
+    """Logits of each row's last token, [n, vocab] float32."""
+    output = model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1)
+    return output.logits[:, -1].float()
+
+
+# --- runners ---------------------------------------------------------------------------------------------
+class SlotRunner:
+    """All running sequences in one slot cache; one forward pass per decode step."""
+
+    can_share_prefix = True
+
+    def __init__(self, model: Any, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.cache = SlotKVCache()
+
+    def reserve(self, rows: int, capacity: int) -> None:
+        self.cache.reserve(rows, capacity)
+
+    def prefill(self, slot: int, token_ids: list[int], start: int) -> torch.Tensor:
+        """Feed a prompt chunk into row ``slot`` -> logits of its last token [vocab]."""
+        input_ids, position_ids, mask = prefill_inputs(token_ids, start, self.device, self.model.dtype)
+        self.cache.plan(slot, position_ids, mask.shape[-1])
+        return last_logits(self.model, input_ids, position_ids, mask, self.cache)[0]
+
+    def decode(self, tokens: list[int], positions: list[int], active: list[bool]) -> torch.Tensor:
+        """Rows 0..B-1 each feed one token -> logits [B, vocab]. Inactive rows (still prefilling) feed a dummy token
+        at their next free position, which their next prompt chunk overwrites."""
+        input_ids, position_ids, mask = decode_inputs(tokens, positions, self.device, self.model.dtype)
+        self.cache.plan(0, position_ids, mask.shape[-1])
+        return last_logits(self.model, input_ids, position_ids, mask, self.cache)
+
+    def copy_prefix(self, source: int, target: int, length: int) -> None:
+        self.cache.copy_prefix(source, target, length)
+
+    def move_row(self, source: int, target: int, length: int) -> None:
+        self.cache.copy_prefix(source, target, length)
+
+    def release(self) -> None:
+        self.cache.release()
+
+    @property
+    def num_bytes(self) -> int:
+        return self.cache.num_bytes
+
+
+class DynamicRunner:
+    """One transformers DynamicCache per slot, stepped one sequence at a time (no batching)."""
+
+    can_share_prefix = False
+
+    def __init__(self, model: Any, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.caches: dict[int, Any] = {}
+
+    def reserve(self, rows: int, capacity: int) -> None:
+        pass
+
+    def prefill(self, slot: int, token_ids: list[int], start: int) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        if start == 0:
+            self.caches[slot] = DynamicCache(config=self.model.config)
+        input_ids = torch.tensor([token_ids], device=self.device)
+        return last_logits(self.model, input_ids, None, None, self.caches[slot])[0]
+
+    def decode(self, tokens: list[int], positions: list[int], active: list[bool]) -> torch.Tensor:
+        rows = [self.prefill(slot, [token], position) if is_active else None
+                for slot, (token, position, is_active) in enumerate(zip(tokens, positions, active))]
+        template = next(row for row in rows if row is not None)
+        return torch.stack([torch.zeros_like(template) if row is None else row for row in rows])
+
+    def move_row(self, source: int, target: int, length: int) -> None:
+        self.caches[target] = self.caches.pop(source)
+
+    def release(self) -> None:
+        self.caches.clear()
+
+    @property
+    def num_bytes(self) -> int:
+        return 0
+
+
+def pick_runner(model: Any, device: torch.device) -> SlotRunner | DynamicRunner:
+    """The slot runner if it reproduces a plain forward pass on this model, else the sequential fallback."""
+    runner = SlotRunner(model, device)
+    try:
+        matches = _slot_runner_matches(model, runner, device)
+    except Exception as exc:  # noqa: BLE001 - any failure: this model's attention does not take our cache
+        logger.info("Slot KV cache unsupported for this model (%s); falling back to sequential decoding.", exc)
+        matches = False
+    runner.release()
+    return runner if matches else DynamicRunner(model, device)
+
+
+@torch.inference_mode()
+def _slot_runner_matches(model: Any, runner: SlotRunner, device: torch.device) -> bool:
+    """Two prompts of different lengths, one prefilled in two chunks, then one batched decode step."""
+    vocab = model.config.get_text_config().vocab_size
+    first, second = [(7 * i + 3) % vocab for i in range(9)], [(5 * i + 11) % vocab for i in range(5)]
+    runner.reserve(2, 16)
+    runner.prefill(0, first[:4], 0)
+    got = [runner.prefill(0, first[4:8], 4), runner.prefill(1, second[:4], 0)]
+    got.extend(runner.decode([first[8], second[4]], [8, 4], [True, True]))
+    expected = [_plain_last_logits(model, ids, device) for ids in (first[:8], second[:4], first, second)]
+    tolerance = 1e-3 if model.dtype == torch.float32 else 5e-2
+    return all(torch.allclose(a, b, atol=tolerance * b.abs().max().item(), rtol=0) for a, b in zip(got, expected))
+
+
+def _plain_last_logits(model: Any, ids: list[int], device: torch.device) -> torch.Tensor:
+    return model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1].float()

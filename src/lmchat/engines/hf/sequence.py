@@ -1,0 +1,66 @@
+"""One request's state inside the worker: its tokens, limits, sampling state and place in the batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from lmchat.engines.base import GenerationRequest
+from lmchat.engines.events import EngineEvent
+from lmchat.engines.hf.sampler import make_generator
+from lmchat.generation.detokenize import IncrementalDetokenizer
+
+Emit = Callable[[EngineEvent | BaseException], None]
+
+
+@dataclass(eq=False)
+class Sequence:
+    """``ids`` is prompt + answer so far; ``num_cached`` of them have keys/values in the batch's row ``slot``."""
+
+    request: GenerationRequest
+    budget: int
+    stop_ids: frozenset[int]
+    emit: Emit
+    detokenizer: IncrementalDetokenizer
+    generator: torch.Generator
+    ids: list[int]
+    prompt_tokens: int
+    generated: int = 0
+    num_cached: int = 0
+    slot: int = -1
+    counts: torch.Tensor | None = None
+    last_token: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def need(self) -> int:
+        """The most tokens this sequence can hold: its reservation in the KV-cache budget."""
+        return self.prompt_tokens + self.budget
+
+    @property
+    def is_prefilling(self) -> bool:
+        return self.num_cached < self.prompt_tokens
+
+    @property
+    def is_decoding(self) -> bool:
+        """Prefilled, with its newest token still to feed through the model."""
+        return self.generated > 0 and self.num_cached == len(self.ids) - 1
+
+
+def new_sequence(request: GenerationRequest, prompt_ids: list[int], budget: int, stop_ids: frozenset[int],
+                 decode: Callable[[list[int]], str], emit: Emit) -> Sequence:
+    return Sequence(
+        request=request,
+        budget=budget,
+        stop_ids=stop_ids,
+        emit=emit,
+        detokenizer=IncrementalDetokenizer(decode, prompt_ids),
+        generator=make_generator(request.params.seed),
+        ids=list(prompt_ids),
+        prompt_tokens=len(prompt_ids),
+    )
