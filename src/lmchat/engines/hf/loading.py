@@ -75,7 +75,9 @@ def load_model(config: ModelConfig) -> LoadedModel:
         AutoModelForSequenceClassification,
         AutoTokenizer,
     )
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise on a chat's stderr
     source, name = resolve_source(config)
     hub = {"revision": config.model_revision, "cache_dir": config.cache_dir, "token": config.hf_hub_token,
            "trust_remote_code": config.trust_remote_code}
