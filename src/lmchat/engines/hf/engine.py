@@ -8,7 +8,8 @@ from typing import Any
 
 from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
-from lmchat.engines.events import EngineEvent, Finished
+from lmchat.engines.events import EngineEvent
+from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
 from lmchat.engines.hf.scoring import score_texts
 from lmchat.engines.hf.sequence import new_sequence
@@ -90,28 +91,11 @@ class HuggingFaceEngine(BaseEngine):
         prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self._eos_ids)
         budget = answer_budget(len(prompt_ids), params, self.info.context_length)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-
-        def emit(event: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the caller's loop is gone: stop generating for it
-                worker.abort(request.request_id)
-
+        channel = EventChannel(lambda: worker.abort(request.request_id))
         decode = self._decoder(params.skip_special_tokens)
-        worker.submit(new_sequence(request, prompt_ids, budget, stop_ids, decode, emit))
-        finished = False
-        try:
-            while not finished:
-                event = await events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                finished = isinstance(event, Finished)
-                yield event
-        finally:
-            if not finished:
-                worker.abort(request.request_id)
+        worker.submit(new_sequence(request, prompt_ids, budget, stop_ids, decode, channel.emit))
+        async for event in channel.events():
+            yield event
 
     def _decoder(self, skip_special_tokens: bool):
         tokenizer = self.loaded.tokenizer

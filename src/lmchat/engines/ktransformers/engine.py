@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Genera
 from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta
+from lmchat.engines.threaded import EventChannel
 from lmchat.engines.ktransformers.sampling import (
     DEFAULT_KT_SETTINGS,
     SUPPORTED_OPTIONS,
@@ -80,24 +81,10 @@ class KTransformersEngine(HFTokenizerMixin, BaseEngine):
             raise EngineClosedError("The ktransformers engine is closed.")
         prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
         budget = answer_budget(len(prompt_ids), request.params, self.info.context_length)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-
-        def emit(event: Any) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        self._executor.submit(self._run, request, prompt_ids, budget, emit)
-        finished = False
-        try:
-            while not finished:
-                event = await events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                finished = isinstance(event, Finished)
-                yield event
-        finally:
-            if not finished:
-                await self.abort(request.request_id)
+        channel = EventChannel(lambda: self.abort(request.request_id))
+        self._executor.submit(self._run, request, prompt_ids, budget, channel.emit)
+        async for event in channel.events():
+            yield event
 
     def _run(self, request: GenerationRequest, prompt_ids: list[int], budget: int, emit) -> None:
         """On the model thread: stream one answer's text pieces until done, the budget, or an abort."""

@@ -21,7 +21,8 @@ from llama_cpp import Llama
 
 from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
-from lmchat.engines.events import EngineEvent, Finished
+from lmchat.engines.events import EngineEvent
+from lmchat.engines.threaded import EventChannel
 from lmchat.engines.llamacpp.decode import DecodeJob, run_job
 from lmchat.errors import EngineClosedError, EngineError, InvalidRequestError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
@@ -86,37 +87,20 @@ class LlamaCppEngine(BaseEngine):
         prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
         if not prompt_ids:
             raise InvalidRequestError("The prompt is empty.", param="prompt")
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-
-        def emit(event: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the caller's loop is gone: stop generating for it
-                self._mark_aborted(request.request_id)
-
+        channel = EventChannel(lambda: self._mark_aborted(request.request_id))
         job = DecodeJob(
             request=request,
             prompt_ids=prompt_ids,
             budget=answer_budget(len(prompt_ids), params, self.info.context_length),
             stop_ids=frozenset(params.stop_token_ids),
             stop_at_end_of_generation=not params.ignore_eos,
-            emit=emit,
+            emit=channel.emit,
             is_aborted=lambda: self._closing or request.request_id in self._aborted,
             reuse_prefix=self._reuse_prefix,
         )
         self._require_executor().submit(self._run, llm, job)
-        finished = False
-        try:
-            while not finished:
-                event = await events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                finished = isinstance(event, Finished)
-                yield event
-        finally:
-            if not finished:
-                self._mark_aborted(request.request_id)
+        async for event in channel.events():
+            yield event
 
     def _run(self, llm: Llama, job: DecodeJob) -> None:
         try:
