@@ -9,6 +9,7 @@ from typing import Any
 from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent
+from lmchat.engines.hf_tokenizer import special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
 from lmchat.engines.hf.scoring import score_texts
@@ -51,7 +52,7 @@ class HuggingFaceEngine(BaseEngine):
         self._info = ModelInfo(
             name=self.loaded.name,
             chat_template=getattr(tokenizer, "chat_template", None),
-            special_tokens=_special_tokens(tokenizer),
+            special_tokens=special_tokens(tokenizer),
             context_length=getattr(model.config, "max_position_embeddings", None),
             is_reward_model=is_reward,
         )
@@ -125,15 +126,6 @@ class HuggingFaceEngine(BaseEngine):
         if worker is not None:
             await asyncio.to_thread(worker.stop)
         self.loaded = None
-
-
-def _special_tokens(tokenizer: Any) -> dict[str, str]:
-    tokens = {}
-    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
-        value = getattr(tokenizer, name, None)
-        if isinstance(value, str):
-            tokens[name] = value
-    return tokens
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

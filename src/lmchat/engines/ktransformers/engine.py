@@ -30,7 +30,7 @@ from lmchat.engines.ktransformers.sampling import (
     to_ktransformers_generate_kwargs,
     to_ktransformers_generation_config,
 )
-from lmchat.engines.vllm.hf_tokenizer import HFTokenizerMixin, special_tokens
+from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_tokens
 from lmchat.errors import ConfigError, EngineClosedError, EngineError
 
 

@@ -21,7 +21,7 @@ from lmchat.engines.sglang.sampling import (
     to_sglang_generate_kwargs,
     to_sglang_sampling_params,
 )
-from lmchat.engines.vllm.hf_tokenizer import HFTokenizerMixin, special_tokens, token_text
+from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_tokens, token_text
 from lmchat.errors import EngineClosedError, EngineError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
 

@@ -18,7 +18,7 @@ from vllm.sampling_params import RequestOutputKind
 from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
-from lmchat.engines.vllm.hf_tokenizer import HFTokenizerMixin, load_image, special_tokens, token_text
+from lmchat.engines.hf_tokenizer import HFTokenizerMixin, load_image, special_tokens, token_text
 from lmchat.engines.vllm.sampling import finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
 from lmchat.errors import EngineClosedError, EngineError, InvalidRequestError
 from lmchat.generation.sampling import SamplingParams

@@ -93,6 +93,16 @@ class LiveGeneration:
             yield chunk
             chunk = await anext(self._stream, None)
 
+    async def collect(self, n: int) -> list[Answer]:
+        """The whole of a non-streamed request: its ``n`` answers, assembled from every chunk."""
+        answers = [Answer() for _ in range(n)]
+        try:
+            async for chunk in self.chunks():
+                answers[chunk.index].add(chunk)
+        finally:
+            await self.aclose()
+        return answers
+
     async def aclose(self) -> None:
         if self._lease is None:
             return

@@ -51,12 +51,7 @@ class ServingChat:
         live = await LiveGeneration.start(self.state, prepared, completion_id)
         if body.stream:
             return EventStreamResponse(self._stream(body, prepared, live, completion_id))
-        try:
-            answers = [Answer() for _ in range(prepared.params.n)]
-            async for chunk in live.chunks():
-                answers[chunk.index].add(chunk)
-        finally:
-            await live.aclose()
+        answers = await live.collect(prepared.params.n)
         return json_response(self._response(body, prepared, answers, completion_id))
 
     def prepare(self, body: ChatCompletionRequest) -> PreparedChat:

@@ -34,12 +34,7 @@ class ServingCompletion:
         live = await LiveGeneration.start(self.state, prepared, completion_id)
         if body.stream:
             return EventStreamResponse(self._stream(body, prepared, live, completion_id))
-        try:
-            answers = [Answer() for _ in range(prepared.params.n)]
-            async for chunk in live.chunks():
-                answers[chunk.index].add(chunk)
-        finally:
-            await live.aclose()
+        answers = await live.collect(prepared.params.n)
         choices = [
             CompletionChoice(index=i, text="".join(answer.text), finish_reason=answer.finish,
                              logprobs=_logprobs(answer.logprobs, 0) if body.logprobs is not None else None)

@@ -1,6 +1,6 @@
 """A transformers tokenizer as lmchat's engines need it: tokenize, detokenize, template and special tokens.
 
-Shared by the engines whose native tokenizer is a transformers tokenizer (vLLM, SGLang, KTransformers).
+Shared by the engines whose native tokenizer is a transformers tokenizer (transformers, vLLM, SGLang, KTransformers).
 """
 
 from __future__ import annotations
