@@ -2,8 +2,9 @@
 
 Same GGUF, same prompt tokens, greedy, same budget; the two are run alternately, several times, and the median
 of each is compared. Both load the model with the same settings (n_ctx from the GGUF, verbose off). The direct
-calls reuse llama-cpp-python's prompt cache (only the last prompt token is re-evaluated); lmchat evaluates every
-prompt in full (see docs/engines.md), so "direct, full prefill" (``llm.reset()`` first) is shown too.
+calls reuse llama-cpp-python's prompt cache (only the last prompt token is re-evaluated); lmchat reuses the whole
+32-token blocks of the previous prompt and evaluates the rest (see docs/engines.md); "direct, full prefill"
+(``llm.reset()`` first) is shown too.
 
     python benchmarks/bench_llamacpp.py                  # the default SmolLM2-135M-Instruct GGUF
     python benchmarks/bench_llamacpp.py --model x.gguf --repeats 7 --max-new-tokens 128
@@ -27,7 +28,7 @@ MESSAGES = [{"role": "user", "content": "Write a long story about a cat who lear
 
 def direct(llm: Llama, prompt_ids: list[int], max_new_tokens: int, full_prefill: bool = False) -> tuple[int, float]:
     start = time.perf_counter()
-    if full_prefill:  # drop llama-cpp-python's prompt cache, as lmchat evaluates every prompt in full
+    if full_prefill:  # drop llama-cpp-python's prompt cache: the whole prompt is evaluated
         llm.reset()
     result = llm.create_completion(prompt_ids, max_tokens=max_new_tokens, temperature=0.0)
     return result["usage"]["completion_tokens"], time.perf_counter() - start

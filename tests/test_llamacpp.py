@@ -84,3 +84,42 @@ def test_path_resolution():
 def test_lora_adapters_are_refused_with_advice(tmp_path):
     with pytest.raises(InvalidRequestError, match="merge them into the GGUF"):
         ChatModel({"infer_backend": "llamacpp", "adapter_name_or_path": str(tmp_path)})
+
+
+def _greedy(config: dict, conversation: list[list[dict]]) -> tuple[list[str], list[int]]:
+    """Answers of a multi-turn chat (each turn appends the previous answer) and the tokens each prefill reused."""
+    answers, reused, messages = [], [], []
+    with ChatModel({"infer_backend": "llamacpp", "do_sample": False, "max_new_tokens": 40, **config}) as chat_model:
+        for turn in conversation:
+            messages = [*messages, *turn]
+            [response] = chat_model.chat(messages)
+            answers.append(response.response_text)
+            reused.append(chat_model.engine.prompt_cache.reused)
+            messages.append({"role": "assistant", "content": response.response_text})
+    return answers, reused
+
+
+def test_prompt_blocks_are_reused_without_changing_any_answer():
+    turns = [[{"role": "user", "content": "Write a long story about a cat who learns to sail."}],
+             [{"role": "user", "content": "Now give the cat a friend."}],
+             [{"role": "user", "content": "Now give the cat a friend."}]]
+    with_reuse, reused = _greedy({}, turns)
+    without_reuse, nothing = _greedy({"llamacpp_config": {"reuse_prefix": False}}, turns)
+    assert with_reuse == without_reuse  # bit-identical prefills: the same greedy answers
+    assert reused[0] == 0 and nothing == [0, 0, 0]
+    # later turns reuse every whole 32-token block of the previous prompt (not the answer decoded token by token)
+    assert all(count >= 32 and count % 32 == 0 for count in reused[1:]), reused
+
+
+def test_identical_requests_reuse_the_prompt_and_answer_alike(model):
+    first = model.chat(MESSAGES)[0].response_text
+    second = model.chat(MESSAGES)[0].response_text
+    prompt_tokens = len(model.prepare(MESSAGES).prompt_token_ids)
+    assert model.engine.prompt_cache.reused == (prompt_tokens - 1) // 32 * 32 > 0
+    assert first == second
+
+
+@pytest.mark.parametrize("block", [0, -3, "32", True])
+def test_bad_prefill_block_is_refused(block):
+    with pytest.raises(InvalidRequestError, match="prefill_block must be a positive whole number"):
+        ChatModel({"infer_backend": "llamacpp", "llamacpp_config": {"prefill_block": block}})

@@ -1,15 +1,15 @@
 """One request's decode loop, run on the engine's single model thread.
 
-Prefill (optionally reusing the longest cached prefix of the previous request), then one token per step:
-sample, check the stop tokens and the budget, emit the token's text, evaluate it. The abort flag is read before
-every step.
+Prefill (reusing the cached blocks of the prompt the previous request shares, see :class:`PromptCache`), then one
+token per step: sample, check the stop tokens and the budget, emit the token's text, evaluate it. The abort flag is
+read before every step.
 """
 
 from __future__ import annotations
 
 import codecs
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llama_cpp
 import numpy as np
@@ -21,6 +21,24 @@ from lmchat.engines.llamacpp.sampler import build_sampler
 from lmchat.engines.llamacpp.sampling import to_llamacpp_kwargs
 
 Emit = Callable[[EngineEvent | BaseException], None]
+PREFILL_BLOCK = 32  # prompts are evaluated in aligned blocks of this many tokens
+
+
+@dataclass
+class PromptCache:
+    """Which prompt tokens' keys/values in the llama.cpp context can be reused, bit for bit.
+
+    llama.cpp's numbers depend on how tokens are grouped into ``llama_decode`` batches, so reusing an arbitrary
+    cached prefix could flip a greedy answer. Every prompt is therefore evaluated in aligned blocks of ``block``
+    tokens (``[0, block)``, ``[block, 2 * block)``, ...), and only whole blocks are kept for the next request: a
+    kept block was computed exactly as a fresh evaluation computes it, so reuse never changes an answer. Tokens
+    decoded one at a time (the answer) and the prompt's last, partial block are not reused.
+    """
+
+    block: int = PREFILL_BLOCK
+    enabled: bool = True
+    tokens: list[int] = field(default_factory=list)  # the reusable prefix: whole blocks of the last prompt
+    reused: int = 0  # tokens the last prefill took from the cache (for tests and logs)
 
 
 @dataclass
@@ -34,7 +52,7 @@ class DecodeJob:
     stop_at_end_of_generation: bool
     emit: Emit
     is_aborted: Callable[[], bool]
-    reuse_prefix: bool = False
+    cache: PromptCache = field(default_factory=lambda: PromptCache(enabled=False))
 
 
 def run_job(llm: Llama, job: DecodeJob) -> Finished:
@@ -48,7 +66,7 @@ def run_job(llm: Llama, job: DecodeJob) -> Finished:
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     generated, reason, stop_token = 0, "length", None
     try:
-        prefill(llm, job.prompt_ids, job.reuse_prefix)
+        prefill(llm, job.prompt_ids, job.cache)
         while generated < job.budget:
             if job.is_aborted():
                 reason = "abort"
@@ -71,19 +89,21 @@ def run_job(llm: Llama, job: DecodeJob) -> Finished:
     return finished
 
 
-def prefill(llm: Llama, prompt_ids: Sequence[int], reuse_prefix: bool = False) -> None:
-    """Evaluate the prompt. With ``reuse_prefix``, keep the cached tokens it shares with what the model saw last:
-    faster, but llama.cpp's logits then depend on how the prompt was split into batches, so a greedy answer can
-    differ between two identical requests. Off by default: the same request gives the same answer.
-    """
-    cached = common_prefix_length(llm.input_ids[: llm.n_tokens].tolist(), prompt_ids) if reuse_prefix else 0
-    cached = min(cached, len(prompt_ids) - 1)  # re-evaluate at least the last token: its logits start the answer
-    if cached and not llm._ctx.kv_cache_seq_rm(-1, cached, -1):
-        cached = 0
-    if not cached:
+def prefill(llm: Llama, prompt_ids: Sequence[int], cache: PromptCache) -> None:
+    """Evaluate the prompt in aligned blocks, skipping the whole blocks ``cache`` holds (see :class:`PromptCache`)."""
+    reusable = common_prefix_length(cache.tokens, prompt_ids) if cache.enabled else 0
+    reusable = min(reusable, len(prompt_ids) - 1)  # re-evaluate at least the last token: its logits start the answer
+    start = reusable // cache.block * cache.block
+    cache.tokens, cache.reused = [], 0  # the context changes from here on; a failure leaves nothing reusable
+    if start and not llm._ctx.kv_cache_seq_rm(-1, start, -1):
+        start = 0
+    if not start:
         llm.reset()
-    llm.n_tokens = cached
-    llm.eval(list(prompt_ids[cached:]))
+    llm.n_tokens = start
+    for block_start in range(start, len(prompt_ids), cache.block):
+        llm.eval(list(prompt_ids[block_start : block_start + cache.block]))
+    cache.tokens = list(prompt_ids[: len(prompt_ids) // cache.block * cache.block])
+    cache.reused = start
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:

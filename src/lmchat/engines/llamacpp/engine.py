@@ -3,8 +3,10 @@
 lmchat renders the prompt (the GGUF's own chat template or a named one) and tokenizes it with the GGUF's
 tokenizer; this engine only decodes. Requests are **serialised**: one model thread runs them one after another,
 in arrival order, so concurrent requests never share (and corrupt) the single llama.cpp context. ``n > 1`` is
-run by repetition (the facade expands it into ``n`` requests). Each prompt is evaluated in full, so identical
-requests give identical greedy answers (``llamacpp_config: {reuse_prefix: true}`` trades that for speed).
+run by repetition (the facade expands it into ``n`` requests). A prompt reuses the keys/values of the aligned
+blocks it shares with the previous prompt (multi-turn chats, repeated system prompts, ``n > 1``) without changing
+any answer (see :class:`lmchat.engines.llamacpp.decode.PromptCache`); ``llamacpp_config: {reuse_prefix: false}``
+turns that off.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent
 from lmchat.engines.threaded import EventChannel
-from lmchat.engines.llamacpp.decode import DecodeJob, run_job
+from lmchat.engines.llamacpp.decode import PREFILL_BLOCK, DecodeJob, PromptCache, run_job
 from lmchat.errors import EngineClosedError, EngineError, InvalidRequestError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.models.default import default_gguf_path
 
-# Llama() settings lmchat chooses; a ``llamacpp_config`` dict in the model config overrides them (and may set
-# ``reuse_prefix: true``: keep the KV cache of the prefix a prompt shares with the previous one; see decode.prefill).
+# Llama() settings lmchat chooses; a ``llamacpp_config`` dict in the model config overrides them. Two keys are
+# lmchat's own: ``reuse_prefix`` (default true) and ``prefill_block`` (default 32), see decode.PromptCache.
 DEFAULT_LLAMA_SETTINGS: dict[str, Any] = {"n_ctx": 0, "verbose": False}  # n_ctx 0: the GGUF's trained context
 
 
@@ -44,7 +46,7 @@ class LlamaCppEngine(BaseEngine):
         self._executor: ThreadPoolExecutor | None = None
         self._aborted: set[str] = set()
         self._closing = False
-        self._reuse_prefix = False
+        self.prompt_cache = PromptCache()
         self._lock = threading.Lock()
         self.finished: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=256)  # id, reason, tokens
 
@@ -56,7 +58,7 @@ class LlamaCppEngine(BaseEngine):
                 "huggingface engine.", param="adapter_name_or_path",
             )
         settings = {**DEFAULT_LLAMA_SETTINGS, **(getattr(self.config, "llamacpp_config", None) or {})}
-        self._reuse_prefix = bool(settings.pop("reuse_prefix", False))
+        self.prompt_cache = prompt_cache_from(settings)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmchat-llamacpp")
         try:
             self.llm = await self._call(lambda: Llama(model_path=str(path), **settings))
@@ -96,7 +98,7 @@ class LlamaCppEngine(BaseEngine):
             stop_at_end_of_generation=not params.ignore_eos,
             emit=channel.emit,
             is_aborted=lambda: self._closing or request.request_id in self._aborted,
-            reuse_prefix=self._reuse_prefix,
+            cache=self.prompt_cache,
         )
         self._require_executor().submit(self._run, llm, job)
         async for event in channel.events():
@@ -174,3 +176,14 @@ def model_info(llm: Llama, path: Path) -> ModelInfo:
         special_tokens=special,
         context_length=llm.n_ctx(),
     )
+
+
+def prompt_cache_from(settings: dict[str, Any]) -> PromptCache:
+    """Take lmchat's own ``reuse_prefix`` / ``prefill_block`` keys out of the ``Llama()`` settings."""
+    block = settings.pop("prefill_block", PREFILL_BLOCK)
+    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise InvalidRequestError(
+            f"llamacpp_config.prefill_block must be a positive whole number of tokens, got {block!r}.",
+            param="llamacpp_config",
+        )
+    return PromptCache(block=block, enabled=bool(settings.pop("reuse_prefix", True)))
