@@ -1,19 +1,23 @@
 """The compute side of the worker: prefill and batched decode forward passes over transformers' model.
 
 ``SlotRunner`` keeps every running sequence's keys/values in one :class:`SlotKVCache` and runs one forward pass
-for all decoding sequences per step. ``DynamicRunner`` is the fallback for models whose attention the slot cache
+for all decoding sequences per step, through the lean Llama-family forward (:mod:`lmchat.engines.hf.lean`) when
+the model is one, else through transformers' own forward. ``DynamicRunner`` is the fallback for models whose attention the slot cache
 cannot drive (sliding windows, linear attention, custom code): one transformers ``DynamicCache`` per sequence,
-stepped one at a time. ``pick_runner`` checks the slot path against a plain forward pass on the loaded model.
+stepped one at a time. ``pick_runner`` checks each candidate against a plain forward pass on the loaded model and takes the first that
+matches: lean, transformers' forward on the slot cache, sequential.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import torch
 
 from lmchat.engines.hf.kv_cache import SlotKVCache
+from lmchat.engines.hf.lean import Forward, LeanDecoder, packed_weights_wanted, unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +56,22 @@ def last_logits(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor,
     return output.logits[:, -1].float()
 
 
+def transformers_forward(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor,
+                         cache: Any) -> torch.Tensor:
+    return last_logits(model, input_ids, position_ids, mask, cache)
+
+
 # --- runners ---------------------------------------------------------------------------------------------
 class SlotRunner:
     """All running sequences in one slot cache; one forward pass per decode step."""
 
     can_share_prefix = True
 
-    def __init__(self, model: Any, device: torch.device) -> None:
+    def __init__(self, model: Any, device: torch.device, forward: Forward | None = None, name: str = "transformers"
+                 ) -> None:
         self.model, self.device = model, device
+        self.forward: Forward = forward or partial(transformers_forward, model)
+        self.name = name  # which forward pass: "lean" or "transformers"
         self.cache = SlotKVCache()
 
     def reserve(self, rows: int, capacity: int) -> None:
@@ -69,14 +81,14 @@ class SlotRunner:
         """Feed a prompt chunk into row ``slot`` -> logits of its last token [vocab]."""
         input_ids, position_ids, mask = prefill_inputs(token_ids, start, self.device, self.model.dtype)
         self.cache.plan(slot, position_ids, mask.shape[-1])
-        return last_logits(self.model, input_ids, position_ids, mask, self.cache)[0]
+        return self.forward(input_ids, position_ids, mask, self.cache)[0]
 
     def decode(self, tokens: list[int], positions: list[int], active: list[bool]) -> torch.Tensor:
         """Rows 0..B-1 each feed one token -> logits [B, vocab]. Inactive rows (still prefilling) feed a dummy token
         at their next free position, which their next prompt chunk overwrites."""
         input_ids, position_ids, mask = decode_inputs(tokens, positions, self.device, self.model.dtype)
         self.cache.plan(0, position_ids, mask.shape[-1])
-        return last_logits(self.model, input_ids, position_ids, mask, self.cache)
+        return self.forward(input_ids, position_ids, mask, self.cache)
 
     def copy_prefix(self, source: int, target: int, length: int) -> None:
         self.cache.copy_prefix(source, target, length)
@@ -130,15 +142,29 @@ class DynamicRunner:
 
 
 def pick_runner(model: Any, device: torch.device) -> SlotRunner | DynamicRunner:
-    """The slot runner if it reproduces a plain forward pass on this model, else the sequential fallback."""
-    runner = SlotRunner(model, device)
-    try:
-        matches = _slot_runner_matches(model, runner, device)
-    except Exception as exc:  # noqa: BLE001 - any failure: this model's attention does not take our cache
-        logger.info("Slot KV cache unsupported for this model (%s); falling back to sequential decoding.", exc)
-        matches = False
-    runner.release()
-    return runner if matches else DynamicRunner(model, device)
+    """The first runner that reproduces a plain forward pass on this model: lean, transformers' forward on the
+    slot cache, or the sequential fallback."""
+    for make in (_lean_runner, SlotRunner):
+        try:
+            runner = make(model, device)
+            matches = runner is not None and _slot_runner_matches(model, runner, device)
+        except Exception as exc:  # noqa: BLE001 - any failure: this model's attention does not take our cache
+            logger.info("Runner unsupported for this model (%s); trying the next one.", exc)
+            runner, matches = None, False
+        if runner is not None:
+            runner.release()
+        if matches:
+            return runner
+    logger.info("Slot KV cache unsupported for this model; falling back to sequential decoding.")
+    return DynamicRunner(model, device)
+
+
+def _lean_runner(model: Any, device: torch.device) -> SlotRunner | None:
+    reason = unsupported_reason(model)
+    if reason is not None:
+        logger.info("Lean forward not used: %s.", reason)
+        return None
+    return SlotRunner(model, device, LeanDecoder(model, packed=packed_weights_wanted(model)), name="lean")
 
 
 @torch.inference_mode()

@@ -1,0 +1,101 @@
+"""The lean Llama-family forward (engines/hf/lean.py) against transformers' own forward on the same slot cache."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from lmchat import ChatModel
+from lmchat.engines.hf.lean import LeanDecoder, packed_weights_wanted, unsupported_reason
+from lmchat.engines.hf.runner import SlotRunner, pick_runner
+
+CPU = torch.device("cpu")
+SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=256)
+
+
+def build(kind: str, **overrides):
+    torch.manual_seed(0)
+    config_class, model_class = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+        "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+    }[kind]
+    config = config_class(**{**SMALL, **overrides})
+    config._attn_implementation = "sdpa"
+    return model_class(config).eval()
+
+
+def run(runner: SlotRunner) -> list[torch.Tensor]:
+    """Two prompts (one prefilled in two chunks), then three batched decode steps: every logits row."""
+    first, second = [5, 17, 42, 7, 99, 3, 12, 250, 8], [11, 13, 2, 77, 6]
+    runner.reserve(2, 32)
+    out = [runner.prefill(0, first[:4], 0), runner.prefill(0, first[4:], 4), runner.prefill(1, second, 0)]
+    tokens, positions = [int(out[1].argmax()), int(out[2].argmax())], [len(first), len(second)]
+    for _ in range(3):
+        logits = runner.decode(tokens, positions, [True, True])
+        out.extend(logits)
+        tokens, positions = logits.argmax(-1).tolist(), [p + 1 for p in positions]
+    runner.release()
+    return out
+
+
+@pytest.mark.parametrize("kind, overrides", [("llama", {}), ("qwen2", {}), ("mistral", {"sliding_window": None}),
+                                             ("llama", {"num_key_value_heads": 4})])
+def test_lean_forward_gives_transformers_numbers_bit_for_bit(kind, overrides):
+    model = build(kind, **overrides)
+    expected = run(SlotRunner(model, CPU))
+    got = run(SlotRunner(model, CPU, LeanDecoder(model, packed=False)))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_fused_weights_are_views_and_the_model_still_runs():
+    model = build("qwen2")  # q/k/v with biases
+    ids = torch.tensor([[4, 8, 15, 16, 23, 42]])
+    before = model(ids).logits
+    decoder = LeanDecoder(model, packed=False)
+    attention = model.model.layers[0].self_attn
+    fused = decoder.layers[0].qkv
+    assert attention.k_proj.weight.data_ptr() == fused.weight[attention.q_proj.weight.shape[0]:].data_ptr()
+    assert attention.q_proj.bias.data_ptr() == fused.bias.data_ptr()
+    assert torch.equal(model(ids).logits, before)
+
+
+def test_packed_weights_stay_close_to_transformers():
+    model = build("llama")
+    expected = run(SlotRunner(model, CPU))
+    decoder = LeanDecoder(model, packed=True)
+    assert decoder.head.packed is not None
+    got = run(SlotRunner(model, CPU, decoder))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("kind, overrides, reason", [
+    ("qwen3", {}, "model type 'qwen3'"),
+    ("mistral", {"sliding_window": 16}, "sliding-window"),
+    ("llama", {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}}, "RoPE"),
+    ("llama", {"hidden_act": "gelu"}, "SiLU"),
+])
+def test_models_the_lean_forward_cannot_run_are_named_and_fall_back(kind, overrides, reason):
+    model = build(kind, **overrides)
+    assert reason in unsupported_reason(model)
+    runner = pick_runner(model, CPU)
+    assert getattr(runner, "name", "sequential") != "lean"
+
+
+def test_pick_runner_takes_the_lean_forward_for_llama():
+    model = build("llama")
+    runner = pick_runner(model, CPU)
+    assert isinstance(runner, SlotRunner) and runner.name == "lean"
+    assert runner.forward.packed == packed_weights_wanted(model)
+
+
+def test_the_engine_serves_llama_models_through_the_lean_forward(tiny_model_dir):
+    with ChatModel({"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 6}) as model:
+        assert model.engine.worker.runner.name == "lean"
+        [response] = model.chat([{"role": "user", "content": "Hi"}])
+        assert response.response_length == 6
