@@ -60,10 +60,33 @@ def test_tool_choice_that_cannot_be_guaranteed_is_rejected(fake_script, tool_cho
 
 
 def test_malformed_tool_call_falls_back_to_content(fake_script):
-    broken = '<tool_call>\n{"name": "get_weather", "arguments": {"city": </tool_call>'
+    broken = '<tool_call>\n{"name": get_weather, "arguments": {"city": "Paris"}}</tool_call>'  # before its name
     with model_with(fake_script, "qwen", broken) as model:
         [response] = model.chat(ASK, tools=TOOLS)
     assert (response.tool_calls, response.finish_reason, response.content) == ([], "stop", broken)
+
+
+def test_call_broken_after_its_name_stays_a_call(fake_script):
+    broken = '<tool_call>\n{"name": "get_weather", "arguments": {"city": </tool_call>'
+    with model_with(fake_script, "qwen", broken) as model:
+        [response] = model.chat(ASK, tools=TOOLS)
+    assert [(c.name, c.arguments) for c in response.tool_calls] == [("get_weather", "{}")]  # key without value
+    # the text that could not be read is kept as content; the raw answer is kept whole
+    assert (response.finish_reason, response.content, response.response_text) == ("tool_calls", '"city":', broken)
+
+
+def test_call_cut_by_max_new_tokens_streams_valid_arguments(fake_script):
+    reply = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris and its suburbs"}}\n</tool_call>'
+    cut = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris and'  # the fake engine's first 7 tokens
+    with model_with(fake_script, "qwen", reply) as model:
+        [response] = model.chat(ASK, tools=TOOLS, max_new_tokens=7)
+        chunks = list(model.stream_chunks(model.prepare(ASK, tools=TOOLS, max_new_tokens=7)))
+    assert (response.finish_reason, response.response_text, response.content) == ("length", cut, None)
+    assert [(c.name, c.arguments) for c in response.tool_calls] == [("get_weather", '{"city": "Paris and"}')]
+    pieces = [call for chunk in chunks for call in chunk.tool_calls]
+    assert pieces[0].name == "get_weather" and all(piece.name is None for piece in pieces[1:])
+    assert len(pieces) >= 3 and "".join(piece.arguments for piece in pieces) == '{"city": "Paris and"}'
+    assert not any(chunk.content for chunk in chunks) and chunks[-1].finish_reason == "length"
 
 
 def test_reasoning_is_split_from_the_answer(fake_script):

@@ -189,3 +189,98 @@ def first_key_state(text: str, pos: int, keys: tuple[str, ...]) -> bool | None:
     if end == -1:
         return None if any(k.startswith(key) for k in keys) else False
     return key in keys
+
+
+# --- the head of a JSON call object, read as soon as it is written -------------------------------------------
+
+HEAD_KEYS = ("name", "id", "type")
+"""Keys a streamed call object may write before its arguments (each once; ``name`` is required)."""
+ARGUMENT_KEYS = ("arguments", "parameters")
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+NOT_A_HEAD = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallHead:
+    """A call object read up to the ``{`` that opens its arguments (at ``text[start]``)."""
+
+    name: str
+    start: int
+    call_id: str | None = None
+
+
+def skip_json_space(text: str, pos: int) -> int:
+    """The first index at or after ``pos`` that is not JSON whitespace."""
+    return _JSON_SPACE.match(text, pos).end()
+
+
+def json_string_at(text: str, pos: int, end: int | None = None) -> tuple[str, int] | bool | None:
+    """The JSON string opening at ``text[pos]`` (a quote) and the index past it; None when ``text[:end]`` ends
+    inside it, :data:`NOT_A_HEAD` when it is not a valid string."""
+    end = len(text) if end is None else end
+    cursor = pos + 1
+    while True:
+        found = _STRING_END['"'].search(text, cursor, end)
+        if found is None or (found.group() == "\\" and found.end() >= end):
+            return None
+        if found.group() == '"':
+            try:
+                return json.decoder.scanstring(text, pos + 1, False)
+            except ValueError:
+                return NOT_A_HEAD
+        cursor = found.end() + 1
+
+
+def call_head(
+    text: str, pos: int, end: int | None = None, first_keys: tuple[str, ...] = HEAD_KEYS
+) -> CallHead | bool | None:
+    """Read the object opening at ``text[pos]`` (a ``{``) as the head of a call: ``{"name": "f", "arguments": {``
+    (``id`` and ``type`` strings may come before the arguments, ``parameters`` may name them).
+
+    A :class:`CallHead` once its arguments' ``{`` is read; None while ``text[:end]`` ends first;
+    :data:`NOT_A_HEAD` when the object is written any other way (the name after the arguments, arguments that are
+    a string, other keys first, not JSON...): such an object can only be judged whole. ``first_keys``: the keys
+    the object may open with.
+    """
+    end = len(text) if end is None else end
+    seen: dict[str, str] = {}
+    cursor = pos + 1
+    while True:
+        cursor = skip_json_space(text, cursor)
+        if cursor >= end:
+            return None
+        if seen:
+            if text[cursor] != ",":
+                return NOT_A_HEAD
+            cursor = skip_json_space(text, cursor + 1)
+            if cursor >= end:
+                return None
+        if text[cursor] != '"':
+            return NOT_A_HEAD
+        allowed = first_keys if not seen else (*(key for key in HEAD_KEYS if key not in seen), *ARGUMENT_KEYS)
+        key = json_string_at(text, cursor, end)
+        if key is None:
+            partial = text[cursor + 1 : end]
+            return None if "\\" in partial or any(name.startswith(partial) for name in allowed) else NOT_A_HEAD
+        if key is NOT_A_HEAD or key[0] not in allowed:
+            return NOT_A_HEAD
+        name, cursor = key
+        cursor = skip_json_space(text, cursor)
+        if cursor >= end:
+            return None
+        if text[cursor] != ":":
+            return NOT_A_HEAD
+        cursor = skip_json_space(text, cursor + 1)
+        if cursor >= end:
+            return None
+        if name in ARGUMENT_KEYS:
+            call_name = seen.get("name", "").strip()
+            return CallHead(call_name, cursor, seen.get("id") or None) if text[cursor] == "{" and call_name else (
+                NOT_A_HEAD
+            )
+        if text[cursor] != '"':
+            return NOT_A_HEAD
+        value = json_string_at(text, cursor, end)
+        if value is None or value is NOT_A_HEAD:
+            return value
+        seen[name], cursor = value

@@ -82,7 +82,11 @@ def collect(deltas: Iterable[OutputDelta]) -> ParsedOutput:
 
 
 def merge_deltas(deltas: Iterable[OutputDelta]) -> list[OutputDelta]:
-    """Join neighbouring deltas of the same kind (text with text, calls with calls); drop empty ones."""
+    """Join neighbouring deltas of the same kind (text with text, calls with calls); drop empty ones.
+
+    Neighbouring pieces of the same call are joined too: a piece with only ``arguments`` is added to the piece of
+    the same call right before it.
+    """
     merged: list[OutputDelta] = []
     for delta in deltas:
         if not (delta.content or delta.reasoning or delta.tool_calls):
@@ -90,11 +94,23 @@ def merge_deltas(deltas: Iterable[OutputDelta]) -> list[OutputDelta]:
         last = merged[-1] if merged else None
         if last is not None and _kind(last) == _kind(delta) and _kind(delta) != "mixed":
             merged[-1] = OutputDelta(
-                last.content + delta.content, last.reasoning + delta.reasoning, last.tool_calls + delta.tool_calls
+                last.content + delta.content, last.reasoning + delta.reasoning,
+                _join_pieces(last.tool_calls, delta.tool_calls),
             )
         else:
             merged.append(delta)
     return merged
+
+
+def _join_pieces(first: list[ToolCallDelta], second: list[ToolCallDelta]) -> list[ToolCallDelta]:
+    pieces = list(first)
+    for piece in second:
+        last = pieces[-1] if pieces else None
+        if last is not None and last.index == piece.index and piece.id is None and piece.name is None:
+            pieces[-1] = ToolCallDelta(last.index, last.id, last.name, last.arguments + piece.arguments)
+        else:
+            pieces.append(piece)
+    return pieces
 
 
 def _kind(delta: OutputDelta) -> str:

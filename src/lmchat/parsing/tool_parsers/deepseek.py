@@ -1,22 +1,29 @@
 """DeepSeek V3 / R1 and V3.1 tool calls, inside ``<｜tool▁calls▁begin｜> ... <｜tool▁calls▁end｜>``.
 
 Each call is ``<｜tool▁call▁begin｜>function<｜tool▁sep｜>name\\n```json\\n{...}\\n```<｜tool▁call▁end｜>`` (V3, R1)
-or ``<｜tool▁call▁begin｜>name<｜tool▁sep｜>{...}<｜tool▁call▁end｜>`` (V3.1); the two are told apart per call. If
-any call of a block is malformed the whole block stays content.
+or ``<｜tool▁call▁begin｜>name<｜tool▁sep｜>{...}<｜tool▁call▁end｜>`` (V3.1); the two are told apart per call.
+
+A call is committed at the ``{`` after its name, and the block then goes on call by call: a later call that is
+not well formed, or text after a call's arguments that does not fit, is content. A block whose first call is
+not well formed is read whole, and stays content.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
-from lmchat.parsing.scan import FoundCall, dumps, loads
-from lmchat.parsing.tool_parsers.base import Match, MatchContext, ToolParser
+from lmchat.parsing.scan import FoundCall, dumps, is_partial, loads, skip_space
+from lmchat.parsing.tool_parsers.base import Match, MatchContext, Open, Rest, ToolParser, plain_until
 
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
 CALLS_END = "<｜tool▁calls▁end｜>"
 CALL_BEGIN = "<｜tool▁call▁begin｜>"
 CALL_END = "<｜tool▁call▁end｜>"
 SEP = "<｜tool▁sep｜>"
+FENCE = "```"
+_LETTERS = re.compile(r"[A-Za-z]*")
 _FENCE = re.compile(r"\A```[A-Za-z]*\s*\n?(.*?)\n?\s*```\s*\Z", re.DOTALL)
 
 
@@ -58,7 +65,11 @@ class DeepSeekV3ToolParser(ToolParser):
     name = "deepseek_v3"
     markers = (CALLS_BEGIN, CALL_BEGIN)
 
-    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
+        first_call = skip_space(text, len(CALLS_BEGIN)) if text.startswith(CALLS_BEGIN) else 0
+        opened = open_call(text, first_call, final)
+        if opened is None or isinstance(opened, Open):
+            return opened
         if text.startswith(CALLS_BEGIN):
             body_start, closing = len(CALLS_BEGIN), text.find(CALLS_END)
             end = closing + len(CALLS_END) if closing != -1 else len(text)
@@ -70,3 +81,123 @@ class DeepSeekV3ToolParser(ToolParser):
         body = text[body_start : closing if closing != -1 else len(text)]
         calls = parse_block(body)
         return Match(end, calls) if calls else Match(end)
+
+    def match_rest(self, text: str, final: bool, ctx: MatchContext, state: Any, broken: bool) -> Rest | Open | None:
+        if broken or isinstance(state, _Odd):
+            return _odd(text, final, state if isinstance(state, _Odd) else _Odd())
+        if state == _BETWEEN:
+            return _between(text, final)
+        pos = skip_space(text, 0)
+        if state.fenced:
+            if (pos == len(text) or is_partial(text[pos:], FENCE)) and not final:
+                return None
+            if not text.startswith(FENCE, pos):
+                return _odd(text, final, _Odd())
+            pos = skip_space(text, pos + len(FENCE))
+        if pos == len(text):
+            return None if not final else Rest(pos)
+        if text.startswith(CALL_END, pos):
+            return Rest(pos + len(CALL_END), more=_BETWEEN)
+        if text.startswith(CALLS_END, pos):
+            return Rest(pos + len(CALLS_END))
+        if not final and (is_partial(text[pos:], CALL_END) or is_partial(text[pos:], CALLS_END)):
+            return None
+        return _odd(text, final, _Odd())
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """State after a committed call's arguments (``fenced``: inside a ```` ```json ```` block)."""
+
+    fenced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Odd:
+    """State in a call that could not be read further: plain text up to its end (``keep_end``: the call was never
+    committed, so its ``<｜tool▁call▁end｜>`` is content too)."""
+
+    keep_end: bool = False
+
+
+_BETWEEN = "between"  # state: after a call of a block
+
+
+def _limit(text: str, pos: int) -> int:
+    """Where the first special token at or after ``pos`` starts (-1 if none)."""
+    found = [index for index in (text.find(token, pos) for token in (CALL_END, CALLS_END, CALL_BEGIN, CALLS_BEGIN))
+             if index != -1]
+    return min(found, default=-1)
+
+
+def open_call(text: str, pos: int, final: bool) -> Open | bool | None:
+    """The call opening at ``text[pos]``, committed at the ``{`` after its name; None while undecided, False when
+    it can only be read whole."""
+    if pos == len(text) or is_partial(text[pos:], CALL_BEGIN):
+        return None if not final else False
+    if not text.startswith(CALL_BEGIN, pos):
+        return False
+    start = pos + len(CALL_BEGIN)
+    limit = _limit(text, start)
+    end = len(text) if limit == -1 else limit
+    undecided = None if limit == -1 and not final else False
+    sep = text.find(SEP, start, end)
+    if sep == -1:
+        return undecided
+    after = sep + len(SEP)
+    brace = skip_space(text, after)
+    if brace >= end:
+        return undecided
+    if text[brace] == "{":  # V3.1: name<sep>{...}
+        name = text[start:sep].strip()
+        return Open(brace, name, state=_Call(fenced=False)) if name else False
+    newline = text.find("\n", after, end)  # V3: function<sep>name\n```json\n{...}\n```
+    if newline == -1:
+        return undecided
+    name = text[after:newline].strip()
+    if not name:
+        return False
+    cursor = skip_space(text, newline + 1)
+    fenced = text.startswith(FENCE, cursor)
+    if not fenced and cursor < end and FENCE.startswith(text[cursor:end]):
+        return undecided
+    if fenced:
+        cursor = _LETTERS.match(text, cursor + len(FENCE)).end()
+        cursor = skip_space(text, cursor)
+    if cursor >= end:
+        return undecided
+    return Open(cursor, name, state=_Call(fenced)) if text[cursor] == "{" else False
+
+
+def _between(text: str, final: bool) -> Rest | Open | None:
+    """After a call of a block: the next call, or the block's end."""
+    pos = skip_space(text, 0)
+    if pos == len(text):
+        return None if not final else Rest(pos)
+    if text.startswith(CALL_BEGIN, pos):
+        opened = open_call(text, pos, final)
+        if opened is None or isinstance(opened, Open):
+            return opened
+        # not a well-formed call: its text is content, up to and with its end
+        return Rest(pos + len(CALL_BEGIN), content=pos + len(CALL_BEGIN), more=_Odd(keep_end=True))
+    if text.startswith(CALLS_END, pos):
+        return Rest(pos + len(CALLS_END))
+    if not final and (is_partial(text[pos:], CALL_BEGIN) or is_partial(text[pos:], CALLS_END)):
+        return None
+    return Rest(pos, more=_Odd())
+
+
+def _odd(text: str, final: bool, state: _Odd) -> Rest | None:
+    """Plain text up to the end of the call (dropped, unless ``keep_end``), the block's end or the next call."""
+    found = plain_until(text, final, (CALL_END, CALLS_END, CALL_BEGIN))
+    if found is None:
+        return None
+    index, closer = found
+    if closer == CALL_END:
+        end = index + len(CALL_END)
+        return Rest(end, content=end if state.keep_end else index, more=_BETWEEN)
+    if closer == CALLS_END:
+        return Rest(index + len(CALLS_END), content=index)
+    if closer == CALL_BEGIN:
+        return Rest(index, content=index, more=_BETWEEN)
+    return Rest(index, content=index, more=None if final else state)

@@ -2,30 +2,35 @@
 ``name[ARGS]{...}`` (v11 and later, one marker per call, optionally ``[CALL_ID]id`` before ``[ARGS]``).
 
 Entries of a JSON list that are not calls are skipped; arguments given as a JSON string are decoded. When the
-marker was removed as a special token, a JSON call list or object opening the answer is read too.
+marker was removed as a special token, a JSON call list or object opening the answer is read too. A call is
+committed at its name: ``name{``, ``name[ARGS]{`` or ``{"name": "...", "arguments": {`` (a list then goes on
+entry by entry); a list whose first call is written any other way is read whole.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from lmchat.parsing.scan import (
     MISMATCH,
     FoundCall,
     call_from_object,
-    dumps,
     first_key_state,
     is_partial,
     loads,
+    skip_json_space,
     skip_space,
 )
-from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, ToolParser
+from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, Open, Rest, ToolParser
+from lmchat.parsing.tool_parsers.json_calls import CALL_OBJECT, CallList, list_rest, object_rest, open_call
 
 MARKER = "[TOOL_CALLS]"
 ARGS = "[ARGS]"
 CALL_ID = "[CALL_ID]"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _ID = re.compile(r"[A-Za-z0-9_\-]+")
+_NAMED = "named"  # state: a name{...} call, whose region ends with its arguments
 
 
 def calls_from_json(value: object) -> tuple[FoundCall, ...]:
@@ -38,7 +43,7 @@ class MistralToolParser(ToolParser):
     name = "mistral"
     markers = (MARKER,)
 
-    def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
+    def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
         if is_partial(text, MARKER):
             return None if not final else NO_START
         if text.startswith(MARKER) or text[0] not in "[{":
@@ -46,6 +51,10 @@ class MistralToolParser(ToolParser):
         obj = skip_space(text, 1) if text[0] == "[" else 0
         if obj == len(text):
             return None if not final else NO_START
+        if text[obj] == "{":
+            head = open_call(text, obj, CallList() if obj else CALL_OBJECT)
+            if isinstance(head, Open) or (head is None and not final):
+                return head
         state = first_key_state(text, obj, ("name", "arguments")) if text[obj] == "{" else False
         if state is None and not final:
             return None
@@ -57,7 +66,7 @@ class MistralToolParser(ToolParser):
         calls = calls_from_json(value)
         return Match(end, calls) if calls and len(calls) == len(entries) else NO_START
 
-    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
         pos = len(MARKER)
         while True:
             pos = skip_space(text, pos)
@@ -73,14 +82,28 @@ class MistralToolParser(ToolParser):
             return self._json_calls(text, pos, final, ctx)
         return self._named_call(text, pos, final, ctx)
 
-    def _json_calls(self, text: str, pos: int, final: bool, ctx: MatchContext) -> Match | None:
+    def match_rest(self, text: str, final: bool, ctx: MatchContext, state: Any, broken: bool) -> Rest | Open | None:
+        if isinstance(state, CallList):
+            return list_rest(text, final, ctx, state, broken)
+        if state == CALL_OBJECT:
+            return object_rest(text, final, broken)
+        return Rest(0)
+
+    def _json_calls(self, text: str, pos: int, final: bool, ctx: MatchContext) -> Match | Open | None:
+        obj = pos if text[pos] == "{" else skip_json_space(text, pos + 1)
+        if obj == len(text) and not final:
+            return None
+        if obj < len(text) and text[obj] == "{":
+            head = open_call(text, obj, CALL_OBJECT if obj == pos else CallList(skip_other=True))
+            if isinstance(head, Open) or (head is None and not final):
+                return head
         end = ctx.find_closing(text, pos)
         if end is None:
             return None if not final else Match(pos)
         calls = calls_from_json(loads(text[pos:end])) if end != MISMATCH else ()
         return Match(end, calls) if calls else Match(pos)
 
-    def _named_call(self, text: str, pos: int, final: bool, ctx: MatchContext) -> Match | None:
+    def _named_call(self, text: str, pos: int, final: bool, ctx: MatchContext) -> Match | Open | None:
         """``name{...}``, ``name[ARGS]{...}`` or ``name[CALL_ID]id[ARGS]{...}`` at ``text[pos]``."""
         name = _NAME.match(text, pos)
         if name is None:
@@ -90,6 +113,8 @@ class MistralToolParser(ToolParser):
             return None if not final else Match(pos)
         if text.startswith(CALL_ID, cursor):
             found_id = _ID.match(text, cursor + len(CALL_ID))
+            if found_id is None and cursor + len(CALL_ID) == len(text):  # the id is not written yet
+                return None if not final else Match(pos)
             if found_id is None or self._undecided(text, found_id.end(), (ARGS,)):
                 return None if found_id and not final else Match(pos)
             cursor, call_id = found_id.end(), found_id.group()
@@ -97,13 +122,7 @@ class MistralToolParser(ToolParser):
             cursor = skip_space(text, cursor + len(ARGS))
         if cursor == len(text) or text[cursor] != "{":
             return None if cursor == len(text) and not final else Match(pos)
-        end = ctx.find_closing(text, cursor)
-        if end is None:
-            return None if not final else Match(pos)
-        arguments = loads(text[cursor:end]) if end != MISMATCH else None
-        if not isinstance(arguments, dict):
-            return Match(pos)
-        return Match(end, (FoundCall(name.group(), dumps(arguments), call_id),))
+        return Open(cursor, name.group(), call_id, _NAMED)
 
     @staticmethod
     def _undecided(text: str, cursor: int, follows: tuple[str, ...]) -> bool:

@@ -1,7 +1,9 @@
 """Llama 3.2 / Llama 4 "pythonic" calls: ``[get_weather(city="LA"), add(a=1, b=2)]``.
 
 The list must open the answer, or stand between ``<|python_start|>`` and ``<|python_end|>``. It is read with
-``ast`` (never evaluated): keyword arguments with literal values only.
+``ast`` (never evaluated): keyword arguments with literal values only. Python literals can only be judged by
+``ast`` once written out, so these calls are not streamed piecemeal: each is sent whole (id, name and complete
+arguments) once the list is complete, and a malformed list stays content.
 """
 
 from __future__ import annotations

@@ -3,15 +3,16 @@
     Action: tool_name
     Action Input: {"arg": "value"}
 
-Text before the first ``Action:`` (a "Thought", say) is content.
+Text before the first ``Action:`` (a "Thought", say) is content. A call is committed once its ``Action Input:``
+opens its JSON object; its region ends with that object.
 """
 
 from __future__ import annotations
 
 import re
 
-from lmchat.parsing.scan import MISMATCH, FoundCall, dumps, is_partial, loads, skip_space
-from lmchat.parsing.tool_parsers.base import Match, MatchContext, ToolParser
+from lmchat.parsing.scan import is_partial, skip_space
+from lmchat.parsing.tool_parsers.base import Match, MatchContext, Open, ToolParser
 
 ACTION = "Action:"
 INPUT = "Action Input:"
@@ -22,7 +23,7 @@ class ReactToolParser(ToolParser):
     name = "default"
     markers = (ACTION,)
 
-    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | None:
+    def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
         reject = Match(len(ACTION))
         name_start = skip_space(text, len(ACTION))
         if name_start == len(text):
@@ -42,10 +43,4 @@ class ReactToolParser(ToolParser):
             return None if not final else reject
         if text[brace] != "{":
             return reject
-        end = ctx.find_closing(text, brace)
-        if end is None:
-            return None if not final else reject
-        arguments = loads(text[brace:end]) if end != MISMATCH else None
-        if not isinstance(arguments, dict):
-            return reject
-        return Match(end, (FoundCall(name.group(), dumps(arguments)),))
+        return Open(brace, name.group())
