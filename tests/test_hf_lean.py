@@ -10,6 +10,7 @@ transformers = pytest.importorskip("transformers")
 from lmchat import ChatModel
 from lmchat.engines.hf.lean import LeanDecoder, packed_weights_wanted, unsupported_reason
 from lmchat.engines.hf.runner import SlotRunner, pick_runner
+from lmchat.errors import ConfigError
 
 CPU = torch.device("cpu")
 SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -99,3 +100,23 @@ def test_the_engine_serves_llama_models_through_the_lean_forward(tiny_model_dir)
         assert model.engine.worker.runner.name == "lean"
         [response] = model.chat([{"role": "user", "content": "Hi"}])
         assert response.response_length == 6
+
+
+@pytest.mark.parametrize("setting, packed", [("off", False), ("on", True), ("auto", True)])
+def test_packed_weights_setting_reaches_the_runner(tiny_model_dir, setting, packed):
+    config = {"model_name_or_path": str(tiny_model_dir), "packed_weights": setting, "max_new_tokens": 3}
+    with ChatModel(config) as model:
+        assert model.engine.worker.runner.forward.packed is packed
+        assert model.chat([{"role": "user", "content": "Hi"}])[0].response_length == 3
+
+
+def test_packed_weights_on_where_packing_is_impossible_is_a_clear_error():
+    model = build("llama").to(torch.float16)
+    with pytest.raises(ConfigError, match="packed_weights: on needs float32 or bfloat16 weights"):
+        packed_weights_wanted(model, "on")
+    assert packed_weights_wanted(model, "auto") is False
+
+
+def test_unknown_packed_weights_value_names_the_choices():
+    with pytest.raises(ConfigError, match="packed_weights"):
+        ChatModel({"model_name_or_path": "x", "packed_weights": "yes"})

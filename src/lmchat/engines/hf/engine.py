@@ -67,6 +67,7 @@ class HuggingFaceEngine(BaseEngine):
             max_batch_size=getattr(config, "max_batch_size", None) or DEFAULT_MAX_BATCH_SIZE,
             kv_cache_tokens=getattr(config, "kv_cache_tokens", None) or DEFAULT_KV_CACHE_TOKENS,
             prefill_chunk_tokens=getattr(config, "prefill_chunk_tokens", None) or DEFAULT_PREFILL_CHUNK_TOKENS,
+            packed_weights=getattr(config, "packed_weights", None) or "auto",
         )
 
     @property

@@ -17,7 +17,7 @@ With ``packed=True`` (CPU only) every linear weight also gets a oneDNN-packed co
 than one token): on the 2-core development CPU it multiplies a 16-row batch ~30 % faster than MKL's sgemm, which
 repacks the weight on every call, and its result for a row does not depend on the batch size. One-token steps keep
 MKL's GEMV, which is faster there. It doubles the linear weights' memory, so the engine turns it on only for
-small models (see ``packed_weights_wanted``).
+small models (see ``packed_weights_wanted``; the ``packed_weights`` setting overrides it).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from lmchat.errors import ConfigError
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 STATIC_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})  # inv_freq fixed at load time
@@ -52,15 +54,29 @@ def unsupported_reason(model: Any) -> str | None:
     return None
 
 
-def packed_weights_wanted(model: Any) -> bool:
-    """oneDNN-packed copies: CPU, float32/bfloat16, and small enough that doubling the weights is cheap."""
-    parameter = next(model.parameters())
-    if parameter.device.type != "cpu" or parameter.dtype not in (torch.float32, torch.bfloat16):
+def packed_weights_wanted(model: Any, setting: str = "auto") -> bool:
+    """Whether to pack (``setting``: auto/on/off): CPU, float32/bfloat16 and, for auto, small enough that doubling
+    the weights is cheap. "on" where packing is impossible is a :class:`~lmchat.errors.ConfigError`."""
+    if setting == "off":
         return False
-    if not torch.backends.mkldnn.is_available():
+    parameter = next(model.parameters())
+    impossible = _packing_impossible(parameter)
+    if impossible:
+        if setting == "on":
+            raise ConfigError(f"packed_weights: on needs {impossible}; use auto or off.")
         return False
     size = sum(p.numel() * p.element_size() for p in model.parameters())
-    return size <= PACKED_WEIGHTS_MAX_BYTES
+    return setting == "on" or size <= PACKED_WEIGHTS_MAX_BYTES
+
+
+def _packing_impossible(parameter: torch.Tensor) -> str | None:
+    if parameter.device.type != "cpu":
+        return f"a model on the CPU (it is on {parameter.device.type})"
+    if parameter.dtype not in (torch.float32, torch.bfloat16):
+        return f"float32 or bfloat16 weights (they are {parameter.dtype})"
+    if not torch.backends.mkldnn.is_available():
+        return "PyTorch built with oneDNN (mkldnn)"
+    return None
 
 
 @dataclass

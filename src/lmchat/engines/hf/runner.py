@@ -141,10 +141,11 @@ class DynamicRunner:
         return 0
 
 
-def pick_runner(model: Any, device: torch.device) -> SlotRunner | DynamicRunner:
+def pick_runner(model: Any, device: torch.device, packed_weights: str = "auto") -> SlotRunner | DynamicRunner:
     """The first runner that reproduces a plain forward pass on this model: lean, transformers' forward on the
-    slot cache, or the sequential fallback."""
-    for make in (_lean_runner, SlotRunner):
+    slot cache, or the sequential fallback. ``packed_weights``: auto/on/off (see lean.packed_weights_wanted)."""
+    packed = packed_weights_wanted(model, packed_weights) if unsupported_reason(model) is None else False
+    for make in (partial(_lean_runner, packed=packed), SlotRunner):
         try:
             runner = make(model, device)
             matches = runner is not None and _slot_runner_matches(model, runner, device)
@@ -159,12 +160,12 @@ def pick_runner(model: Any, device: torch.device) -> SlotRunner | DynamicRunner:
     return DynamicRunner(model, device)
 
 
-def _lean_runner(model: Any, device: torch.device) -> SlotRunner | None:
+def _lean_runner(model: Any, device: torch.device, packed: bool = False) -> SlotRunner | None:
     reason = unsupported_reason(model)
     if reason is not None:
         logger.info("Lean forward not used: %s.", reason)
         return None
-    return SlotRunner(model, device, LeanDecoder(model, packed=packed_weights_wanted(model)), name="lean")
+    return SlotRunner(model, device, LeanDecoder(model, packed=packed), name="lean")
 
 
 @torch.inference_mode()

@@ -41,12 +41,13 @@ class ModelWorker:
 
     def __init__(self, *, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  kv_cache_tokens: int = DEFAULT_KV_CACHE_TOKENS,
-                 prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS) -> None:
+                 prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS, packed_weights: str = "auto") -> None:
         self.model: Any = None
         self.tokenizer: Any = None
         self.runner: Any = None
         self.scheduler = Scheduler(max_batch_size, kv_cache_tokens)
         self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.packed_weights = packed_weights
         self._inbox: queue.Queue[Sequence | tuple[Callable[[], Any], Future] | None] = queue.Queue()
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
@@ -61,7 +62,7 @@ class ModelWorker:
         runs on this one thread, because a second thread running torch work makes libgomp (PyTorch's OpenMP) give up
         spin-waiting (more OpenMP threads than cores), which slows every small operation ~1.6x on a small CPU."""
         self.model, self.tokenizer = model, tokenizer
-        self.runner = pick_runner(model, device) if generative else DynamicRunner(model, device)
+        self.runner = pick_runner(model, device, self.packed_weights) if generative else DynamicRunner(model, device)
 
     # --- called from other threads ------------------------------------------------------------------
     def submit(self, sequence: Sequence) -> None:
