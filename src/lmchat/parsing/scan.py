@@ -65,6 +65,39 @@ class BracketScanner:
             self._states[(start, quotes)] = state
         return result
 
+    def find_first(self, text: str, needles: tuple[str, ...], start: int = 0) -> int:
+        """Where the first of ``needles`` starts at or after ``start`` (-1 if none); only the text added since the
+        previous call on this growing text is searched."""
+        key = (start, needles)
+        state = self._states.get(key)
+        if state is None or not text.startswith(state.prefix):
+            state = self._states[key] = _ScanState("", start, [])
+        found = [index for index in (text.find(needle, state.pos) for needle in needles) if index != -1]
+        if found:
+            state.pos = min(found)
+        else:  # a needle cut by the end of the text is searched again
+            state.pos = max(state.pos, len(text) - max(map(len, needles)) + 1)
+        state.prefix = text[: state.pos]
+        return min(found, default=-1)
+
+    def find_item_end(self, text: str, start: int) -> int | None:
+        """Where the Python value (a list item, a keyword argument's value) written from ``text[start]`` ends.
+
+        The index of the first ``,`` outside brackets (``()``, ``[]``, ``{}``) and string literals (``'`` or ``"``,
+        triple-quoted too), or of the first closing bracket outside brackets (the ``)`` ending an argument list,
+        the ``]`` ending a list, or a stray one). None when the text ends first; :data:`MISMATCH` when a bracket is
+        closed by the wrong one. Resumed, like :meth:`find_closing`, from the previous call on this growing text.
+        """
+        key = (start, _ITEM)
+        state = self._states.pop(key, None)
+        if state is None or not text.startswith(state.prefix):
+            state = _ScanState("", start, [])
+        result = _scan_item(text, state)
+        if result is INCOMPLETE:
+            state.prefix = text[: state.pos]
+            self._states[key] = state
+        return result
+
 
 def _scan(text: str, state: _ScanState, quotes: str) -> int | None:
     """Advance ``state`` through ``text``; the closing index, :data:`MISMATCH`, or None (state saved)."""
@@ -94,6 +127,60 @@ def _skip_string(text: str, state: _ScanState, quote: str) -> bool:
         found = pattern.search(text, state.pos)
         if found is None:
             state.pos = len(text)
+            return False
+        if found.group() == quote:
+            state.pos, state.quote = found.end(), None
+            return True
+        if found.end() == len(text):  # a backslash last: read it again with what follows
+            state.pos = found.start()
+            return False
+        state.pos = found.end() + 1
+
+
+_ITEM = "python item"  # the scanner's key for find_item_end (others are keyed by their quotes)
+_ITEM_STRUCTURE = re.compile(r"""[][(){},"']""")
+_ITEM_PAIRS = {"(": ")", "[": "]", "{": "}"}
+_PYTHON_STRING_END = {quote: re.compile(re.escape(quote) + r"|\\") for quote in ("'", '"', "'''", '"""')}
+
+
+def _scan_item(text: str, state: _ScanState) -> int | None:
+    """Advance ``state`` to where a Python value ends (see :meth:`BracketScanner.find_item_end`)."""
+    while True:
+        if state.quote is not None and not _skip_python_string(text, state):
+            return INCOMPLETE
+        found = _ITEM_STRUCTURE.search(text, state.pos)
+        if found is None:
+            state.pos = len(text)
+            return INCOMPLETE
+        char, at = found.group(), found.start()
+        if char in "'\"":
+            if text.startswith(char * 3, at):
+                state.quote, state.pos = char * 3, at + 3
+            elif (char * 3).startswith(text[at:]):  # a quote or two last: maybe a triple quote, read them again
+                state.pos = at
+                return INCOMPLETE
+            else:
+                state.quote, state.pos = char, at + 1
+        elif char in _ITEM_PAIRS:
+            state.stack.append(_ITEM_PAIRS[char])
+            state.pos = at + 1
+        elif not state.stack:
+            return at
+        elif char == "," or state.stack.pop() == char:
+            state.pos = at + 1
+        else:
+            return MISMATCH
+
+
+def _skip_python_string(text: str, state: _ScanState) -> bool:
+    """Move past the end of the Python string ``state`` is in; False (state kept) when the text ends first."""
+    quote = state.quote
+    assert quote is not None
+    pattern = _PYTHON_STRING_END[quote]
+    while True:
+        found = pattern.search(text, state.pos)
+        if found is None:  # a triple quote's closing may be cut: its first quotes are read again
+            state.pos = max(state.pos, len(text) - len(quote) + 1)
             return False
         if found.group() == quote:
             state.pos, state.quote = found.end(), None

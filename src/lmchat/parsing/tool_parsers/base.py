@@ -16,17 +16,18 @@ agree:
   after them comes too late and is dropped) and name. The arguments then stream as canonical JSON fragments
   (:class:`lmchat.parsing.json_stream.JsonStream`), in deltas that carry only ``arguments``; joined, they are
   exactly ``dumps(loads(arguments))``, the text a whole call gets (a repeated key is passed on as written). The
-  decision depends only on the text up to that ``{``, so chunking never changes it. GLM-4.5, whose arguments
-  are not JSON, is committed at its first ``<arg_key>`` and streams one complete argument at a time;
+  decision depends only on the text up to that ``{``, so chunking never changes it. GLM-4.5 and pythonic
+  calls, whose arguments are not JSON, are committed at their first argument (GLM-4.5's first ``<arg_key>``;
+  ``[name(`` or ``, name(`` followed by ``)`` or ``key=``) and stream one complete argument at a time;
 * a committed call stays a call whatever follows. If its arguments break (the answer ends inside them, e.g. cut
   by ``max_tokens``, or the JSON turns invalid) they are closed into valid JSON (an open string is ended, an
   unfinished number or literal and a key without a value are dropped, open containers are closed), and the text
   that could not be read from that point on comes out as content, as does anything after the arguments that
   does not fit the family's closing markup (:meth:`ToolParser.match_rest`): nothing the model wrote is lost;
 * text that is malformed before the commit point is plain content. Calls that cannot be committed at their name
-  (the name written after the arguments, arguments written as a JSON string, Python-style calls) are decided
-  whole once their region is complete, and sent as one delta with id, name and complete arguments; a malformed
-  one is plain content.
+  (the name written after the arguments, arguments written as a JSON string, a Python-style list whose first
+  call is written another way) are decided whole once their region is complete, and sent as one delta with id,
+  name and complete arguments; a malformed one is plain content.
 """
 
 from __future__ import annotations
