@@ -18,7 +18,8 @@ from typing import ClassVar
 
 from lmchat.errors import ConfigError, unknown_name_message
 from lmchat.parsing.scan import is_partial
-from lmchat.parsing.types import OutputDelta, ParsedOutput, collect, merge_deltas
+from lmchat.parsing.stream import TextStream
+from lmchat.parsing.types import OutputDelta, ParsedOutput, collect
 
 
 class ThinkReasoningParser:
@@ -36,7 +37,7 @@ class ThinkReasoningParser:
         return ReasoningStream(self.start_tag, self.end_tag, starts_in_reasoning)
 
 
-class ReasoningStream:
+class ReasoningStream(TextStream):
     """Incremental reasoning split of one answer. States: opening -> reasoning -> content."""
 
     def __init__(self, start_tag: str, end_tag: str, starts_in_reasoning: bool) -> None:
@@ -45,17 +46,8 @@ class ReasoningStream:
         self._state = "reasoning" if starts_in_reasoning else "opening"
         self._may_reopen = starts_in_reasoning  # a redundant <think> at the start is dropped
         self._reasoning_started = False  # leading whitespace of the reasoning is dropped
-        self._buffer = ""
+        super().__init__()
         self._pending_space = ""
-        self._finished = False
-        self._out: list[OutputDelta] = []
-
-    def feed(self, delta: str) -> list[OutputDelta]:
-        if self._finished:
-            raise RuntimeError("feed() after finish(): start a new stream for a new answer")
-        self._buffer += delta
-        self._drain(final=False)
-        return self._flush()
 
     def finish(self) -> list[OutputDelta]:
         if not self._finished:
@@ -127,10 +119,6 @@ class ReasoningStream:
             return
         self._out.append(OutputDelta(reasoning=self._pending_space + body))
         self._pending_space = text[len(body) :]
-
-    def _flush(self) -> list[OutputDelta]:
-        out, self._out = merge_deltas(self._out), []
-        return out
 
 
 def _partial_tail(text: str, tag: str) -> int:

@@ -122,19 +122,7 @@ def _scan(text: str, state: _ScanState, quotes: str) -> int | None:
 
 def _skip_string(text: str, state: _ScanState, quote: str) -> bool:
     """Move past the closing quote of the string ``state`` is in; False (state kept) when the text ends first."""
-    pattern = _STRING_END[quote]
-    while True:
-        found = pattern.search(text, state.pos)
-        if found is None:
-            state.pos = len(text)
-            return False
-        if found.group() == quote:
-            state.pos, state.quote = found.end(), None
-            return True
-        if found.end() == len(text):  # a backslash last: read it again with what follows
-            state.pos = found.start()
-            return False
-        state.pos = found.end() + 1
+    return _skip_quoted(text, state, quote)
 
 
 _ITEM = "python item"  # the scanner's key for find_item_end (others are keyed by their quotes)
@@ -174,8 +162,13 @@ def _scan_item(text: str, state: _ScanState) -> int | None:
 
 def _skip_python_string(text: str, state: _ScanState) -> bool:
     """Move past the end of the Python string ``state`` is in; False (state kept) when the text ends first."""
-    quote = state.quote
-    assert quote is not None
+    assert state.quote is not None
+    return _skip_quoted(text, state, state.quote)
+
+
+def _skip_quoted(text: str, state: _ScanState, quote: str) -> bool:
+    """Move past the closing ``quote`` (one or three characters) of the string ``state`` is in, honouring
+    backslash escapes; False (state kept) when the text ends first."""
     pattern = _PYTHON_STRING_END[quote]
     while True:
         found = pattern.search(text, state.pos)

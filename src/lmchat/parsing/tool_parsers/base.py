@@ -39,7 +39,8 @@ from typing import Any, ClassVar
 from lmchat.parsing.json_stream import BROKEN, OPEN, JsonStream
 from lmchat.parsing.scan import BracketScanner, FoundCall, earliest_marker, is_partial
 from lmchat.parsing.schema import ToolSchemas, tool_schemas
-from lmchat.parsing.types import OutputDelta, ParsedOutput, ToolCallDelta, collect, merge_deltas, new_call_id
+from lmchat.parsing.stream import TextStream
+from lmchat.parsing.types import OutputDelta, ParsedOutput, ToolCallDelta, collect, new_call_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,27 +163,18 @@ class _OpenCall:
     broken: bool = False
 
 
-class ToolStream:
+class ToolStream(TextStream):
     """Incremental splitting of one answer; see the module docstring for the rules."""
 
     def __init__(self, parser: ToolParser, context: MatchContext) -> None:
         self._parser = parser
         self._context = context
-        self._buffer = ""
+        super().__init__()
         self._at_start = True
         self._pending_space = ""
         self._after_call = False
         self._num_calls = 0
         self._open: _OpenCall | None = None
-        self._finished = False
-        self._out: list[OutputDelta] = []
-
-    def feed(self, delta: str) -> list[OutputDelta]:
-        if self._finished:
-            raise RuntimeError("feed() after finish(): start a new stream for a new answer")
-        self._buffer += delta
-        self._drain(final=False)
-        return self._flush()
 
     def finish(self) -> list[OutputDelta]:
         """Decide everything still held back; the answer is complete."""
@@ -352,6 +344,3 @@ class ToolStream:
         self._pending_space += text
         return True
 
-    def _flush(self) -> list[OutputDelta]:
-        out, self._out = merge_deltas(self._out), []
-        return out
