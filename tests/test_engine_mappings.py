@@ -202,3 +202,13 @@ def test_engine_kwargs_read_plain_attributes():  # any object with ModelConfig's
     config = SimpleNamespace(**_config().model_dump())
     assert to_vllm_engine_kwargs(config, 1)["model"] == "org/model"
     assert to_sglang_engine_kwargs(config, 1)["model_path"] == "org/model"
+
+
+@pytest.mark.parametrize("name, label", [("huggingface", "transformers"), ("llamacpp", "llamacpp")])
+def test_an_engine_not_started_says_so_by_name(name, label):
+    from lmchat.errors import EngineClosedError
+
+    pytest.importorskip({"huggingface": "torch", "llamacpp": "llama_cpp"}[name])
+    engine = get_engine_class(name)(_config())
+    with pytest.raises(EngineClosedError, match=f"^The {label} engine is not started"):
+        engine.info

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lmchat.errors import UnsupportedError
+from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -78,19 +78,23 @@ class BaseEngine(abc.ABC):
     """Base class of every engine. Subclasses set ``name`` and ``capabilities`` and implement the abstract methods."""
 
     name: ClassVar[str] = "base"
+    label: ClassVar[str] = ""  # how messages name the engine (default: ``name``)
     capabilities: Capabilities = Capabilities()
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
+        self._info: ModelInfo | None = None  # set by start()
 
     @abc.abstractmethod
     async def start(self) -> None:
         """Load the model. Called once, on the facade's event loop, before any request."""
 
     @property
-    @abc.abstractmethod
     def info(self) -> ModelInfo:
-        """The loaded model's name, chat template and special tokens."""
+        """The loaded model's name, chat template and special tokens (what ``start`` stored in ``_info``)."""
+        if self._info is None:
+            raise EngineClosedError(f"The {self.label or self.name} engine is not started.")
+        return self._info
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:

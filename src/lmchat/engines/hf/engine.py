@@ -26,13 +26,13 @@ from lmchat.generation.sampling import SamplingParams
 
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
+    label = "transformers"
     capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True)
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.loaded: LoadedModel | None = None
         self.worker: ModelWorker | None = None
-        self._info: ModelInfo | None = None
         self._eos_ids: frozenset[int] = frozenset()
 
     async def start(self) -> None:
@@ -70,11 +70,6 @@ class HuggingFaceEngine(BaseEngine):
             packed_weights=getattr(config, "packed_weights", None) or "auto",
         )
 
-    @property
-    def info(self) -> ModelInfo:
-        if self._info is None:
-            raise EngineClosedError("The transformers engine is not started.")
-        return self._info
 
     # --- tokenizer ------------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:

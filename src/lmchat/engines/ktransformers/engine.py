@@ -42,7 +42,6 @@ class KTransformersEngine(HFTokenizerMixin, BaseEngine):
         super().__init__(config)
         self.model: Any = None
         self.settings = {**DEFAULT_KT_SETTINGS, **(getattr(config, "ktransformers_config", None) or {})}
-        self._info: ModelInfo | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmchat-ktransformers")
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
@@ -70,11 +69,6 @@ class KTransformersEngine(HFTokenizerMixin, BaseEngine):
         optimize_and_load_gguf(model, self.settings["kt_optimize_rule"], gguf_path, model_config)
         return model.eval()
 
-    @property
-    def info(self) -> ModelInfo:
-        if self._info is None:
-            raise EngineClosedError("The ktransformers engine is not started.")
-        return self._info
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         if self.model is None:

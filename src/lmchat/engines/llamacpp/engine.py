@@ -42,7 +42,6 @@ class LlamaCppEngine(BaseEngine):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.llm: Llama | None = None
-        self._info: ModelInfo | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._aborted: set[str] = set()
         self._closing = False
@@ -66,11 +65,6 @@ class LlamaCppEngine(BaseEngine):
             raise ModelNotFoundError(f"llama.cpp could not load {path}: {exc}") from None
         self._info = model_info(self.llm, path)
 
-    @property
-    def info(self) -> ModelInfo:
-        if self._info is None:
-            raise EngineClosedError("The llamacpp engine is not started.")
-        return self._info
 
     # --- tokenizer (the GGUF's own; special tokens in the rendered prompt are parsed as such) ---------------
     def tokenize(self, text: str) -> list[int]:

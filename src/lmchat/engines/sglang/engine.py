@@ -33,7 +33,6 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.engine: Any = None
-        self._info: ModelInfo | None = None
         self._incremental = False
 
     async def start(self) -> None:
@@ -56,11 +55,6 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
             is_reward_model=is_reward,
         )
 
-    @property
-    def info(self) -> ModelInfo:
-        if self._info is None:
-            raise EngineClosedError("The sglang engine is not started.")
-        return self._info
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         if self.engine is None:

@@ -31,7 +31,6 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.engine: Any = None
-        self._info: ModelInfo | None = None
         self._lora: LoRARequest | None = None
 
     async def start(self) -> None:
@@ -53,11 +52,6 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             context_length=model_config.max_model_len,
         )
 
-    @property
-    def info(self) -> ModelInfo:
-        if self._info is None:
-            raise EngineClosedError("The vllm engine is not started.")
-        return self._info
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         if self.engine is None:
