@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
+from starlette.responses import Response
 
 from lmchat.chat.prepare import PreparedChat
 from lmchat.chat.response import ChatChunk
@@ -17,6 +19,7 @@ from lmchat.errors import EngineClosedError, EngineError, ModelNotFoundError
 from lmchat.server.admission import Admission, Lease
 from lmchat.server.logs import redact_media
 from lmchat.server.metrics import ServerMetrics
+from lmchat.server.responses import EventStreamResponse, json_response
 from lmchat.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -153,3 +156,36 @@ def usage_counts(prepared: PreparedChat, answers: list[Answer]) -> dict[str, Any
     prompt = answers[0].prompt_tokens or prepared.prompt_tokens
     completion = sum(answer.completion_tokens for answer in answers)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class GenerationEndpoint:
+    """One generating endpoint (chat or raw completions): check the model, prepare (every 400 before any work),
+    log, start the generation, then stream it or collect it. Subclasses set ``kind`` and ``id_prefix`` and give
+    ``prepare``, ``_stream`` and ``_response``."""
+
+    kind: ClassVar[str] = ""
+    id_prefix: ClassVar[str] = ""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def create(self, body: Any) -> Response:
+        self.state.check_model(body.model)
+        prepared = self.prepare(body)
+        self.state.log_request(self.kind, prepared, bool(body.stream), body.user)
+        completion_id = f"{self.id_prefix}-{uuid.uuid4().hex}"
+        live = await LiveGeneration.start(self.state, prepared, completion_id)
+        if body.stream:
+            return EventStreamResponse(self._stream(body, prepared, live, completion_id))
+        answers = await live.collect(prepared.params.n)
+        return json_response(self._response(body, prepared, answers, completion_id))
+
+    def prepare(self, body: Any) -> PreparedChat:
+        raise NotImplementedError
+
+    def _stream(self, body: Any, prepared: PreparedChat, live: LiveGeneration, completion_id: str
+                ) -> AsyncIterator[str]:
+        raise NotImplementedError
+
+    def _response(self, body: Any, prepared: PreparedChat, answers: list[Answer], completion_id: str) -> Any:
+        raise NotImplementedError

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.responses import Response
 
 from lmchat.chat.prepare import PreparedChat
 from lmchat.chat.response import ChatChunk
@@ -32,27 +30,15 @@ from lmchat.server.protocol import (
     UsageInfo,
     now,
 )
-from lmchat.server.responses import DONE_EVENT, EventStreamResponse, json_response, sse_error, sse_event
-from lmchat.server.serving.base import Answer, LiveGeneration, ServerState, usage_counts
+from lmchat.server.responses import DONE_EVENT, sse_error, sse_event
+from lmchat.server.serving.base import Answer, GenerationEndpoint, LiveGeneration, usage_counts
 
 # OpenAI content-part types and the prepare() argument their media goes to
 _MEDIA_PARTS = {"image_url": "images", "video_url": "videos", "input_audio": "audios"}
 
 
-class ServingChat:
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-
-    async def create(self, body: ChatCompletionRequest) -> Response:
-        self.state.check_model(body.model)
-        prepared = self.prepare(body)
-        self.state.log_request("chat.completion", prepared, bool(body.stream), body.user)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        live = await LiveGeneration.start(self.state, prepared, completion_id)
-        if body.stream:
-            return EventStreamResponse(self._stream(body, prepared, live, completion_id))
-        answers = await live.collect(prepared.params.n)
-        return json_response(self._response(body, prepared, answers, completion_id))
+class ServingChat(GenerationEndpoint):
+    kind, id_prefix = "chat.completion", "chatcmpl"
 
     def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
         """Every check and the template rendering; raises (a 400) before any generation starts."""

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
-from starlette.responses import Response
 
 from lmchat.chat.prepare import PreparedChat
 from lmchat.engines.events import TokenLogprob
@@ -18,32 +16,24 @@ from lmchat.server.protocol import (
     UsageInfo,
     now,
 )
-from lmchat.server.responses import DONE_EVENT, EventStreamResponse, json_response, sse_error, sse_event
-from lmchat.server.serving.base import Answer, LiveGeneration, ServerState, usage_counts
+from lmchat.server.responses import DONE_EVENT, sse_error, sse_event
+from lmchat.server.serving.base import Answer, GenerationEndpoint, LiveGeneration, usage_counts
 
 
-class ServingCompletion:
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
+class ServingCompletion(GenerationEndpoint):
+    kind, id_prefix = "completion", "cmpl"
 
-    async def create(self, body: CompletionRequest) -> Response:
-        self.state.check_model(body.model)
-        prepared = self.prepare(body)
-        self.state.log_request("completion", prepared, bool(body.stream), body.user)
-        completion_id = f"cmpl-{uuid.uuid4().hex}"
-        live = await LiveGeneration.start(self.state, prepared, completion_id)
-        if body.stream:
-            return EventStreamResponse(self._stream(body, prepared, live, completion_id))
-        answers = await live.collect(prepared.params.n)
+    def _response(self, body: CompletionRequest, prepared: PreparedChat, answers: list[Answer],
+                  completion_id: str) -> CompletionResponse:
         choices = [
             CompletionChoice(index=i, text="".join(answer.text), finish_reason=answer.finish,
                              logprobs=_logprobs(answer.logprobs, 0) if body.logprobs is not None else None)
             for i, answer in enumerate(answers)
         ]
-        return json_response(CompletionResponse(
+        return CompletionResponse(
             id=completion_id, model=self.state.model_name, choices=choices,
             usage=UsageInfo(**usage_counts(prepared, answers)),
-        ))
+        )
 
     def prepare(self, body: CompletionRequest) -> PreparedChat:
         try:
