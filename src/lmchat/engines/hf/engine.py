@@ -70,7 +70,6 @@ class HuggingFaceEngine(BaseEngine):
             packed_weights=getattr(config, "packed_weights", None) or "auto",
         )
 
-
     # --- tokenizer ------------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
         return self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -2,15 +2,17 @@
 
 ``SlotRunner`` keeps every running sequence's keys/values in one :class:`SlotKVCache` and runs one forward pass
 for all decoding sequences per step, through the lean Llama-family forward (:mod:`lmchat.engines.hf.lean`) when
-the model is one, else through transformers' own forward. ``DynamicRunner`` is the fallback for models whose attention the slot cache
-cannot drive (sliding windows, linear attention, custom code): one transformers ``DynamicCache`` per sequence,
-stepped one at a time. ``pick_runner`` checks each candidate against a plain forward pass on the loaded model and takes the first that
-matches: lean, transformers' forward on the slot cache, sequential.
+the model is one, else through transformers' own forward. ``DynamicRunner`` is the fallback for models whose
+attention the slot cache cannot drive (sliding windows, linear attention, custom code): one transformers
+``DynamicCache`` per sequence, stepped one at a time. ``pick_runner`` checks each candidate against a plain forward
+pass on the loaded model and takes the first that matches: lean, transformers' forward on the slot cache,
+sequential.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -56,11 +58,6 @@ def last_logits(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor,
     return output.logits[:, -1].float()
 
 
-def transformers_forward(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor,
-                         cache: Any) -> torch.Tensor:
-    return last_logits(model, input_ids, position_ids, mask, cache)
-
-
 # --- runners ---------------------------------------------------------------------------------------------
 class SlotRunner:
     """All running sequences in one slot cache; one forward pass per decode step."""
@@ -70,7 +67,7 @@ class SlotRunner:
     def __init__(self, model: Any, device: torch.device, forward: Forward | None = None, name: str = "transformers"
                  ) -> None:
         self.model, self.device = model, device
-        self.forward: Forward = forward or partial(transformers_forward, model)
+        self.forward: Forward = forward or partial(last_logits, model)
         self.name = name  # which forward pass: "lean" or "transformers"
         self.cache = SlotKVCache()
 
@@ -144,28 +141,27 @@ class DynamicRunner:
 def pick_runner(model: Any, device: torch.device, packed_weights: str = "auto") -> SlotRunner | DynamicRunner:
     """The first runner that reproduces a plain forward pass on this model: lean, transformers' forward on the
     slot cache, or the sequential fallback. ``packed_weights``: auto/on/off (see lean.packed_weights_wanted)."""
-    packed = packed_weights_wanted(model, packed_weights) if unsupported_reason(model) is None else False
-    for make in (partial(_lean_runner, packed=packed), SlotRunner):
+    candidates: list[Callable[[], SlotRunner]] = [lambda: SlotRunner(model, device)]
+    reason = unsupported_reason(model)
+    if reason is None:
+        packed = packed_weights_wanted(model, packed_weights)  # "on" where impossible: a ConfigError, not a fallback
+        candidates.insert(0, lambda: SlotRunner(model, device, LeanDecoder(model, packed=packed), name="lean"))
+    else:
+        logger.info("Lean forward not used: %s.", reason)
+    for make in candidates:
+        runner = None
         try:
-            runner = make(model, device)
-            matches = runner is not None and _slot_runner_matches(model, runner, device)
+            runner = make()
+            matches = _slot_runner_matches(model, runner, device)
         except Exception as exc:  # noqa: BLE001 - any failure: this model's attention does not take our cache
             logger.info("Runner unsupported for this model (%s); trying the next one.", exc)
-            runner, matches = None, False
+            matches = False
         if runner is not None:
             runner.release()
         if matches:
             return runner
     logger.info("Slot KV cache unsupported for this model; falling back to sequential decoding.")
     return DynamicRunner(model, device)
-
-
-def _lean_runner(model: Any, device: torch.device, packed: bool = False) -> SlotRunner | None:
-    reason = unsupported_reason(model)
-    if reason is not None:
-        logger.info("Lean forward not used: %s.", reason)
-        return None
-    return SlotRunner(model, device, LeanDecoder(model, packed=packed), name="lean")
 
 
 @torch.inference_mode()
