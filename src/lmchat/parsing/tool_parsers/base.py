@@ -288,9 +288,7 @@ class ToolStream(TextStream):
     def _take(self, match: Match | Open) -> None:
         if isinstance(match, Open):
             self._cut(match.start)
-            self._pending_space = ""
-            index = self._num_calls
-            self._num_calls += 1
+            index = self._next_call_index()
             call_id = match.call_id or new_call_id()
             self._out.append(OutputDelta(tool_calls=[ToolCallDelta(index, call_id, match.name, match.arguments or "")]))
             self._open = _OpenCall(index, match.state, JsonStream() if match.arguments is None else None)
@@ -305,12 +303,15 @@ class ToolStream(TextStream):
 
     def _calls(self, calls: Sequence[FoundCall]) -> None:
         """Calls decided whole: one delta each, with id, name and complete arguments."""
-        self._pending_space = ""
-        pieces = []
-        for call in calls:
-            pieces.append(ToolCallDelta(self._num_calls, call.call_id or new_call_id(), call.name, call.arguments))
-            self._num_calls += 1
+        pieces = [ToolCallDelta(self._next_call_index(), call.call_id or new_call_id(), call.name, call.arguments)
+                  for call in calls]
         self._out.append(OutputDelta(tool_calls=pieces))
+
+    def _next_call_index(self) -> int:
+        """A new call starts: the whitespace held before it is dropped."""
+        self._pending_space = ""
+        self._num_calls += 1
+        return self._num_calls - 1
 
     def _arguments(self, index: int, fragment: str) -> None:
         if fragment:
