@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +57,7 @@ class BracketScanner:
         self._states.clear()
 
     def find_closing(self, text: str, start: int, quotes: str = '"') -> int | None:
-        state = self._states.pop((start, quotes), None)
-        if state is None or not text.startswith(state.prefix):
-            state = _ScanState("", start, [])
-        result = _scan(text, state, quotes)
-        if result is INCOMPLETE:
-            state.prefix = text[: state.pos]
-            self._states[(start, quotes)] = state
-        return result
+        return self._resume((start, quotes), text, lambda state: _scan(text, state, quotes))
 
     def find_first(self, text: str, needles: tuple[str, ...], start: int = 0) -> int:
         """Where the first of ``needles`` starts at or after ``start`` (-1 if none); only the text added since the
@@ -88,11 +82,15 @@ class BracketScanner:
         the ``]`` ending a list, or a stray one). None when the text ends first; :data:`MISMATCH` when a bracket is
         closed by the wrong one. Resumed, like :meth:`find_closing`, from the previous call on this growing text.
         """
-        key = (start, _ITEM)
+        return self._resume((start, _ITEM), text, lambda state: _scan_item(text, state))
+
+    def _resume(self, key: tuple[int, str], text: str, scan: Callable[[_ScanState], int | None]) -> int | None:
+        """Run ``scan`` from the state saved under ``key`` (when ``text`` extends the text it stopped on), and save
+        the state again while the answer is still incomplete."""
         state = self._states.pop(key, None)
         if state is None or not text.startswith(state.prefix):
-            state = _ScanState("", start, [])
-        result = _scan_item(text, state)
+            state = _ScanState("", key[0], [])
+        result = scan(state)
         if result is INCOMPLETE:
             state.prefix = text[: state.pos]
             self._states[key] = state
@@ -103,7 +101,7 @@ def _scan(text: str, state: _ScanState, quotes: str) -> int | None:
     """Advance ``state`` through ``text``; the closing index, :data:`MISMATCH`, or None (state saved)."""
     structure = _STRUCTURE[quotes]
     while True:
-        if state.quote is not None and not _skip_string(text, state, state.quote):
+        if state.quote is not None and not _skip_quoted(text, state, state.quote):
             return INCOMPLETE
         found = structure.search(text, state.pos)
         if found is None:
@@ -120,11 +118,6 @@ def _scan(text: str, state: _ScanState, quotes: str) -> int | None:
             return state.pos
 
 
-def _skip_string(text: str, state: _ScanState, quote: str) -> bool:
-    """Move past the closing quote of the string ``state`` is in; False (state kept) when the text ends first."""
-    return _skip_quoted(text, state, quote)
-
-
 _ITEM = "python item"  # the scanner's key for find_item_end (others are keyed by their quotes)
 _ITEM_STRUCTURE = re.compile(r"""[][(){},"']""")
 _ITEM_PAIRS = {"(": ")", "[": "]", "{": "}"}
@@ -134,7 +127,7 @@ _PYTHON_STRING_END = {quote: re.compile(re.escape(quote) + r"|\\") for quote in 
 def _scan_item(text: str, state: _ScanState) -> int | None:
     """Advance ``state`` to where a Python value ends (see :meth:`BracketScanner.find_item_end`)."""
     while True:
-        if state.quote is not None and not _skip_python_string(text, state):
+        if state.quote is not None and not _skip_quoted(text, state, state.quote):
             return INCOMPLETE
         found = _ITEM_STRUCTURE.search(text, state.pos)
         if found is None:
@@ -158,12 +151,6 @@ def _scan_item(text: str, state: _ScanState) -> int | None:
             state.pos = at + 1
         else:
             return MISMATCH
-
-
-def _skip_python_string(text: str, state: _ScanState) -> bool:
-    """Move past the end of the Python string ``state`` is in; False (state kept) when the text ends first."""
-    assert state.quote is not None
-    return _skip_quoted(text, state, state.quote)
 
 
 def _skip_quoted(text: str, state: _ScanState, quote: str) -> bool:
