@@ -10,7 +10,9 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 
 .PHONY: setup chat test test-deps test-gpu lint clean
 
+# The native CPU decode kernels compile once per machine (~40 s) into ~/.cache/lmchat; a second run takes ~2 s.
 setup: $(STAMP)
+	@$(BIN)/python -m lmchat.engines.hf.native || echo "lmchat: running without the native kernels (see above)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -96,7 +96,9 @@ def test_pick_runner_takes_the_lean_forward_for_llama():
 
 
 def test_the_engine_serves_llama_models_through_the_lean_forward(tiny_model_dir):
-    with ChatModel({"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 6}) as model:
+    config = {"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 6,
+              "native_decode": "off"}  # tests/test_hf_native.py covers the native one-token step
+    with ChatModel(config) as model:
         assert model.engine.worker.runner.name == "lean"
         [response] = model.chat([{"role": "user", "content": "Hi"}])
         assert response.response_length == 6

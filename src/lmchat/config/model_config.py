@@ -73,6 +73,12 @@ class ModelConfig(BaseModel):
         description="Transformers engine, CPU: oneDNN-packed copies of the linear weights for batched steps (faster "
         "at 4-32 streams, twice the weights' memory). auto: on for Llama-family models up to 2 GiB.",
     )
+    native_decode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Transformers engine, CPU, float32 Llama-family models: one-token steps of up to 4 streams "
+        "as one native call (C++ kernels compiled once per machine, ~40 s, in the background). auto: used once "
+        "built; on: wait for the build, an error if impossible; off: never.",
+    )
 
     # --- engine-specific settings (LLaMA-Factory names) ---------------------------------------
     vllm_maxlen: int = Field(4096, ge=1, description="vLLM: most tokens of prompt plus answer.")

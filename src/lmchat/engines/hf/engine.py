@@ -68,6 +68,7 @@ class HuggingFaceEngine(BaseEngine):
             kv_cache_tokens=getattr(config, "kv_cache_tokens", None) or DEFAULT_KV_CACHE_TOKENS,
             prefill_chunk_tokens=getattr(config, "prefill_chunk_tokens", None) or DEFAULT_PREFILL_CHUNK_TOKENS,
             packed_weights=getattr(config, "packed_weights", None) or "auto",
+            native_decode=getattr(config, "native_decode", None) or "auto",
         )
 
     # --- tokenizer ------------------------------------------------------------------------------------

@@ -91,5 +91,17 @@ class SlotKVCache:
         values[self._row_index, :, self._positions] = value_states.transpose(1, 2)
         return keys[:, :, : self._kv_length], values[:, :, : self._kv_length]
 
+    @property
+    def row_start(self) -> int:
+        """The first row of the planned forward pass."""
+        return self._row_start
+
+    def layer_tensors(self, num_layers: int) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """Every layer's whole key and value tensors [rows, kv_heads, capacity, head_dim], for kernels that write
+        and read the planned rows themselves; None until every layer has been written once."""
+        if len(self.keys) < num_layers:
+            return None
+        return [self.keys[i] for i in range(num_layers)], [self.values[i] for i in range(num_layers)]
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self._kv_length

@@ -18,6 +18,10 @@ than one token): on the 2-core development CPU it multiplies a 16-row batch ~30 
 repacks the weight on every call, and its result for a row does not depend on the batch size. One-token steps keep
 MKL's GEMV, which is faster there. It doubles the linear weights' memory, so the engine turns it on only for
 small models (see ``packed_weights_wanted``; the ``packed_weights`` setting overrides it).
+
+With :meth:`LeanDecoder.use_native` (float32 on the CPU), one-token steps of up to four rows run as one call into
+the native kernels (:mod:`lmchat.engines.hf.native`) instead: the same model, without the per-op cost that
+dominates a small batch. Prompt chunks and larger batches stay here.
 """
 
 from __future__ import annotations
@@ -157,11 +161,46 @@ class LeanDecoder:
         self._rotary = body.rotary_emb
         self._cos = self._sin = torch.zeros(0)
         self.packed = packed
+        self.native: Any = None  # the native one-token step, once use_native is called
+        self.native_max_rows = 0
         if packed:
             for layer in self.layers:
                 for linear in (layer.qkv, layer.out, layer.gate_up, layer.down):
                     linear.pack()
             self.head.pack()
+
+    # --- native one-token steps -------------------------------------------------------------------------
+    def native_unsupported(self) -> str | None:
+        """Why the native kernels cannot run this model (None: they can)."""
+        if self.embed.device.type != "cpu":
+            return f"a model on the CPU (it is on {self.embed.device.type})"
+        if self.embed.dtype != torch.float32:
+            return f"float32 weights (they are {self.embed.dtype})"
+        return None
+
+    def use_native(self, module: Any) -> None:
+        """Run one-token steps of up to ``module.MAX_ROWS`` rows through ``module.Decoder`` (see native/decode.cpp)."""
+        reason = self.native_unsupported()
+        if reason:
+            raise ValueError(f"the native decode step needs {reason}")
+        empty = torch.zeros(0)
+        tensors = []
+        for layer in self.layers:
+            bias = layer.qkv.bias if layer.qkv.bias is not None else empty
+            tensors += [layer.norm1, layer.qkv.weight, bias, layer.out.weight, layer.norm2, layer.gate_up.weight,
+                        layer.down.weight]
+        tensors = [t.contiguous() for t in tensors]
+        self.native = module.Decoder(tensors, self.embed.contiguous(), self.norm.contiguous(),
+                                     self.head.weight.contiguous(), [self.heads, self.kv_heads, self.head_dim,
+                                                                     self.intermediate], [self.scaling, self.eps])
+        self.native_max_rows = module.MAX_ROWS
+
+    def _native_step(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor | None:
+        layers = cache.layer_tensors(len(self.layers))
+        if layers is None:  # the cache has not been written yet (a prompt always comes first)
+            return None
+        self._rope(position_ids)  # grows the rotary table the native step reads
+        return self.native.step(input_ids[:, 0], position_ids[:, 0], cache.row_start, *layers, self._cos, self._sin)
 
     # --- rotary table -------------------------------------------------------------------------------------
     def _rope(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,6 +228,10 @@ class LeanDecoder:
                  ) -> torch.Tensor:
         """Logits of each row's last token [n, vocab] (float32); ``cache`` is planned for this pass."""
         rows, length = input_ids.shape
+        if self.native is not None and length == 1 and rows <= self.native_max_rows:
+            logits = self._native_step(input_ids, position_ids, cache)
+            if logits is not None:
+                return logits
         hidden = F.embedding(input_ids, self.embed)
         cos, sin = self._rope(position_ids)
         qk_size = (self.heads + self.kv_heads) * self.head_dim

@@ -164,6 +164,32 @@ def pick_runner(model: Any, device: torch.device, packed_weights: str = "auto") 
     return DynamicRunner(model, device)
 
 
+def native_unsupported(runner: SlotRunner | DynamicRunner) -> str | None:
+    """Why the native one-token step cannot serve this runner (None: it can)."""
+    if not isinstance(runner.forward if isinstance(runner, SlotRunner) else None, LeanDecoder):
+        return "a Llama-family model on the lean forward (Llama, SmolLM, Mistral, Qwen2)"
+    return runner.forward.native_unsupported()
+
+
+def enable_native(runner: SlotRunner, module: Any) -> bool:
+    """Let ``runner``'s lean forward take one-token steps through ``module`` if that reproduces a plain forward
+    pass (checked on a cache of its own: the runner's rows may hold running sequences)."""
+    lean: LeanDecoder = runner.forward
+    try:
+        lean.use_native(module)
+        probe = SlotRunner(runner.model, runner.device, lean, name="lean+native")
+        matches = _slot_runner_matches(runner.model, probe, runner.device)
+        probe.release()
+    except Exception as exc:  # noqa: BLE001 - any failure: keep the Python forward
+        logger.info("Native decode step unusable (%s); keeping the Python forward.", exc)
+        matches = False
+    if not matches:
+        lean.native = None
+        return False
+    runner.name = "lean+native"
+    return True
+
+
 @torch.inference_mode()
 def _slot_runner_matches(model: Any, runner: SlotRunner, device: torch.device) -> bool:
     """Two prompts of different lengths, one prefilled in two chunks, then one batched decode step."""

@@ -21,11 +21,12 @@ from typing import Any
 import torch
 
 from lmchat.engines.events import Finished, TextDelta, TokenLogprob
-from lmchat.engines.hf.runner import DynamicRunner, pick_runner
+from lmchat.engines.hf.native import NativeBuild
+from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, top_logprobs
 from lmchat.engines.hf.scheduler import Scheduler
 from lmchat.engines.hf.sequence import Emit, Sequence, new_sequence
-from lmchat.errors import ContextLengthError, EngineError, InvalidRequestError
+from lmchat.errors import ConfigError, ContextLengthError, EngineError, InvalidRequestError
 
 __all__ = ["Emit", "ModelWorker", "Sequence", "new_sequence"]
 
@@ -41,13 +42,16 @@ class ModelWorker:
 
     def __init__(self, *, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  kv_cache_tokens: int = DEFAULT_KV_CACHE_TOKENS,
-                 prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS, packed_weights: str = "auto") -> None:
+                 prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS, packed_weights: str = "auto",
+                 native_decode: str = "auto") -> None:
         self.model: Any = None
         self.tokenizer: Any = None
         self.runner: Any = None
         self.scheduler = Scheduler(max_batch_size, kv_cache_tokens)
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.packed_weights = packed_weights
+        self.native_decode = native_decode
+        self.native_build: NativeBuild | None = None  # until its module is in use
         self._inbox: queue.Queue[Sequence | tuple[Callable[[], Any], Future] | None] = queue.Queue()
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
@@ -63,6 +67,31 @@ class ModelWorker:
         spin-waiting (more OpenMP threads than cores), which slows every small operation ~1.6x on a small CPU."""
         self.model, self.tokenizer = model, tokenizer
         self.runner = pick_runner(model, device, self.packed_weights) if generative else DynamicRunner(model, device)
+        if generative and self.native_decode != "off":
+            self._start_native()
+
+    def _start_native(self) -> None:
+        """Native one-token steps (see lmchat.engines.hf.native): now if built, else once built in the background."""
+        reason = native_unsupported(self.runner)
+        if reason:
+            if self.native_decode == "on":
+                raise ConfigError(f"native_decode: on needs {reason}; use native_decode: auto or off.")
+            logger.info("Native decode step not used: it needs %s.", reason)
+            return
+        self.native_build = NativeBuild(self.native_decode)
+        if not self._enable_native_when_built() and self.native_decode == "on":
+            raise ConfigError("native_decode: on, but the native decode step does not reproduce this model's "
+                              "forward pass (see the log); use native_decode: auto or off.")
+
+    def _enable_native_when_built(self) -> bool:
+        """Switch to the native step once its build is done (it is checked first); True if now in use."""
+        if not self.native_build.done:
+            return False
+        module, self.native_build = self.native_build.result(), None
+        if module is None or not enable_native(self.runner, module):
+            return False
+        logger.info("Native decode step in use for one-token steps of up to %d rows.", module.MAX_ROWS)
+        return True
 
     # --- called from other threads ------------------------------------------------------------------
     def submit(self, sequence: Sequence) -> None:
@@ -137,6 +166,8 @@ class ModelWorker:
             self._finish(sequence, "abort")
 
     def _step(self) -> None:
+        if self.native_build is not None:
+            self._enable_native_when_built()
         self._prefill_step()
         self._decode_step()
         self.peak_cache_bytes = max(self.peak_cache_bytes, self.runner.num_bytes)

@@ -1,0 +1,12 @@
+"""Build the native decode kernels for this machine now: ``python -m lmchat.engines.hf.native``."""
+
+import sys
+
+from lmchat.engines.hf.native import NativeUnavailable, build_dir, load
+
+try:
+    load()
+except NativeUnavailable as exc:
+    print(f"lmchat: native decode kernels not built: {exc}", file=sys.stderr)
+    sys.exit(1)
+print(f"lmchat: native decode kernels ready in {build_dir()}")

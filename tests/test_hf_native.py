@@ -1,0 +1,170 @@
+"""The native one-token decode step (engines/hf/native) against the Python lean forward and transformers."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from lmchat import ChatModel
+from lmchat.engines.hf import native
+from lmchat.engines.hf.lean import LeanDecoder
+from lmchat.engines.hf.runner import SlotRunner, enable_native, native_unsupported, pick_runner
+from lmchat.errors import ConfigError
+from test_hf_lean import CPU, build
+
+
+@pytest.fixture(scope="module")
+def module():
+    """The compiled kernels (built here if `make` has not built them yet: ~40 s once per machine)."""
+    return native.load()
+
+
+def decode_rows(runner: SlotRunner, prompts: list[list[int]], steps: int) -> list[torch.Tensor]:
+    """Prefill every prompt (rows of different lengths), then greedy one-token steps for all rows together."""
+    runner.reserve(len(prompts), 64)
+    last = [runner.prefill(row, ids, 0) for row, ids in enumerate(prompts)]
+    tokens, positions = [int(x.argmax()) for x in last], [len(ids) for ids in prompts]
+    out = []
+    for _ in range(steps):
+        logits = runner.decode(tokens, positions, [True] * len(prompts))
+        out.append(logits)
+        tokens, positions = logits.argmax(-1).tolist(), [p + 1 for p in positions]
+    runner.release()
+    return out
+
+
+PROMPTS = [[5, 17, 42, 7, 99, 3, 12, 250, 8], [11, 13, 2, 77, 6], [1, 2, 3], [200, 100, 50, 25, 12, 6, 3]]
+
+
+@pytest.mark.parametrize("kind, overrides", [("llama", {}), ("qwen2", {}), ("mistral", {"sliding_window": None}),
+                                             ("llama", {"num_key_value_heads": 4}),
+                                             ("llama", {"intermediate_size": 100, "hidden_size": 72,
+                                                        "num_attention_heads": 3, "num_key_value_heads": 1})])
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_native_steps_match_the_python_forward(module, kind, overrides, rows):
+    model = build(kind, **overrides)
+    expected = decode_rows(SlotRunner(model, CPU, LeanDecoder(model, packed=False)), PROMPTS[:rows], 6)
+    lean = LeanDecoder(model, packed=False)
+    lean.use_native(module)
+    got = decode_rows(SlotRunner(model, CPU, lean), PROMPTS[:rows], 6)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+        assert a.argmax(-1).tolist() == b.argmax(-1).tolist()
+
+
+def test_a_rows_logits_do_not_depend_on_the_other_rows(module):
+    """Bit for bit: each output has one summation order, whatever the batch size or the other rows' lengths."""
+    model = build("qwen2")
+    lean = LeanDecoder(model, packed=False)
+    lean.use_native(module)
+    alone = decode_rows(SlotRunner(model, CPU, lean), PROMPTS[:1], 5)
+    for rows in (2, 3, 4):
+        together = decode_rows(SlotRunner(model, CPU, lean), PROMPTS[:rows], 5)
+        assert all(torch.equal(a[0], t[0]) for a, t in zip(alone, together))
+
+
+def test_more_rows_than_the_native_step_takes_use_the_python_forward(module):
+    model = build("llama")
+    lean = LeanDecoder(model, packed=False)
+    lean.use_native(module)
+    runner = SlotRunner(model, CPU, lean)
+    prompts = [[i + 1, i + 2, i + 3] for i in range(module.MAX_ROWS + 1)]
+    calls = []
+    original = lean.native
+
+    class Counting:
+        def step(self, *args):
+            calls.append(args[0].shape[0])
+            return original.step(*args)
+
+    lean.native = Counting()
+    decode_rows(runner, prompts, 1)
+    decode_rows(runner, prompts[:2], 1)
+    assert calls == [2]  # five rows went through Python; two rows through the native step
+
+
+def test_enable_native_checks_against_a_plain_forward_and_keeps_running_rows(module):
+    model = build("llama")
+    runner = pick_runner(model, CPU, "off")
+    runner.reserve(1, 32)
+    before = runner.prefill(0, PROMPTS[0], 0)
+    assert enable_native(runner, module) and runner.name == "lean+native"
+    # the probe ran on a cache of its own: row 0 still holds its prompt, so decoding continues correctly
+    step = runner.decode([int(before.argmax())], [len(PROMPTS[0])], [True])[0]
+    ids = torch.tensor([PROMPTS[0] + [int(before.argmax())]])
+    expected = model(ids).logits[0, -1].detach()
+    torch.testing.assert_close(step, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_a_kernel_that_gets_the_model_wrong_is_not_used(module, caplog):
+    model = build("llama")
+    runner = pick_runner(model, CPU, "off")
+
+    class Wrong:
+        MAX_ROWS = 4
+
+        class Decoder:
+            def __init__(self, *args):
+                pass
+
+            def step(self, tokens, *args):
+                return torch.zeros(tokens.shape[0], model.config.vocab_size)
+
+    with caplog.at_level(logging.INFO):
+        assert not enable_native(runner, Wrong)
+    assert runner.name == "lean" and runner.forward.native is None
+
+
+def test_models_the_native_step_cannot_run_are_named():
+    assert "float32" in native_unsupported(pick_runner(build("llama").to(torch.bfloat16), CPU, "off"))
+    assert "Llama-family" in native_unsupported(pick_runner(build("qwen3"), CPU, "off"))
+
+
+def test_the_engine_uses_the_native_step_and_answers_as_the_python_forward_does(module, tiny_model_dir):
+    messages = [{"role": "user", "content": "Name three colours."}]
+    answers = {}
+    for setting in ("on", "off"):
+        config = {"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 24,
+                  "native_decode": setting}
+        with ChatModel(config) as model:
+            assert model.engine.worker.runner.name == ("lean+native" if setting == "on" else "lean")
+            answers[setting] = [model.chat(messages)[0].response_text for _ in range(2)]
+    assert answers["on"] == answers["off"]
+
+
+def test_native_decode_on_where_it_cannot_run_is_a_clear_error(tiny_model_dir):
+    config = {"model_name_or_path": str(tiny_model_dir), "native_decode": "on", "infer_dtype": "bfloat16"}
+    with pytest.raises(ConfigError, match="native_decode: on needs float32 weights"):
+        ChatModel(config)
+
+
+def test_auto_builds_in_a_child_process_and_switches_between_steps(module, tiny_model_dir, monkeypatch):
+    """The child process finds the kernels already built (a real compile is ~40 s), so this takes seconds."""
+    monkeypatch.setattr(native, "is_built", lambda: False)
+    assert native.NativeBuild("auto").result() is module
+    config = {"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 4}
+    with ChatModel(config) as model:
+        worker = model.engine.worker
+        pending = worker.native_build
+        assert pending is not None and worker.runner.name == "lean"  # serving with Python while it builds
+        assert model.chat([{"role": "user", "content": "Hi"}])[0].response_length == 4
+        pending.result()  # the child process is done
+        assert model.chat([{"role": "user", "content": "Hi"}])[0].response_length == 4
+        assert worker.runner.name == "lean+native" and worker.native_build is None
+
+
+def test_a_failed_background_build_leaves_the_python_forward(monkeypatch, caplog):
+    monkeypatch.setattr(native, "is_built", lambda: False)
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with caplog.at_level(logging.INFO, logger="lmchat.engines.hf.native"):
+        assert native.NativeBuild("auto").result() is None
+    assert "a C++ compiler" in caplog.text
+
+
+def test_native_decode_setting_is_validated():
+    with pytest.raises(ConfigError, match="native_decode"):
+        ChatModel({"model_name_or_path": "x", "native_decode": "yes"})
