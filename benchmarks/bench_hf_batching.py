@@ -7,11 +7,13 @@ request asking for exactly ``--new-tokens`` tokens (end-of-sequence ignored), al
 - ``llamafactory``: LLaMA-Factory's HuggingfaceEngine: one ``model.generate`` at a time (a lock), each on its own
   thread with a ``TextIteratorStreamer`` that the client reads.
 - ``lmchat``: lmchat's engine (continuous batching), streams driven concurrently through ``engine.generate``.
+- ``lmchat-python`` (``--python-forward``): the same with ``native_decode: off`` (every step in the Python lean
+  forward), to show what the native one-token step adds.
 - ``transformers-cb`` (``--transformers-cb``): transformers' own ``generate_batch`` (paged continuous batching).
 
 Example (the command behind docs/benchmarks.md)::
 
-    python benchmarks/bench_hf_batching.py --streams 1 4 16 64 --baseline-streams 1 16
+    python benchmarks/bench_hf_batching.py --streams 1 4 16 64 --baseline-streams 1 16 --python-forward 1 4 --transformers-cb 16
 """
 
 from __future__ import annotations
@@ -130,13 +132,14 @@ def run_llamafactory(model_dir: str, streams: int, new_tokens: int) -> dict:
     return summarise("LLaMA-Factory (generate + streamer, one at a time)", streams, start, token_times, {})
 
 
-def run_lmchat(model_dir: str, streams: int, new_tokens: int) -> dict:
+def run_lmchat(model_dir: str, streams: int, new_tokens: int, native_decode: str = "on") -> dict:
     from lmchat import ChatModel
     from lmchat.config.model_config import ModelConfig
     from lmchat.engines.base import GenerationRequest
     from lmchat.engines.events import TextDelta
 
-    args = {"model_name_or_path": model_dir, "do_sample": False, "infer_dtype": "float32", "device": "cpu"}
+    args = {"model_name_or_path": model_dir, "do_sample": False, "infer_dtype": "float32", "device": "cpu",
+            "native_decode": native_decode}
     limits = {"max_batch_size": max(streams, 1), "kv_cache_tokens": 65536}
     args.update({k: v for k, v in limits.items() if k in ModelConfig.model_fields})
     with ChatModel(args) as chat:
@@ -162,8 +165,14 @@ def run_lmchat(model_dir: str, streams: int, new_tokens: int) -> dict:
             return start
 
         start = asyncio.run(run_all())
-        extra = {"max_batch": max(worker.batch_sizes), "kv_cache_mb": worker.peak_cache_bytes / 2**20}
-    return summarise("lmchat (continuous batching)", streams, start, token_times, extra)
+        extra = {"max_batch": max(worker.batch_sizes), "kv_cache_mb": worker.peak_cache_bytes / 2**20,
+                 "forward": worker.runner.name}
+    name = "lmchat (continuous batching)" if native_decode == "on" else "lmchat, native_decode: off"
+    return summarise(name, streams, start, token_times, extra)
+
+
+def run_lmchat_python(model_dir: str, streams: int, new_tokens: int) -> dict:
+    return run_lmchat(model_dir, streams, new_tokens, native_decode="off")
 
 
 def run_transformers_cb(model_dir: str, streams: int, new_tokens: int) -> dict:
@@ -185,7 +194,7 @@ def run_transformers_cb(model_dir: str, streams: int, new_tokens: int) -> dict:
 
 
 RUNNERS = {"generate": run_generate, "llamafactory": run_llamafactory, "lmchat": run_lmchat,
-           "transformers-cb": run_transformers_cb}
+           "lmchat-python": run_lmchat_python, "transformers-cb": run_transformers_cb}
 
 
 # --- driver ----------------------------------------------------------------------------------------------
@@ -227,6 +236,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--transformers-cb", type=int, nargs="*", default=[],
                         help="also run transformers' generate_batch at these stream counts")
+    parser.add_argument("--python-forward", type=int, nargs="*", default=[],
+                        help="also run lmchat with native_decode: off at these stream counts")
     parser.add_argument("--one", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     model_dir = args.model or default_model()
@@ -235,7 +246,8 @@ def main() -> None:
         print(json.dumps(RUNNERS[args.one](model_dir, streams, args.new_tokens)))
         return
     plan = [("generate", 1)] + [("llamafactory", n) for n in args.baseline_streams] + \
-        [("lmchat", n) for n in args.streams] + [("transformers-cb", n) for n in args.transformers_cb]
+        [("lmchat", n) for n in args.streams] + [("lmchat-python", n) for n in args.python_forward] + \
+        [("transformers-cb", n) for n in args.transformers_cb]
     rows = []
     for kind, streams in plan:
         rows.append(in_subprocess(kind, model_dir, streams, args.new_tokens))

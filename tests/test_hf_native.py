@@ -44,11 +44,12 @@ PROMPTS = [[5, 17, 42, 7, 99, 3, 12, 250, 8], [11, 13, 2, 77, 6], [1, 2, 3], [20
                                              ("llama", {"num_key_value_heads": 4}),
                                              ("llama", {"intermediate_size": 100, "hidden_size": 72,
                                                         "num_attention_heads": 3, "num_key_value_heads": 1})])
-@pytest.mark.parametrize("rows", [1, 2, 4])
-def test_native_steps_match_the_python_forward(module, kind, overrides, rows):
+@pytest.mark.parametrize("rows, packed", [(1, False), (2, True), (4, True), (3, False)])
+def test_native_steps_match_the_python_forward(module, kind, overrides, rows, packed):
+    """One row: the GEMV path; more: oneDNN over packed weights, or ATen's linear when they are not packed."""
     model = build(kind, **overrides)
     expected = decode_rows(SlotRunner(model, CPU, LeanDecoder(model, packed=False)), PROMPTS[:rows], 6)
-    lean = LeanDecoder(model, packed=False)
+    lean = LeanDecoder(model, packed=packed)
     lean.use_native(module)
     got = decode_rows(SlotRunner(model, CPU, lean), PROMPTS[:rows], 6)
     for a, b in zip(got, expected):
@@ -57,22 +58,26 @@ def test_native_steps_match_the_python_forward(module, kind, overrides, rows):
 
 
 def test_a_rows_logits_do_not_depend_on_the_other_rows(module):
-    """Bit for bit: each output has one summation order, whatever the batch size or the other rows' lengths."""
+    """From two rows on (packed oneDNN multiplies), bit for bit whatever the batch size and the other rows' lengths;
+    alone (GEMVs, another summation order) within rounding, with the same greedy tokens."""
     model = build("qwen2")
-    lean = LeanDecoder(model, packed=False)
+    lean = LeanDecoder(model, packed=True)
     lean.use_native(module)
-    alone = decode_rows(SlotRunner(model, CPU, lean), PROMPTS[:1], 5)
-    for rows in (2, 3, 4):
-        together = decode_rows(SlotRunner(model, CPU, lean), PROMPTS[:rows], 5)
-        assert all(torch.equal(a[0], t[0]) for a, t in zip(alone, together))
+    prompts = PROMPTS + [[9, 8, 7, 6], [3, 1, 4, 1, 5, 9, 2, 6]]
+    pair = decode_rows(SlotRunner(model, CPU, lean), prompts[:2], 5)
+    for rows in (3, 4, 6):
+        together = decode_rows(SlotRunner(model, CPU, lean), prompts[:rows], 5)
+        assert all(torch.equal(p[0], t[0]) for p, t in zip(pair, together))
+    alone = decode_rows(SlotRunner(model, CPU, lean), prompts[:1], 5)
+    for a, p in zip(alone, pair):
+        torch.testing.assert_close(a[0], p[0], rtol=0, atol=1e-5 * float(p.abs().max()))
+        assert int(a[0].argmax()) == int(p[0].argmax())
 
 
-def test_more_rows_than_the_native_step_takes_use_the_python_forward(module):
+def test_one_token_steps_go_native_and_prompt_chunks_stay_in_python(module):
     model = build("llama")
-    lean = LeanDecoder(model, packed=False)
+    lean = LeanDecoder(model, packed=True)
     lean.use_native(module)
-    runner = SlotRunner(model, CPU, lean)
-    prompts = [[i + 1, i + 2, i + 3] for i in range(module.MAX_ROWS + 1)]
     calls = []
     original = lean.native
 
@@ -82,9 +87,8 @@ def test_more_rows_than_the_native_step_takes_use_the_python_forward(module):
             return original.step(*args)
 
     lean.native = Counting()
-    decode_rows(runner, prompts, 1)
-    decode_rows(runner, prompts[:2], 1)
-    assert calls == [2]  # five rows went through Python; two rows through the native step
+    decode_rows(SlotRunner(model, CPU, lean), [[i + 1, i + 2, i + 3] for i in range(6)], 2)
+    assert calls == [6, 6]  # six prompts prefilled in Python, then two steps of six rows natively
 
 
 def test_enable_native_checks_against_a_plain_forward_and_keeps_running_rows(module):

@@ -19,9 +19,9 @@ repacks the weight on every call, and its result for a row does not depend on th
 MKL's GEMV, which is faster there. It doubles the linear weights' memory, so the engine turns it on only for
 small models (see ``packed_weights_wanted``; the ``packed_weights`` setting overrides it).
 
-With :meth:`LeanDecoder.use_native` (float32 on the CPU), one-token steps of up to four rows run as one call into
-the native kernels (:mod:`lmchat.engines.hf.native`) instead: the same model, without the per-op cost that
-dominates a small batch. Prompt chunks and larger batches stay here.
+With :meth:`LeanDecoder.use_native` (float32 on the CPU), every one-token step runs as one call into the native
+kernels (:mod:`lmchat.engines.hf.native`) instead: the same model, without the per-op cost after each weight read
+(GEMVs for one row, the packed oneDNN multiplies for more). Prompt chunks stay here.
 """
 
 from __future__ import annotations
@@ -162,7 +162,6 @@ class LeanDecoder:
         self._cos = self._sin = torch.zeros(0)
         self.packed = packed
         self.native: Any = None  # the native one-token step, once use_native is called
-        self.native_max_rows = 0
         if packed:
             for layer in self.layers:
                 for linear in (layer.qkv, layer.out, layer.gate_up, layer.down):
@@ -179,7 +178,7 @@ class LeanDecoder:
         return None
 
     def use_native(self, module: Any) -> None:
-        """Run one-token steps of up to ``module.MAX_ROWS`` rows through ``module.Decoder`` (see native/decode.cpp)."""
+        """Run one-token steps through ``module.Decoder`` (see native/decode.cpp), on these weights and packed copies."""
         reason = self.native_unsupported()
         if reason:
             raise ValueError(f"the native decode step needs {reason}")
@@ -190,10 +189,11 @@ class LeanDecoder:
             tensors += [layer.norm1, layer.qkv.weight, bias, layer.out.weight, layer.norm2, layer.gate_up.weight,
                         layer.down.weight]
         tensors = [t.contiguous() for t in tensors]
-        self.native = module.Decoder(tensors, self.embed.contiguous(), self.norm.contiguous(),
+        linears = [linear for layer in self.layers for linear in (layer.qkv, layer.out, layer.gate_up, layer.down)]
+        packed = [empty if linear.packed is None else linear.packed for linear in (*linears, self.head)]
+        self.native = module.Decoder(tensors, packed, self.embed.contiguous(), self.norm.contiguous(),
                                      self.head.weight.contiguous(), [self.heads, self.kv_heads, self.head_dim,
                                                                      self.intermediate], [self.scaling, self.eps])
-        self.native_max_rows = module.MAX_ROWS
 
     def _native_step(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor | None:
         layers = cache.layer_tensors(len(self.layers))
@@ -228,7 +228,7 @@ class LeanDecoder:
                  ) -> torch.Tensor:
         """Logits of each row's last token [n, vocab] (float32); ``cache`` is planned for this pass."""
         rows, length = input_ids.shape
-        if self.native is not None and length == 1 and rows <= self.native_max_rows:
+        if self.native is not None and length == 1:
             logits = self._native_step(input_ids, position_ids, cache)
             if logits is not None:
                 return logits

@@ -90,7 +90,7 @@ class ModelWorker:
         module, self.native_build = self.native_build.result(), None
         if module is None or not enable_native(self.runner, module):
             return False
-        logger.info("Native decode step in use for one-token steps of up to %d rows.", module.MAX_ROWS)
+        logger.info("Native decode step in use for one-token steps.")
         return True
 
     # --- called from other threads ------------------------------------------------------------------
