@@ -75,9 +75,9 @@ class ModelConfig(BaseModel):
     )
     native_decode: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Transformers engine, CPU, float32 Llama-family models: one-token steps of up to 4 streams "
-        "as one native call (C++ kernels compiled once per machine, ~40 s, in the background). auto: used once "
-        "built; on: wait for the build, an error if impossible; off: never.",
+        description="Transformers engine, CPU, float32 Llama-family models: every one-token decode step as one "
+        "native call (C++ kernels compiled once per machine, ~40 s, in the background). auto: used once built; "
+        "on: wait for the build, an error if impossible; off: never.",
     )
 
     # --- engine-specific settings (LLaMA-Factory names) ---------------------------------------
