@@ -35,6 +35,7 @@ TOPICS = ["the ocean", "volcanoes", "honey bees", "the moon", "trains", "coffee"
 ASKS = ["Tell me an interesting fact about {}.", "Write a short paragraph about {}.",
         "Why do people find {} fascinating?", "Explain {} to a ten-year-old."]
 PROMPTS = [ask.format(topic) for ask in ASKS for topic in TOPICS]  # 64 distinct questions
+DEVICE = "cpu"  # --device; "cuda" on a GPU machine (the native step is CPU-only: lmchat then runs the lean forward)
 
 
 # --- measurements ----------------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ def load_hf(model_dir: str):
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval().to(DEVICE)
     return model, tokenizer
 
 
@@ -77,7 +78,7 @@ def run_generate(model_dir: str, streams: int, new_tokens: int) -> dict:
 
     model, tokenizer = load_hf(model_dir)
     [ids] = prompt_ids(tokenizer, 1)
-    inputs = torch.tensor([ids])
+    inputs = torch.tensor([ids], device=DEVICE)
     model.generate(inputs, max_new_tokens=4, do_sample=False)  # warm-up
     start = time.perf_counter()
     output = model.generate(inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
@@ -96,7 +97,7 @@ def run_llamafactory(model_dir: str, streams: int, new_tokens: int) -> dict:
     all_ids = prompt_ids(tokenizer, streams)
     # Warm up on a thread of its own, like every request: torch work left on a long-lived thread would slow the
     # generate threads (libgomp stops spin-waiting when more OpenMP threads than cores exist; see the design note).
-    warm_up = threading.Thread(target=model.generate, args=(torch.tensor([all_ids[0]]),),
+    warm_up = threading.Thread(target=model.generate, args=(torch.tensor([all_ids[0]], device=DEVICE),),
                                kwargs={"max_new_tokens": 4, "do_sample": False})
     warm_up.start()
     warm_up.join()
@@ -116,7 +117,7 @@ def run_llamafactory(model_dir: str, streams: int, new_tokens: int) -> dict:
     def client(i: int) -> None:
         with lock:
             streamer = TimedStreamer(token_times[i])
-            kwargs = {"inputs": torch.tensor([all_ids[i]]), "streamer": streamer, "max_new_tokens": new_tokens,
+            kwargs = {"inputs": torch.tensor([all_ids[i]], device=DEVICE), "streamer": streamer, "max_new_tokens": new_tokens,
                           "min_new_tokens": new_tokens, "do_sample": False}
             thread = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
             thread.start()
@@ -138,7 +139,9 @@ def run_lmchat(model_dir: str, streams: int, new_tokens: int, native_decode: str
     from lmchat.engines.base import GenerationRequest
     from lmchat.engines.events import TextDelta
 
-    args = {"model_name_or_path": model_dir, "do_sample": False, "infer_dtype": "float32", "device": "cpu",
+    if DEVICE != "cpu" and native_decode == "on":
+        native_decode = "auto"  # the native step is CPU-only
+    args = {"model_name_or_path": model_dir, "do_sample": False, "infer_dtype": "float32", "device": DEVICE,
             "native_decode": native_decode}
     limits = {"max_batch_size": max(streams, 1), "kv_cache_tokens": 65536}
     args.update({k: v for k, v in limits.items() if k in ModelConfig.model_fields})
@@ -199,7 +202,7 @@ RUNNERS = {"generate": run_generate, "llamafactory": run_llamafactory, "lmchat":
 
 # --- driver ----------------------------------------------------------------------------------------------
 def in_subprocess(kind: str, model_dir: str, streams: int, new_tokens: int) -> dict:
-    command = [sys.executable, __file__, "--one", kind, "--model", model_dir, "--streams", str(streams),
+    command = [sys.executable, __file__, "--one", kind, "--model", model_dir, "--device", DEVICE, "--streams", str(streams),
                "--new-tokens", str(new_tokens)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -238,9 +241,12 @@ def main() -> None:
                         help="also run transformers' generate_batch at these stream counts")
     parser.add_argument("--python-forward", type=int, nargs="*", default=[],
                         help="also run lmchat with native_decode: off at these stream counts")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--one", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     model_dir = args.model or default_model()
+    global DEVICE
+    DEVICE = args.device
     if args.one:
         streams = args.streams[0]
         print(json.dumps(RUNNERS[args.one](model_dir, streams, args.new_tokens)))
