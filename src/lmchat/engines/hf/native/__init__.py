@@ -128,7 +128,10 @@ class NativeBuild:
 
     def _build_in_background(self) -> None:
         """Compile in a child process: it finishes (and releases its lock) even if this process exits first."""
-        done = subprocess.run([sys.executable, "-m", __name__], capture_output=True, text=True, check=False)
+        package_root = str(Path(__file__).resolve().parents[4])  # where `lmchat` imports from, installed or not
+        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        done = subprocess.run([sys.executable, "-m", __name__], capture_output=True, text=True, check=False,
+                              env={**os.environ, "PYTHONPATH": path})
         if done.returncode != 0:
             reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             logger.info("Native decode kernels not used: %s", reason[0])

@@ -199,6 +199,9 @@ class Decoder {
     const int64_t* pos = positions.data_ptr<int64_t>();
     int64_t max_length = 0;
     TORCH_CHECK(rows >= 1 && positions.numel() == rows, "one position per token");
+    TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.scalar_type() == at::kFloat &&
+                sin.sizes() == cos.sizes() && cos.dim() == 2 && cos.size(1) == head_dim_,
+                "rotary tables [positions, head_dim] float32");
     for (int64_t b = 0; b < rows; ++b) {
       TORCH_CHECK(tok[b] >= 0 && tok[b] < embed_.size(0), "token id out of range");
       TORCH_CHECK(pos[b] >= 0 && pos[b] < cos.size(0), "position beyond the rotary table");
