@@ -123,6 +123,21 @@ def test_a_kernel_that_gets_the_model_wrong_is_not_used(module, caplog):
     assert runner.name == "lean" and runner.forward.native is None
 
 
+def test_a_kernel_wrong_only_for_one_row_is_not_used(module):
+    """The startup check also runs a one-row step: the path most decode steps take."""
+    model = build("llama")
+    runner = pick_runner(model, CPU, "off")
+
+    class WrongAlone:
+        class Decoder(module.Decoder):
+            def step(self, tokens, *args):
+                logits = super().step(tokens, *args)
+                return torch.zeros_like(logits) if tokens.shape[0] == 1 else logits
+
+    assert not enable_native(runner, WrongAlone)
+    assert runner.name == "lean" and runner.forward.native is None
+
+
 def test_models_the_native_step_cannot_run_are_named():
     assert "float32" in native_unsupported(pick_runner(build("llama").to(torch.bfloat16), CPU, "off"))
     assert "Llama-family" in native_unsupported(pick_runner(build("qwen3"), CPU, "off"))

@@ -166,7 +166,7 @@ def pick_runner(model: Any, device: torch.device, packed_weights: str = "auto") 
 
 def native_unsupported(runner: SlotRunner | DynamicRunner) -> str | None:
     """Why the native one-token step cannot serve this runner (None: it can)."""
-    if not isinstance(runner.forward if isinstance(runner, SlotRunner) else None, LeanDecoder):
+    if not isinstance(getattr(runner, "forward", None), LeanDecoder):
         return "a Llama-family model on the lean forward (Llama, SmolLM, Mistral, Qwen2)"
     return runner.forward.native_unsupported()
 
@@ -192,14 +192,16 @@ def enable_native(runner: SlotRunner, module: Any) -> bool:
 
 @torch.inference_mode()
 def _slot_runner_matches(model: Any, runner: SlotRunner, device: torch.device) -> bool:
-    """Two prompts of different lengths, one prefilled in two chunks, then one batched decode step."""
+    """Two prompts of different lengths, one prefilled in two chunks, one batched decode step, then a step of the
+    first prompt alone (one row: the most common step, which may take another path)."""
     vocab = model.config.get_text_config().vocab_size
-    first, second = [(7 * i + 3) % vocab for i in range(9)], [(5 * i + 11) % vocab for i in range(5)]
+    first, second = [(7 * i + 3) % vocab for i in range(10)], [(5 * i + 11) % vocab for i in range(5)]
     runner.reserve(2, 16)
     runner.prefill(0, first[:4], 0)
     got = [runner.prefill(0, first[4:8], 4), runner.prefill(1, second[:4], 0)]
     got.extend(runner.decode([first[8], second[4]], [8, 4], [True, True]))
-    expected = [_plain_last_logits(model, ids, device) for ids in (first[:8], second[:4], first, second)]
+    got.extend(runner.decode([first[9]], [9], [True]))
+    expected = [_plain_last_logits(model, ids, device) for ids in (first[:8], second[:4], first[:9], second, first)]
     tolerance = 1e-3 if model.dtype == torch.float32 else 5e-2
     return all(torch.allclose(a, b, atol=tolerance * b.abs().max().item(), rtol=0) for a, b in zip(got, expected))
 
