@@ -9,6 +9,7 @@ the first time (see :class:`NativeBuild`); ``native_decode: on`` waits for it in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -37,8 +38,10 @@ class NativeUnavailable(RuntimeError):
     """The native kernels cannot be built or loaded here; the message says why."""
 
 
+@functools.cache
 def build_key() -> str:
-    """What the compiled module depends on: the source, the flags, torch, and the CPU it is tuned for."""
+    """What the compiled module depends on: the source, the flags, torch, and the CPU it is tuned for (computed
+    once per process)."""
     import torch
 
     digest = hashlib.sha256(SOURCE.read_bytes())
@@ -115,8 +118,8 @@ class NativeBuild:
     """The native module for one engine, by its ``native_decode`` setting (``auto`` or ``on``):
 
     * ``on``: built now; a failure is a :class:`~lmchat.errors.ConfigError`;
-    * ``auto``: loaded now when already built, else built on a background thread (the engine serves with the
-      Python forward meanwhile and switches between two steps once :attr:`done`).
+    * ``auto``: loaded now when already built, else built by a child process that a background thread waits for
+      (the engine serves with the Python forward meanwhile and switches between two steps once :attr:`done`).
     """
 
     def __init__(self, setting: str = "auto") -> None:
