@@ -22,11 +22,15 @@ TOOLS = [{"type": "function", "function": {"name": "weather", "parameters": {
 MESSAGES = [{"role": "user", "content": "weather in Paris?"}]
 
 
+def fake_server(tmp_path_factory, folder: str, answer: str) -> ThreadServer:
+    """A server over the fake engine that answers ``answer``, rendered with qwen3's template (hermes tool calls)."""
+    script = write_script(tmp_path_factory.mktemp(folder), name="fake-model", replies=[answer])
+    return ThreadServer({"infer_backend": "fake", "model_name_or_path": script, "template": "qwen3"})
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    script = write_script(tmp_path_factory.mktemp("tool-server"), name="fake-model", replies=[ANSWER])
-    config = {"infer_backend": "fake", "model_name_or_path": script, "template": "qwen3"}
-    with ThreadServer(config) as live:
+    with fake_server(tmp_path_factory, "tool-server", ANSWER) as live:
         yield live
 
 
@@ -86,9 +90,7 @@ EMAIL_TOOLS = [{"type": "function", "function": {"name": "send_email", "paramete
 @pytest.fixture(scope="module")
 def email_server(tmp_path_factory):
     # the fake engine sends the answer one whitespace-led word at a time, as separate stream events
-    script = write_script(tmp_path_factory.mktemp("tool-stream"), name="fake-model", replies=[EMAIL_ANSWER])
-    config = {"infer_backend": "fake", "model_name_or_path": script, "template": "qwen3"}
-    with ThreadServer(config) as live:
+    with fake_server(tmp_path_factory, "tool-stream", EMAIL_ANSWER) as live:
         yield live
 
 
