@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lmchat.parsing.json_stream import BROKEN, OPEN, JsonStream
-from lmchat.parsing.scan import BracketScanner, FoundCall, earliest_marker, is_partial
+from lmchat.parsing.scan import BracketScanner, FoundCall, earliest_marker, is_partial, skip_json_space
 from lmchat.parsing.schema import ToolSchemas, tool_schemas
 from lmchat.parsing.stream import TextStream
 from lmchat.parsing.types import OutputDelta, ParsedOutput, ToolCallDelta, collect, new_call_id
@@ -45,17 +45,25 @@ from lmchat.parsing.types import OutputDelta, ParsedOutput, ToolCallDelta, colle
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """A decided region: ``text[:end]`` holds ``calls``, or is plain content when ``calls`` is empty."""
+    """A decided region: ``text[:end]`` holds ``calls``, or is plain content when ``calls`` is empty.
+
+    ``markup``: the region is markup that carries nothing (a channel header, an end-of-message token) and is
+    dropped. ``restart``: after the region the answer counts as starting again, so :meth:`ToolParser.match_start`
+    looks at what follows (xLAM writes its call list right after a ``</think>``).
+    """
 
     end: int
     calls: tuple[FoundCall, ...] = ()
+    markup: bool = False
+    restart: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Open:
     """A committed call: ``text[:start]`` is its markup and its arguments start at ``text[start]``.
 
-    By default they are the JSON object opening there, which the stream reads (and re-serialises) itself; then
+    By default they are the JSON object opening there, which the stream reads (and re-serialises, or passes on as
+    written with ``verbatim``) itself; then
     :meth:`ToolParser.match_rest` reads what follows them, with ``state``. A parser whose arguments are not JSON
     gives ``arguments``, their first fragment (``"{"``), and streams the rest itself through
     :attr:`Rest.arguments`.
@@ -66,6 +74,8 @@ class Open:
     call_id: str | None = None
     state: Any = None
     arguments: str | None = None
+    verbatim: bool = False
+    """The JSON arguments are sent as written (when they are valid) instead of re-serialised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,15 @@ class MatchContext:
     def find_closing(self, text: str, start: int, quotes: str = '"') -> int | None:
         """:func:`lmchat.parsing.scan.find_closing`, resumed from the previous call on this growing text."""
         return self.scanner.find_closing(text, start, quotes)
+
+
+def arguments_open(text: str, pos: int, final: bool) -> bool | None:
+    """Whether the ``{`` at ``text[pos]`` opens JSON arguments a call can be committed at: it is followed (after
+    whitespace) by the ``"`` of a key or by ``}``, or the answer ends there. None while undecided."""
+    after = skip_json_space(text, pos + 1)
+    if after == len(text):
+        return True if final else None
+    return text[after] in '"}'
 
 
 NO_START = Match(0)
@@ -128,6 +147,9 @@ class ToolParser:
     markers: ClassVar[tuple[str, ...]] = ()
     separator: ClassVar[str] = ""
     """Text allowed between two calls, dropped there like whitespace (content anywhere else)."""
+    ends_reasoning: ClassVar[tuple[str, ...]] = ()
+    """Markers that end a reasoning block the prompt opened even without its closing tag (a model that calls a
+    tool straight from its thoughts); they stay in the text, for this parser."""
 
     def parse(self, text: str, tools: Sequence[Mapping[str, Any]] | None = None) -> ParsedOutput:
         """Split a whole answer into content and tool calls (never raises for model output)."""
@@ -218,6 +240,8 @@ class ToolStream(TextStream):
             if match is None or (isinstance(match, Match) and match.end == 0 and not match.calls):
                 return
             self._take(match)
+            if isinstance(match, Match) and match.restart:
+                self._at_start = True
 
     def _is_partial_marker(self) -> bool:
         markers = self._parser.markers
@@ -291,10 +315,13 @@ class ToolStream(TextStream):
             index = self._next_call_index()
             call_id = match.call_id or new_call_id()
             self._out.append(OutputDelta(tool_calls=[ToolCallDelta(index, call_id, match.name, match.arguments or "")]))
-            self._open = _OpenCall(index, match.state, JsonStream() if match.arguments is None else None)
+            json = JsonStream(verbatim=match.verbatim) if match.arguments is None else None
+            self._open = _OpenCall(index, match.state, json)
             return
         region = self._buffer[: match.end]
         self._cut(match.end)
+        if match.markup:
+            return
         if not match.calls:
             self._content(region)
             return

@@ -66,7 +66,7 @@ class HermesToolParser(ToolParser):
         end = len(text) if limit == -1 else limit
         brace = skip_space(text, len(START))
         if brace < end and text[brace] == "{":
-            head = open_call(text, brace, CALL_OBJECT, end)
+            head = open_call(text, brace, CALL_OBJECT, end, final=final)
             if isinstance(head, Open):
                 return head
             if head is None and limit == -1 and not final:

@@ -34,10 +34,11 @@ class CallList:
 
 
 def open_call(
-    text: str, pos: int, state: Any, end: int | None = None, first_keys: tuple[str, ...] = HEAD_KEYS
+    text: str, pos: int, state: Any, end: int | None = None, first_keys: tuple[str, ...] = HEAD_KEYS,
+    final: bool = False,
 ) -> Open | bool | None:
     """:func:`lmchat.parsing.scan.call_head` of the object at ``text[pos]``, as an :class:`Open` with ``state``."""
-    head = call_head(text, pos, end, first_keys)
+    head = call_head(text, pos, end, first_keys, final)
     if isinstance(head, CallHead):
         return Open(head.start, head.name, head.call_id, state)
     return head
@@ -92,7 +93,7 @@ def list_rest(text: str, final: bool, ctx: MatchContext, state: CallList, broken
     if entry == len(text):
         return None if not final else Rest(0)
     if text[entry] == "{":
-        head = open_call(text, entry, replace(state, in_object=True))
+        head = open_call(text, entry, replace(state, in_object=True), final=final)
         if isinstance(head, Open) or (head is None and not final):
             return head
         end = ctx.find_closing(text, entry)
