@@ -57,6 +57,20 @@ FAMILIES: dict[str, tuple[str | None, str, bool]] = {
     "deepseek-v3.1": (None, "deepseek_v3", False),
     "deepseek-r1": ("think", "deepseek_v3", True),  # the R1 template opens <think> in the prompt
     "react": (None, "default", False),  # LLaMA-Factory's "default" tool format
+    "qwen3-coder": (None, "qwen3_coder", False),
+    "step-3.5": (None, "step3p5", False),
+    "step3": (None, "step3", False),
+    "phi-4-mini": (None, "phi4_mini_json", False),
+    "granite-3": (None, "granite", False),
+    "granite-20b-fc": (None, "granite_20b_fc", False),
+    "internlm2": (None, "internlm", False),
+    "longcat": (None, "longcat", False),
+    "jamba": (None, "jamba", False),
+    "olmo3": (None, "olmo3", False),
+    "xlam": (None, "xlam", False),
+    "ernie-4.5": (None, "ernie45", False),
+    "lfm2": (None, "lfm2", False),
+    "gigachat3": (None, "gigachat3", False),
 }
 END_TOKENS = ("<|im_end|>\n", "<|eot_id|>", "</s>", "<|im_end|>")
 
@@ -92,6 +106,12 @@ CONTENT_POLICY = {
     ),
     "vllm_parametrized-0093": ("Estimating the weather...", "text after the call is kept (see 0065)"),
     "vllm_parametrized-0094": ("Estimating the weather...", "text after the call is kept (see 0065)"),
+    "vllm_parametrized-0139": (
+        "",
+        "vLLM's streamed Jamba test keeps the space before <tool_calls> as content, its non-streamed test of the "
+        "same text (vllm_parametrized-0135) gives None; lmchat drops whitespace right before a call both ways",
+    ),
+    "vllm_parametrized-0141": ("", "the space before <tool_calls> is dropped (see 0139; non-streamed: 0137)"),
 }
 CHECKED: dict[str, Counter[str]] = defaultdict(Counter)
 
@@ -162,6 +182,8 @@ def _check_calls(calls: list[Any], expected: Any) -> None:
         assert isinstance(json.loads(call.arguments), dict)
     if expected == "__see_common_tests__":  # vLLM's common suite asserts at least one call parsed
         assert calls and all(call.name for call in calls)
+        return
+    if expected == "__no_crash__":  # malformed input: any result, as long as it is well formed (checked above)
         return
     assert [call.name for call in calls] == [item["name"] for item in expected]
     for call, item in zip(calls, expected):
