@@ -39,6 +39,8 @@ _BUILTINS: dict[str, str] = {
     "seed_oss": f"{_PACKAGE}.xml_calls:SeedOssToolParser",
     "minimax_m2": f"{_PACKAGE}.xml_calls:MiniMaxM2ToolParser",
     "step3": f"{_PACKAGE}.xml_calls:Step3ToolParser",
+    "lfm2": f"{_PACKAGE}.pythonic:Lfm2ToolParser",
+    "olmo3": f"{_PACKAGE}.pythonic:Olmo3ToolParser",
 }
 _ALIASES: dict[str, str] = {
     "qwen": "hermes",
