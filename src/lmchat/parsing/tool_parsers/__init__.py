@@ -41,6 +41,10 @@ _BUILTINS: dict[str, str] = {
     "step3": f"{_PACKAGE}.xml_calls:Step3ToolParser",
     "lfm2": f"{_PACKAGE}.pythonic:Lfm2ToolParser",
     "olmo3": f"{_PACKAGE}.pythonic:Olmo3ToolParser",
+    "kimi_k2": f"{_PACKAGE}.kimi:KimiK2ToolParser",
+    "functionary_v3_2": f"{_PACKAGE}.functionary:FunctionaryV32ToolParser",
+    "functionary_v3_1": f"{_PACKAGE}.functionary:FunctionaryV31ToolParser",
+    "openai": f"{_PACKAGE}.harmony:OpenAIToolParser",
 }
 _ALIASES: dict[str, str] = {
     "qwen": "hermes",
@@ -63,6 +67,10 @@ _ALIASES: dict[str, str] = {
     "step3.5": "step3p5",
     "minimax": "minimax_m2",
     "seed": "seed_oss",
+    "functionary": "functionary_v3_2",
+    "functionary_v3_1_llama_3_1": "functionary_v3_1",
+    "gpt_oss": "openai",
+    "harmony": "openai",
 }
 _registered: dict[str, type[ToolParser] | str] = {}
 

@@ -10,9 +10,10 @@ written any other way (name after the arguments, arguments as a string) is read 
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any, ClassVar
 
-from lmchat.parsing.scan import MISMATCH, FoundCall, call_from_object, is_partial, loads, skip_space
+from lmchat.parsing.scan import MISMATCH, FoundCall, call_from_object, dumps, is_partial, loads, skip_space
 from lmchat.parsing.tool_parsers.base import Match, MatchContext, Open, Rest, ToolParser, plain_until
 from lmchat.parsing.tool_parsers.json_calls import CALL_OBJECT, object_end, open_call
 
@@ -106,8 +107,17 @@ class HermesToolParser(ToolParser):
         return Rest(end, more=ODD)
 
 
+_FUNCTION_BODY = re.compile(r'\s*<function(?:=|\s+name=")([\w.\-]+)"?>\s*(\{.*\})\s*</function>\s*\Z', re.DOTALL)
+
+
 def body_call(body: str) -> FoundCall | None:
-    """A tag's body read whole: a JSON call object, or (as Hermes-2-Pro's model card writes it) a Python dict."""
+    """A tag's body read whole: a JSON call object; as Hermes-2-Pro's model card writes it, a Python dict; or
+    ``<function=NAME>{json}</function>`` / ``<function name="NAME">{json}</function>`` (forms llama.cpp's Hermes
+    parser accepts)."""
+    function = _FUNCTION_BODY.match(body)
+    if function is not None:
+        arguments = loads(function.group(2))
+        return FoundCall(function.group(1), dumps(arguments)) if isinstance(arguments, dict) else None
     value = loads(body)
     if value is None and body.strip().startswith("{"):
         value = python_literal(body)
