@@ -27,6 +27,7 @@ CALL_BEGIN = "<｜tool▁call▁begin｜>"
 CALL_END = "<｜tool▁call▁end｜>"
 SEP = "<｜tool▁sep｜>"
 FENCE = "```"
+BARE_CALL = "function" + SEP
 _LETTERS = re.compile(r"[A-Za-z]*")
 _FENCE = re.compile(r"\A```[A-Za-z]*\s*\n?(.*?)\n?\s*```\s*\Z", re.DOTALL)
 
@@ -135,11 +136,14 @@ def _limit(text: str, pos: int) -> int:
 def open_call(text: str, pos: int, final: bool) -> Open | bool | None:
     """The call opening at ``text[pos]``, committed at the ``{`` after its name; None while undecided, False when
     it can only be read whole."""
-    if pos == len(text) or is_partial(text[pos:], CALL_BEGIN):
+    if pos == len(text) or is_partial(text[pos:], CALL_BEGIN) or is_partial(text[pos:], BARE_CALL):
         return None if not final else False
-    if not text.startswith(CALL_BEGIN, pos):
+    if text.startswith(CALL_BEGIN, pos):
+        start = pos + len(CALL_BEGIN)
+    elif text.startswith(BARE_CALL, pos):  # llama.cpp: distilled checkpoints may leave the call's token out
+        start = pos
+    else:
         return False
-    start = pos + len(CALL_BEGIN)
     limit = _limit(text, start)
     end = len(text) if limit == -1 else limit
     undecided = None if limit == -1 and not final else False
