@@ -15,10 +15,11 @@ content unless every entry is a call. A marker not followed by a list (or call o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lmchat.parsing.scan import MISMATCH, FoundCall, call_from_object, loads, skip_space
-from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, Open, Rest, ToolParser
+from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, Open, Rest, ToolParser, plain_until
 from lmchat.parsing.tool_parsers.json_calls import CALL_OBJECT, CallList, after_list, list_rest, object_rest, open_call
 
 RESTART = object()
@@ -63,6 +64,9 @@ class JsonListToolParser(ToolParser):
         return Match(len(opener)) if isinstance(found, Match) and not found.calls else found
 
     def match_rest(self, text: str, final: bool, ctx: MatchContext, state: Any, broken: bool) -> Rest | Open | None:
+        closer = state.closer if isinstance(state, CallList) else state[1] if isinstance(state, tuple) else ""
+        if isinstance(state, _UpTo) or (broken and closer):
+            return _up_to(text, final, state if isinstance(state, _UpTo) else _UpTo(closer))
         if isinstance(state, CallList):
             return list_rest(text, final, ctx, state, broken)
         if isinstance(state, tuple):  # a lone object: (CALL_OBJECT, closer)
@@ -101,6 +105,23 @@ class JsonListToolParser(ToolParser):
             return Match(pos)
         rest = after_list(text, end, final, closer)
         return None if rest is None else Match(rest.end, calls)
+
+
+@dataclass(frozen=True, slots=True)
+class _UpTo:
+    """The calls could not be read further: content up to ``closer`` (dropped)."""
+
+    closer: str
+
+
+def _up_to(text: str, final: bool, state: _UpTo) -> Rest | None:
+    found = plain_until(text, final, (state.closer,))
+    if found is None:
+        return None
+    index, closer = found
+    if closer is not None:
+        return Rest(index + len(closer), content=index)
+    return Rest(index, content=index, more=None if final else state)
 
 
 class GraniteToolParser(JsonListToolParser):

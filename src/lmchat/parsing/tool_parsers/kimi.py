@@ -80,6 +80,8 @@ class KimiK2ToolParser(ToolParser):
         pos = skip_space(text, len(SECTION_BEGIN)) if in_section else 0
         if in_section and text.startswith(SECTION_END, pos):  # an empty section: markup
             return Match(pos + len(SECTION_END), markup=True)
+        if in_section and is_partial(text[pos:], SECTION_END) and not final:
+            return None
         opened = open_call(text, pos, final, ctx)
         if isinstance(opened, Open) or (opened is None and not final):
             return opened
