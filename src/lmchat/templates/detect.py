@@ -21,7 +21,7 @@ class Rule(NamedTuple):
 RULES: tuple[Rule, ...] = (
     Rule(("<|channel|>", "<|message|>", "<|start|>"), "openai", "gpt_oss"),  # gpt-oss (harmony)
     Rule(("<|tool_calls_section_begin|>",), "kimi_k2"),  # Kimi-K2 (-Thinking: <think>, below)
-    Rule(("<minimax:tool_call>",), "minimax_m2"),
+    Rule(("<minimax:tool_call>",), "minimax_m2", "think"),  # always thinks; its prompt opens <think>
     Rule(("<seed:tool_call>",), "seed_oss", "seed_oss"),
     Rule(("<steptml:invoke",), "step3"),
     Rule(("<function=", "<parameter="), "qwen3_coder"),  # Qwen3-Coder, Qwen3.5/3.6, Step-3.5, Nemotron 3
