@@ -11,14 +11,15 @@ agree:
 * whitespace right before a call, between calls and at the end of an answer with calls is dropped (so is the
   parser's ``separator`` between two calls, Llama 3's ``;``); an answer without calls comes out unchanged;
 * **a call is committed at its name.** As soon as a well-formed prefix of a call's markup shows its name and the
-  ``{`` that opens its JSON arguments, the matcher answers :class:`Open` and the call is announced: a
-  :class:`ToolCallDelta` with index, id (the model's own when it wrote one before the arguments; one written
-  after them comes too late and is dropped) and name. The arguments then stream as canonical JSON fragments
-  (:class:`lmchat.parsing.json_stream.JsonStream`), in deltas that carry only ``arguments``; joined, they are
-  exactly ``dumps(loads(arguments))``, the text a whole call gets (a repeated key is passed on as written). The
-  decision depends only on the text up to that ``{``, so chunking never changes it. GLM-4.5 and pythonic
-  calls, whose arguments are not JSON, are committed at their first argument (GLM-4.5's first ``<arg_key>``;
-  ``[name(`` or ``, name(`` followed by ``)`` or ``key=``) and stream one complete argument at a time;
+  start of its JSON arguments (the ``{`` followed by a key's ``"`` or by ``}``, :func:`arguments_open`), the
+  matcher answers :class:`Open` and the call is announced: a :class:`ToolCallDelta` with index, id (the model's
+  own when it wrote one before the arguments; one written after them comes too late and is dropped) and name.
+  The arguments then stream as JSON fragments (:class:`lmchat.parsing.json_stream.JsonStream`), in deltas that
+  carry only ``arguments``; joined, they are exactly ``dumps(loads(arguments))``, the text a whole call gets (a
+  repeated key is passed on as written), or, for arguments written as a JSON text of their own
+  (:attr:`Open.verbatim`), the text as the model wrote it. The decision depends only on the text up to that
+  point, so chunking never changes it. Calls whose arguments are not JSON (GLM-4.5, the XML and pythonic
+  families) are committed at their name or first argument and stream one complete argument at a time;
 * a committed call stays a call whatever follows. If its arguments break (the answer ends inside them, e.g. cut
   by ``max_tokens``, or the JSON turns invalid) they are closed into valid JSON (an open string is ended, an
   unfinished number or literal and a key without a value are dropped, open containers are closed), and the text
