@@ -179,3 +179,26 @@ def test_registry_resolves_every_documented_name() -> None:
         assert name in names
         get_tool_parser(name)
     assert get_tool_parser("Granite-20B-FC") is get_tool_parser("granite_20b_fc")
+
+
+@pytest.mark.parametrize(("reasoning", "tool", "head", "tail"), [
+    (None, "qwen3_coder", "<tool_call>\n<function=write>\n<parameter=text>\n", "\n</parameter>\n</function>\n</tool_call>"),
+    (None, "minimax_m2", '<minimax:tool_call><invoke name="write"><parameter name="text">',
+     "</parameter></invoke></minimax:tool_call>"),
+    ("gpt_oss", "openai", "<|channel|>analysis<|message|>", "<|end|><|start|>assistant<|channel|>final<|message|>ok"),
+])
+def test_long_values_stream_in_linear_time(reasoning: str | None, tool: str, head: str, tail: str) -> None:
+    """A 240 000-character value fed 4 characters at a time: the text waiting for its end is searched once, never
+    read again from its start (quadratic work would take minutes)."""
+    import time
+
+    body = "line of text, with <angle> and </tags\n" * 6_000
+    text = head + body + tail
+    parser = OutputParser(reasoning, tool)
+    started = time.process_time()
+    output, _ = stream(parser, [text[start : start + 4] for start in range(0, len(text), 4)])
+    assert time.process_time() - started < 15
+    if reasoning:
+        assert (output.reasoning, output.content) == (body, "ok")
+    else:
+        assert calls_of(output) == [("write", {"text": body})]  # (one newline each side is layout in Qwen3-Coder)
