@@ -276,6 +276,17 @@ class CallHead:
     call_id: str | None = None
 
 
+def _arguments_head(text: str, cursor: int, end: int, final: bool, seen: dict[str, str]) -> CallHead | bool | None:
+    """The head of a call whose arguments' value starts at ``text[cursor]`` (see :func:`call_head`)."""
+    call_name = seen.get("name", "").strip()
+    if text[cursor] != "{" or not call_name:
+        return NOT_A_HEAD
+    inside = skip_json_space(text, cursor + 1)
+    if inside >= end:
+        return CallHead(call_name, cursor, seen.get("id") or None) if final or end < len(text) else None
+    return CallHead(call_name, cursor, seen.get("id") or None) if text[inside] in '"}' else NOT_A_HEAD
+
+
 def skip_json_space(text: str, pos: int) -> int:
     """The first index at or after ``pos`` that is not JSON whitespace."""
     return _JSON_SPACE.match(text, pos).end()
@@ -343,13 +354,7 @@ def call_head(
         if cursor >= end:
             return None
         if name in ARGUMENT_KEYS:
-            call_name = seen.get("name", "").strip()
-            if text[cursor] != "{" or not call_name:
-                return NOT_A_HEAD
-            inside = skip_json_space(text, cursor + 1)
-            if inside >= end:
-                return CallHead(call_name, cursor, seen.get("id") or None) if final or end < len(text) else None
-            return CallHead(call_name, cursor, seen.get("id") or None) if text[inside] in '"}' else NOT_A_HEAD
+            return _arguments_head(text, cursor, end, final, seen)
         if text[cursor] != '"':
             return NOT_A_HEAD
         value = json_string_at(text, cursor, end)
