@@ -57,6 +57,20 @@ FAMILIES: dict[str, tuple[str | None, str, bool]] = {
     "deepseek-v3.1": (None, "deepseek_v3", False),
     "deepseek-r1": ("think", "deepseek_v3", True),  # the R1 template opens <think> in the prompt
     "react": (None, "default", False),  # LLaMA-Factory's "default" tool format
+    "qwen3-coder": (None, "qwen3_coder", False),
+    "step-3.5": (None, "step3p5", False),
+    "step3": (None, "step3", False),
+    "phi-4-mini": (None, "phi4_mini_json", False),
+    "granite-3": (None, "granite", False),
+    "granite-20b-fc": (None, "granite_20b_fc", False),
+    "internlm2": (None, "internlm", False),
+    "longcat": (None, "longcat", False),
+    "jamba": (None, "jamba", False),
+    "olmo3": (None, "olmo3", False),
+    "xlam": (None, "xlam", False),
+    "ernie-4.5": (None, "ernie45", False),
+    "lfm2": (None, "lfm2", False),
+    "gigachat3": (None, "gigachat3", False),
 }
 END_TOKENS = ("<|im_end|>\n", "<|eot_id|>", "</s>", "<|im_end|>")
 
@@ -92,6 +106,12 @@ CONTENT_POLICY = {
     ),
     "vllm_parametrized-0093": ("Estimating the weather...", "text after the call is kept (see 0065)"),
     "vllm_parametrized-0094": ("Estimating the weather...", "text after the call is kept (see 0065)"),
+    "vllm_parametrized-0139": (
+        "",
+        "vLLM's streamed Jamba test keeps the space before <tool_calls> as content, its non-streamed test of the "
+        "same text (vllm_parametrized-0135) gives None; lmchat drops whitespace right before a call both ways",
+    ),
+    "vllm_parametrized-0141": ("", "the space before <tool_calls> is dropped (see 0139; non-streamed: 0137)"),
 }
 CHECKED: dict[str, Counter[str]] = defaultdict(Counter)
 
@@ -162,6 +182,8 @@ def _check_calls(calls: list[Any], expected: Any) -> None:
         assert isinstance(json.loads(call.arguments), dict)
     if expected == "__see_common_tests__":  # vLLM's common suite asserts at least one call parsed
         assert calls and all(call.name for call in calls)
+        return
+    if expected == "__no_crash__":  # malformed input: any result, as long as it is well formed (checked above)
         return
     assert [call.name for call in calls] == [item["name"] for item in expected]
     for call, item in zip(calls, expected):
@@ -478,9 +500,10 @@ LONG_CALLS = [  # (id, parser, answer): a call to send_email with a long string 
      f"body='''{LONG_BODY}''')]<|python_end|>"),
 ]
 ONE_ARGUMENT_AT_A_TIME = ("glm45", "pythonic")
+VERBATIM = ("mistral-named", "deepseek-v3", "deepseek-v3.1")  # arguments written as their own JSON text: kept as is
 
 
-def _check_streamed_call(parser: str, text: str, chunks: list[str]) -> None:
+def _check_streamed_call(parser: str, text: str, chunks: list[str], key: str) -> None:
     stream = get_tool_parser(parser)().start_stream()
     deltas = [delta for chunk in chunks for delta in stream.feed(chunk)] + stream.finish()
     assert not any(delta.content for delta in deltas)  # no piece of markup ever reached the content
@@ -490,19 +513,19 @@ def _check_streamed_call(parser: str, text: str, chunks: list[str]) -> None:
     fragments = [piece.arguments for piece in (first, *later) if piece.arguments]
     assert len(fragments) >= 3, fragments
     [whole] = get_tool_parser(parser)().parse(text).tool_calls
-    assert "".join(fragments) == whole.arguments == LONG_ARGUMENTS
+    assert "".join(fragments) == whole.arguments == (_RAW_ARGUMENTS.strip() if key in VERBATIM else LONG_ARGUMENTS)
 
 
-@pytest.mark.parametrize(("parser", "text"), [pytest.param(parser, text, id=key) for key, parser, text in LONG_CALLS])
-def test_long_argument_streams_token_by_token(parser: str, text: str, tokenizer: Any) -> None:
+@pytest.mark.parametrize(("key", "parser", "text"), [pytest.param(*case, id=case[0]) for case in LONG_CALLS])
+def test_long_argument_streams_token_by_token(key: str, parser: str, text: str, tokenizer: Any) -> None:
     """With SmolLM2's tokenizer the markers are split over several tokens: a call still comes out as an id and
     name first, then argument fragments (one per complete argument for GLM-4.5 and pythonic calls)."""
-    _check_streamed_call(parser, text, _token_deltas(tokenizer, text))
+    _check_streamed_call(parser, text, _token_deltas(tokenizer, text), key)
 
 
-@pytest.mark.parametrize(("parser", "text"), [pytest.param(parser, text, id=key) for key, parser, text in LONG_CALLS])
-def test_long_argument_streams_character_by_character(parser: str, text: str) -> None:
-    _check_streamed_call(parser, text, list(text))
+@pytest.mark.parametrize(("key", "parser", "text"), [pytest.param(*case, id=case[0]) for case in LONG_CALLS])
+def test_long_argument_streams_character_by_character(key: str, parser: str, text: str) -> None:
+    _check_streamed_call(parser, text, list(text), key)
     if parser not in ONE_ARGUMENT_AT_A_TIME:  # the long string streams as it is written, not once it is complete
         stream = get_tool_parser(parser)().start_stream()
         cut = text.index("quarterly report")
@@ -666,7 +689,8 @@ def test_call_id_written_after_the_arguments_is_not_used() -> None:
     assert call.id != "late_id" and call.id.startswith("call_") and output.content is None
     before = '<tool_call>{"name": "f", "id": "early_id", "arguments": {"a": 1}}</tool_call>'
     stream = get_tool_parser("hermes")().start_stream()
-    first = [piece for delta in stream.feed(before[:-20]) for piece in delta.tool_calls][0]
+    assert not [piece for delta in stream.feed(before[:-20]) for piece in delta.tool_calls]  # up to "{": not yet
+    first = [piece for delta in stream.feed(before[-20]) for piece in delta.tool_calls][0]  # '{"': committed
     assert (first.id, first.name) == ("early_id", "f")
 
 

@@ -226,15 +226,9 @@ def _failed(row: Row, prompt: str | None, exc: Exception) -> Sample:
 
 def _output_parser(model: ChatModel, tools: Any, prompt: str):
     """Parsers for this model's template: tool calls when the row has tools, reasoning when the template thinks."""
-    from lmchat.parsing import OutputParser
+    from lmchat.chat.output import plan_parsing
 
-    template = model.template
-    tool_parser = (model.config.tool_parser or template.tool_parser) if tools else None
-    reasoning_parser = template.reasoning_parser
-    if tool_parser is None and reasoning_parser is None:
-        return None
-    starts_in_reasoning = bool(reasoning_parser) and prompt.rstrip().endswith("<think>")
-    return OutputParser(reasoning_parser, tool_parser, tools, starts_in_reasoning=starts_in_reasoning)
+    return plan_parsing(model.template, model.config.tool_parser, tools, prompt).new_parser()
 
 
 def _call_dict(call: Any) -> dict[str, str]:

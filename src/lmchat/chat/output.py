@@ -6,16 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmchat.errors import InvalidRequestError, UnsupportedError
-from lmchat.parsing import OutputParser
+from lmchat.parsing import OutputParser, reasoning_opens_in
+from lmchat.templates.detect import detect_reasoning_parser, detect_tool_parser
 from lmchat.templates.registry import ChatTemplate
-
-# Markers that identify a model's own (unnamed) template's tool-call family.
-_TOOL_MARKERS = (
-    ("<tool_call>", "hermes"),
-    ("[TOOL_CALLS]", "mistral"),
-    ("tool▁calls▁begin", "deepseek_v3"),
-    ("<|python_tag|>", "llama3_json"),
-)
 
 
 @dataclass(frozen=True)
@@ -36,16 +29,11 @@ class ParsingPlan:
 
 def plan_parsing(template: ChatTemplate, configured_tool_parser: str | None, tools: list[dict[str, Any]] | None,
                  prompt: str) -> ParsingPlan:
-    reasoning = template.reasoning_parser or ("think" if "</think>" in template.source else None)
+    reasoning = template.reasoning_parser or detect_reasoning_parser(template.source)
     tool_parser = None
     if tools:
-        tool_parser = configured_tool_parser or template.tool_parser or _detect_tool_parser(template.source)
-    starts_in_reasoning = reasoning is not None and prompt.rstrip().endswith("<think>")
-    return ParsingPlan(reasoning, tool_parser, tuple(tools or ()), starts_in_reasoning)
-
-
-def _detect_tool_parser(source: str) -> str | None:
-    return next((parser for marker, parser in _TOOL_MARKERS if marker in source), None)
+        tool_parser = configured_tool_parser or template.tool_parser or detect_tool_parser(template.source)
+    return ParsingPlan(reasoning, tool_parser, tuple(tools or ()), reasoning_opens_in(reasoning, prompt))
 
 
 def apply_tool_choice(tools: list[dict[str, Any]] | None, tool_choice: Any, engine_name: str):

@@ -81,6 +81,8 @@ def prepare_chat(
     generation = dict(generation)
     template_kwargs = dict(generation.pop("chat_template_kwargs", None) or {})
     template_kwargs.setdefault("enable_thinking", generation.pop("enable_thinking", config.enable_thinking))
+    if "reasoning_effort" in generation:  # OpenAI's option; gpt-oss's template reads it
+        template_kwargs.setdefault("reasoning_effort", check_reasoning_effort(generation.pop("reasoning_effort")))
     tool_choice = generation.pop("tool_choice", None)
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
@@ -100,6 +102,18 @@ def prepare_chat(
         tuple(images or ()), tuple(videos or ()), tuple(audios or ()),
         plan_parsing(template, config.tool_parser, tool_list, prompt),
     )
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+def check_reasoning_effort(value: Any) -> str:
+    if value not in REASONING_EFFORTS:
+        raise InvalidRequestError(
+            f"reasoning_effort must be one of {', '.join(map(repr, REASONING_EFFORTS))}, not {value!r}.",
+            param="reasoning_effort",
+        )
+    return value
 
 
 def check_context(prompt_tokens: int, params: SamplingParams, context_length: int | None,

@@ -14,6 +14,11 @@ What is sent when:
   ``dumps(loads(token))`` (``1.50`` -> ``1.5``, ``1E5`` -> ``100000.0``);
 * a key, with the comma before it, only together with the start of its value, so a key never comes without one.
 
+``JsonStream(verbatim=True)`` sends the value as the model wrote it instead (spacing, number spelling and
+escapes kept; a raw control character inside a string, which strict JSON readers refuse, is escaped), at the
+same moments and with the same repair rules; joined, the pieces are then the input itself when it is valid.
+The tool parsers use it for arguments written as a JSON text of their own (see ``tool_parsers/base.py``).
+
 Reading stops at the end of the value (:attr:`JsonStream.state` ``DONE``; :meth:`JsonStream.feed` says how much of
 the piece belonged to it) or at the first character that cannot continue valid JSON (``BROKEN``). A broken or
 unfinished value (:meth:`JsonStream.close`) is closed so that the text sent is always valid JSON: an open string
@@ -65,30 +70,35 @@ def canonical_token(token: str) -> str | None:
 class JsonStream:
     """One JSON value read piece by piece; see the module docstring."""
 
-    def __init__(self, *, object_rest: bool = False) -> None:
+    def __init__(self, *, object_rest: bool = False, verbatim: bool = False) -> None:
         """``object_rest``: start inside an object just after a member's value (to read, and drop, the members
-        that follow and the closing brace; the text sent is then meaningless)."""
+        that follow and the closing brace; the text sent is then meaningless). ``verbatim``: send the value as
+        written instead of its canonical text (see the module docstring)."""
         self.state = OPEN
         self.unread = ""
+        self._verbatim = verbatim
         self._stack: list[str] = ["}"] if object_rest else []  # the closers of the open containers
         self._next = _AFTER if object_rest else _VALUE
         self._held = ""  # canonical text waiting for the start of the next value: ", " and/or '"key": '
+        self._held_raw = True  # verbatim: the held input can be sent as written (its key has no raw control char)
         self._string: str | None = None  # inside a string: "value" or "key"
         self._key: list[str] = []
         self._token = False  # a number or literal is being read (from self._resume)
         self._raw = ""  # input read since the text sent last caught up with it
         self._resume = 0  # where reading goes on in self._raw + the next piece
         self._resume_at = 0  # where a cut escape starts
+        self._sent = 0  # while reading: the index of the work text up to which the text sent covers it
 
     def feed(self, text: str) -> tuple[str, int]:
-        """Read ``text``: the canonical text it completes and how many of its characters were read (all of them,
-        unless the value ended inside ``text``; a broken value reads all and keeps the rest in :attr:`unread`)."""
+        """Read ``text``: the text it completes and how many of its characters were read (all of them, unless
+        the value ended inside ``text``; a broken value reads all and keeps the rest in :attr:`unread`)."""
         if self.state != OPEN:
             return "", 0
         work = self._raw + text
         base = len(self._raw)
         out: list[str] = []
-        sync, pos = self._read(work, self._resume, out)
+        pos = self._read(work, self._resume, out)
+        sync = self._sent
         if self.state == DONE:
             self._raw, self._resume = "", 0
             return "".join(out), max(pos - base, 0)
@@ -101,37 +111,49 @@ class JsonStream:
         return "".join(out), len(text)
 
     def close(self) -> str:
-        """The text ended inside the value: the canonical text that completes it (see the module docstring)."""
+        """The text ended inside the value: the text that completes it (see the module docstring)."""
         if self.state != OPEN:
             return ""
-        out = []
-        work, sync = self._raw, 0
+        out: list[str] = []
+        work, self._sent = self._raw, 0
         if self._token:
             canonical = canonical_token(work[self._resume :])
             if canonical is not None:
-                out.append(self._held + canonical)
-                self._held, sync = "", len(work)
+                self._send(out, work, self._resume, len(work), canonical)
                 self._after_value()
         if self.state == OPEN:
             out.append(self._closing())
             self.state = BROKEN
-        self.unread = work[sync:]
+        self.unread = work[self._sent :]
         self._raw, self._resume = "", 0
         return "".join(out)
 
     # --- reading ------------------------------------------------------------------------------------------
-    def _read(self, work: str, pos: int, out: list[str]) -> tuple[int, int]:
-        """Read ``work`` from ``pos``: (index up to which the text sent covers the input, index reached)."""
-        sync = 0
+    def _send(self, out: list[str], work: str, start: int, end: int, canonical: str, in_string: bool = False) -> None:
+        """Send the value text ``work[start:end]`` (``canonical`` in its canonical form), with what is held."""
+        if self._verbatim:
+            piece = work[start:end]
+            if in_string:
+                piece = _CONTROL.sub(_escape_control, piece)
+            held = work[self._sent : start] if self._held_raw else self._held
+            out.append(held + piece)
+        else:
+            out.append(self._held + canonical)
+        self._held, self._held_raw, self._sent = "", True, end
+
+    def _read(self, work: str, pos: int, out: list[str]) -> int:
+        """Read ``work`` from ``pos`` (``self._sent`` says how much of it the text sent covers): the index
+        reached."""
+        self._sent = 0
         size = len(work)
         while pos < size and self.state == OPEN:
             if self._string is not None:
-                pos, sync = self._read_string(work, pos, sync, out)
+                pos = self._read_string(work, pos, out)
                 if pos is _MORE:
-                    return sync, self._resume_at
+                    return self._resume_at
                 if pos == _BAD:
                     self.state = BROKEN
-                    return sync, size
+                    return size
                 continue
             char = work[pos]
             if char in JSON_SPACE:
@@ -140,29 +162,27 @@ class JsonStream:
             expected = self._next
             if expected in (_VALUE, _FIRST_VALUE):
                 if char == "]" and expected == _FIRST_VALUE:
-                    pos, sync = self._close_container(char, pos, out)
+                    pos = self._close_container(work, pos, out)
                 elif char in "{[":
-                    out.append(self._held + char)
-                    self._held = ""
+                    self._send(out, work, pos, pos + 1, char)
                     self._stack.append("}" if char == "{" else "]")
                     self._next = _FIRST_KEY if char == "{" else _FIRST_VALUE
-                    pos = sync = pos + 1
+                    pos += 1
                 elif char == '"':
-                    out.append(self._held + '"')
-                    self._held, self._string = "", "value"
-                    pos = sync = pos + 1
+                    self._send(out, work, pos, pos + 1, '"')
+                    self._string = "value"
+                    pos += 1
                 elif char in _TOKEN_START:
                     token = _TOKEN.match(work, pos)
                     if token.end() == size:  # it may go on in the next piece
                         self._token = True
-                        return sync, pos
+                        return pos
                     canonical = canonical_token(token.group())
                     if canonical is None:
                         self.state = BROKEN
-                        return sync, size
-                    out.append(self._held + canonical)
-                    self._held = ""
-                    pos = sync = token.end()
+                        return size
+                    self._send(out, work, pos, token.end(), canonical)
+                    pos = token.end()
                     self._after_value()
                 else:
                     self.state = BROKEN
@@ -171,7 +191,7 @@ class JsonStream:
                     self._string, self._key = "key", []
                     pos += 1
                 elif char == "}" and expected == _FIRST_KEY:
-                    pos, sync = self._close_container(char, pos, out)
+                    pos = self._close_container(work, pos, out)
                 else:
                     self.state = BROKEN
             elif expected == _COLON:
@@ -185,17 +205,17 @@ class JsonStream:
                 self._next = _KEY if self._stack[-1] == "}" else _VALUE
                 pos += 1
             elif self._stack and char == self._stack[-1]:
-                pos, sync = self._close_container(char, pos, out)
+                pos = self._close_container(work, pos, out)
             else:
                 self.state = BROKEN
         self._token = False
-        return sync, pos
+        return pos
 
-    def _close_container(self, char: str, pos: int, out: list[str]) -> tuple[int, int]:
-        out.append(char)
+    def _close_container(self, work: str, pos: int, out: list[str]) -> int:
+        self._send(out, work, pos, pos + 1, work[pos])
         self._stack.pop()
         self._after_value()
-        return pos + 1, pos + 1
+        return pos + 1
 
     def _after_value(self) -> None:
         if self._stack:
@@ -203,46 +223,52 @@ class JsonStream:
         else:
             self.state = DONE
 
-    def _read_string(self, work: str, pos: int, sync: int, out: list[str]) -> tuple[int | None, int]:
-        """Read string characters from ``pos``: (index reached, or _MORE / _BAD; new sync index)."""
+    def _read_string(self, work: str, pos: int, out: list[str]) -> int | None:
+        """Read string characters from ``pos``: the index reached, or _MORE / _BAD."""
         is_value = self._string == "value"
         run = _PLAIN_RUN.match(work, pos)
         if run is not None:
             if is_value:
-                out.append(encode_string_part(run.group()))
-                sync = run.end()
+                self._send(out, work, pos, run.end(), encode_string_part(run.group()), in_string=True)
             else:
                 self._key.append(run.group())
-            return run.end(), sync
+            return run.end()
         if work[pos] == '"':
             self._string = None
             if is_value:
-                out.append('"')
+                self._send(out, work, pos, pos + 1, '"')
                 self._after_value()
-                return pos + 1, pos + 1
+                return pos + 1
             key = "".join(self._key)
             self._held += json.dumps(key, ensure_ascii=False) + ": "
+            self._held_raw = not _CONTROL.search(key)
             self._next = _COLON
-            return pos + 1, sync
+            return pos + 1
         decoded = _escape(work, pos)
         if decoded is _MORE:
             self._resume_at = pos
-            return _MORE, sync
+            return _MORE
         if decoded == _BAD:
-            return _BAD, sync
+            return _BAD
         chars, end = decoded
         if is_value:
-            out.append(encode_string_part(chars))
-            sync = end
+            self._send(out, work, pos, end, encode_string_part(chars))
         else:
             self._key.append(chars)
-        return end, sync
+        return end
 
     def _closing(self) -> str:
         """What ends the open string (a value's; an unfinished key is dropped) and the open containers."""
         quote = '"' if self._string == "value" else ""
         self._string = None
         return quote + "".join(reversed(self._stack))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+def _escape_control(found: re.Match[str]) -> str:
+    return json.dumps(found.group())[1:-1]
 
 
 def _escape(work: str, pos: int) -> tuple[str, int] | int | None:

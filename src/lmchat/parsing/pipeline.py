@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lmchat.errors import ConfigError
-from lmchat.parsing.reasoning import ReasoningStream, get_reasoning_parser
+from lmchat.parsing.reasoning import get_reasoning_parser
+from lmchat.parsing.stream import TextStream
 from lmchat.parsing.tool_parsers import get_tool_parser
 from lmchat.parsing.tool_parsers.base import ToolStream
 from lmchat.parsing.types import OutputDelta, ParsedOutput, collect, merge_deltas
@@ -20,7 +21,7 @@ from lmchat.parsing.types import OutputDelta, ParsedOutput, collect, merge_delta
 class _Streams:
     """The reasoning stream and tool stream of one answer (either may be absent)."""
 
-    def __init__(self, reasoning: ReasoningStream | None, tools: ToolStream | None) -> None:
+    def __init__(self, reasoning: TextStream | None, tools: ToolStream | None) -> None:
         self.reasoning = reasoning
         self.tools = tools
 
@@ -43,6 +44,11 @@ class _Streams:
             if delta.content:
                 out.extend(self.tools.feed(delta.content) if self.tools else [OutputDelta(content=delta.content)])
         return merge_deltas(out)
+
+
+def reasoning_opens_in(reasoning_parser: str | None, prompt: str) -> bool:
+    """Whether the generation prompt left the named parser's reasoning block open (the answer starts in it)."""
+    return reasoning_parser is not None and get_reasoning_parser(reasoning_parser).opens_in(prompt)
 
 
 class OutputParser:
@@ -82,6 +88,7 @@ class OutputParser:
     def _new_streams(self) -> _Streams:
         reasoning = None
         if self._reasoning is not None:
-            reasoning = self._reasoning.start_stream(starts_in_reasoning=self._starts_in_reasoning)
+            ends = self._tool_parser.ends_reasoning if self._tool_parser is not None else ()
+            reasoning = self._reasoning.start_stream(starts_in_reasoning=self._starts_in_reasoning, ends=ends)
         tools = self._tool_parser.start_stream(self._tools) if self._tool_parser else None
         return _Streams(reasoning, tools)

@@ -276,6 +276,17 @@ class CallHead:
     call_id: str | None = None
 
 
+def _arguments_head(text: str, cursor: int, end: int, final: bool, seen: dict[str, str]) -> CallHead | bool | None:
+    """The head of a call whose arguments' value starts at ``text[cursor]`` (see :func:`call_head`)."""
+    call_name = seen.get("name", "").strip()
+    if text[cursor] != "{" or not call_name:
+        return NOT_A_HEAD
+    inside = skip_json_space(text, cursor + 1)
+    if inside >= end:
+        return CallHead(call_name, cursor, seen.get("id") or None) if final or end < len(text) else None
+    return CallHead(call_name, cursor, seen.get("id") or None) if text[inside] in '"}' else NOT_A_HEAD
+
+
 def skip_json_space(text: str, pos: int) -> int:
     """The first index at or after ``pos`` that is not JSON whitespace."""
     return _JSON_SPACE.match(text, pos).end()
@@ -299,12 +310,14 @@ def json_string_at(text: str, pos: int, end: int | None = None) -> tuple[str, in
 
 
 def call_head(
-    text: str, pos: int, end: int | None = None, first_keys: tuple[str, ...] = HEAD_KEYS
+    text: str, pos: int, end: int | None = None, first_keys: tuple[str, ...] = HEAD_KEYS, final: bool = False
 ) -> CallHead | bool | None:
-    """Read the object opening at ``text[pos]`` (a ``{``) as the head of a call: ``{"name": "f", "arguments": {``
+    """Read the object opening at ``text[pos]`` (a ``{``) as the head of a call: ``{"name": "f", "arguments": {"``
     (``id`` and ``type`` strings may come before the arguments, ``parameters`` may name them).
 
-    A :class:`CallHead` once its arguments' ``{`` is read; None while ``text[:end]`` ends first;
+    A :class:`CallHead` once its arguments' ``{`` is read and followed by the ``"`` of a key or by ``}`` (or by the
+    end of ``text[:end]``, when that is the end of the region or, ``final``, of the answer); None while
+    ``text[:end]`` ends first;
     :data:`NOT_A_HEAD` when the object is written any other way (the name after the arguments, arguments that are
     a string, other keys first, not JSON...): such an object can only be judged whole. ``first_keys``: the keys
     the object may open with.
@@ -341,10 +354,7 @@ def call_head(
         if cursor >= end:
             return None
         if name in ARGUMENT_KEYS:
-            call_name = seen.get("name", "").strip()
-            return CallHead(call_name, cursor, seen.get("id") or None) if text[cursor] == "{" and call_name else (
-                NOT_A_HEAD
-            )
+            return _arguments_head(text, cursor, end, final, seen)
         if text[cursor] != '"':
             return NOT_A_HEAD
         value = json_string_at(text, cursor, end)

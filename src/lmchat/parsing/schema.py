@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,17 +28,50 @@ def tool_schemas(tools: Sequence[Mapping[str, Any]] | None) -> ToolSchemas:
 
 
 def coerce_value(raw: str, schema: Any) -> Any:
-    """A bare argument string as the declared type; without a declared type, as JSON when it parses, else text."""
-    declared = schema.get("type") if isinstance(schema, Mapping) else None
-    types = set(declared) if isinstance(declared, list) else {declared} if declared else set()
-    if types == {"string"}:
+    """A bare argument string as the declared type; without a declared type, as JSON when it parses, else text.
+
+    The declared type is the schema's ``type`` (a name or a list) or the types of its ``anyOf``/``oneOf``
+    alternatives (Pydantic's ``Optional[T]``); when the first non-null one is ``string`` the text is kept as is.
+    Objects and arrays written as Python literals, and ``True``/``False``, are read too.
+    """
+    types = declared_types(schema)
+    if types[:1] == ["string"]:
         return raw
-    value = loads(raw) if raw.strip() else None
-    if value is None and raw.strip() != "null":
-        return raw
-    if types and not _fits(value, types):
+    text = raw.strip()
+    value = loads(text) if text else None
+    if value is None and text != "null":
+        value = _lenient(text, types)
+        if value is None:
+            return raw
+    if types and not _fits(value, set(types)):
         return raw
     return value
+
+
+def declared_types(schema: Any) -> list[str]:
+    """The JSON-schema type names ``schema`` allows, in order, ``null`` last (``float`` read as ``number``)."""
+    if not isinstance(schema, Mapping):
+        return []
+    declared = schema.get("type")
+    names = list(declared) if isinstance(declared, list) else [declared] if isinstance(declared, str) else []
+    for key in ("anyOf", "oneOf"):
+        for option in schema.get(key) or ():
+            names += declared_types(option)
+    names = ["number" if name == "float" else name for name in names if isinstance(name, str)]
+    unique = list(dict.fromkeys(names))
+    return [name for name in unique if name != "null"] + (["null"] if "null" in unique else [])
+
+
+def _lenient(text: str, types: list[str]) -> Any:
+    """What a model writes for a declared type in a form JSON does not read: ``True``, ``{'a': 1}``."""
+    if "boolean" in types and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if {"object", "array"} & set(types) and text[:1] in "[{":
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None
+    return None
 
 
 def _fits(value: Any, types: set[str]) -> bool:

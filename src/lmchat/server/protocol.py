@@ -88,6 +88,7 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
     def max_new_tokens(self) -> tuple[int | None, str]:
@@ -106,6 +107,8 @@ class ChatCompletionRequest(SamplingRequest):
             raise InvalidRequestError("top_logprobs needs logprobs: true.", param="top_logprobs")
         if self.logprobs:
             options.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
+        if self.reasoning_effort is not None:  # to the chat template, like enable_thinking
+            options["reasoning_effort"] = self.reasoning_effort
         return options
 
     def check_supported(self) -> None:

@@ -11,14 +11,15 @@ agree:
 * whitespace right before a call, between calls and at the end of an answer with calls is dropped (so is the
   parser's ``separator`` between two calls, Llama 3's ``;``); an answer without calls comes out unchanged;
 * **a call is committed at its name.** As soon as a well-formed prefix of a call's markup shows its name and the
-  ``{`` that opens its JSON arguments, the matcher answers :class:`Open` and the call is announced: a
-  :class:`ToolCallDelta` with index, id (the model's own when it wrote one before the arguments; one written
-  after them comes too late and is dropped) and name. The arguments then stream as canonical JSON fragments
-  (:class:`lmchat.parsing.json_stream.JsonStream`), in deltas that carry only ``arguments``; joined, they are
-  exactly ``dumps(loads(arguments))``, the text a whole call gets (a repeated key is passed on as written). The
-  decision depends only on the text up to that ``{``, so chunking never changes it. GLM-4.5 and pythonic
-  calls, whose arguments are not JSON, are committed at their first argument (GLM-4.5's first ``<arg_key>``;
-  ``[name(`` or ``, name(`` followed by ``)`` or ``key=``) and stream one complete argument at a time;
+  start of its JSON arguments (the ``{`` followed by a key's ``"`` or by ``}``, :func:`arguments_open`), the
+  matcher answers :class:`Open` and the call is announced: a :class:`ToolCallDelta` with index, id (the model's
+  own when it wrote one before the arguments; one written after them comes too late and is dropped) and name.
+  The arguments then stream as JSON fragments (:class:`lmchat.parsing.json_stream.JsonStream`), in deltas that
+  carry only ``arguments``; joined, they are exactly ``dumps(loads(arguments))``, the text a whole call gets (a
+  repeated key is passed on as written), or, for arguments written as a JSON text of their own
+  (:attr:`Open.verbatim`), the text as the model wrote it. The decision depends only on the text up to that
+  point, so chunking never changes it. Calls whose arguments are not JSON (GLM-4.5, the XML and pythonic
+  families) are committed at their name or first argument and stream one complete argument at a time;
 * a committed call stays a call whatever follows. If its arguments break (the answer ends inside them, e.g. cut
   by ``max_tokens``, or the JSON turns invalid) they are closed into valid JSON (an open string is ended, an
   unfinished number or literal and a key without a value are dropped, open containers are closed), and the text
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lmchat.parsing.json_stream import BROKEN, OPEN, JsonStream
-from lmchat.parsing.scan import BracketScanner, FoundCall, earliest_marker, is_partial
+from lmchat.parsing.scan import BracketScanner, FoundCall, earliest_marker, is_partial, skip_json_space
 from lmchat.parsing.schema import ToolSchemas, tool_schemas
 from lmchat.parsing.stream import TextStream
 from lmchat.parsing.types import OutputDelta, ParsedOutput, ToolCallDelta, collect, new_call_id
@@ -45,17 +46,25 @@ from lmchat.parsing.types import OutputDelta, ParsedOutput, ToolCallDelta, colle
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """A decided region: ``text[:end]`` holds ``calls``, or is plain content when ``calls`` is empty."""
+    """A decided region: ``text[:end]`` holds ``calls``, or is plain content when ``calls`` is empty.
+
+    ``markup``: the region is markup that carries nothing (a channel header, an end-of-message token) and is
+    dropped. ``restart``: after the region the answer counts as starting again, so :meth:`ToolParser.match_start`
+    looks at what follows (xLAM writes its call list right after a ``</think>``).
+    """
 
     end: int
     calls: tuple[FoundCall, ...] = ()
+    markup: bool = False
+    restart: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Open:
     """A committed call: ``text[:start]`` is its markup and its arguments start at ``text[start]``.
 
-    By default they are the JSON object opening there, which the stream reads (and re-serialises) itself; then
+    By default they are the JSON object opening there, which the stream reads (and re-serialises, or passes on as
+    written with ``verbatim``) itself; then
     :meth:`ToolParser.match_rest` reads what follows them, with ``state``. A parser whose arguments are not JSON
     gives ``arguments``, their first fragment (``"{"``), and streams the rest itself through
     :attr:`Rest.arguments`.
@@ -66,6 +75,8 @@ class Open:
     call_id: str | None = None
     state: Any = None
     arguments: str | None = None
+    verbatim: bool = False
+    """The JSON arguments are sent as written (when they are valid) instead of re-serialised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,15 @@ class MatchContext:
     def find_closing(self, text: str, start: int, quotes: str = '"') -> int | None:
         """:func:`lmchat.parsing.scan.find_closing`, resumed from the previous call on this growing text."""
         return self.scanner.find_closing(text, start, quotes)
+
+
+def arguments_open(text: str, pos: int, final: bool) -> bool | None:
+    """Whether the ``{`` at ``text[pos]`` opens JSON arguments a call can be committed at: it is followed (after
+    whitespace) by the ``"`` of a key or by ``}``, or the answer ends there. None while undecided."""
+    after = skip_json_space(text, pos + 1)
+    if after == len(text):
+        return True if final else None
+    return text[after] in '"}'
 
 
 NO_START = Match(0)
@@ -128,6 +148,9 @@ class ToolParser:
     markers: ClassVar[tuple[str, ...]] = ()
     separator: ClassVar[str] = ""
     """Text allowed between two calls, dropped there like whitespace (content anywhere else)."""
+    ends_reasoning: ClassVar[tuple[str, ...]] = ()
+    """Markers that end a reasoning block the prompt opened even without its closing tag (a model that calls a
+    tool straight from its thoughts); they stay in the text, for this parser."""
 
     def parse(self, text: str, tools: Sequence[Mapping[str, Any]] | None = None) -> ParsedOutput:
         """Split a whole answer into content and tool calls (never raises for model output)."""
@@ -218,6 +241,8 @@ class ToolStream(TextStream):
             if match is None or (isinstance(match, Match) and match.end == 0 and not match.calls):
                 return
             self._take(match)
+            if isinstance(match, Match) and match.restart:
+                self._at_start = True
 
     def _is_partial_marker(self) -> bool:
         markers = self._parser.markers
@@ -291,10 +316,13 @@ class ToolStream(TextStream):
             index = self._next_call_index()
             call_id = match.call_id or new_call_id()
             self._out.append(OutputDelta(tool_calls=[ToolCallDelta(index, call_id, match.name, match.arguments or "")]))
-            self._open = _OpenCall(index, match.state, JsonStream() if match.arguments is None else None)
+            json = JsonStream(verbatim=match.verbatim) if match.arguments is None else None
+            self._open = _OpenCall(index, match.state, json)
             return
         region = self._buffer[: match.end]
         self._cut(match.end)
+        if match.markup:
+            return
         if not match.calls:
             self._content(region)
             return

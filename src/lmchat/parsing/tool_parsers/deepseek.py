@@ -15,14 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmchat.parsing.scan import FoundCall, dumps, is_partial, loads, skip_space
-from lmchat.parsing.tool_parsers.base import Match, MatchContext, Open, Rest, ToolParser, plain_until
+from lmchat.parsing.tool_parsers.base import Match, MatchContext, Open, Rest, ToolParser, arguments_open, plain_until
 
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
+CALLS_BEGIN_VARIANTS = (CALLS_BEGIN, "<｜tool_calls_begin｜>", "<｜tool calls begin｜>", "<｜tool\\_calls\\_begin｜>",
+                        "<｜tool▁calls｜>")
+"""How the block opens: the real token, and the spellings distilled or quantised checkpoints write (llama.cpp's
+list)."""
 CALLS_END = "<｜tool▁calls▁end｜>"
 CALL_BEGIN = "<｜tool▁call▁begin｜>"
 CALL_END = "<｜tool▁call▁end｜>"
 SEP = "<｜tool▁sep｜>"
 FENCE = "```"
+BARE_CALL = "function" + SEP
 _LETTERS = re.compile(r"[A-Za-z]*")
 _FENCE = re.compile(r"\A```[A-Za-z]*\s*\n?(.*?)\n?\s*```\s*\Z", re.DOTALL)
 
@@ -63,19 +68,17 @@ def parse_call(inner: str) -> FoundCall | None:
 
 class DeepSeekV3ToolParser(ToolParser):
     name = "deepseek_v3"
-    markers = (CALLS_BEGIN, CALL_BEGIN)
+    markers = (*CALLS_BEGIN_VARIANTS, CALL_BEGIN)
+    ends_reasoning = (*CALLS_BEGIN_VARIANTS, CALL_BEGIN)
 
     def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
-        first_call = skip_space(text, len(CALLS_BEGIN)) if text.startswith(CALLS_BEGIN) else 0
-        opened = open_call(text, first_call, final)
+        opener = next((len(marker) for marker in CALLS_BEGIN_VARIANTS if text.startswith(marker)), 0)
+        opened = open_call(text, skip_space(text, opener) if opener else 0, final)
         if opened is None or isinstance(opened, Open):
             return opened
-        if text.startswith(CALLS_BEGIN):
-            body_start, closing = len(CALLS_BEGIN), text.find(CALLS_END)
-            end = closing + len(CALLS_END) if closing != -1 else len(text)
-        else:  # a call without the block marker: up to the block end, or the end of the answer
-            body_start, closing = 0, text.find(CALLS_END)
-            end = closing + len(CALLS_END) if closing != -1 else len(text)
+        # read whole: the block (or a call without the block marker) up to the block end, or the end of the answer
+        body_start, closing = opener, text.find(CALLS_END)
+        end = closing + len(CALLS_END) if closing != -1 else len(text)
         if closing == -1 and not final:
             return None
         body = text[body_start : closing if closing != -1 else len(text)]
@@ -133,11 +136,14 @@ def _limit(text: str, pos: int) -> int:
 def open_call(text: str, pos: int, final: bool) -> Open | bool | None:
     """The call opening at ``text[pos]``, committed at the ``{`` after its name; None while undecided, False when
     it can only be read whole."""
-    if pos == len(text) or is_partial(text[pos:], CALL_BEGIN):
+    if pos == len(text) or is_partial(text[pos:], CALL_BEGIN) or is_partial(text[pos:], BARE_CALL):
         return None if not final else False
-    if not text.startswith(CALL_BEGIN, pos):
+    if text.startswith(CALL_BEGIN, pos):
+        start = pos + len(CALL_BEGIN)
+    elif text.startswith(BARE_CALL, pos):  # llama.cpp: distilled checkpoints may leave the call's token out
+        start = pos
+    else:
         return False
-    start = pos + len(CALL_BEGIN)
     limit = _limit(text, start)
     end = len(text) if limit == -1 else limit
     undecided = None if limit == -1 and not final else False
@@ -150,7 +156,7 @@ def open_call(text: str, pos: int, final: bool) -> Open | bool | None:
         return undecided
     if text[brace] == "{":  # V3.1: name<sep>{...}
         name = text[start:sep].strip()
-        return Open(brace, name, state=_Call(fenced=False)) if name else False
+        return _open_at(text, brace, name, _Call(fenced=False), final) if name else False
     newline = text.find("\n", after, end)  # V3: function<sep>name\n```json\n{...}\n```
     if newline == -1:
         return undecided
@@ -166,7 +172,14 @@ def open_call(text: str, pos: int, final: bool) -> Open | bool | None:
         cursor = skip_space(text, cursor)
     if cursor >= end:
         return undecided
-    return Open(cursor, name, state=_Call(fenced)) if text[cursor] == "{" else False
+    return _open_at(text, cursor, name, _Call(fenced), final) if text[cursor] == "{" else False
+
+
+def _open_at(text: str, brace: int, name: str, state: _Call, final: bool) -> Open | bool | None:
+    """The call committed at the JSON arguments opening at ``text[brace]`` (kept as written, as DeepSeek's
+    reference parser does)."""
+    opens = arguments_open(text, brace, final)
+    return Open(brace, name, state=state, verbatim=True) if opens else opens
 
 
 def _between(text: str, final: bool) -> Rest | Open | None:

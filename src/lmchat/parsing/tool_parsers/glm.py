@@ -17,7 +17,7 @@ from typing import Any
 
 from lmchat.parsing.scan import FoundCall, call_from_object, dumps, loads, skip_space
 from lmchat.parsing.schema import ToolSchemas, coerce_value
-from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, Open, Rest, ToolParser
+from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, Open, Rest, ToolParser, arguments_open
 from lmchat.parsing.tool_parsers.hermes import ODD, region_limit, rest_of_tag, tagged_body
 
 _GLM4_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
@@ -44,6 +44,9 @@ class Glm4ToolParser(ToolParser):
             return None if not final else NO_START
         if text[brace] != "{":
             return NO_START
+        opens = arguments_open(text, brace, final)
+        if not opens:
+            return None if opens is None else NO_START
         return Open(brace, name.group())
 
 

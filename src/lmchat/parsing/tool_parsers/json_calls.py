@@ -13,6 +13,7 @@ from lmchat.parsing.scan import (
     CallHead,
     call_from_object,
     call_head,
+    is_partial,
     loads,
     skip_json_space,
 )
@@ -31,13 +32,16 @@ class CallList:
     in_object: bool = True
     skip_other: bool = False
     require_arguments: bool = False
+    closer: str = ""
+    """Markup the list is followed by (``</tool_calls>``, a fence's closing backticks), dropped with it."""
 
 
 def open_call(
-    text: str, pos: int, state: Any, end: int | None = None, first_keys: tuple[str, ...] = HEAD_KEYS
+    text: str, pos: int, state: Any, end: int | None = None, first_keys: tuple[str, ...] = HEAD_KEYS,
+    final: bool = False,
 ) -> Open | bool | None:
     """:func:`lmchat.parsing.scan.call_head` of the object at ``text[pos]``, as an :class:`Open` with ``state``."""
-    head = call_head(text, pos, end, first_keys)
+    head = call_head(text, pos, end, first_keys, final)
     if isinstance(head, CallHead):
         return Open(head.start, head.name, head.call_id, state)
     return head
@@ -85,14 +89,14 @@ def list_rest(text: str, final: bool, ctx: MatchContext, state: CallList, broken
     if pos == len(text):
         return None if not final else Rest(pos)
     if text[pos] == "]":
-        return Rest(pos + 1)
+        return after_list(text, pos + 1, final, state.closer)
     if text[pos] != ",":
         return Rest(0)
     entry = skip_json_space(text, pos + 1)
     if entry == len(text):
         return None if not final else Rest(0)
     if text[entry] == "{":
-        head = open_call(text, entry, replace(state, in_object=True))
+        head = open_call(text, entry, replace(state, in_object=True), final=final)
         if isinstance(head, Open) or (head is None and not final):
             return head
         end = ctx.find_closing(text, entry)
@@ -110,3 +114,15 @@ def list_rest(text: str, final: bool, ctx: MatchContext, state: CallList, broken
     if stream.state == DONE:
         return Rest(entry + used, more=state)
     return None if stream.state == OPEN and not final else Rest(0)
+
+
+def after_list(text: str, end: int, final: bool, closer: str) -> Rest | None:
+    """The list ended at ``text[:end]``: its region goes on over space and ``closer``, when that follows."""
+    if not closer:
+        return Rest(end)
+    pos = skip_json_space(text, end)
+    if text.startswith(closer, pos):
+        return Rest(pos + len(closer))
+    if not final and (pos == len(text) or is_partial(text[pos:], closer)):
+        return None
+    return Rest(end)

@@ -45,7 +45,7 @@ def one_call(text: str, pos: int, final: bool, ctx: MatchContext) -> tuple[Found
 def object_call(text: str, pos: int, final: bool, ctx: MatchContext) -> Match | Open | None:
     """The call object at ``text[pos]``: committed at its name, or read whole; a content match when it is not
     a call."""
-    head = open_call(text, pos, CALL_OBJECT, first_keys=FIRST_KEYS)
+    head = open_call(text, pos, CALL_OBJECT, first_keys=FIRST_KEYS, final=final)
     if isinstance(head, Open) or (head is None and not final):
         return head
     found = one_call(text, pos, final, ctx)
@@ -68,7 +68,7 @@ class Llama3JsonToolParser(ToolParser):
             return None if not final else NO_START
         if text[item] != "{":
             return NO_START
-        head = open_call(text, item, CallList(require_arguments=True))
+        head = open_call(text, item, CallList(require_arguments=True), final=final)
         if isinstance(head, Open) or (head is None and not final):
             return head
         end = ctx.find_closing(text, 0)

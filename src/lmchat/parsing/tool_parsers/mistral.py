@@ -22,7 +22,7 @@ from lmchat.parsing.scan import (
     skip_json_space,
     skip_space,
 )
-from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, Open, Rest, ToolParser
+from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, Open, Rest, ToolParser, arguments_open
 from lmchat.parsing.tool_parsers.json_calls import CALL_OBJECT, CallList, list_rest, object_rest, open_call
 
 MARKER = "[TOOL_CALLS]"
@@ -52,7 +52,7 @@ class MistralToolParser(ToolParser):
         if obj == len(text):
             return None if not final else NO_START
         if text[obj] == "{":
-            head = open_call(text, obj, CallList() if obj else CALL_OBJECT)
+            head = open_call(text, obj, CallList() if obj else CALL_OBJECT, final=final)
             if isinstance(head, Open) or (head is None and not final):
                 return head
         state = first_key_state(text, obj, ("name", "arguments")) if text[obj] == "{" else False
@@ -94,7 +94,7 @@ class MistralToolParser(ToolParser):
         if obj == len(text) and not final:
             return None
         if obj < len(text) and text[obj] == "{":
-            head = open_call(text, obj, CALL_OBJECT if obj == pos else CallList(skip_other=True))
+            head = open_call(text, obj, CALL_OBJECT if obj == pos else CallList(skip_other=True), final=final)
             if isinstance(head, Open) or (head is None and not final):
                 return head
         end = ctx.find_closing(text, pos)
@@ -122,7 +122,10 @@ class MistralToolParser(ToolParser):
             cursor = skip_space(text, cursor + len(ARGS))
         if cursor == len(text) or text[cursor] != "{":
             return None if cursor == len(text) and not final else Match(pos)
-        return Open(cursor, name.group(), call_id, _NAMED)
+        opens = arguments_open(text, cursor, final)
+        if not opens:
+            return None if opens is None else Match(pos)
+        return Open(cursor, name.group(), call_id, _NAMED, verbatim=True)
 
     @staticmethod
     def _undecided(text: str, cursor: int, follows: tuple[str, ...]) -> bool:

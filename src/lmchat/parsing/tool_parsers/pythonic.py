@@ -20,30 +20,39 @@ import ast
 import keyword
 import re
 import unicodedata
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
-from lmchat.parsing.scan import MISMATCH, BracketScanner, FoundCall, dumps
+from lmchat.parsing.scan import MISMATCH, BracketScanner, FoundCall, dumps, is_partial
 from lmchat.parsing.tool_parsers.base import NO_START, Match, MatchContext, Open, Rest, ToolParser
-from lmchat.parsing.tool_parsers.hermes import ODD, region_limit, rest_of_tag, tagged_body
+from lmchat.parsing.tool_parsers.hermes import region_limit, rest_of_tag, tagged_body
 
 START = "<|python_start|>"
 END = "<|python_end|>"
+
+
+@dataclass(frozen=True, slots=True)
+class Tags:
+    """The tags a family writes its calls between; ``bracketed``: the calls form a Python list (``[a(), b()]``),
+    else they follow one another, one per line (OLMo 3)."""
+
+    start: str
+    end: str
+    bracketed: bool = True
+
+
+LLAMA4 = Tags(START, END)
 _CALL_OPENING = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 _PLAUSIBLE_PREFIX = re.compile(r"\[\s*(?:[A-Za-z_][\w.]*\s*)?\Z")
 _SPACE = re.compile(r"[ \t\f\r\n]*")  # what Python skips between tokens inside brackets
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*")
 _IDENTIFIER = re.compile(r"[^\W\d]\w*")
-_TAG_END = "tag end"
-"""State of a tagged list after its ``]``: space, then ``<|python_end|>``."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Arguments:
     """State of a committed call: ``text`` starts right after its ``(`` (``first``) or at the ``,`` or ``)`` that
-    ends an argument. ``tagged``: the list stands between ``<|python_start|>`` and ``<|python_end|>``."""
+    ends an argument. ``tagged``: the tags the calls stand between (None: a list opening the answer)."""
 
-    tagged: bool
+    tagged: Tags | None
     first: bool = True
 
 
@@ -51,7 +60,21 @@ class _Arguments:
 class _AfterCall:
     """State after a call's ``)``: the next call or the list's end."""
 
-    tagged: bool
+    tagged: Tags | None
+
+
+@dataclass(frozen=True, slots=True)
+class _TagEnd:
+    """State of a tagged list after its ``]``: space, then the end tag."""
+
+    tags: Tags
+
+
+@dataclass(frozen=True, slots=True)
+class _Odd:
+    """The calls could not be read further: content up to the end tag."""
+
+    tags: Tags
 
 
 def parse_call_list(source: str) -> tuple[FoundCall, ...] | None:
@@ -63,6 +86,18 @@ def parse_call_list(source: str) -> tuple[FoundCall, ...] | None:
     if not isinstance(node, ast.List) or not node.elts:
         return None
     calls = [_call(element) for element in node.elts]
+    return tuple(calls) if all(calls) else None  # type: ignore[arg-type]
+
+
+def parse_call_lines(source: str) -> tuple[FoundCall, ...] | None:
+    """The calls of Python call expressions written one per line; None when ``source`` is anything else."""
+    try:
+        body = ast.parse(source.strip(), mode="exec").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    if not body or not all(isinstance(node, ast.Expr) for node in body):
+        return None
+    calls = [_call(node.value) for node in body]  # type: ignore[attr-defined]
     return tuple(calls) if all(calls) else None  # type: ignore[arg-type]
 
 
@@ -173,16 +208,18 @@ def _balanced(source: str) -> bool:
 
 class PythonicToolParser(ToolParser):
     name = "pythonic"
+    tags: ClassVar[Tags] = LLAMA4
     markers = (START,)
+    list_at_start: ClassVar[bool] = True
 
     def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
-        if not text.startswith("["):
+        if not self.list_at_start or not text.startswith("["):
             return NO_START
         head = _call_head(text, 1, len(text), final)
         if head is None:
             return None
         if head:
-            return Open(head[1], head[0], state=_Arguments(tagged=False), arguments="{")
+            return Open(head[1], head[0], state=_Arguments(tagged=None), arguments="{")
         if not _CALL_OPENING.match(text):
             undecided = _PLAUSIBLE_PREFIX.match(text) and not final
             return None if undecided else NO_START
@@ -193,48 +230,71 @@ class PythonicToolParser(ToolParser):
         return Match(end, calls) if calls else NO_START
 
     def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
-        limit = region_limit(text, START, END)
+        tags = self.tags
+        limit = region_limit(text, tags.start, tags.end)
         end = len(text) if limit == -1 else limit
         decide = final or limit != -1
-        bracket = _skip(text, len(START), end)
-        if bracket == end:
+        first = _skip(text, len(tags.start), end)
+        if first == end:
             head = False if decide else None
+        elif tags.bracketed:
+            head = _call_head(text, first + 1, end, decide) if text[first] == "[" else False
         else:
-            head = _call_head(text, bracket + 1, end, decide) if text[bracket] == "[" else False
+            head = _call_head(text, first, end, decide)
         if head is None:
             return None
         if head:
-            return Open(head[1], head[0], state=_Arguments(tagged=True), arguments="{")
-        region = tagged_body(text, START, END, final)
+            return Open(head[1], head[0], state=_Arguments(tagged=tags), arguments="{")
+        region = tagged_body(text, tags.start, tags.end, final)
         if region is None:
             return None
         body, region_end = region
-        calls = parse_call_list(body)
+        calls = parse_call_list(body) if tags.bracketed else parse_call_lines(body)
         return Match(region_end, calls) if calls else Match(region_end)
 
     def match_rest(self, text: str, final: bool, ctx: MatchContext, state: Any, broken: bool) -> Rest | Open | None:
-        if state == ODD:
-            return rest_of_tag(text, final, START, END)
-        if state == _TAG_END:
-            return _tag_end(text, final)
-        limit = ctx.scanner.find_first(text, (END, START)) if state.tagged else -1  # where the tag's region ends
+        if isinstance(state, _Odd):
+            rest = rest_of_tag(text, final, state.tags.start, state.tags.end)
+            return replace(rest, more=state) if rest is not None and rest.more is not None else rest
+        if isinstance(state, _TagEnd):
+            return _tag_end(text, final, state.tags)
+        tags = state.tagged
+        limit = ctx.scanner.find_first(text, (tags.end, tags.start)) if tags else -1  # where the tag's region ends
         if isinstance(state, _AfterCall):
             return _after_call(text, final, state, limit)
         return _argument(text, final, ctx, state, limit)
 
 
-def _cut_marker(text: str, pos: int, final: bool) -> bool:
+class Lfm2ToolParser(PythonicToolParser):
+    """LFM2 (Liquid): ``<|tool_call_start|>[f(a=1), g()]<|tool_call_end|>``."""
+
+    name = "lfm2"
+    tags = Tags("<|tool_call_start|>", "<|tool_call_end|>")
+    markers = (tags.start,)
+    list_at_start = False
+
+
+class Olmo3ToolParser(PythonicToolParser):
+    """OLMo 3: ``<function_calls>f(a=1)\ng(b=2)</function_calls>``, one call per line."""
+
+    name = "olmo3"
+    tags = Tags("<function_calls>", "</function_calls>", bracketed=False)
+    markers = (tags.start,)
+    list_at_start = False
+
+
+def _cut_marker(text: str, pos: int, final: bool, tags: Tags) -> bool:
     """True when ``text`` may still grow and ends, from ``pos``, with the start of a tag (which may end the list)."""
     size = len(text) - pos
-    if final or not 0 < size < len(START):
+    if final or not 0 < size < len(tags.start) + len(tags.end):
         return False
     tail = text[pos:]
-    return START.startswith(tail) or (size < len(END) and END.startswith(tail))
+    return is_partial(tail, tags.start) or is_partial(tail, tags.end)
 
 
-def _stop(at: int, tagged: bool, arguments: str = "") -> Rest:
+def _stop(at: int, tagged: Tags | None, arguments: str = "") -> Rest:
     """The list's reading ends at ``text[at]``: what follows is content (in the tagged form, up to the tag's end)."""
-    return Rest(at, arguments=arguments, more=ODD if tagged else None)
+    return Rest(at, arguments=arguments, more=_Odd(tagged) if tagged else None)
 
 
 def _argument(text: str, final: bool, ctx: MatchContext, state: _Arguments, limit: int) -> Rest | None:
@@ -245,7 +305,7 @@ def _argument(text: str, final: bool, ctx: MatchContext, state: _Arguments, limi
     if not state.first and text.startswith(","):
         pos = 1
     pos = _skip(text, pos, end)
-    if state.tagged and _cut_marker(text, pos, final):
+    if state.tagged and _cut_marker(text, pos, final, state.tagged):
         return None
     if pos == end:  # the answer or the tag ends here: nothing is lost but closing markup
         return None if not decide else _stop(pos, state.tagged, "}")
@@ -275,39 +335,50 @@ def _argument(text: str, final: bool, ctx: MatchContext, state: _Arguments, limi
 
 
 def _after_call(text: str, final: bool, state: _AfterCall, limit: int) -> Rest | Open | None:
-    """After a call's ``)``: ``, name(`` opens the next call, ``]`` ends the list."""
+    """After a call's ``)``: ``, name(`` opens the next call, ``]`` ends the list (calls one per line: the next
+    call's name, or the end tag)."""
     end = len(text) if limit == -1 else limit
     decide = final or limit != -1
+    tags = state.tagged
     pos = _skip(text, 0, end)
+    if tags is not None and _cut_marker(text, pos, final, tags):
+        return None
     if pos == end:
-        return None if not decide else _stop(pos, state.tagged)
+        if tags is not None and not tags.bracketed and limit != -1 and text.startswith(tags.end, limit):
+            return Rest(limit + len(tags.end))
+        return None if not decide else _stop(pos, tags)
+    if tags is not None and not tags.bracketed:
+        head = _call_head(text, pos, end, decide) if pos else False
+        if head is None:
+            return None
+        return Open(head[1], head[0], state=_Arguments(tags), arguments="{") if head else _stop(pos, tags)
     after = pos
     if text[pos] == ",":
         after = _skip(text, pos + 1, end)
-        if state.tagged and _cut_marker(text, after, final):
+        if tags is not None and _cut_marker(text, after, final, tags):
             return None
         if after == end:  # a trailing "," (Python allows one) is closing markup too
-            return None if not decide else _stop(after, state.tagged)
+            return None if not decide else _stop(after, tags)
     if text[after] == "]":
-        return Rest(after + 1, more=_TAG_END if state.tagged else None)
+        return Rest(after + 1, more=_TagEnd(tags) if tags else None)
     if after == pos:
-        return _stop(pos, state.tagged)
+        return _stop(pos, tags)
     head = _call_head(text, after, end, decide)
     if head is None:
         return None
     if not head:
-        return _stop(pos, state.tagged)
-    return Open(head[1], head[0], state=_Arguments(state.tagged), arguments="{")
+        return _stop(pos, tags)
+    return Open(head[1], head[0], state=_Arguments(tags), arguments="{")
 
 
-def _tag_end(text: str, final: bool) -> Rest | None:
-    """After a tagged list's ``]``: space, then ``<|python_end|>`` (or the next ``<|python_start|>``, or the end);
-    anything else is content up to the tag's end."""
+def _tag_end(text: str, final: bool, tags: Tags) -> Rest | None:
+    """After a tagged list's ``]``: space, then the end tag (or the next start tag, or the end); anything else is
+    content up to the tag's end."""
     pos = _skip(text, 0, len(text))
-    if text.startswith(END, pos):
-        return Rest(pos + len(END))
-    if text.startswith(START, pos):
+    if text.startswith(tags.end, pos):
+        return Rest(pos + len(tags.end))
+    if text.startswith(tags.start, pos):
         return Rest(pos)
     if pos == len(text):
         return None if not final else Rest(pos)
-    return None if _cut_marker(text, pos, final) else Rest(pos, more=ODD)
+    return None if _cut_marker(text, pos, final, tags) else Rest(pos, more=_Odd(tags))

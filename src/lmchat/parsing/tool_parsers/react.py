@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from lmchat.parsing.scan import is_partial, skip_space
-from lmchat.parsing.tool_parsers.base import Match, MatchContext, Open, ToolParser
+from lmchat.parsing.tool_parsers.base import Match, MatchContext, Open, ToolParser, arguments_open
 
 ACTION = "Action:"
 INPUT = "Action Input:"
@@ -43,4 +43,7 @@ class ReactToolParser(ToolParser):
             return None if not final else reject
         if text[brace] != "{":
             return reject
+        opens = arguments_open(text, brace, final)
+        if not opens:
+            return None if opens is None else reject
         return Open(brace, name.group())
