@@ -64,7 +64,7 @@ _LAST_NUMBER = re.compile(r"^([0-9]+|0[xX][0-9a-fA-F]*)$")
 def refusal_reason(address: IPAddress) -> str | None:
     """Why ``address`` is not a public internet address (e.g. "a loopback address"), or None if it is one."""
     if isinstance(address, IPv6Address):
-        embedded = _embedded_ipv4(address)
+        embedded = embedded_ipv4(address)
         if embedded is not None:
             reason = refusal_reason(embedded)
             return f"{reason} (carried in the IPv6 address {address})" if reason else None
@@ -80,8 +80,10 @@ def refusal_reason(address: IPAddress) -> str | None:
     return None
 
 
-def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
+def embedded_ipv4(address: IPAddress) -> IPv4Address | None:
     """The IPv4 address an IPv6 address stands for (mapped, compatible, NAT64, 6to4), if it stands for one."""
+    if not isinstance(address, IPv6Address):
+        return None
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:

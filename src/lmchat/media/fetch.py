@@ -172,7 +172,7 @@ def _answer(response: httpcore.Response, target: Target, kind: MediaKind, policy
         raise media_error(param, f"{origin} came compressed ('{encoding}'), which is not accepted for media.")
     declared = headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > policy.max_bytes:
-        raise media_error(param, f"{origin} is {int(declared):,} bytes, more than the {policy.max_bytes:,} allowed; "
+        raise media_error(param, f"{origin} is {int(declared):,} bytes, more than the {policy.max_bytes:,} bytes allowed; "
                                  "send a smaller file.")
     data = _read_capped(response.iter_stream(), policy.max_bytes, origin, param)
     return Fetched(data, headers.get("content-type"), target.shown)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,9 @@ class FetchPolicy(BaseModel):
     allow_private_addresses: bool = Field(
         False, description="Fetch from loopback, private, link-local and other non-public addresses too."
     )
+    allowed_private_networks: tuple[IPv4Network | IPv6Network, ...] = Field(
+        (), description="Non-public address ranges that may be fetched from (e.g. an internal store's 10.1.2.0/24)."
+    )
     max_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest media file read, in bytes.")
     timeout_s: float = Field(30.0, gt=0, description="Longest a fetch may take in all (redirects included), s.")
     max_redirects: int = Field(5, ge=0, description="Most redirects followed for one URL.")
@@ -75,6 +79,13 @@ class FetchPolicy(BaseModel):
             value = value.split(",")
         return tuple(normalise_domain(str(item)) for item in value if str(item).strip())
 
+    @field_validator("allowed_private_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FetchPolicy:
         """Validate ``values``; an unknown key or a bad value raises ConfigError naming it."""
@@ -94,6 +105,10 @@ class FetchPolicy(BaseModel):
     def domain_trusted(self, host: str) -> bool:
         """Whether ``host`` may resolve to a non-public address: named in the list, or private addresses allowed."""
         return self.allow_private_addresses or (self.allowed_domains is not None and self.domain_allowed(host))
+
+    def network_allowed(self, address: IPv4Address | IPv6Address) -> bool:
+        """Whether a non-public ``address`` lies in one of ``allowed_private_networks``."""
+        return any(address.version == net.version and address in net for net in self.allowed_private_networks)
 
 
 def normalise_domain(entry: str) -> str:

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from lmchat.media.addresses import IPAddress, parse_ip_literal, refusal_reason
+from lmchat.media.addresses import IPAddress, embedded_ipv4, parse_ip_literal, refusal_reason
 from lmchat.media.kinds import MediaKind, media_error
 from lmchat.media.policy import FetchPolicy
 
@@ -98,12 +98,13 @@ def resolve_target(target: Target, kind: MediaKind, policy: FetchPolicy, param: 
         return addresses
     for address in addresses:
         reason = refusal_reason(address)
-        if reason:
+        if reason and not policy.network_allowed(embedded_ipv4(address) or address):
             via = "is" if target.address is not None else f"resolves to {address}, which is"
             raise media_error(
                 param,
                 f"The {kind} URL '{target.shown}' {via} {reason}; media is only fetched from public addresses. "
-                "A server's operator can allow such hosts with --allowed-media-domains or allow_private_addresses.",
+                "A server's operator can allow such hosts with --allowed-media-domains, allowed_private_networks or "
+                "allow_private_addresses.",
             )
     return addresses
 
