@@ -88,6 +88,8 @@ def decode_audio(blob: MediaBytes, options: MediaOptions, param: str | None = No
             return _decode_with_av(blob, options, origin, str(exc).rsplit(": ", 1)[-1], param)
         raise media_error(param, f"{origin} is broken or truncated ({str(exc).rsplit(': ', 1)[-1]}); send the "
                                  "complete file.") from None
+    if len(samples) == 0:
+        raise media_error(param, f"{origin} holds no audio samples (is it truncated?); send the complete file.")
     if len(samples) < declared * (1 - _TRUNCATION_TOLERANCE):
         raise media_error(param, f"{origin} ends after {len(samples)} of the {declared} samples it declares: the "
                                  "file is truncated; send the complete file.")
@@ -124,9 +126,9 @@ def _decode_with_av(blob: MediaBytes, options: MediaOptions, origin: str, soundf
     except av.error.FFmpegError as exc:
         raise media_error(param, f"{origin} is not audio that soundfile or PyAV can read ({soundfile_reason}; "
                                  f"{str(exc).split('] ', 1)[-1]}). {FORMAT_HINTS['audio']}") from None
-    if not chunks:
-        raise media_error(param, f"{origin} holds no audio samples.")
-    waveform = np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32)
+    waveform = np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if waveform.size == 0:
+        raise media_error(param, f"{origin} holds no audio samples (is it truncated?); send the complete file.")
     if declared is not None and waveform.size < declared * rate * (1 - _TRUNCATION_TOLERANCE) - rate * 0.1:
         raise media_error(param, f"{origin} ends after {waveform.size / rate:.2f} of the {declared:.2f} s it "
                                  "declares: the file is truncated; send the complete file.")

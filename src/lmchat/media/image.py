@@ -109,10 +109,12 @@ def to_rgb(image: Any) -> Any:
 
 
 def fitted_size(width: int, height: int, max_pixels: int, min_pixels: int) -> tuple[int, int]:
-    """LLaMA-Factory's size for a ``width`` x ``height`` image under the pixel budget."""
+    """LLaMA-Factory's size for a ``width`` x ``height`` image under the pixel budget (no side below 1)."""
     if width * height > max_pixels:
         factor = math.sqrt(max_pixels / (width * height))
         width, height = max(1, int(width * factor)), max(1, int(height * factor))
+        if width * height > max_pixels:  # a side was held at 1: the other one takes what the budget leaves
+            width, height = (max_pixels // height, height) if height < width else (width, max_pixels // width)
     if width * height < min_pixels:
         factor = math.sqrt(min_pixels / (width * height))
         width, height = max(1, int(width * factor)), max(1, int(height * factor))

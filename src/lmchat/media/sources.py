@@ -138,10 +138,11 @@ def read_local(path: str, kind: MediaKind, policy: FetchPolicy, param: str | Non
         raise media_error(param, f"The {kind} file '{shown}' does not exist.") from None
     except OSError as exc:
         raise media_error(param, f"The {kind} file '{shown}' cannot be opened: {exc.strerror}.") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise media_error(param, f"'{shown}' is not a regular file.")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise media_error(param, f"'{shown}' is not a regular file.")
         if info.st_size > policy.max_bytes:
             raise media_error(param, f"The {kind} file '{shown}' is {info.st_size:,} bytes, more than the "
                                      f"{policy.max_bytes:,} allowed.")

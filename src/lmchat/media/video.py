@@ -130,11 +130,11 @@ def _decode_frames(container: Any, stream: Any, indices: Sequence[int], total: i
                 if len(frames) == len(indices):
                     break
     except av.error.FFmpegError as exc:
-        raise media_error(param, f"{origin} is damaged at frame {seen} ({_reason(exc)}); send the complete "
-                                 "file.") from None
+        raise media_error(param, f"{origin} is damaged or truncated: decoding stopped after {seen} of the {total} "
+                                 f"frames it declares ({_reason(exc)}); send the complete file.") from None
     if len(frames) < len(indices):
-        raise media_error(param, f"{origin} ends after {seen} of the {total} frames it declares: the file is "
-                                 "truncated; send the complete file.")
+        raise media_error(param, f"{origin} is truncated: decoding stopped after {seen} of the {total} frames it "
+                                 "declares; send the complete file.")
     return frames
 
 
