@@ -395,7 +395,37 @@ def test_broken_and_truncated_videos_are_refused(loader):
     with raises("videos[0]", "not a video PyAV can read"):
         loader.load_video(b"\x00garbage" * 100, param="videos[0]")
     with raises("videos[0]", "has no video stream"):
+        loader.load_video(m4a_bytes(), param="videos[0]")  # an MP4 with only sound
+    with raises("videos[0]", r"not a video PyAV can read, or it is truncated \(Invalid argument\)"):
         loader.load_video(audio_bytes("WAV"), param="videos[0]")
+
+
+def test_playlists_cannot_make_ffmpeg_read_other_files(loader, tmp_path, monkeypatch):
+    """An ffconcat/HLS "video" names files FFmpeg would open itself, past allowed_local_media_path."""
+    (tmp_path / "secret.mp4").write_bytes(video_bytes())
+    monkeypatch.chdir(tmp_path)
+    playlists = [b"ffconcat version 1.0\nfile 'secret.mp4'\n",
+                 b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nsecret.mp4\n#EXT-X-ENDLIST\n"]
+    strict = MediaLoader()  # no local files at all
+    for playlist in playlists:
+        with raises("videos[0]", "not a video PyAV can read"):
+            strict.load_video(playlist, param="videos[0]")
+        with raises("videos[0]", "not a video PyAV can read"):
+            strict.load_video(data_url("video/mp4", playlist), param="videos[0]")
+        with raises("audios[0]", "not audio that soundfile or PyAV can read"):
+            strict.load_audio(playlist, param="audios[0]")
+    assert strict.load_video(video_bytes()).frame_indices == (0, 6, 12, 18, 24)  # plain files still open
+
+
+def test_only_common_raster_formats_reach_pillow(loader):
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 20), RED).save(buffer, "EPS")  # Pillow would hand it to Ghostscript
+    with raises("images[0]", "is not an image Pillow can read"):
+        loader.load_image(buffer.getvalue(), param="images[0]")
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 20), RED).save(buffer, "PCX")
+    with raises("images[0]", "is not an image Pillow can read"):
+        loader.load_image(buffer.getvalue(), param="images[0]")
 
 
 def test_video_limits(loader):

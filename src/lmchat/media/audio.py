@@ -9,9 +9,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from lmchat.media.kinds import FORMAT_HINTS, media_error
+from lmchat.media.kinds import AUDIO_DEMUXERS, FORMAT_HINTS, ffmpeg_options, media_error
 from lmchat.media.options import MediaOptions
 from lmchat.media.sources import MediaBytes
+from lmchat.media.video import ffmpeg_reason
 
 # A decode that ends this much short of the length the file declares means the file is truncated.
 _TRUNCATION_TOLERANCE = 0.02
@@ -114,7 +115,7 @@ def _decode_with_av(blob: MediaBytes, options: MediaOptions, origin: str, soundf
     import numpy as np
 
     try:
-        with av.open(io.BytesIO(blob.data), "r") as container:
+        with av.open(io.BytesIO(blob.data), "r", options=ffmpeg_options(AUDIO_DEMUXERS)) as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise media_error(param, f"{origin} has no audio track. {FORMAT_HINTS['audio']}")
@@ -125,7 +126,7 @@ def _decode_with_av(blob: MediaBytes, options: MediaOptions, origin: str, soundf
             chunks = _decode_planar(container, stream, rate, options, origin, param)
     except av.error.FFmpegError as exc:
         raise media_error(param, f"{origin} is not audio that soundfile or PyAV can read ({soundfile_reason}; "
-                                 f"{str(exc).split('] ', 1)[-1]}). {FORMAT_HINTS['audio']}") from None
+                                 f"{ffmpeg_reason(exc)}). {FORMAT_HINTS['audio']}") from None
     waveform = np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if waveform.size == 0:
         raise media_error(param, f"{origin} holds no audio samples (is it truncated?); send the complete file.")

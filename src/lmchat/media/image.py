@@ -15,6 +15,10 @@ from typing import Any
 from lmchat.media.kinds import FORMAT_HINTS, media_error
 from lmchat.media.sources import MediaBytes
 
+# The Pillow plugins untrusted files may reach: common raster formats only. EPS (which runs Ghostscript), WMF,
+# PSD, FITS and the other rare plugins stay out.
+SAFE_IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "DIB", "TIFF", "ICO", "PPM", "TGA", "AVIF", "QOI")
+
 
 def pil() -> Any:
     """The PIL.Image module, or a MissingDependencyError naming the extra."""
@@ -51,7 +55,7 @@ def decode_image(blob: MediaBytes, max_decoded_pixels: int, param: str | None = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
         try:
-            image = Image.open(io.BytesIO(blob.data))
+            image = Image.open(io.BytesIO(blob.data), formats=_available_formats(Image))
             _check_size(image.size, max_decoded_pixels, blob.origin, param)
             image.load()
             return ImageOps.exif_transpose(image)
@@ -63,6 +67,11 @@ def decode_image(blob: MediaBytes, max_decoded_pixels: int, param: str | None = 
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise media_error(param, f"{_cap(blob.origin)} is broken or truncated ({exc}); send the complete "
                                      "file.") from None
+
+
+def _available_formats(Image: Any) -> list[str]:
+    Image.init()
+    return [name for name in SAFE_IMAGE_FORMATS if name in Image.OPEN]
 
 
 def image_from_object(value: Any, param: str | None = None) -> Any:

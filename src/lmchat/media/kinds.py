@@ -19,6 +19,17 @@ _EXTRA_TYPES: dict[str, frozenset[str]] = {
 }
 _ALSO_TOP_LEVEL: dict[str, frozenset[str]] = {"image": frozenset(), "video": frozenset(), "audio": frozenset({"video"})}
 
+# The FFmpeg demuxers untrusted files may reach (format_whitelist), and no protocol for nested opens: playlists
+# (concat, HLS) and external references would otherwise make FFmpeg read other files or URLs.
+VIDEO_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,ogg,asf,gif"
+AUDIO_DEMUXERS = VIDEO_DEMUXERS + ",mp3,aac,wav,w64,flac,amr,aiff,caf"
+
+
+def ffmpeg_options(demuxers: str) -> dict[str, str]:
+    """The options every PyAV open of untrusted bytes gets."""
+    return {"format_whitelist": demuxers, "protocol_whitelist": "none", "enable_drefs": "0"}
+
+
 FORMAT_HINTS: dict[str, str] = {
     "image": "Send a PNG, JPEG, WebP, GIF, BMP or TIFF image.",
     "video": "Send an MP4, WebM, MKV, MOV or AVI video, or a list of frames.",

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lmchat.media.kinds import FORMAT_HINTS, media_error
+from lmchat.media.kinds import FORMAT_HINTS, VIDEO_DEMUXERS, ffmpeg_options, media_error
 from lmchat.media.options import MediaOptions
 from lmchat.media.sources import MediaBytes
 
@@ -61,9 +62,9 @@ def decode_video(blob: MediaBytes, options: MediaOptions, param: str | None = No
     av = _av()
     origin = blob.origin[:1].upper() + blob.origin[1:]
     try:
-        container = av.open(io.BytesIO(blob.data), "r")
+        container = av.open(io.BytesIO(blob.data), "r", options=ffmpeg_options(VIDEO_DEMUXERS))
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise media_error(param, f"{origin} is not a video PyAV can read, or it is truncated ({_reason(exc)}). "
+        raise media_error(param, f"{origin} is not a video PyAV can read, or it is truncated ({ffmpeg_reason(exc)}). "
                                  f"{FORMAT_HINTS['video']}") from None
     with container:
         stream = next((s for s in container.streams if s.type == "video"), None)
@@ -111,7 +112,7 @@ def _count_frames(container: Any, stream: Any, origin: str, param: str | None) -
         count = sum(1 for packet in container.demux(stream) if packet.size)
         container.seek(0)
     except av.error.FFmpegError as exc:
-        raise media_error(param, f"{origin} is damaged ({_reason(exc)}); send the complete file.") from None
+        raise media_error(param, f"{origin} is damaged ({ffmpeg_reason(exc)}); send the complete file.") from None
     if count == 0:
         raise media_error(param, f"{origin} has no frames.")
     return count
@@ -131,13 +132,15 @@ def _decode_frames(container: Any, stream: Any, indices: Sequence[int], total: i
                     break
     except av.error.FFmpegError as exc:
         raise media_error(param, f"{origin} is damaged or truncated: decoding stopped after {seen} of the {total} "
-                                 f"frames it declares ({_reason(exc)}); send the complete file.") from None
+                                 f"frames it declares ({ffmpeg_reason(exc)}); send the complete file.") from None
     if len(frames) < len(indices):
         raise media_error(param, f"{origin} is truncated: decoding stopped after {seen} of the {total} frames it "
                                  "declares; send the complete file.")
     return frames
 
 
-def _reason(exc: Exception) -> str:
+def ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's message without its errno and file-name decorations."""
     text = str(exc)
-    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text or type(exc).__name__
+    text = text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+    return re.sub(r":? '<none>'( returned -?\d+)?", "", text) or type(exc).__name__
