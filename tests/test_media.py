@@ -312,6 +312,8 @@ def test_local_files_outside_the_allowed_folder_are_refused(tmp_path):
         loader.load_image(str(allowed / "nope.png"), param="images[0]")
     with raises("images[0]", "cannot be opened|not a regular file"):
         loader.load_image(str(allowed / "dir"), param="images[0]")
+    with raises("images[0]", "is not a valid file path"):
+        loader.load_image(str(allowed / "cat\x00.png"), param="images[0]")
     with raises("images[0]", "names the host 'server'"):
         loader.load_image("file://server/share/cat.png", param="images[0]")
 

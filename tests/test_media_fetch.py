@@ -262,11 +262,12 @@ def base(server):
 class StubResolver:
     """Answers from a table and counts the questions; an unknown name fails like a DNS miss."""
 
-    def __init__(self, table: dict[str, list[str]]):
-        self.table, self.calls = table, []
+    def __init__(self, table: dict[str, list[str]], delay: float = 0.0):
+        self.table, self.calls, self.delay = table, [], delay
 
     def __call__(self, host: str, port: int) -> list[str]:
         self.calls.append(host)
+        time.sleep(self.delay)
         if host not in self.table:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return self.table[host]
@@ -430,6 +431,9 @@ def test_the_domain_list_restricts_and_trusts(server):
     ("http://999999999999/x.png", "invalid host"),
     ("http://1.2.3.4.5/x.png", "invalid host"),
     ("http://media.test:99999/x.png", "invalid port"),
+    ("http://media.test:0/x.png", "invalid port"),
+    ("http://media.test%00.evil/x.png", "invalid host name"),
+    ("http://ex!ample.test/x.png", "invalid host name"),
     ("http://media.test/a b.png", "spaces or control characters"),
 ])
 def test_malformed_or_forbidden_urls_are_refused(url, message):
@@ -492,6 +496,14 @@ def test_slow_servers_hit_the_total_time_cap(server, path):
     with pytest.raises(InvalidRequestError, match="took longer than the 0.6 s allowed"):
         fetch_url(f"http://media.test:{server.server_port}{path}", "image", loopback_policy(timeout_s=0.6))
     assert 0.5 < time.monotonic() - start < 1.5
+
+
+def test_a_slow_resolver_counts_against_the_time_cap():
+    start = time.monotonic()
+    with pytest.raises(InvalidRequestError, match="took longer than the 0.3 s allowed"):
+        fetch_url("http://slow.test/x.png", "image", FetchPolicy(timeout_s=0.3,
+                                                               resolver=StubResolver({"slow.test": ["127.0.0.1"]}, 2)))
+    assert time.monotonic() - start < 1.0
 
 
 def test_the_content_type_must_match_the_kind(server):

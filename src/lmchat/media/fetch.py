@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -113,8 +115,7 @@ def fetch_url(url: str, kind: MediaKind, policy: FetchPolicy, *, param: str | No
         for hop in range(policy.max_redirects + 1):
             if hop:
                 target = check_url(location, kind, policy, param)
-            addresses = resolve_target(target, kind, policy, param)
-            deadline.clamp(None)
+            addresses = _resolve_in_time(target, kind, policy, param, deadline)
             outcome = _get_any(target, [str(a) for a in addresses], kind, policy, deadline, param)
             if isinstance(outcome, Fetched):
                 return outcome
@@ -125,6 +126,24 @@ def fetch_url(url: str, kind: MediaKind, policy: FetchPolicy, *, param: str | No
                                  "as a data: URL.") from None
     raise media_error(param, f"The {kind} URL '{first}' redirects more than {policy.max_redirects} times; "
                              "give the final URL.")
+
+
+_RESOLVERS: ThreadPoolExecutor | None = None
+
+
+def _resolve_in_time(target: Target, kind: MediaKind, policy: FetchPolicy, param: str | None,
+                     deadline: _Deadline) -> list:
+    """resolve_target on a worker thread, waited for no longer than the deadline (getaddrinfo cannot be cut)."""
+    global _RESOLVERS
+    if target.address is not None:
+        return resolve_target(target, kind, policy, param)
+    if _RESOLVERS is None:
+        _RESOLVERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lmchat-media-dns")
+    future = _RESOLVERS.submit(resolve_target, target, kind, policy, param)
+    try:
+        return future.result(timeout=deadline.clamp(None))
+    except FutureTimeout:
+        raise _DeadlineExceeded from None
 
 
 def _get_any(target: Target, addresses: list[str], kind: MediaKind, policy: FetchPolicy, deadline: _Deadline,

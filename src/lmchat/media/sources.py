@@ -128,7 +128,10 @@ def read_local(path: str, kind: MediaKind, policy: FetchPolicy, param: str | Non
         raise media_error(param, f"'{shown}' is read as a local file, and local files are not allowed here. Send the "
                                  f"{kind} as an http(s) or data: URL (a server's operator can allow a folder with "
                                  "--allowed-local-media-path).")
-    real = Path(path).resolve()
+    try:
+        real = Path(path).resolve()
+    except (OSError, ValueError) as exc:
+        raise media_error(param, f"'{shown}' is not a valid file path ({exc}).") from None
     if not real.is_relative_to(root):
         raise media_error(param, f"The {kind} file '{shown}' is outside the allowed media folder '{root}'.")
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

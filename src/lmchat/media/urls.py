@@ -7,6 +7,7 @@ parser can disagree with the checks.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -17,6 +18,7 @@ from lmchat.media.policy import FetchPolicy
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Characters kept as they are when the path is re-quoted: RFC 3986's reserved and unreserved ones, and '%'.
 _SAFE_PATH = "/?#[]@!$&'()*+,;=-._~%:"
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,11 @@ def check_url(url: str, kind: MediaKind, policy: FetchPolicy, param: str | None)
                                  "hold credentials (use a signed URL or send the file as a data: URL).")
     host, address = _checked_host(parts.hostname, shown, kind, param)
     try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
+        port = _DEFAULT_PORTS[scheme] if parts.port is None else parts.port
     except ValueError:
-        raise media_error(param, f"The {kind} URL '{shown}' has an invalid port.") from None
+        port = 0
+    if not 0 < port < 65536:
+        raise media_error(param, f"The {kind} URL '{shown}' has an invalid port.")
     if not policy.domain_allowed(host):
         raise media_error(param, f"The {kind} URL '{shown}' is on '{host}', which is not one of the allowed media "
                                  f"domains ({', '.join(policy.allowed_domains or ())}).")
@@ -80,7 +84,9 @@ def _checked_host(hostname: str | None, shown: str, kind: MediaKind, param: str 
     try:
         name = hostname.rstrip(".").encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise media_error(param, f"The {kind} URL '{shown}' has an invalid host name '{hostname}'.") from None
+        name = ""
+    if not _HOST_NAME.fullmatch(name):
+        raise media_error(param, f"The {kind} URL '{shown}' has an invalid host name '{hostname}'.")
     return name, None
 
 
