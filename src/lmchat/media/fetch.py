@@ -11,6 +11,7 @@ it; the body is streamed and abandoned as soon as it passes the byte cap, whatev
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -129,6 +130,7 @@ def fetch_url(url: str, kind: MediaKind, policy: FetchPolicy, *, param: str | No
 
 
 _RESOLVERS: ThreadPoolExecutor | None = None
+_RESOLVERS_LOCK = threading.Lock()
 
 
 def _resolve_in_time(target: Target, kind: MediaKind, policy: FetchPolicy, param: str | None,
@@ -137,8 +139,9 @@ def _resolve_in_time(target: Target, kind: MediaKind, policy: FetchPolicy, param
     global _RESOLVERS
     if target.address is not None:
         return resolve_target(target, kind, policy, param)
-    if _RESOLVERS is None:
-        _RESOLVERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lmchat-media-dns")
+    with _RESOLVERS_LOCK:
+        if _RESOLVERS is None:
+            _RESOLVERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lmchat-media-dns")
     future = _RESOLVERS.submit(resolve_target, target, kind, policy, param)
     try:
         return future.result(timeout=deadline.clamp(None))
