@@ -23,6 +23,7 @@ from llama_cpp import Llama
 
 from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
 from lmchat.engines.events import EngineEvent
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.llamacpp.decode import PREFILL_BLOCK, DecodeJob, PromptCache, run_job
@@ -59,6 +60,7 @@ class LlamaCppEngine(BaseEngine):
         settings = {**DEFAULT_LLAMA_SETTINGS, **(getattr(self.config, "llamacpp_config", None) or {})}
         self.prompt_cache = prompt_cache_from(settings)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmchat-llamacpp")
+        load_cpu_backend()
         try:
             self.llm = await self._call(lambda: Llama(model_path=str(path), **settings))
         except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
