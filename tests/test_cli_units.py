@@ -298,3 +298,40 @@ def test_score_reads_lines_and_jsonl():
     assert list(read_texts(lines)) == ["plain text", "from json"]
     with pytest.raises(InvalidRequestError, match="stdin line 1: a JSON line needs a string 'text' field"):
         list(read_texts(io.StringIO('{"prompt": "x"}\n')))
+
+
+class NotebookSession:
+    """Not the terminal REPL: any object with the commands' Session members drives them."""
+
+    def __init__(self):
+        self.conversation, self.options, self.last_stats, self.notices = Conversation(), {}, None, []
+        self.answers = 0
+
+    def notice(self, text):
+        self.notices.append(text)
+
+    def set_options(self, options):
+        self.options = options
+
+    def answer(self):
+        self.answers += 1
+        self.conversation.add_answer(f"answer {self.answers}")
+        return True
+
+
+def test_commands_need_only_the_session_protocol():
+    from lmchat.cli.commands import run_command
+
+    session = NotebookSession()
+    session.conversation.add_user("q")
+    session.conversation.add_answer("first")
+    assert run_command(session, "/regen") and session.conversation.messages[-1]["content"] == "answer 1"
+    assert run_command(session, "/set temperature=0.2") and session.options == {"temperature": 0.2}
+    assert run_command(session, "/system Be brief.") and session.conversation.system == "Be brief."
+    assert run_command(session, "clear") and session.conversation.messages == []
+    assert run_command(session, "/stats") and session.notices[-1] == "No answer yet."
+    assert run_command(session, "exit") is False and run_command(session, "/exit") is False
+    with pytest.raises(InvalidRequestError, match="Unknown command '/regenerate'; did you mean '/regen'"):
+        run_command(session, "/regenerate")
+    assert session.notices == ["Set temperature=0.2.", "System prompt set.", "History has been removed.",
+                               "No answer yet."]
