@@ -34,12 +34,12 @@ def _gpu_model() -> str:
     return os.environ.get("LMCHAT_GPU_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
-ENGINES = [
+ENGINES = [  # the fake engine is in the file's tier (fast); real models are in the models tier
     pytest.param("fake", id="fake"),
-    pytest.param("huggingface", id="huggingface", marks=_needs("torch")),
-    pytest.param("llamacpp", id="llamacpp", marks=[_needs("llama_cpp"), pytest.mark.slow]),
-    pytest.param("vllm", id="vllm", marks=[pytest.mark.gpu, _needs("vllm")]),
-    pytest.param("sglang", id="sglang", marks=[pytest.mark.gpu, _needs("sglang")]),
+    pytest.param("huggingface", id="huggingface", marks=[_needs("torch"), pytest.mark.models]),
+    pytest.param("llamacpp", id="llamacpp", marks=[_needs("llama_cpp"), pytest.mark.slow, pytest.mark.models]),
+    pytest.param("vllm", id="vllm", marks=[pytest.mark.gpu, _needs("vllm"), pytest.mark.models]),
+    pytest.param("sglang", id="sglang", marks=[pytest.mark.gpu, _needs("sglang"), pytest.mark.models]),
 ]
 
 
