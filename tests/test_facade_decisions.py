@@ -92,7 +92,8 @@ def test_unknown_or_empty_parts_are_clear_errors():
 
 def test_conversation_parts_become_the_templates_form_and_their_media_in_order():
     messages = [
-        {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "1.png"}},
+        {"role": "user", "content": [{"type": "text", "text": "look"},
+                                     {"type": "image_url", "image_url": {"url": "1.png"}},
                                      {"type": "input_audio", "input_audio": {"data": "QQ==", "format": "mp3"}}]},
         {"role": "assistant", "content": [{"type": "output_text", "text": "a"}, {"type": "text", "text": "b"}]},
         {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "v.mp4"}},
