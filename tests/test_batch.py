@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_engine_log
+from conftest import read_engine_log, shared_path
 
 from lmchat import ChatModel
 from lmchat.batch import BatchOptions, Row, Sampler, load_rows, run_batch
@@ -21,10 +21,8 @@ from lmchat.batch.cli import add_arguments, main, run
 from lmchat.batch.output import read_lines
 from lmchat.errors import ConfigError
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "oracles" / "datasets"
-LF_DIR = DATASETS / "llamafactory"
-OPENAI_BATCH = DATASETS / "vllm" / "openai_example_batch.jsonl"
-pytestmark = pytest.mark.skipif(not LF_DIR.is_dir(), reason="shared/oracles/datasets is not there")
+LF_DIR = shared_path("oracles", "datasets", "llamafactory")  # missing: these tests fail, never skip
+OPENAI_BATCH = shared_path("oracles", "datasets", "vllm", "openai_example_batch.jsonl")
 needs_metrics = pytest.mark.skipif(
     not all(importlib.util.find_spec(name) for name in ("jieba", "nltk", "rouge_chinese")),
     reason="the metrics need lmchat[batch] (jieba, nltk, rouge-chinese)",

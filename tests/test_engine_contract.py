@@ -7,6 +7,7 @@ SmolLM2 GGUF) run for real; vllm and sglang need a GPU (``-m gpu``, with ``LMCHA
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import os
@@ -33,12 +34,12 @@ def _gpu_model() -> str:
     return os.environ.get("LMCHAT_GPU_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
-ENGINES = [
+ENGINES = [  # the fake engine is in the file's tier (fast); real models are in the models tier
     pytest.param("fake", id="fake"),
-    pytest.param("huggingface", id="huggingface", marks=_needs("torch")),
-    pytest.param("llamacpp", id="llamacpp", marks=[_needs("llama_cpp"), pytest.mark.slow]),
-    pytest.param("vllm", id="vllm", marks=[pytest.mark.gpu, _needs("vllm")]),
-    pytest.param("sglang", id="sglang", marks=[pytest.mark.gpu, _needs("sglang")]),
+    pytest.param("huggingface", id="huggingface", marks=[_needs("torch"), pytest.mark.models]),
+    pytest.param("llamacpp", id="llamacpp", marks=[_needs("llama_cpp"), pytest.mark.slow, pytest.mark.models]),
+    pytest.param("vllm", id="vllm", marks=[pytest.mark.gpu, _needs("vllm"), pytest.mark.models]),
+    pytest.param("sglang", id="sglang", marks=[pytest.mark.gpu, _needs("sglang"), pytest.mark.models]),
 ]
 
 
@@ -119,7 +120,8 @@ def test_same_seed_same_sample(model):
 
 def _request(model: ChatModel, request_id: str, max_new_tokens: int) -> GenerationRequest:
     prepared = model.prepare(MESSAGES, max_new_tokens=max_new_tokens, ignore_eos=True, **GREEDY)
-    return GenerationRequest(request_id, prepared.prompt, prepared.params, prepared.prompt_token_ids)
+    [request] = prepared.requests(request_id)
+    return dataclasses.replace(request, request_id=request_id)
 
 
 def test_abort_stops_at_the_next_token(model):

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+from lmchat.chat.assemble import collect_responses
 from lmchat.chat.bridge import LoopThread
+from lmchat.chat.messages import Media
+from lmchat.chat.options import CallOptions, resolve_options
 from lmchat.chat.prepare import PreparedChat, TemplateStops, prepare_chat, prepare_completion
 from lmchat.chat.response import ChatChunk, Response
-from lmchat.chat.sequences import collect_responses, stream_answers
+from lmchat.chat.sequences import stream_answers
 from lmchat.config.model_config import ModelConfig
 from lmchat.config.sources import args_from_command_line
 from lmchat.engines.base import BaseEngine
@@ -34,6 +37,7 @@ class ChatModel:
         if self.config.tool_parser:
             get_tool_parser(self.config.tool_parser)  # an unknown name fails now, naming the closest one
         engine_class = get_engine_class(self.config.infer_backend)
+        _check_adapters(self.config, engine_class)
         self._loop = LoopThread()
         self.engine: BaseEngine = engine_class(self.config)
         try:
@@ -72,16 +76,23 @@ class ChatModel:
         audios: Sequence[Any] | None = None,
         **generation: Any,
     ) -> PreparedChat:
-        """Validate a chat call and render its prompt; every error is raised here, before any generation."""
+        """Validate a chat call and render its prompt; every error is raised here, before any generation.
+
+        ``messages`` may hold OpenAI/vLLM media content parts (``image_url``, ``input_audio``, ``video_url``,
+        ``audio_url``, ...); their media follow those given as ``images``/``videos``/``audios``.
+        """
         self._require_template()
         if self.engine.info.is_reward_model:
             raise UnsupportedError(
                 f"'{self.engine.info.name}' is a reward model: use get_scores, not chat.", param="model"
             )
-        return prepare_chat(
-            self.config, self.engine, self.template, self._stops, messages,
-            system=system, tools=tools, images=images, videos=videos, audios=audios, generation=generation,
-        )
+        media = Media(tuple(images or ()), tuple(videos or ()), tuple(audios or ()))
+        return prepare_chat(self.config, self.engine, self.template, self._stops, messages, system=system,
+                            tools=tools, media=media, options=self.resolve_options(**generation))
+
+    def resolve_options(self, **generation: Any) -> CallOptions:
+        """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""
+        return resolve_options(self.config, self.engine, generation)
 
     def prepare_completion(self, prompt: str, **generation: Any) -> PreparedChat:
         """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it."""
@@ -129,6 +140,14 @@ class ChatModel:
             raise InvalidRequestError(f"get_scores accepts only max_length, not {', '.join(sorted(unknown))}.")
         if isinstance(batch_input, str) or not all(isinstance(text, str) for text in batch_input):
             raise InvalidRequestError("batch_input must be a list of strings.", param="batch_input")
+        info = self.engine.info
+        if not info.is_reward_model:
+            engine = self.engine.label or self.engine.name
+            raise UnsupportedError(
+                f"The {engine} engine cannot compute reward scores with '{info.name}': it is a generative model; "
+                f"get_scores needs a reward model{self.engine.reward_hint}.",
+                param="model",
+            )
         return await self.engine.score(list(batch_input), generation.get("max_length"))
 
     # --- sync API -------------------------------------------------------------------------------------
@@ -174,3 +193,14 @@ class ChatModel:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _check_adapters(config: ModelConfig, engine_class: type[BaseEngine]) -> None:
+    """LoRA adapters need an engine that applies them (checked before anything is loaded)."""
+    if config.adapter_name_or_path and not engine_class.capabilities.lora:
+        name = engine_class.label or engine_class.name
+        raise ConfigError(
+            f"The {name} engine does not apply LoRA adapters; merge them into the model, or use an engine that "
+            "applies them (huggingface, vllm, sglang).",
+            param="adapter_name_or_path",
+        )

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from lmchat import __version__
 from lmchat.cli.failure import EXIT_OK, UsageError, report
-from lmchat.cli.frontends import FRONTEND_MODULES, add_frontend_arguments, load_frontend, run_frontend
+from lmchat.cli.frontends import add_frontend_arguments, run_frontend
 from lmchat.cli.options import add_model_options, check_extras, model_args, normalise_flags
 from lmchat.errors import unknown_name_message
 
@@ -87,8 +87,6 @@ def _score_options(parser: LmchatParser, command: str, chosen: bool) -> None:
 def _frontend_options(parser: LmchatParser, command: str, chosen: bool) -> None:
     if chosen:
         add_frontend_arguments(command, parser)
-        if load_frontend(command) is None:
-            parser.description = f"{parser.description} Not available yet: {FRONTEND_MODULES[command]} is missing."
 
 
 _COMMAND_OPTIONS: dict[str, Callable[[LmchatParser, str, bool], None]] = {

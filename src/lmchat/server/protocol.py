@@ -118,18 +118,8 @@ class ChatCompletionRequest(SamplingRequest):
                 f"response_format of type '{response_type}' is not supported yet; leave it out or use 'text'.",
                 param="response_format",
             )
-        choice = self.tool_choice
-        if choice is not None and choice not in ("auto", "none"):
-            shown = choice if isinstance(choice, str) else "a named tool"
-            raise UnsupportedError(
-                f"tool_choice '{shown}' is not supported yet; use 'auto' or 'none'.", param="tool_choice"
-            )
         if self.parallel_tool_calls is False:
             raise UnsupportedError("parallel_tool_calls: false is not supported yet.", param="parallel_tool_calls")
-
-    def prompt_tools(self) -> list[dict[str, Any]] | None:
-        """The tools the template renders (none with ``tool_choice: none``)."""
-        return None if self.tool_choice == "none" else self.tools
 
 
 class CompletionRequest(SamplingRequest):

@@ -29,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
     """Load the model, serve the page until Ctrl-C, then close the model. Returns the exit status."""
     from lmchat.chat.chat_model import ChatModel
+    from lmchat.errors import require
     from lmchat.webui import build_app
+
+    require("gradio", "webui")  # before the model loads
 
     auth = _auth(args)
     media_dir = Path(tempfile.mkdtemp(prefix="lmchat-webui-"))

@@ -20,7 +20,6 @@ from ktransformers.optimize.optimize import optimize_and_load_gguf
 from ktransformers.util import utils as kt_utils
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta
 from lmchat.engines.threaded import EventChannel
@@ -41,7 +40,7 @@ class KTransformersEngine(HFTokenizerMixin, BaseEngine):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.model: Any = None
-        self.settings = {**DEFAULT_KT_SETTINGS, **(getattr(config, "ktransformers_config", None) or {})}
+        self.settings = {**DEFAULT_KT_SETTINGS, **(config.ktransformers_config or {})}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmchat-ktransformers")
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
@@ -73,8 +72,7 @@ class KTransformersEngine(HFTokenizerMixin, BaseEngine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         if self.model is None:
             raise EngineClosedError("The ktransformers engine is closed.")
-        prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
-        budget = answer_budget(len(prompt_ids), request.params, self.info.context_length)
+        prompt_ids, budget = list(request.prompt_token_ids), request.max_tokens
         channel = EventChannel(lambda: self.abort(request.request_id))
         self._executor.submit(self._run, request, prompt_ids, budget, channel.emit)
         async for event in channel.events():

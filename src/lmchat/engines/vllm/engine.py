@@ -15,18 +15,18 @@ from vllm import SamplingParams as VllmSamplingParams
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 
-from lmchat.chat.prepare import answer_budget
+from lmchat.engines.backend_stream import backend_stream
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, load_image, special_tokens, token_text
 from lmchat.engines.vllm.sampling import finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
-from lmchat.errors import EngineClosedError, EngineError, InvalidRequestError
+from lmchat.errors import EngineClosedError, InvalidRequestError
 from lmchat.generation.sampling import SamplingParams
 
 
 class VllmEngine(HFTokenizerMixin, BaseEngine):
     name = "vllm"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True)
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -40,7 +40,7 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         model_config = self.engine.model_config
         multimodal = bool(getattr(model_config, "is_multimodal_model", False))
         self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True,
+            sampling_options=frozenset(SamplingParams.model_fields), lora=True,
             images=multimodal, videos=multimodal, audios=multimodal,
         )
         if self.config.adapter_name_or_path:
@@ -56,8 +56,7 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         if self.engine is None:
             raise EngineClosedError("The vllm engine is closed.")
-        prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
-        budget = answer_budget(len(prompt_ids), request.params, self.info.context_length)
+        prompt_ids, budget = list(request.prompt_token_ids), request.max_tokens
         try:
             sampling = VllmSamplingParams(**to_vllm_sampling_kwargs(request.params, budget),
                                           output_kind=RequestOutputKind.DELTA)
@@ -65,8 +64,8 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             raise InvalidRequestError(f"vLLM rejected the sampling options: {exc}") from None
         stream = self.engine.generate(_prompt(request, prompt_ids), sampling, request.request_id,
                                       lora_request=self._lora)
-        generated, finished = 0, False
-        try:
+        generated = 0
+        async with backend_stream(self, request.request_id, stream, (ValueError, RuntimeError)) as state:
             async for output in stream:
                 completion = output.outputs[0]
                 generated += len(completion.token_ids)
@@ -74,16 +73,10 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                     logprobs = _logprobs(completion.logprobs, completion.token_ids, request.params.top_logprobs)
                     yield TextDelta(completion.text, len(completion.token_ids), tuple(completion.token_ids), logprobs)
                 if output.finished:
-                    finished = True
+                    state.finished = True
                     reason = finish_reason(completion.finish_reason)
                     stop = token_text(self.tokenizer, completion.stop_reason) if reason == "stop" else None
                     yield Finished(reason, len(prompt_ids), generated, stop)
-        except (ValueError, RuntimeError) as exc:
-            raise EngineError(f"The vllm engine failed: {exc}") from exc
-        finally:
-            if not finished:
-                await self.abort(request.request_id)
-            await stream.aclose()
 
     async def abort(self, request_id: str) -> None:
         if self.engine is not None:
