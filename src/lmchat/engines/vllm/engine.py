@@ -94,7 +94,7 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         budget = answer_budget(len(prompt_ids), request.params, self.info.context_length)
         stream = engine.generate(_prompt(prompt_ids), self._sampling(request.params, budget), request.request_id,
                                  lora_request=self._lora)
-        generated, reason = 0, "abort"
+        generated, reason, rejected = 0, "abort", False
         try:
             async for output in stream:
                 completion = output.outputs[0]
@@ -107,12 +107,14 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                     stop = token_text(self.tokenizer, completion.stop_reason) if reason == "stop" else None
                     yield Finished(reason, len(prompt_ids), generated, stop)
         except VLLMClientError as exc:
+            rejected = True
             raise InvalidRequestError(f"vLLM rejected the request: {exc}") from None
         except VLLMError as exc:
             raise EngineError(f"The vllm engine failed: {exc}") from exc
         finally:
             await stream.aclose()  # an unfinished vLLM stream aborts its request when closed
-            self.finished.append((request.request_id, reason, generated))
+            if not rejected:
+                self.finished.append((request.request_id, reason, generated))
 
     def _sampling(self, params: SamplingParams, budget: int) -> VllmSamplingParams:
         try:
