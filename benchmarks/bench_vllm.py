@@ -47,7 +47,7 @@ def settings(args: argparse.Namespace) -> dict:
     and 256 sequences a step, its OpenAI server 2048 and 128), and the comparison is of the front ends, not of them.
     """
     engine = {"kv_cache_memory_bytes": args.kv_cache_mb << 20, "max_num_seqs": 128, "max_num_batched_tokens": 2048}
-    return {"infer_backend": "vllm", "model_name_or_path": args.model, "vllm_maxlen": 2048,
+    return {"infer_backend": "vllm", "model_name_or_path": args.model, "infer_dtype": args.dtype, "vllm_maxlen": 2048,
             "vllm_enforce_eager": not args.compile, "vllm_config": engine, "do_sample": False,
             "max_new_tokens": args.new_tokens}
 
@@ -135,6 +135,7 @@ def server_commands(args: argparse.Namespace, ports: tuple[int, int]) -> dict[st
     bin_dir = Path(sys.executable).parent
     raw = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", HOST, "--port", str(ports[0]),
            "--model", args.model, "--served-model-name", "m", "--max-model-len", "2048", "--disable-log-stats",
+           "--dtype", args.dtype,
            *([] if args.compile else ["--enforce-eager"])]
     config = settings(args)
     for key, value in config["vllm_config"].items():
@@ -202,9 +203,11 @@ def run_server(args: argparse.Namespace) -> list[dict]:
 
 
 # --- report ------------------------------------------------------------------------------------------------
-def report(rows: list[dict], args: argparse.Namespace) -> None:
+def report(rows: list[dict], args: argparse.Namespace, load_before: tuple[float, ...]) -> None:
+    load = "/".join(f"{value:.1f}" for value in load_before), "/".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"load average (1/5/15 min) {load[0]} at the start, {load[1]} at the end; {os.cpu_count()} CPUs")
     print(f"model {Path(args.model).name}, {args.new_tokens} new tokens per request, greedy, repeats "
-          f"{args.repeats} (median; min-max), {'compiled' if args.compile else 'enforce_eager'}, vLLM CPU backend")
+          f"{args.repeats} (median; min-max), {args.dtype}, {'compiled' if args.compile else 'enforce_eager'}")
     print("| kind | path | streams | tokens/s | min-max | vs raw vLLM |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -221,6 +224,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kv-cache-mb", type=int, default=1024)
+    parser.add_argument("--dtype", default="float32",
+                        help="weights' dtype for every path (float32: CPUs without bfloat16 units emulate bf16 slowly)")
     parser.add_argument("--compile", action="store_true", help="let vLLM compile (no enforce_eager; ~2 min start)")
     parser.add_argument("--only", choices=("library", "server"), help="run one half")
     args = parser.parse_args()
@@ -228,12 +233,12 @@ def main() -> None:
         from lmchat.models.default import default_model_dir
 
         args.model = str(default_model_dir())
-    rows = []
+    rows, load_before = [], os.getloadavg()
     if args.only in (None, "library"):
         rows += run_library(args)
     if args.only in (None, "server"):
         rows += run_server(args)
-    report(rows, args)
+    report(rows, args, load_before)
 
 
 if __name__ == "__main__":  # vLLM spawns its engine processes: the guard is required

@@ -100,6 +100,12 @@ def test_a_request_vllm_rejects_fails_before_any_answer(vllm_model):
     assert vllm_model.chat(MESSAGES, max_new_tokens=2, **GREEDY)[0].response_length == 2
 
 
+def test_an_adapter_vllm_cannot_load_is_a_config_error(vllm_model):
+    with pytest.raises(ConfigError, match="vLLM could not load the LoRA adapter '/no/such/adapter'") as failure:
+        vllm_model.run_sync(vllm_model.engine._load_adapter("/no/such/adapter"))  # (LoRA is not enabled here)
+    assert failure.value.param == "adapter_name_or_path"
+
+
 def test_get_scores_on_a_generative_model_is_rejected(vllm_model):
     with pytest.raises(UnsupportedError, match="sequence-classification"):
         vllm_model.get_scores(["hello"])

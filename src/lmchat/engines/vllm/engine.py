@@ -9,6 +9,7 @@ this engine needs an ``if __name__ == "__main__":`` guard: vLLM spawns its engin
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
@@ -63,6 +64,13 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             self.engine = AsyncLLMEngine.from_engine_args(_engine_args(kwargs))
         except (ValueError, TypeError, RuntimeError) as exc:
             raise engine_start_error(exc) from None
+        try:
+            await self._describe()
+        except BaseException:
+            await self.close()  # the engine's child processes must not outlive a failed start
+            raise
+
+    async def _describe(self) -> None:
         self.tokenizer = self.engine.get_tokenizer()
         model_config = self.engine.model_config
         is_reward = model_config.runner_type == "pooling"
@@ -82,7 +90,7 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         lora = LoRARequest(ADAPTER_NAME, 1, path)
         try:
             await self.engine.add_lora(lora)
-        except (VLLMError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - vLLM hands a worker's failure back as a bare Exception
             raise ConfigError(f"vLLM could not load the LoRA adapter '{path}': {exc}. Check the path, and that its "
                               "rank is at most vllm_max_lora_rank.", param="adapter_name_or_path") from None
         return lora
@@ -134,10 +142,7 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                 f"'{self.info.name}' is a generative model; get_scores with the vllm engine needs a "
                 "sequence-classification checkpoint (one label), which vLLM runs on its pooling runner. For a "
                 "LLaMA-Factory value-head checkpoint use infer_backend: huggingface.", param="model")
-        scores = []
-        for text in texts:  # submitted one by one, as the transformers engine scores them (vLLM batches anyway)
-            scores.append(await self._score_one(engine, text, max_length))
-        return scores
+        return list(await asyncio.gather(*(self._score_one(engine, text, max_length) for text in texts)))
 
     async def _score_one(self, engine: Any, text: str, max_length: int | None) -> float:
         ids = self.tokenize(text)
