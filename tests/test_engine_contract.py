@@ -62,7 +62,8 @@ def model(request, tmp_path_factory):
     if name == "vllm":  # the session's one vLLM engine (tiny model, CPU backend), shared with tests/test_vllm*.py
         yield request.getfixturevalue("vllm_model")
         return
-    args = {"infer_backend": name.removesuffix("-gpu"), "max_new_tokens": 16, **_args(name, request, tmp_path_factory)}
+    backend = name.removesuffix("-gpu")
+    args = {"infer_backend": backend, "max_new_tokens": 16, **_args(name, request, tmp_path_factory)}
     with ChatModel(args) as chat_model:
         yield chat_model
 
