@@ -112,20 +112,28 @@ def run_library(args: argparse.Namespace) -> list[dict]:
         model.close()
 
 
-def measure(kind: str, paths: dict, args: argparse.Namespace) -> list[dict]:
-    """Each path at each load, one warm-up and then ``repeats`` rounds with the paths alternated."""
+def measure(kind: str, paths: dict, args: argparse.Namespace, cpu_of: dict | None = None) -> list[dict]:
+    """Each path at each load, one warm-up and then ``repeats`` rounds with the paths alternated.
+
+    ``cpu_of`` (server half): path -> a function giving the CPU seconds its front-end process has used, so the
+    front ends' own cost per token is measured whatever else the machine runs.
+    """
     rows = []
     for streams in args.streams:
         for run in paths.values():
             run(min(streams, 2))  # warm-up
         runs: dict[str, list[tuple[int, float]]] = {name: [] for name in paths}
+        cpu = {name: 0.0 for name in paths}
         for _ in range(args.repeats):
             for name, run in paths.items():
-                began = time.perf_counter()
+                began, cpu_began = time.perf_counter(), cpu_of[name]() if cpu_of else 0.0
                 tokens = run(streams)
                 runs[name].append((tokens, time.perf_counter() - began))
+                cpu[name] += (cpu_of[name]() - cpu_began) if cpu_of else 0.0
         for name in paths:
-            rows.append({"kind": kind, "path": name, "streams": streams, **median_rate(runs[name])})
+            tokens = sum(count for count, _ in runs[name])
+            extra = {"front_end_cpu_ms_per_token": 1000 * cpu[name] / tokens} if cpu_of else {}
+            rows.append({"kind": kind, "path": name, "streams": streams, **median_rate(runs[name]), **extra})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -194,7 +202,14 @@ def run_server(args: argparse.Namespace) -> list[dict]:
                     return sum(await asyncio.gather(*(stream_one(client, i, args.new_tokens) for i in range(streams))))
             return lambda streams: asyncio.run(run(streams))
 
-        return measure("server", {name: load(url) for name, url in zip(commands, urls)}, args)
+        import psutil
+
+        def cpu_seconds(pid: int):
+            process = psutil.Process(pid)
+            return lambda: sum(process.cpu_times()[:2])  # user + system of the server process (not its engine)
+
+        cpu_of = {name: cpu_seconds(process.pid) for name, process in zip(commands, processes)}
+        return measure("server", {name: load(url) for name, url in zip(commands, urls)}, args, cpu_of)
     finally:
         for process in processes:
             process.terminate()
@@ -208,13 +223,14 @@ def report(rows: list[dict], args: argparse.Namespace, load_before: tuple[float,
     print(f"load average (1/5/15 min) {load[0]} at the start, {load[1]} at the end; {os.cpu_count()} CPUs")
     print(f"model {Path(args.model).name}, {args.new_tokens} new tokens per request, greedy, repeats "
           f"{args.repeats} (median; min-max), {args.dtype}, {'compiled' if args.compile else 'enforce_eager'}")
-    print("| kind | path | streams | tokens/s | min-max | vs raw vLLM |")
-    print("|---|---|---|---|---|---|")
+    print("| kind | path | streams | tokens/s | min-max | vs raw vLLM | front-end CPU ms/token |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         raw = next(r for r in rows if r["kind"] == row["kind"] and r["streams"] == row["streams"]
                    and r["path"] in ("vllm AsyncLLM.generate", "vllm api_server"))
         print(f"| {row['kind']} | {row['path']} | {row['streams']} | {row['tokens_per_s']:.1f} | "
-              f"{row['min']:.1f}-{row['max']:.1f} | {100 * row['tokens_per_s'] / raw['tokens_per_s']:.1f} % |")
+              f"{row['min']:.1f}-{row['max']:.1f} | {100 * row['tokens_per_s'] / raw['tokens_per_s']:.1f} % | "
+              f"{row.get('front_end_cpu_ms_per_token', float('nan')):.2f} |")
 
 
 def main() -> None:
