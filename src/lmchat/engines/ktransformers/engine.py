@@ -10,6 +10,7 @@ Settings (LLaMA-Factory's names) come from ``ktransformers_config``: ``kt_optimi
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +28,16 @@ from lmchat.engines.ktransformers.sampling import (
     DEFAULT_KT_SETTINGS,
     SUPPORTED_OPTIONS,
     to_ktransformers_generate_kwargs,
+    piece_finish_reason,
     to_ktransformers_generation_config,
 )
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_tokens
 from lmchat.errors import ConfigError, EngineClosedError, EngineError
+
+logger = logging.getLogger("lmchat.engines.ktransformers")
+UNTESTED = ("The ktransformers engine is untested: lmchat's test suite has not run it yet (KTransformers needs a "
+            "GPU and a rule file; its mapping functions are unit-tested, the engine itself is not). See "
+            "docs/engines.md.")
 
 
 class KTransformersEngine(HFTokenizerMixin, BaseEngine):
@@ -46,6 +53,7 @@ class KTransformersEngine(HFTokenizerMixin, BaseEngine):
         self._lock = threading.Lock()
 
     async def start(self) -> None:
+        logger.warning(UNTESTED)
         if not self.settings["kt_optimize_rule"]:
             raise ConfigError("The ktransformers engine needs ktransformers_config: {kt_optimize_rule: RULES.yaml}.",
                               param="ktransformers_config")
@@ -96,9 +104,7 @@ class KTransformersEngine(HFTokenizerMixin, BaseEngine):
                 text += str(piece)
             pieces.close() if hasattr(pieces, "close") else None
             generated = self.count_tokens(text)
-            if reason == "stop" and generated >= budget:
-                reason = "length"
-            emit(Finished(reason, len(prompt_ids), generated))
+            emit(Finished(piece_finish_reason(reason == "abort", generated, budget), len(prompt_ids), generated))
         except Exception as exc:  # noqa: BLE001  (handed to the waiting caller as a typed error)
             emit(EngineError(f"The ktransformers engine failed: {exc}"))
         finally:

@@ -44,3 +44,10 @@ def to_ktransformers_generate_kwargs(settings: dict[str, Any], max_new_tokens: i
         "force_think": settings["kt_force_think"],
         "chunk_size": settings["chunk_size"],
     }
+
+
+def piece_finish_reason(aborted: bool, generated: int, budget: int) -> str:
+    """Why a ``prefill_and_generate`` answer ended: an abort, the token budget, or else its end of turn."""
+    if aborted:
+        return "abort"
+    return "length" if generated >= budget else "stop"
