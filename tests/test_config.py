@@ -33,7 +33,10 @@ def test_unknown_key_names_the_closest_valid_one():
         ("infer_dtype", "fp8", r"Invalid value for 'infer_dtype'.*'auto', 'float32', 'float16' or 'bfloat16'"),
         ("temperature", -1, r"Invalid value for 'temperature'.*greater than or equal to 0"),
         ("top_p", 1.5, r"Invalid value for 'top_p'.*less than or equal to 1"),
-        ("length_penalty", 2.0, r"Invalid value for 'length_penalty'.*beam search"),
+        ("num_beams", 2, r"Invalid value for 'num_beams': beam search is not available.*use num_beams 1"),
+        ("quantization_bit", 3, r"Invalid settings: quantization_bit 3 does not fit quantization_method 'bnb', "
+                                r"which takes 4/8"),
+        ("vllm_config", "[1, 2]", r"Invalid value for 'vllm_config': expected a JSON object"),
     ],
 )
 def test_bad_value_names_the_key_and_what_is_allowed(key, value, expected):
