@@ -80,6 +80,8 @@ class BaseEngine(abc.ABC):
     name: ClassVar[str] = "base"
     label: ClassVar[str] = ""  # how messages name the engine (default: ``name``)
     capabilities: Capabilities = Capabilities()
+    # ModelConfig settings of config.review.ENGINE_SETTINGS this engine honours; others are refused before loading
+    honoured_settings: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -95,6 +97,11 @@ class BaseEngine(abc.ABC):
         if self._info is None:
             raise EngineClosedError(f"The {self.label or self.name} engine is not started.")
         return self._info
+
+    @property
+    def can_generate(self) -> bool:
+        """False for a reward model (it scores, it does not chat), as LLaMA-Factory's engines have it."""
+        return not self.info.is_reward_model
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
