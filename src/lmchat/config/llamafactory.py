@@ -42,18 +42,18 @@ _GROUPS: dict[str, str] = {
         overwrite_cache preprocessing_batch_size preprocessing_num_workers eval_num_beams ignore_pad_token_for_loss
         val_size eval_on_each_dataset packing neat_packing tokenized_path data_shared_file_system
     """,
-    "change the tokenizer while training (lmchat loads the tokenizer saved with the model)": """
+    "change the tokenizer while training, and lmchat loads the tokenizer saved with the model": """
         resize_vocab split_special_tokens add_tokens add_special_tokens new_special_tokens_config init_special_tokens
     """,
     "only matter to 'llamafactory-cli export'": """
         export_dir export_size export_device export_quantization_bit export_quantization_dataset
         export_quantization_nsamples export_quantization_maxlen export_legacy_format export_hub_model_id
     """,
-    "log in to ModelScope or Modelers (lmchat downloads from the Hugging Face Hub)": "ms_hub_token om_hub_token",
-    "are batch-inference keys (read by 'lmchat infer')": "dataset dataset_dir media_dir max_samples",
-    "have no effect with transformers 5 (its tokenizers are always fast, its loading always memory-efficient)":
+    "log in to ModelScope or Modelers, and lmchat downloads from the Hugging Face Hub": "ms_hub_token om_hub_token",
+    "are batch-inference keys, read by 'lmchat infer'": "dataset dataset_dir media_dir max_samples",
+    "have no effect with transformers 5: its tokenizers are always fast, its loading always memory-efficient":
         "use_fast_tokenizer low_cpu_mem_usage",
-    "are always on in lmchat's engines (the answers are the same)": "use_kv_cache use_cache",
+    "are always on in lmchat's engines, with the same answers": "use_kv_cache use_cache",
     "matter only when weights are offloaded to disk, which lmchat's engines never do": "offload_folder",
 }
 
