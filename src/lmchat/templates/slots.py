@@ -72,7 +72,10 @@ def slot_template_source(template: SlotTemplate, tool_format: str | None = None,
                          preserve_thinking: bool = False) -> str:
     """A self-contained Jinja chat template rendering ``template``."""
     values = json.dumps(template.variables(tool_format, preserve_thinking), ensure_ascii=False)
-    return "{%- set lf = " + values + " -%}\n" + _body()
+    # only reasoning templates read enable_thinking (front ends offer the switch where a template mentions it)
+    thinking = ("enable_thinking if enable_thinking is defined and enable_thinking is not none else true"
+                if template.style in REASONING_STYLES else "true")
+    return "{%- set lf = " + values + " -%}\n{%- set thinking = " + thinking + " -%}\n" + _body()
 
 
 @lru_cache(maxsize=1)
