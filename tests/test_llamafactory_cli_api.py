@@ -68,7 +68,6 @@ def test_key_value_arguments_override_the_yaml_file(command, tmp_path):
         ("serve", ["--api-key", "--api_key"], "api_key", ["k"]),
         ("serve", ["--served-model-name", "--served_model_name"], "served_model_name", ["m"]),
         ("serve", ["--max-body-bytes", "--max_body_bytes"], "max_body_bytes", 7),
-        ("webui", ["--username", "--username"], "username", "ann"),
         ("infer", ["--dataset-dir", "--dataset_dir"], "dataset_dir", "d"),
         ("infer", ["--save-name", "--save_name"], "output", "o.jsonl"),
         ("infer", ["--retry-failed", "--retry_failed"], "retry_failed", True),

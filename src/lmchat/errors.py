@@ -6,7 +6,6 @@ OpenAI error body (``http_status``, ``error_type``, ``param``), the CLI to one r
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 

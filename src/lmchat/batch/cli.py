@@ -107,8 +107,7 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lmchat.batch [config.yaml] [batch flags] [model flags]``."""
-    import sys
-
+    from lmchat.cli.argv import standalone_argv
     from lmchat.cli.failure import report
     from lmchat.config.sources import parse_flags
 
@@ -118,11 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    from lmchat.cli.argv import normalise_argv
-    from lmchat.config.model_config import setting_names
-
-    argv = normalise_argv(sys.argv[1:] if argv is None else list(argv), parser, setting_names())
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(standalone_argv(argv, parser))
     try:
         return run(args, parse_flags(rest))
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one error boundary of this entry point

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import re
+import sys
 from collections.abc import Iterable, Sequence
 
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*=")
+from lmchat.config.sources import ASSIGNMENT as _ASSIGNMENT
 
 
 def normalise_argv(argv: Sequence[str], parser: argparse.ArgumentParser, extra_names: Iterable[str] = ()) -> list[str]:
@@ -43,3 +43,11 @@ def _takes_value(parser: argparse.ArgumentParser, extra: set[str], previous: str
     if action is None:
         return previous in extra  # a setting read later takes a value
     return action.nargs not in (0, "?")
+
+
+def standalone_argv(argv: Sequence[str] | None, parser: argparse.ArgumentParser) -> list[str]:
+    """The command line of a ``python -m lmchat.X`` entry point: its own flags (``parser``) and the model settings
+    (read later by :func:`~lmchat.config.sources.parse_flags`), each in either spelling, ``key=value`` included."""
+    from lmchat.config.model_config import setting_names
+
+    return normalise_argv(sys.argv[1:] if argv is None else argv, parser, setting_names())

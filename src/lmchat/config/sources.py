@@ -11,7 +11,8 @@ import yaml
 
 from lmchat.errors import ConfigError
 
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*=")
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*=")
+"""LLaMA-Factory's ``key=value`` command-line form."""
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -36,13 +37,13 @@ def parse_flags(argv: list[str]) -> dict[str, Any]:
     ``key=value`` is LLaMA-Factory's override form (``python script.py llama3.yaml infer_backend=vllm``)."""
     args: dict[str, Any] = {}
     rest = list(argv)
-    if rest and not rest[0].startswith("-") and not _ASSIGNMENT.match(rest[0]):
+    if rest and not rest[0].startswith("-") and not ASSIGNMENT.match(rest[0]):
         if not rest[0].endswith((".yaml", ".yml", ".json")):
             raise ConfigError(f"Expected a .yaml/.yml/.json config file or --key value flags, got '{rest[0]}'.")
         args.update(load_yaml(rest.pop(0)))
     while rest:
         token = rest.pop(0)
-        if _ASSIGNMENT.match(token):
+        if ASSIGNMENT.match(token):
             token = "--" + token
         if not token.startswith("--") or token == "--":
             raise ConfigError(f"Expected a --key flag or key=value, got '{token}'.")

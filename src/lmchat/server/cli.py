@@ -136,6 +136,7 @@ def _signals_end_serving_only() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lmchat.server [config.yaml] [server flags] [--model-key value ...]``."""
+    from lmchat.cli.argv import standalone_argv
     from lmchat.config import parse_flags
     from lmchat.errors import LmchatError
 
@@ -145,11 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "config.yaml) are the model's settings, as for ChatModel.",
     )
     add_arguments(parser)
-    from lmchat.cli.argv import normalise_argv
-    from lmchat.config.model_config import setting_names
-
-    argv = normalise_argv(sys.argv[1:] if argv is None else argv, parser, setting_names())
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(standalone_argv(argv, parser))
     try:
         return run(args, parse_flags(rest))
     except LmchatError as exc:

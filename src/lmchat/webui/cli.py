@@ -72,6 +72,7 @@ def _auth(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lmchat.webui [config.yaml] [--key value ...] [--host H] [--port N]``."""
+    from lmchat.cli.argv import standalone_argv
     from lmchat.config import parse_flags
 
     parser = argparse.ArgumentParser(
@@ -79,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Chat with a model in the browser. Model settings: a YAML file and/or --key value flags.",
     )
     add_arguments(parser)
-    from lmchat.cli.argv import normalise_argv
-    from lmchat.config.model_config import setting_names
-
-    argv = normalise_argv(sys.argv[1:] if argv is None else argv, parser, setting_names())
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(standalone_argv(argv, parser))
     try:
         return run(args, parse_flags(rest))
     except LmchatError as exc:
