@@ -175,10 +175,12 @@ def test_quantization_is_validated_then_refused_by_the_transformers_engine(tiny_
     settings = {"model_name_or_path": str(tiny_model_dir), "quantization_bit": 4, "quantization_method": "bnb",
                 "double_quantization": True}
     config = ModelConfig.from_dict(settings)
+    from lmchat.engines.registry import get_engine_class
+
     with pytest.raises(ConfigError) as info:
-        review_settings(config, "huggingface", frozenset({"rope_scaling", "flash_attn", "model_max_length"}))
+        review_settings(config, get_engine_class("huggingface"))
     assert str(info.value) == (
-        "Weight quantization on load (quantization_bit: 4) is not available for the huggingface engine yet; leave "
+        "Weight quantization on load (quantization_bit: 4) is not available for the transformers engine yet; leave "
         "quantization_bit out, or load a checkpoint quantized ahead of time."
     )
     assert info.value.param == "quantization_bit"
@@ -191,9 +193,11 @@ def test_quantization_is_validated_then_refused_by_the_transformers_engine(tiny_
 
 
 def test_an_engine_refuses_settings_it_cannot_honour():
+    from lmchat.engines.fake import ScriptedEngine
+
     config = ModelConfig.from_dict({"rope_scaling": "linear", "infer_backend": "fake"})
     with pytest.raises(ConfigError, match=r"The fake engine cannot honour rope_scaling: 'linear'"):
-        review_settings(config, "fake", frozenset())
+        review_settings(config, ScriptedEngine)
     with pytest.raises(ConfigError, match="flash_attn"):
         ChatModel({"infer_backend": "fake", "flash_attn": "fa2"})
 

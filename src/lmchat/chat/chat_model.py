@@ -35,7 +35,7 @@ class ChatModel:
         if self.config.tool_parser:
             get_tool_parser(self.config.tool_parser)  # an unknown name fails now, naming the closest one
         engine_class = get_engine_class(self.config.infer_backend)
-        review_settings(self.config, engine_class.name, engine_class.honoured_settings)
+        review_settings(self.config, engine_class)
         self._loop = LoopThread()
         self.engine: BaseEngine = engine_class(self.config)
         try:

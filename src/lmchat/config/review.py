@@ -4,7 +4,6 @@ once, in the log, what lmchat accepted without using (LLaMA-Factory's training k
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from lmchat.config.llamafactory import IGNORED_KEYS
@@ -12,7 +11,7 @@ from lmchat.config.model_config import ModelConfig
 from lmchat.errors import ConfigError
 
 if TYPE_CHECKING:
-    from lmchat.engines.base import ModelInfo
+    from lmchat.engines.base import BaseEngine, ModelInfo
 
 logger = logging.getLogger("lmchat.config")
 
@@ -42,14 +41,15 @@ def owner_engine(name: str) -> str | None:
     return None
 
 
-def review_settings(config: ModelConfig, engine: str, honoured: Collection[str]) -> str | None:
-    """Raise ConfigError for a setting ``engine`` cannot honour; log (and return) the line of ignored settings."""
+def review_settings(config: ModelConfig, engine: type[BaseEngine]) -> str | None:
+    """Raise ConfigError for a setting ``engine`` cannot honour (``honoured_settings``); log (and return) the line
+    of ignored settings."""
     for name in ENGINE_SETTINGS:
         value = getattr(config, name)
-        if value != ModelConfig.model_fields[name].default and name not in honoured:
-            message = _REFUSALS.get(name, _REFUSAL).format(engine=engine, name=name, value=value)
+        if value != ModelConfig.model_fields[name].default and name not in engine.honoured_settings:
+            message = _REFUSALS.get(name, _REFUSAL).format(engine=engine.label or engine.name, name=name, value=value)
             raise ConfigError(message, param=name)
-    line = ignored_line(config, engine)
+    line = ignored_line(config, engine.name)
     if line:
         logger.warning("%s", line)
     return line
