@@ -258,6 +258,20 @@ def test_ktransformers_finish_reasons():
     assert piece_finish_reason(aborted=False, generated=10, budget=64) == "stop"
 
 
+def test_ktransformers_settings_are_llamafactory_keys_overridden_by_the_engine_mapping():
+    from lmchat.config import ModelConfig
+    from lmchat.engines.ktransformers.sampling import kt_settings
+
+    config = ModelConfig.from_dict({"use_kt": True, "kt_optimize_rule": "rules.yaml", "cpu_infer": 16,
+                                    "chunk_size": 4096, "mode": "long_context",
+                                    "ktransformers_config": '{"gguf_path": "weights/", "chunk_size": 1024}'})
+    assert config.infer_backend == "ktransformers"
+    assert kt_settings(config) == {
+        "gguf_path": "weights/", "kt_optimize_rule": "rules.yaml", "cpu_infer": 16, "chunk_size": 1024,
+        "kt_maxlen": 4096, "kt_use_cuda_graph": True, "kt_mode": "long_context", "kt_force_think": False,
+    }
+
+
 def test_ktransformers_declares_only_what_it_honours():
     assert "seed" not in SUPPORTED_OPTIONS and "logprobs" not in SUPPORTED_OPTIONS
     assert set(to_ktransformers_generation_config(SamplingParams())) - {"do_sample"} <= SUPPORTED_OPTIONS

@@ -16,11 +16,15 @@ SUPPORTED_OPTIONS = frozenset(
     {"n", "max_new_tokens", "max_length", "do_sample", "temperature", "top_p", "top_k", "stop"}
 )
 
-# LLaMA-Factory's kt_* settings and their defaults (read from ``ktransformers_config`` until ModelConfig has them).
-DEFAULT_KT_SETTINGS: dict[str, Any] = {
-    "kt_optimize_rule": None, "kt_use_cuda_graph": True, "kt_mode": "normal", "kt_force_think": False,
-    "chunk_size": 8192, "gguf_path": None,
-}
+# LLaMA-Factory's KTransformers keys (ModelConfig settings); ``ktransformers_config`` may add ``gguf_path``.
+KT_KEYS = ("kt_optimize_rule", "cpu_infer", "chunk_size", "kt_maxlen", "kt_use_cuda_graph", "kt_mode", "kt_force_think")
+
+
+def kt_settings(config: Any) -> dict[str, Any]:
+    """The engine's settings: the config's kt_* keys, overridden by ``ktransformers_config`` entries."""
+    settings: dict[str, Any] = {"gguf_path": None, **{key: getattr(config, key) for key in KT_KEYS}}
+    settings.update(getattr(config, "ktransformers_config", None) or {})
+    return settings
 
 
 def to_ktransformers_generation_config(params: SamplingParams) -> dict[str, Any]:
