@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from lmchat.errors import ContextLengthError, InvalidRequestError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.render import render_prompt
+
+logger = logging.getLogger("lmchat.chat")
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,24 @@ def prepare_chat(
     prompt = render_prompt(
         conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **options.template_kwargs
     )
-    token_ids = tuple(engine.tokenize(prompt))
+    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
     return PreparedChat(
         conversation, tool_list, prompt, token_ids, params,
         max_tokens=answer_budget(len(token_ids), params, engine.info.context_length),
         template_kwargs=options.template_kwargs, media=media,
         parsing=plan_parsing(template, config.tool_parser, tool_list, prompt),
     )
+
+
+def cut_prompt(engine: BaseEngine, prompt: str, token_ids: tuple[int, ...],
+               cutoff_len: int | None) -> tuple[str, tuple[int, ...]]:
+    """LLaMA-Factory's ``cutoff_len``: a longer prompt keeps its last ``cutoff_len`` tokens (the answer's opening
+    stays), and the prompt text becomes what those tokens spell."""
+    if cutoff_len is None or len(token_ids) <= cutoff_len:
+        return prompt, token_ids
+    kept = token_ids[-cutoff_len:]
+    logger.info("The prompt has %d tokens; cutoff_len keeps its last %d.", len(token_ids), cutoff_len)
+    return engine.detokenize(kept), kept
 
 
 def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: int | None,
@@ -148,6 +162,6 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     params = resolve_sampling(config.generation_defaults(), dict(generation))
     engine.capabilities.check_sampling(params, engine.name)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
-    token_ids = tuple(engine.tokenize(prompt))
+    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)
