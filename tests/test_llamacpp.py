@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import os
 
 import pytest
 
@@ -94,3 +94,13 @@ def test_bad_llamacpp_settings_are_refused_with_what_to_do(settings, message):
 def test_more_sequences_than_one_decode_holds_is_refused():
     with pytest.raises(ConfigError, match="max_batch_size 64 is more than the llamacpp engine can decode at once"):
         ChatModel({"infer_backend": "llamacpp", "max_batch_size": 64, "llamacpp_config": {"n_batch": 32}})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("3", 3), ("", None), ("0", None), ("two", None)])
+def test_default_threads_follow_omp_num_threads_else_physical_cores(monkeypatch, value, expected):
+    from lmchat.engines.llamacpp import settings
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert settings.default_threads() == (expected if expected is not None else settings.physical_cores())
+    assert 1 <= settings.physical_cores() <= (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                              else os.cpu_count())
