@@ -79,6 +79,9 @@ def test_concurrent_streams_in_one_batch_answer_as_one_at_a_time(model):
     worker = idle(model)
     worker.largest_batch = 0
     together = run(model, gather_chats(model, [(text, {}) for text in QUESTIONS]))
+    # a caller that has its answer sees the engine after it: the sequences have left and are recorded
+    assert not worker.running and len(worker.finished) >= len(QUESTIONS)
+    assert not any(entry.running or entry.reserved for entry in worker.cells.entries)
     assert [r.response_text for r in together] == [r.response_text for r in alone]
     assert [(r.finish_reason, r.response_length) for r in together] == [(r.finish_reason, r.response_length)
                                                                          for r in alone]

@@ -89,16 +89,15 @@ class Sequence:
         return None
 
     def finish(self, reason: FinishReason, stop_token: str | None = None) -> Finished:
-        """Emit the rest of a character cut mid-way, then one Finished event; free the sampler chain."""
+        """Emit the rest of a character cut mid-way and free the sampler chain; return the Finished event, which the
+        worker emits once the sequence has left the batch (so a caller that sees it sees the engine's state after)."""
         tail = self._utf8.decode(b"", final=True)
         if tail:
             self.emit(TextDelta(tail, 0))
-        finished = Finished(reason, len(self.prompt), self.generated, stop_token)
-        self.emit(finished)
         if self.sampler is not None:
             self.sampler.close()
             self.sampler = None
-        return finished
+        return Finished(reason, len(self.prompt), self.generated, stop_token)
 
 
 def text(model: LoadedModel, token: int) -> str:

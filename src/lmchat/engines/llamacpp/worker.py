@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import llama_cpp
 
+from lmchat.engines.events import Finished
 from lmchat.engines.llamacpp.kv_cells import Admission, KvCells
 from lmchat.engines.llamacpp.model import LoadedModel
 from lmchat.engines.llamacpp.sampler import build_sampler
@@ -198,13 +199,16 @@ class BatchWorker:
             if row.wants_logits:
                 finished = row.sequence.take_token(self.model, index)
                 if finished is not None:
-                    self._record(row.sequence, finished.reason)
-                    self._leave(row.sequence)
+                    self._done(row.sequence, finished)
 
     def _end(self, sequence: Sequence, reason: str) -> None:
-        finished = sequence.finish(reason)
+        self._done(sequence, sequence.finish(reason))
+
+    def _done(self, sequence: Sequence, finished: Finished) -> None:
+        """Record the finished sequence and take it out of the batch, then hand its caller the Finished event."""
         self._record(sequence, finished.reason)
         self._leave(sequence)
+        sequence.emit(finished)
 
     def _record(self, sequence: Sequence, reason: str) -> None:
         self.finished.append((sequence.request_id, reason, sequence.generated))
