@@ -39,7 +39,8 @@ class LlamaCppSettings(BaseModel):
     n_ctx: int = Field(0, ge=0, description="Longest context of one sequence (prompt + answer); 0: the trained one.")
     n_batch: int = Field(512, ge=1, description="Most tokens in one llama_decode call.")
     n_ubatch: int = Field(512, ge=1, description="Most tokens llama.cpp computes at once (physical batch).")
-    n_threads: int | None = Field(None, ge=1, description="Threads for one-token steps (default: OMP_NUM_THREADS, else physical cores).")
+    n_threads: int | None = Field(None, ge=1, description="Threads for one-token steps (default: OMP_NUM_THREADS, "
+                                                          "else physical cores).")
     n_threads_batch: int | None = Field(None, ge=1, description="Threads for larger batches (default: n_threads).")
     flash_attn: bool = Field(True, description="Flash attention (one attention kernel for every batch shape).")
     type_k: CacheType = Field("q8_0", description="Data type of the cached keys.")
