@@ -128,7 +128,8 @@ class EngineSettings(BaseModel):
     sglang_config: dict[str, Any] | None = Field(None, description="SGLang: extra engine arguments (mapping or JSON).")
     sglang_lora_backend: str = Field("triton", description="SGLang: LoRA kernel backend.")
     llamacpp_config: dict[str, Any] | None = Field(
-        None, description="llama.cpp: Llama() settings (n_ctx, n_threads, n_gpu_layers, ...) and reuse_prefix."
+        None, description="llama.cpp: context settings by llama.cpp's names (n_ctx, n_batch, n_threads, flash_attn, "
+        "type_k, type_v, n_gpu_layers, ...) and reuse_prefix; see engines/llamacpp/settings.py."
     )
     ktransformers_config: dict[str, Any] | None = Field(
         None, description="KTransformers: further engine settings (gguf_path, ...); they win over the kt_* keys."
