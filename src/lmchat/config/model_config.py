@@ -80,6 +80,23 @@ class ModelConfig(BaseModel):
         "on: wait for the build, an error if impossible; off: never.",
     )
 
+    # --- media (LLaMA-Factory's keys; text-only chats do not use them) --------------------------
+    image_max_pixels: int = Field(768 * 768, ge=1, description="Images larger than this are scaled down.")
+    image_min_pixels: int = Field(32 * 32, ge=1, description="Images smaller than this are scaled up.")
+    video_max_pixels: int = Field(256 * 256, ge=1, description="Video frames larger than this are scaled down.")
+    video_min_pixels: int = Field(16 * 16, ge=1, description="Video frames smaller than this are scaled up.")
+    video_fps: float = Field(2.0, gt=0, description="Video frames sampled per second.")
+    video_maxlen: int = Field(128, ge=1, description="Most frames sampled from one video.")
+    audio_sampling_rate: int = Field(16000, ge=1, description="Sampling rate audio is resampled to (Hz).")
+    allowed_local_media_path: str | None = Field(
+        None, description="Folder whose files requests may name as media. Server: empty means no local files; "
+        "library, chat and infer: empty means any file the caller names."
+    )
+    allowed_media_domains: list[str] | None = Field(
+        None, description="Only fetch media URLs from these hosts ('a.com,*.b.com'); they may resolve to private "
+        "addresses. Empty: any public host."
+    )
+
     # --- engine-specific settings (LLaMA-Factory names) ---------------------------------------
     vllm_maxlen: int = Field(4096, ge=1, description="vLLM: most tokens of prompt plus answer.")
     vllm_gpu_util: float = Field(0.7, gt=0, le=1, description="vLLM: fraction of GPU memory to use.")
@@ -101,6 +118,13 @@ class ModelConfig(BaseModel):
     @field_validator("adapter_name_or_path", mode="before")
     @classmethod
     def _split_adapters(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()] or None
+        return value
+
+    @field_validator("allowed_media_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()] or None
         return value
