@@ -96,6 +96,14 @@ def _seeded(model_class: Any, config: Any, seed: int) -> Any:
         return model_class(config).eval()
 
 
+def _randomize(parameter: Any, seed: int, scale: float = 0.5) -> None:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
 def _save(out: Path, model: Any, tokenizer: Any, template: str, processor_config: dict[str, Any],
           image_processor: Any = None, feature_extractor: Any = None, video: dict[str, Any] | None = None) -> Path:
     model.save_pretrained(out)
@@ -198,7 +206,9 @@ def gemma3(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=boi,
                           eoi_token_index=eoi, image_token_index=image, initializer_range=0.02)
     image_processor = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
-    return _save(out, _seeded(Gemma3ForConditionalGeneration, config, seed), tokenizer, GEMMA3_TEMPLATE,
+    model = _seeded(Gemma3ForConditionalGeneration, config, seed)
+    _randomize(model.model.multi_modal_projector.mm_input_projection_weight, seed)  # Gemma 3 starts it at zero
+    return _save(out, model, tokenizer, GEMMA3_TEMPLATE,
                  {"processor_class": "Gemma3Processor", "image_seq_length": 4}, image_processor)
 
 
