@@ -136,7 +136,7 @@ class ChatModel:
         media = Media(*(_media_items(value, name) for value, name in
                         ((images, "images"), (videos, "videos"), (audios, "audios"))))
         kwargs = {"system": system, "tools": tools, "media": media, "options": self.resolve_options(**generation)}
-        return bool(media) or _has_media_parts(messages), kwargs
+        return bool(media) or has_media_parts(messages), kwargs
 
     def resolve_options(self, **generation: Any) -> CallOptions:
         """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""
@@ -255,7 +255,7 @@ def _media_items(value: Any, name: str) -> tuple[Any, ...]:
                               f"not {type(value).__name__}.", param=name)
 
 
-def _has_media_parts(messages: Any) -> bool:
+def has_media_parts(messages: Any) -> bool:
     """Whether any message has a content part other than text (its media are read by ``prepare_chat``)."""
     if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
         return False
