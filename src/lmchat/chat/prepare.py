@@ -12,6 +12,7 @@ for its fetches and decoding on worker threads (:func:`aprepare_chat`).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from lmchat.templates.render import render_prompt
 
 if TYPE_CHECKING:
     from lmchat.media import MediaLoader
+
+logger = logging.getLogger("lmchat.chat")
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ def prepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate
     plan = plan_chat(config, engine, template, stops, messages, **kwargs)
     if plan.media:
         raise InvalidRequestError("A chat with media is prepared on the event loop: use ChatModel.aprepare.")
-    return _prepared(plan, tuple(engine.tokenize(plan.prompt)), engine.info.context_length)
+    return _text_prepared(config, engine, plan)
 
 
 async def aprepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate, stops: TemplateStops,
@@ -162,19 +165,42 @@ async def aprepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatT
     the prompt's tokens with the media's placeholders expanded by the engine."""
     plan = plan_chat(config, engine, template, stops, messages, **kwargs)
     if not plan.media:
-        return _prepared(plan, tuple(engine.tokenize(plan.prompt)), engine.info.context_length)
+        return _text_prepared(config, engine, plan)
     media = await load_media(loader, plan.media)
     encoded = await engine.encode_media_prompt(plan.prompt, media)
-    return _prepared(plan, tuple(encoded.token_ids), engine.info.context_length, media, encoded.inputs)
+    token_ids = tuple(encoded.token_ids)
+    if config.cutoff_len is not None and len(token_ids) > config.cutoff_len:
+        raise ContextLengthError(
+            f"The prompt with its media has {len(token_ids)} tokens, more than cutoff_len ({config.cutoff_len}); a "
+            "prompt with media is not cut (that would cut a medium's tokens apart). Send smaller or fewer media "
+            "(image_max_pixels, video_maxlen), a shorter conversation, or raise cutoff_len.", param="messages",
+        )
+    return _prepared(plan, plan.prompt, token_ids, engine.info.context_length, media, encoded.inputs)
 
 
-def _prepared(plan: ChatPlan, token_ids: tuple[int, ...], context_length: int | None, media: Media = Media(),
-              media_inputs: Any = None) -> PreparedChat:
+def _text_prepared(config: ModelConfig, engine: BaseEngine, plan: ChatPlan) -> PreparedChat:
+    prompt, token_ids = cut_prompt(engine, plan.prompt, tuple(engine.tokenize(plan.prompt)), config.cutoff_len)
+    return _prepared(plan, prompt, token_ids, engine.info.context_length)
+
+
+def _prepared(plan: ChatPlan, prompt: str, token_ids: tuple[int, ...], context_length: int | None,
+              media: Media = Media(), media_inputs: Any = None) -> PreparedChat:
     return PreparedChat(
-        plan.conversation, plan.tools, plan.prompt, token_ids, plan.params,
+        plan.conversation, plan.tools, prompt, token_ids, plan.params,
         max_tokens=answer_budget(len(token_ids), plan.params, context_length),
         template_kwargs=plan.template_kwargs, media=media, parsing=plan.parsing, media_inputs=media_inputs,
     )
+
+
+def cut_prompt(engine: BaseEngine, prompt: str, token_ids: tuple[int, ...],
+               cutoff_len: int | None) -> tuple[str, tuple[int, ...]]:
+    """LLaMA-Factory's ``cutoff_len``: a longer prompt keeps its last ``cutoff_len`` tokens (the answer's opening
+    stays), and the prompt text becomes what those tokens spell."""
+    if cutoff_len is None or len(token_ids) <= cutoff_len:
+        return prompt, token_ids
+    kept = token_ids[-cutoff_len:]
+    logger.info("The prompt has %d tokens; cutoff_len keeps its last %d.", len(token_ids), cutoff_len)
+    return engine.detokenize(kept), kept
 
 
 def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: int | None,
@@ -201,6 +227,6 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     params = resolve_sampling(config.generation_defaults(), dict(generation))
     engine.capabilities.check_sampling(params, engine.name)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
-    token_ids = tuple(engine.tokenize(prompt))
+    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)

@@ -24,7 +24,8 @@ class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True)
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}))
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -48,7 +49,8 @@ class HuggingFaceEngine(BaseEngine):
             name=self.loaded.name,
             chat_template=getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None),
             special_tokens=special_tokens(tokenizer),
-            context_length=getattr(model.config.get_text_config(), "max_position_embeddings", None),
+            context_length=self.config.model_max_length
+            or getattr(model.config.get_text_config(), "max_position_embeddings", None),
             is_reward_model=is_reward,
         )
         self.capabilities = media_capabilities(type(self).capabilities, processor)
