@@ -208,3 +208,21 @@ def test_gemma3_image_tokens_attend_both_ways_in_the_slot_cache(models):
         assert abs(token.logprob - both_ways[token.token_id].item()) < 1e-5
         assert abs(token.logprob - causal[token.token_id].item()) > 1e-4
     worker.prefill_chunk_tokens = 256
+
+
+@pytest.mark.parametrize(("family", "template"), [("qwen2_vl", "qwen2_vl"), ("gemma3", "gemma3"),
+                                                  ("qwen2_audio", "qwen2_audio")])
+def test_llamafactory_template_names_write_the_models_placeholders(models, built, family, template):
+    """``template: qwen2_vl`` (a LLaMA-Factory inference YAML) renders each medium as its mm_plugin does, so the
+    processor expands it; the answer equals generate on the same inputs (and for Qwen2-VL, the model's own
+    template gives the same prompt)."""
+    kind = KIND[family]
+    with ChatModel({"model_name_or_path": built(family), "template": template, "do_sample": False,
+                    "max_new_tokens": NEW_TOKENS}) as named:
+        prepared = named.prepare(question(kind), **{kind + "s": [medium(kind)]})
+        assert prepared.prompt_tokens > len(named.engine.tokenize(prepared.prompt))  # placeholders expanded
+        [answer] = named.chat(question(kind), **{kind + "s": [medium(kind)]})
+        assert answer.response_text == generated(named, prepared)
+    if family == "qwen2_vl":
+        own = models(family).prepare(question(kind), **{kind + "s": [medium(kind)]})
+        assert own.prompt == prepared.prompt and own.prompt_token_ids == prepared.prompt_token_ids
