@@ -123,3 +123,13 @@ def test_identical_requests_reuse_the_prompt_and_answer_alike(model):
 def test_bad_prefill_block_is_refused(block):
     with pytest.raises(InvalidRequestError, match="prefill_block must be a positive whole number"):
         ChatModel({"infer_backend": "llamacpp", "llamacpp_config": {"prefill_block": block}})
+
+
+@pytest.mark.parametrize("kind", ["images", "videos", "audios"])
+def test_media_are_refused_naming_the_missing_mmproj(model, kind):
+    """No mmproj/mtmd wiring yet: media are refused before any fetch, saying what is missing and what to use."""
+    from lmchat.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="mmproj") as error:
+        model.chat(MESSAGES, **{kind: ["http://example.invalid/never-fetched"]})
+    assert error.value.param == kind and "infer_backend huggingface" in error.value.message
