@@ -104,3 +104,13 @@ def test_default_threads_follow_omp_num_threads_else_physical_cores(monkeypatch,
     assert settings.default_threads() == (expected if expected is not None else settings.physical_cores())
     assert 1 <= settings.physical_cores() <= (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                               else os.cpu_count())
+
+
+@pytest.mark.parametrize("kind", ["images", "videos", "audios"])
+def test_media_are_refused_naming_the_missing_mmproj(model, kind):
+    """No mmproj/mtmd wiring yet: media are refused before any fetch, saying what is missing and what to use."""
+    from lmchat.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="mmproj") as error:
+        model.chat(MESSAGES, **{kind: ["http://example.invalid/never-fetched"]})
+    assert error.value.param == kind and "infer_backend huggingface" in error.value.message

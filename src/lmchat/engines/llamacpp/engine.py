@@ -40,7 +40,11 @@ logger = logging.getLogger(__name__)
 
 class LlamaCppEngine(BaseEngine):
     name = "llamacpp"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields))
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), media_notes=tuple(
+        (kind, f"llama.cpp reads {kind} only through the vision/audio projector GGUF of the model (its mmproj file, "
+               "llama.cpp's mtmd library), which this engine does not load yet; for now use infer_backend huggingface "
+               "with the original checkpoint")
+        for kind in ("images", "videos", "audios")))
 
     def __init__(self, config) -> None:
         super().__init__(config)
