@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from ray_support import ray_cluster  # noqa: F401 - one Ray cluster per session, for tests/test_ray_*.py
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
