@@ -173,3 +173,41 @@ def ray_cluster():
         yield cluster
     finally:
         cluster.stop()
+
+
+class ServeProcess:
+    """``python -m lmchat.server --ray-address CLUSTER ...`` as a subprocess: ``start()`` waits for its "Serving"
+    line (every replica up), ``stop()`` sends SIGINT and waits for exit status 0."""
+
+    def __init__(self, cluster: RayCluster, *flags: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = cluster.root / f"serve-{self.port}.log"
+        self.command = [os.sys.executable, "-m", "lmchat.server", "--ray-address", cluster.address,
+                        "--port", str(self.port), *flags]
+        self.env = cluster.env
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 400) -> ServeProcess:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + timeout
+        while "lmchat.server: Serving" not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"lmchat serve on Ray did not start:\n{self.log()[-4000:]}")
+            time.sleep(0.5)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 120) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise

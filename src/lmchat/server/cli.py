@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from lmchat.server import ray_options
 from lmchat.server.settings import API_KEY_ENV, LOG_LEVELS, ServerSettings
 
 logger = logging.getLogger("lmchat.server")
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-prompts", action="store_true", help="Log rendered prompts (media redacted).")
     group.add_argument("--log-level", choices=LOG_LEVELS, default=defaults.log_level,
                        help="Log level (default: %(default)s).")
+    ray_options.add_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -77,10 +79,16 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
     from lmchat.server.logs import configure_logging
 
     settings = settings_from_args(args)
+    scaling = ray_options.scaling_from_args(args)
     configure_logging(settings.log_level)
     warning = settings.exposure_warning()
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    if scaling is not None:  # --replicas N: on Ray Serve (server/ray_serve.py)
+        require("ray", "ray")
+        from lmchat.server.ray_serve import run_on_ray
+
+        return run_on_ray(settings, scaling, model_config)
     with ChatModel(model_config) as chat_model:
         app = create_app(chat_model, settings)
         config = uvicorn.Config(
