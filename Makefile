@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lmchat-installed
-EXTRAS ?= hf,cli,serve,webui,batch,llamacpp,dev
+EXTRAS ?= hf,cli,serve,webui,batch,llamacpp,ray,dev
 # llama.cpp's native build enables AMX on these Xeons and crashes on the first decode: build for AVX-512 instead.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
 	-DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON

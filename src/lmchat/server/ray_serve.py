@@ -101,29 +101,42 @@ def build_app(model_config: Mapping[str, Any], settings: ServerSettings, scaling
 
 
 def app_builder(args: dict[str, Any]):
-    """``serve run lmchat.server.ray_serve:app_builder KEY=VALUE ...``: scaling keys (``replicas``,
+    """``serve run lmchat.server.ray_serve:app_builder KEY=VALUE ...`` (or a Serve config file's ``args``)."""
+    return build_app(*builder_args(args))
+
+
+def builder_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], ServerSettings, ServeScaling]:
+    """The model config, server settings and scaling of ``app_builder``'s arguments: scaling keys (``replicas``,
     ``min_replicas``, ``max_replicas``, ``target_ongoing_requests``, ``gpus_per_replica``, ``cpus_per_replica``),
-    server keys (``api_keys``, ``served_model_names``, ``max_concurrent``, ``max_queue``, ``max_body_bytes``,
-    ``shutdown_grace``, ``log_prompts``) and the model's keys (the rest, or a ``model`` mapping)."""
+    server keys (``api_keys``, ``served_model_names``, comma-separated; ``max_concurrent``, ``max_queue``,
+    ``max_body_bytes``, ``shutdown_grace``, ``log_prompts``) and the model's keys (the rest, or a ``model``
+    mapping). ``serve run`` passes every value as a string."""
     from lmchat.config.model_config import ModelConfig
 
     args = dict(args)
     scaling_keys = {f.name for f in fields(ServeScaling)} - {"ray_address"}
-    server_keys = {"api_keys", "served_model_names", "max_concurrent", "max_queue", "max_body_bytes",
-                   "shutdown_grace", "log_prompts"}
     scaling = ServeScaling(**{key: _number(args.pop(key)) for key in list(args) if key in scaling_keys})
-    server = {key: args.pop(key) for key in list(args) if key in server_keys}
+    server = {key: args.pop(key) for key in list(args) if key in _SERVER_KEYS}
     for key in ("api_keys", "served_model_names"):
         if isinstance(server.get(key), str):
-            server[key] = tuple(part for part in server[key].split(",") if part)
+            server[key] = tuple(part.strip() for part in server[key].split(",") if part.strip())
     for key in ("max_concurrent", "max_queue", "max_body_bytes", "shutdown_grace"):
         if key in server:
             server[key] = _number(server[key])
     if isinstance(server.get("log_prompts"), str):
         server["log_prompts"] = server["log_prompts"].lower() in ("1", "true", "yes")
-    model_config = dict(args.pop("model", None) or args)
+    model = args.pop("model", None)
+    if model is not None and args:
+        raise ConfigError(f"Unknown key(s) beside 'model': {', '.join(sorted(args))} (model keys go inside it; "
+                          f"scaling and server keys are {', '.join(sorted(scaling_keys | _SERVER_KEYS))}).",
+                          param=sorted(args)[0])
+    model_config = dict(model if model is not None else args)
     ModelConfig.from_dict(model_config)  # unknown or bad keys fail here, not on every replica
-    return build_app(model_config, ServerSettings(**server), scaling)
+    return model_config, ServerSettings(**server), scaling
+
+
+_SERVER_KEYS = frozenset({"api_keys", "served_model_names", "max_concurrent", "max_queue", "max_body_bytes",
+                          "shutdown_grace", "log_prompts"})
 
 
 def run_on_ray(settings: ServerSettings, scaling: ServeScaling, model_config: Mapping[str, Any]) -> int:
