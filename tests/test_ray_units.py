@@ -74,13 +74,15 @@ def test_serve_run_arguments_split_into_model_server_and_scaling():
     model, settings, scaling = builder_args({
         "model_name_or_path": "org/model", "temperature": "0.5", "replicas": "2", "max_replicas": "4",
         "api_keys": "k1, k2", "served_model_names": "a,b", "max_concurrent": "8", "log_prompts": "true",
-    })
+    }, environ={"LMCHAT_API_KEY": "from-env"})
     assert model == {"model_name_or_path": "org/model", "temperature": "0.5"}
     assert (settings.api_keys, settings.served_model_names, settings.max_concurrent, settings.log_prompts) == (
         ("k1", "k2"), ("a", "b"), 8, True)
     assert (scaling.replicas, scaling.max_replicas) == (2, 4)
-    nested, _, _ = builder_args({"model": {"model_name_or_path": "m", "top_k": 5}, "replicas": 1})
+    nested, settings, _ = builder_args({"model": {"model_name_or_path": "m", "top_k": 5}, "replicas": 1},
+                                       environ={"LMCHAT_API_KEY": "from-env"})
     assert nested == {"model_name_or_path": "m", "top_k": 5}
+    assert settings.api_keys == ("from-env",)  # as the CLI: the environment's key when none is given
     with pytest.raises(ConfigError, match="temprature"):
         builder_args({"model_name_or_path": "m", "temprature": "0.5"})
     with pytest.raises(ConfigError, match="beside 'model': top_k"):

@@ -188,7 +188,7 @@ class RaySampler:
 
         plan = self.plan
         items = [{"row": pickle.dumps(row)} for row in rows]
-        blocks = max(1, math.ceil(len(items) / plan.batch_size))
+        blocks = max(1, math.ceil(len(items) / plan.batch_size), min(len(items), plan.replicas))  # one per replica
         dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             ChatModelReplica,
             fn_constructor_kwargs={"model_config": self.model_config, "generation": self.generation,

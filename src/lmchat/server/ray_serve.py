@@ -105,14 +105,20 @@ def app_builder(args: dict[str, Any]):
     return build_app(*builder_args(args))
 
 
-def builder_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], ServerSettings, ServeScaling]:
+def builder_args(args: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+                 ) -> tuple[dict[str, Any], ServerSettings, ServeScaling]:
     """The model config, server settings and scaling of ``app_builder``'s arguments: scaling keys (``replicas``,
     ``min_replicas``, ``max_replicas``, ``target_ongoing_requests``, ``gpus_per_replica``, ``cpus_per_replica``),
     server keys (``api_keys``, ``served_model_names``, comma-separated; ``max_concurrent``, ``max_queue``,
     ``max_body_bytes``, ``shutdown_grace``, ``log_prompts``) and the model's keys (the rest, or a ``model``
-    mapping). ``serve run`` passes every value as a string."""
-    from lmchat.config.model_config import ModelConfig
+    mapping). ``serve run`` passes every value as a string. Without ``api_keys``, ``LMCHAT_API_KEY`` (of the
+    process that builds the application: the Serve controller's node) supplies the key, as for the CLI."""
+    import os
 
+    from lmchat.config.model_config import ModelConfig
+    from lmchat.server.settings import API_KEY_ENV
+
+    environ = os.environ if environ is None else environ
     args = dict(args)
     scaling_keys = {f.name for f in fields(ServeScaling)} - {"ray_address"}
     scaling = ServeScaling(**{key: _number(args.pop(key)) for key in list(args) if key in scaling_keys})
@@ -125,6 +131,8 @@ def builder_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], ServerSetting
             server[key] = _number(server[key])
     if isinstance(server.get("log_prompts"), str):
         server["log_prompts"] = server["log_prompts"].lower() in ("1", "true", "yes")
+    if "api_keys" not in server and environ.get(API_KEY_ENV):
+        server["api_keys"] = (environ[API_KEY_ENV],)
     model = args.pop("model", None)
     if model is not None and args:
         raise ConfigError(f"Unknown key(s) beside 'model': {', '.join(sorted(args))} (model keys go inside it; "
