@@ -62,29 +62,21 @@ def tiny_config(tiny_model_dir):
     return {"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 8}
 
 
-def test_two_replicas_give_the_local_lines_in_input_order(ray_cluster, tiny_model_dir, tiny_rows, local_lines,
-                                                          tmp_path):
+def test_two_replicas_give_the_local_lines_and_resume_like_it(ray_cluster, tiny_model_dir, tiny_rows, local_lines,
+                                                               tmp_path, capsys):
     output = tmp_path / "ray.jsonl"
+    partial = "".join(json.dumps(line) + "\n" for line in local_lines[:3])
+    output.write_text(partial + '{"id": "cut off by a ki')  # a run killed while writing its fourth line
     summary = run_batch(tiny_rows, tiny_config(tiny_model_dir), ray_options(ray_cluster, output, concurrency=2))
     lines = read_jsonl(output)
-    assert lines == local_lines  # same prompts, answers, finish reasons, token counts, failures, order
+    assert lines == local_lines  # same prompts, answers, finish reasons, token counts, failures, in input order
     assert [line["id"] for line in lines] == [row.id for row in tiny_rows]
-    failed = [line for line in lines if "error" in line]
+    failed = [line for line in lines[3:] if "error" in line]
     assert failed and {line["error"]["type"] for line in failed} == {"ContextLengthError"}
-    assert (summary["completed"], summary["failed"], summary["skipped"]) == (10, len(failed), 0)
+    assert (summary["skipped"], summary["completed"], summary["failed"]) == (3, 7, len(failed))
+    assert "Resuming: 3 of 10 rows" in capsys.readouterr().err
     assert summary["ray"]["replicas_seen"] == 2 and len(summary["ray"]["rows_by_node"]) == 2  # both nodes worked
-    assert sum(summary["ray"]["rows_by_node"].values()) == 10
-
-
-def test_resume_answers_only_rows_not_in_the_file(ray_cluster, tiny_model_dir, tiny_rows, local_lines, tmp_path,
-                                                  capsys):
-    output = tmp_path / "ray.jsonl"
-    partial = "".join(json.dumps(line) + "\n" for line in local_lines[:4])
-    output.write_text(partial + '{"id": "cut off by a ki')  # a run killed while writing its fifth line
-    summary = run_batch(tiny_rows, tiny_config(tiny_model_dir), ray_options(ray_cluster, output, concurrency=2))
-    assert read_jsonl(output) == local_lines
-    assert (summary["skipped"], summary["completed"]) == (4, 6)
-    assert "Resuming: 4 of 10 rows" in capsys.readouterr().err
+    assert sum(summary["ray"]["rows_by_node"].values()) == 7
 
 
 def test_sampler_api_on_ray_equals_the_local_sampler(ray_cluster, fake_script):
