@@ -83,6 +83,12 @@ def test_serve_run_arguments_split_into_model_server_and_scaling():
                                        environ={"LMCHAT_API_KEY": "from-env"})
     assert nested == {"model_name_or_path": "m", "top_k": 5}
     assert settings.api_keys == ("from-env",)  # as the CLI: the environment's key when none is given
+    assert not settings.accept_any_model
+    _, settings, _ = builder_args({"model_name_or_path": "m"}, environ={"API_KEY": "lf-key", "API_MODEL_NAME": "gpt"})
+    assert (settings.api_keys, settings.served_model_names, settings.accept_any_model) == (("lf-key",), ("gpt",), True)
+    _, settings, _ = builder_args({"model_name_or_path": "m", "api_keys": "mine", "accept_any_model": "false"},
+                                  environ={"API_KEY": "lf-key"})
+    assert (settings.api_keys, settings.accept_any_model) == (("mine",), False)  # arguments win, as flags do
     with pytest.raises(ConfigError, match="temprature"):
         builder_args({"model_name_or_path": "m", "temprature": "0.5"})
     with pytest.raises(ConfigError, match="beside 'model': top_k"):

@@ -48,8 +48,8 @@ def apply_tool_choice(tools: list[dict[str, Any]] | None, tool_choice: Any, engi
         if not tools:
             raise InvalidRequestError("tool_choice asks for a tool call but no tools were given.", param="tool_choice")
         raise UnsupportedError(
-            f"tool_choice={tool_choice!r} needs constrained decoding to guarantee a call, which the {engine_name} "
-            "engine does not offer; use 'auto' (the model decides) or 'none'.",
+            f"tool_choice={tool_choice!r} is not supported yet: it needs constrained decoding to guarantee a call, "
+            f"which the {engine_name} engine does not offer; use 'auto' (the model decides) or 'none'.",
             param="tool_choice",
         )
     raise InvalidRequestError(

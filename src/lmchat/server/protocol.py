@@ -43,6 +43,7 @@ class SamplingRequest(OpenAIRequest):
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 keeps all tokens.")
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
+    do_sample: bool | None = None  # LLaMA-Factory's API: false decodes greedily
 
     @property
     def include_usage(self) -> bool:
@@ -62,7 +63,7 @@ class SamplingRequest(OpenAIRequest):
             "stop": self.stop, "seed": self.seed, "presence_penalty": self.presence_penalty,
             "frequency_penalty": self.frequency_penalty, "logit_bias": self._logit_bias(),
             "top_k": 0 if self.top_k == -1 else self.top_k, "min_p": self.min_p,
-            "repetition_penalty": self.repetition_penalty,
+            "repetition_penalty": self.repetition_penalty, "do_sample": self.do_sample,
         }
         return {name: value for name, value in options.items() if value is not None}
 
@@ -118,18 +119,8 @@ class ChatCompletionRequest(SamplingRequest):
                 f"response_format of type '{response_type}' is not supported yet; leave it out or use 'text'.",
                 param="response_format",
             )
-        choice = self.tool_choice
-        if choice is not None and choice not in ("auto", "none"):
-            shown = choice if isinstance(choice, str) else "a named tool"
-            raise UnsupportedError(
-                f"tool_choice '{shown}' is not supported yet; use 'auto' or 'none'.", param="tool_choice"
-            )
         if self.parallel_tool_calls is False:
             raise UnsupportedError("parallel_tool_calls: false is not supported yet.", param="parallel_tool_calls")
-
-    def prompt_tools(self) -> list[dict[str, Any]] | None:
-        """The tools the template renders (none with ``tool_choice: none``)."""
-        return None if self.tool_choice == "none" else self.tools
 
 
 class CompletionRequest(SamplingRequest):

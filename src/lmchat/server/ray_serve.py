@@ -111,12 +111,14 @@ def builder_args(args: Mapping[str, Any], environ: Mapping[str, str] | None = No
     ``min_replicas``, ``max_replicas``, ``target_ongoing_requests``, ``gpus_per_replica``, ``cpus_per_replica``),
     server keys (``api_keys``, ``served_model_names``, comma-separated; ``max_concurrent``, ``max_queue``,
     ``max_body_bytes``, ``shutdown_grace``, ``log_prompts``) and the model's keys (the rest, or a ``model``
-    mapping). ``serve run`` passes every value as a string. Without ``api_keys``, ``LMCHAT_API_KEY`` (of the
-    process that builds the application: the Serve controller's node) supplies the key, as for the CLI."""
+    mapping). ``serve run`` passes every value as a string. The environment of the process that builds the
+    application (the Serve controller's node) supplies what the arguments leave out, as for the CLI:
+    ``LMCHAT_API_KEY`` or ``API_KEY``, ``API_MODEL_NAME``, and ``accept_any_model`` when an ``API_*`` variable is
+    set."""
     import os
 
     from lmchat.config.model_config import ModelConfig
-    from lmchat.server.settings import API_KEY_ENV
+    from lmchat.server.settings import environment_defaults
 
     environ = os.environ if environ is None else environ
     args = dict(args)
@@ -131,8 +133,9 @@ def builder_args(args: Mapping[str, Any], environ: Mapping[str, str] | None = No
             server[key] = _number(server[key])
     if isinstance(server.get("log_prompts"), str):
         server["log_prompts"] = server["log_prompts"].lower() in ("1", "true", "yes")
-    if "api_keys" not in server and environ.get(API_KEY_ENV):
-        server["api_keys"] = (environ[API_KEY_ENV],)
+    if isinstance(server.get("accept_any_model"), str):
+        server["accept_any_model"] = server["accept_any_model"].lower() in ("1", "true", "yes")
+    server = {**environment_defaults(environ), **server}  # as for the CLI: arguments win over the environment
     model = args.pop("model", None)
     if model is not None and args:
         raise ConfigError(f"Unknown key(s) beside 'model': {', '.join(sorted(args))} (model keys go inside it; "
@@ -143,8 +146,8 @@ def builder_args(args: Mapping[str, Any], environ: Mapping[str, str] | None = No
     return model_config, ServerSettings(**server), scaling
 
 
-_SERVER_KEYS = frozenset({"api_keys", "served_model_names", "max_concurrent", "max_queue", "max_body_bytes",
-                          "shutdown_grace", "log_prompts"})
+_SERVER_KEYS = frozenset({"api_keys", "served_model_names", "accept_any_model", "max_concurrent", "max_queue",
+                          "max_body_bytes", "shutdown_grace", "log_prompts"})
 
 
 def run_on_ray(settings: ServerSettings, scaling: ServeScaling, model_config: Mapping[str, Any]) -> int:
