@@ -65,6 +65,7 @@ def test_vllm_bad_parallel_values_name_the_key(extra, message):
         to_vllm_engine_kwargs(config(vllm_config=extra), 1)
 
 
+@pytest.mark.vllm  # runs in .venv-vllm with make test-vllm
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed here")
 def test_vllm_parallel_keys_are_async_engine_args_fields():
     from vllm import AsyncEngineArgs
