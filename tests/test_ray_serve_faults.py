@@ -63,8 +63,13 @@ def running_replicas() -> int:
     return status.replica_states.get("RUNNING", 0)
 
 
-def test_autoscaling_keeps_the_lower_bound(server):
+def test_autoscaling_keeps_the_lower_bound_and_knows_the_upper(server):
+    from ray.serve.context import _get_global_client
+
     assert running_replicas() == 2
+    details = _get_global_client().get_serve_details()["applications"]["lmchat"]["deployments"]["LmchatReplica"]
+    autoscaling = details["deployment_config"]["autoscaling_config"]  # what the Serve controller scales by
+    assert (autoscaling["min_replicas"], autoscaling["max_replicas"], autoscaling["initial_replicas"]) == (2, 3, 2)
 
 
 def test_a_client_that_disconnects_mid_stream_aborts_its_generation(server, script):
