@@ -34,7 +34,7 @@ async def health() -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     state = _state(request)
-    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+    return Response(await state.metrics.arender(), media_type=state.metrics.content_type)
 
 
 @router.get("/v1/models")
