@@ -102,8 +102,9 @@ class ChatModel:
         """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""
         return resolve_options(self.config, self.engine, generation)
 
-    def prepare_completion(self, prompt: str, **generation: Any) -> PreparedChat:
-        """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it."""
+    def prepare_completion(self, prompt: str | Sequence[int], **generation: Any) -> PreparedChat:
+        """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it.
+        ``prompt`` may be token ids."""
         return prepare_completion(self.config, self.engine, self._stops, prompt, generation)
 
     def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:

@@ -124,11 +124,18 @@ class BaseEngine(abc.ABC):
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` encodes to (no special tokens added)."""
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text`` (special tokens written in it are parsed as such); ``add_special_tokens`` adds
+        what the tokenizer adds to a plain text (a BOS token, for most models)."""
         raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
+
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token's own string in the vocabulary (transformers' ``convert_ids_to_tokens``); by default each
+        token's text."""
+        return [self.detokenize([token]) for token in token_ids]
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         """Reward scores, one float per text; called only when the loaded model is a reward model."""

@@ -61,7 +61,7 @@ class ScriptedEngine(BaseEngine):
         )
 
     # --- tokenizer --------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:  # no special tokens to add
         return [self._token_id(piece) for piece in _split(text)]
 
     def _token_id(self, piece: str) -> int:

@@ -37,6 +37,7 @@ class SamplingParams(BaseModel):
     stop_token_ids: tuple[int, ...] = Field((), description="Extra token ids that end the answer.")
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = Field(False, description="Keep the stop string that ended the answer.")
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
 

@@ -175,8 +175,10 @@ class TokenizeRequest(OpenAIRequest):
     model: str | None = None
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
-    add_generation_prompt: bool = True
-    add_special_tokens: bool = False
+    add_generation_prompt: bool | None = None  # default true, false with continue_final_message
+    continue_final_message: bool = False
+    add_special_tokens: bool | None = None  # vLLM's defaults: true for a prompt, false for messages
+    return_token_strs: bool = False
     tools: list[dict[str, Any]] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
@@ -351,4 +353,5 @@ class TokenizeResponse(OpenAIResponse):
 
 
 class DetokenizeResponse(OpenAIResponse):
-    prompt: str
+    prompt: str  # vLLM's name
+    content: str  # llama.cpp's name

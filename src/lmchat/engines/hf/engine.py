@@ -63,11 +63,14 @@ class HuggingFaceEngine(BaseEngine):
         )
 
     # --- tokenizer ------------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
-        return self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.loaded.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.loaded.tokenizer.decode(list(token_ids))
+
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        return list(self.loaded.tokenizer.convert_ids_to_tokens(list(token_ids)))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))

@@ -63,8 +63,9 @@ class LlamaCppEngine(BaseEngine):
 
 
     # --- tokenizer (the GGUF's own; special tokens in the rendered prompt are parsed as such) ---------------
-    def tokenize(self, text: str) -> list[int]:
-        return self._require_llm().tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        # add_bos adds the BOS token only where the GGUF's vocabulary asks for one, as llama.cpp's server does
+        return self._require_llm().tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self._require_llm().detokenize(list(token_ids), special=True).decode("utf-8", "replace")

@@ -1,11 +1,13 @@
-"""vLLM's ``/tokenize`` and ``/detokenize``: token ids exactly as the engine sees the prompt."""
+"""vLLM's ``/tokenize`` and ``/detokenize``: token ids exactly as the engine sees the prompt (``/detokenize``
+answers llama.cpp's ``content`` beside vLLM's ``prompt``)."""
 
 from __future__ import annotations
 
 from lmchat.chat.messages import build_conversation
-from lmchat.errors import InvalidRequestError, UnsupportedError
+from lmchat.errors import InvalidRequestError
 from lmchat.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from lmchat.server.serving.base import ServerState
+from lmchat.templates.continuation import cut_after_final_message, generation_prompt_flags
 
 
 class ServingTokenize:
@@ -14,23 +16,27 @@ class ServingTokenize:
 
     def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
         self.state.check_model(body.model)
-        if body.add_special_tokens:
-            raise UnsupportedError(
-                "add_special_tokens is not supported: lmchat tokenizes text as the engine receives it (a chat "
-                "template writes its own special tokens). Leave it out.", param="add_special_tokens",
-            )
         if (body.prompt is None) == (body.messages is None):
             raise InvalidRequestError("Send either prompt or messages.", param="prompt")
         engine = self.state.chat_model.engine
-        text = body.prompt if body.prompt is not None else self._render(body)
-        tokens = engine.tokenize(text)
-        return TokenizeResponse(count=len(tokens), max_model_len=engine.info.context_length, tokens=tokens)
+        if body.prompt is not None:
+            for name in ("continue_final_message", "tools", "chat_template_kwargs", "add_generation_prompt"):
+                if getattr(body, name) not in (None, False):
+                    raise InvalidRequestError(f"{name} applies to messages, not to a prompt.", param=name)
+            text, add_special = body.prompt, body.add_special_tokens is not False  # vLLM: true for a prompt
+        else:
+            text, add_special = self._render(body), bool(body.add_special_tokens)  # the template writes them
+        tokens = engine.tokenize(text, add_special_tokens=add_special)
+        return TokenizeResponse(count=len(tokens), max_model_len=engine.info.context_length, tokens=tokens,
+                                token_strs=engine.token_strs(tokens) if body.return_token_strs else None)
 
     def _render(self, body: TokenizeRequest) -> str:
         model = self.state.chat_model
         conversation = build_conversation(body.messages or [], None, model.config.default_system)
         kwargs = dict(body.chat_template_kwargs or {})
-        return model.render(conversation, body.tools, add_generation_prompt=body.add_generation_prompt, **kwargs)
+        add, keep = generation_prompt_flags(body.add_generation_prompt, body.continue_final_message)
+        prompt = model.render(conversation, body.tools, add_generation_prompt=add, **kwargs)
+        return cut_after_final_message(prompt, conversation) if keep else prompt
 
     def detokenize(self, body: DetokenizeRequest) -> DetokenizeResponse:
         self.state.check_model(body.model)
@@ -42,4 +48,4 @@ class ServingTokenize:
             raise InvalidRequestError(
                 "The tokens include ids outside the model's vocabulary.", param="tokens"
             ) from None
-        return DetokenizeResponse(prompt=text)
+        return DetokenizeResponse(prompt=text, content=text)
