@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -87,16 +88,26 @@ class ChatModel:
         """Validate a chat call and render its prompt; every error is raised here, before any generation.
 
         ``messages`` may hold OpenAI/vLLM media content parts (``image_url``, ``input_audio``, ``video_url``,
-        ``audio_url``, ...); their media follow those given as ``images``/``videos``/``audios``.
+        ``audio_url``, ...); their media follow those given as ``images``/``videos``/``audios``. ``chat_template``
+        (vLLM's request field: Jinja source, rendered in the sandbox) replaces the model's template for this call;
+        the model's stop words and output parsers stay.
         """
-        self._require_template()
+        template = self._call_template(generation.pop("chat_template", None))
         if self.engine.info.is_reward_model:
             raise UnsupportedError(
                 f"'{self.engine.info.name}' is a reward model: use get_scores, not chat.", param="model"
             )
         media = Media(tuple(images or ()), tuple(videos or ()), tuple(audios or ()))
-        return prepare_chat(self.config, self.engine, self.template, self._stops, messages, system=system,
+        return prepare_chat(self.config, self.engine, template, self._stops, messages, system=system,
                             tools=tools, media=media, options=self.resolve_options(**generation))
+
+    def _call_template(self, source: str | None) -> ChatTemplate:
+        if source is None:
+            self._require_template()
+            return self.template
+        if not isinstance(source, str) or not source.strip():
+            raise InvalidRequestError("chat_template must be the template's Jinja source.", param="chat_template")
+        return dataclasses.replace(self.template, name="request", source=source)
 
     def resolve_options(self, **generation: Any) -> CallOptions:
         """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""

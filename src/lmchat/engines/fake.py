@@ -48,7 +48,7 @@ class ScriptedEngine(BaseEngine):
                 raise ModelNotFoundError(f"Fake engine script not found: {path}")
             self.script = load_yaml(path)
         unsupported = set(self.script.get("unsupported", ()))
-        self.capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - unsupported)
+        self.capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"} - unsupported)
 
     @property
     def info(self) -> ModelInfo:

@@ -17,12 +17,14 @@ from lmchat.engines.hf.worker import ModelWorker
 from lmchat.errors import EngineClosedError
 from lmchat.generation.sampling import SamplingParams
 
+NOT_YET = frozenset({"min_tokens"})  # the sampler cannot hold back the end-of-answer token yet
+
 
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - NOT_YET, lora=True,
                                 settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}))
 
     def __init__(self, config) -> None:

@@ -37,7 +37,7 @@ DEFAULT_LLAMA_SETTINGS: dict[str, Any] = {"n_ctx": 0, "verbose": False}  # n_ctx
 
 class LlamaCppEngine(BaseEngine):
     name = "llamacpp"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields))
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"})
 
     def __init__(self, config) -> None:
         super().__init__(config)
