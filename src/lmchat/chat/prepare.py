@@ -166,11 +166,19 @@ def _prompt_and_ids(engine: BaseEngine, prompt: str | Sequence[int]) -> tuple[st
     if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
         raise InvalidRequestError("A token-id prompt must be a non-empty list of token ids (integers 0 or more).",
                                   param="prompt")
+    vocab_size = engine.info.vocab_size
+    outside = next((i for i in ids if vocab_size is not None and i >= vocab_size), None)
     try:
-        return engine.detokenize(ids), ids
+        if outside is None:
+            return engine.detokenize(ids), ids
     except (IndexError, ValueError, OverflowError, TypeError):
-        raise InvalidRequestError("The prompt's token ids include ids outside the model's vocabulary.",
-                                  param="prompt") from None
+        pass
+    raise InvalidRequestError(
+        f"The prompt's token ids include ids outside the model's vocabulary{_size(vocab_size)}.", param="prompt")
+
+
+def _size(vocab_size: int | None) -> str:
+    return f" (ids 0 to {vocab_size - 1})" if vocab_size else ""
 
 
 def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateStops, prompt: str | Sequence[int],

@@ -62,6 +62,7 @@ class ModelInfo:
     special_tokens: dict[str, str] = field(default_factory=dict)
     context_length: int | None = None
     is_reward_model: bool = False
+    vocab_size: int | None = None  # token ids at or above it are not the model's (None: the engine does not say)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class HuggingFaceEngine(BaseEngine):
             special_tokens=special_tokens(tokenizer),
             context_length=self.config.model_max_length or getattr(model.config, "max_position_embeddings", None),
             is_reward_model=is_reward,
+            vocab_size=getattr(model.config, "vocab_size", None),
         )
         self._eos_ids = _eos_ids(model, tokenizer)
         await asyncio.wrap_future(worker.call(lambda: worker.attach(model, tokenizer, self.loaded.device,

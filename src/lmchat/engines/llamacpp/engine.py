@@ -166,6 +166,7 @@ def model_info(llm: Llama, path: Path) -> ModelInfo:
         chat_template=metadata.get("tokenizer.chat_template"),
         special_tokens=special,
         context_length=llm.n_ctx(),
+        vocab_size=llm.n_vocab(),
     )
 
 

@@ -42,6 +42,10 @@ class ServingTokenize:
         self.state.check_model(body.model)
         if any(token < 0 for token in body.tokens):
             raise InvalidRequestError("Token ids must not be negative.", param="tokens")
+        vocab_size = self.state.chat_model.engine.info.vocab_size
+        if vocab_size is not None and any(token >= vocab_size for token in body.tokens):
+            raise InvalidRequestError(f"The tokens include ids outside the model's vocabulary (ids 0 to "
+                                      f"{vocab_size - 1}).", param="tokens")
         try:
             text = self.state.chat_model.engine.detokenize(body.tokens)
         except (IndexError, ValueError, OverflowError, TypeError):
