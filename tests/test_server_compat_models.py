@@ -108,3 +108,33 @@ def _stream(http, body):
     from test_server_support import stream_post
 
     return stream_post(http, "/completion", body)
+
+
+def test_echo_logprobs_are_the_models(server, tiny_model_dir, tokenizer):
+    """What lm-evaluation-harness's loglikelihood requests send (token-id prompts, echo, logprobs, max_tokens 1):
+    each prompt token's log-probability equals the model's own, computed here with transformers."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    text = "The quick brown fox jumps"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    client = server.openai()
+    answer = client.completions.create(model="tiny", prompt=[ids, ids[:3]], max_tokens=1, echo=True, logprobs=2,
+                                       temperature=0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.inference_mode():
+        expected = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    full, short = answer.choices
+    assert full.text.startswith(text) and short.text.startswith(tokenizer.decode(ids[:3]))
+    logprobs = full.logprobs
+    assert len(logprobs.tokens) == len(ids) + 1 and logprobs.token_logprobs[0] is None
+    assert logprobs.top_logprobs[0] is None
+    for position in range(1, len(ids)):
+        assert logprobs.token_logprobs[position] == pytest.approx(float(expected[position - 1, ids[position]]),
+                                                                  abs=1e-4)
+        assert len(logprobs.top_logprobs[position]) == 2
+    greedy_next = int(expected[-1].argmax())
+    assert logprobs.tokens[-1] == tokenizer.decode([greedy_next])
+    assert logprobs.token_logprobs[-1] == pytest.approx(float(expected[-1, greedy_next]), abs=1e-4)
+    assert short.logprobs.token_logprobs[1:3] == pytest.approx(logprobs.token_logprobs[1:3], abs=1e-4)
+    assert logprobs.text_offset[:2] == [0, len(logprobs.tokens[0])]

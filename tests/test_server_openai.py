@@ -382,7 +382,6 @@ def test_completions_take_a_raw_prompt(client, http, script):
 
 def test_completions_reject_what_they_cannot_honour(http):
     assert_error(http.post("/v1/completions", json={"prompt": []}), 400, param="prompt")
-    assert_error(http.post("/v1/completions", json={"prompt": "a", "echo": True, "logprobs": 1}), 400, param="echo")
     assert_error(http.post("/v1/completions", json={"prompt": "a", "suffix": "b"}), 400, param="suffix")
     assert_error(http.post("/v1/completions", json={"prompt": "a", "best_of": 3}), 400, param="best_of")
     assert_error(http.post("/v1/completions", json={"prompt": "a", "min_p": 0.5}), 400, param="min_p")

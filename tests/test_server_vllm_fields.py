@@ -189,6 +189,23 @@ def test_completion_echo(client):
     assert "".join(chunk.choices[0].text for chunk in stream) == "long tale" + "w0 w1"
 
 
+def test_completion_echo_with_logprobs(client):
+    """OpenAI's (and vLLM's) shape: the prompt's tokens first, the first with null log-probabilities."""
+    echoed = client.completions.create(model="fake-model", prompt="long tale", max_tokens=2, echo=True, logprobs=1)
+    logprobs = echoed.choices[0].logprobs
+    assert logprobs.tokens == ["long", " tale", "w0", " w1"]
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert logprobs.token_logprobs[1] == -1.0 and logprobs.top_logprobs[1] == {" tale": -1.0}
+    assert logprobs.text_offset == [0, 4, 9, 11]
+    batch = client.completions.create(model="fake-model", prompt=[[0, 1], [1, 0]], max_tokens=1, echo=True,
+                                      logprobs=0)
+    assert [len(choice.logprobs.tokens) for choice in batch.choices] == [3, 3]
+    chunks = list(client.completions.create(model="fake-model", prompt="long tale", max_tokens=2, echo=True,
+                                            logprobs=1, stream=True))
+    streamed = [token for chunk in chunks for token in chunk.choices[0].logprobs.tokens]
+    assert streamed == logprobs.tokens
+
+
 # --- model names ---------------------------------------------------------------------------------------------
 def test_accept_any_model(script, http):
     assert_error(http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": USER}), 404,

@@ -18,7 +18,7 @@ from lmchat.generation.sampling import SamplingParams
 
 if TYPE_CHECKING:
     from lmchat.config.model_config import ModelConfig
-    from lmchat.engines.events import EngineEvent
+    from lmchat.engines.events import EngineEvent, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,14 @@ class BaseEngine(abc.ABC):
         """Each token's own string in the vocabulary (transformers' ``convert_ids_to_tokens``); by default each
         token's text."""
         return [self.detokenize([token]) for token in token_ids]
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """Each prompt token's log-probability given those before it (``None`` for the first), with the ``top``
+        most likely alternatives: completions' ``echo`` with ``logprobs``, as evaluation harnesses use them."""
+        raise UnsupportedError(
+            f"The {self.label or self.name} engine cannot compute the prompt's log-probabilities yet (echo with "
+            "logprobs); the transformers engine can.", param="echo",
+        )
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         """Reward scores, one float per text; called only when the loaded model is a reward model."""

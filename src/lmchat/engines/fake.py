@@ -119,6 +119,12 @@ class ScriptedEngine(BaseEngine):
             if produced < min(len(pieces), budget) and request.request_id not in self._aborted:
                 self._log("abort", request, tokens=produced)
 
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """Scripted: every prompt token after the first has log-probability -1 (and is its own top choice)."""
+        pieces = [self._pieces[i] for i in token_ids]
+        return [None] + [TokenLogprob(piece, token, -1.0, ((piece, token, -1.0),) if top else ())
+                         for piece, token in zip(pieces[1:], token_ids[1:])]
+
     async def abort(self, request_id: str) -> None:
         self._aborted.add(request_id)
 

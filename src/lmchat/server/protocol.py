@@ -150,9 +150,6 @@ class CompletionRequest(SamplingRequest):
     def sampling_options(self) -> dict[str, Any]:
         if self.suffix is not None:
             raise UnsupportedError("suffix is not supported yet; leave it out.", param="suffix")
-        if self.echo and self.logprobs is not None:
-            raise UnsupportedError("echo with logprobs needs the prompt's log-probabilities, which lmchat does not "
-                                   "compute yet; use echo or logprobs alone.", param="echo")
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise UnsupportedError("best_of is not supported yet (only best_of == n).", param="best_of")
         options = super().sampling_options()
@@ -330,9 +327,9 @@ class ChatCompletionStreamResponse(OpenAIResponse):
 
 class CompletionLogprobs(OpenAIResponse):
     text_offset: list[int] = Field(default_factory=list)
-    token_logprobs: list[float] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)  # None: the first prompt token (echo)
     tokens: list[str] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float]] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
 
 
 class CompletionChoice(OpenAIResponse):

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
-from lmchat.engines.events import EngineEvent
+from lmchat.engines.events import EngineEvent, TokenLogprob
 from lmchat.engines.hf_tokenizer import special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
-from lmchat.engines.hf.scoring import score_texts
+from lmchat.engines.hf.scoring import prompt_logprobs, score_texts
 from lmchat.engines.hf.sequence import new_request_state
 from lmchat.engines.hf.worker import ModelWorker
-from lmchat.errors import EngineClosedError
+from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
 
 NOT_YET = frozenset({"min_tokens"})  # the sampler cannot hold back the end-of-answer token yet
@@ -100,6 +100,12 @@ class HuggingFaceEngine(BaseEngine):
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         worker = self._require_worker()
         return await asyncio.wrap_future(worker.call(lambda: score_texts(self.loaded, texts, max_length)))
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        worker = self._require_worker()
+        if self.info.is_reward_model:
+            raise UnsupportedError("A reward model has no token log-probabilities.", param="model")
+        return await asyncio.wrap_future(worker.call(lambda: prompt_logprobs(self.loaded, token_ids, top)))
 
     def _require_worker(self) -> ModelWorker:
         if self.worker is None:

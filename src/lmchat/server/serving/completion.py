@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.responses import Response
 
@@ -37,6 +37,7 @@ class ServingCompletion(GenerationEndpoint):
         for prepared in batch:
             self.state.log_request(self.kind, prepared, bool(body.stream), body.user)
         completion_id = f"{self.id_prefix}-{body.request_id or uuid.uuid4().hex}"
+        echoed = await self._prompt_logprobs(body, batch)
         lives: list[LiveGeneration] = []
         try:
             for i, prepared in enumerate(batch):
@@ -46,9 +47,22 @@ class ServingCompletion(GenerationEndpoint):
                 await live.aclose()
             raise
         if body.stream:
-            return EventStreamResponse(self._stream_batch(body, batch, lives, completion_id))
+            return EventStreamResponse(self._stream_batch(body, batch, lives, completion_id, echoed))
         answers = await asyncio.gather(*(live.collect(prepared) for live, prepared in zip(lives, batch)))
-        return json_response(self._batch_response(body, batch, list(answers), completion_id))
+        return json_response(self._batch_response(body, batch, list(answers), completion_id, echoed))
+
+    async def _prompt_logprobs(self, body: CompletionRequest, batch: list[PreparedChat]
+                               ) -> list[list[TokenLogprob | None]]:
+        """With ``echo`` and ``logprobs``: each prompt's token log-probabilities (the first ``None``), computed
+        before any generation starts, so an engine that cannot gives a 400."""
+        if not (body.echo and body.logprobs is not None):
+            return [[] for _ in batch]
+        engine = self.state.chat_model.engine
+        lease = await self.state.admission.acquire()
+        try:
+            return [await engine.prompt_logprobs(prepared.prompt_token_ids, body.logprobs) for prepared in batch]
+        finally:
+            lease.release()
 
     def prepare(self, body: CompletionRequest, prompt: str | list[int]) -> PreparedChat:
         try:
@@ -57,8 +71,8 @@ class ServingCompletion(GenerationEndpoint):
             exc.param = "prompt" if exc.param == "messages" else body.request_field(exc.param)
             raise
 
-    def _batch_response(self, body: CompletionRequest, batch: list[PreparedChat],
-                        answers: list[list[ChatResponse]], completion_id: str) -> CompletionResponse:
+    def _batch_response(self, body: CompletionRequest, batch: list[PreparedChat], answers: list[list[ChatResponse]],
+                        completion_id: str, echoed: list[list[TokenLogprob | None]]) -> CompletionResponse:
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for i, (prepared, prompt_answers) in enumerate(zip(batch, answers)):
             prompt_tokens += prepared.prompt_tokens
@@ -67,7 +81,8 @@ class ServingCompletion(GenerationEndpoint):
                 text = (prepared.prompt if body.echo else "") + answer.response_text
                 choices.append(CompletionChoice(
                     index=i * prepared.params.n + answer.index, text=text, finish_reason=answer.finish_reason,
-                    logprobs=_logprobs(answer.logprobs or (), 0) if body.logprobs is not None else None,
+                    logprobs=_logprobs([*echoed[i], *(answer.logprobs or ())], 0, self._first_token(prepared))
+                    if body.logprobs is not None else None,
                 ))
         usage = UsageInfo(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           total_tokens=prompt_tokens + completion_tokens)
@@ -75,13 +90,14 @@ class ServingCompletion(GenerationEndpoint):
                                   system_fingerprint=self.state.system_fingerprint)
 
     async def _stream_batch(self, body: CompletionRequest, batch: list[PreparedChat], lives: list[LiveGeneration],
-                            completion_id: str) -> AsyncIterator[str]:
+                            completion_id: str, echoed: list[list[TokenLogprob | None]]) -> AsyncIterator[str]:
         """The prompts' answers one prompt after the other (each choice carries its index)."""
         created = now()
         totals = [0, 0]
         try:
             for i, (prepared, live) in enumerate(zip(batch, lives)):
-                async for event in self._stream_one(body, prepared, live, i, completion_id, created, totals):
+                async for event in self._stream_one(body, prepared, live, (i, echoed[i]), completion_id, created,
+                                                    totals):
                     yield event
             if body.include_usage:
                 usage = UsageInfo(prompt_tokens=totals[0], completion_tokens=totals[1], total_tokens=sum(totals))
@@ -93,21 +109,25 @@ class ServingCompletion(GenerationEndpoint):
                 await live.aclose()
         yield DONE_EVENT
 
-    async def _stream_one(self, body: CompletionRequest, prepared: PreparedChat, live: LiveGeneration, i: int,
-                          completion_id: str, created: int, totals: list[int]) -> AsyncIterator[str]:
-        n = prepared.params.n
+    async def _stream_one(self, body: CompletionRequest, prepared: PreparedChat, live: LiveGeneration,
+                          prompt: tuple[int, list[TokenLogprob | None]], completion_id: str, created: int,
+                          totals: list[int]) -> AsyncIterator[str]:
+        (i, prompt_logprobs), n = prompt, prepared.params.n
         answers, running = new_answers(prepared), RunningUsage(prepared)
         echoed = [False] * n
         offsets = [0] * n
         async for chunk in live.chunks():
             answers[chunk.index].add(chunk)
             usage = running.add(chunk)
-            text = chunk.text
+            text, tokens = chunk.text, list(chunk.logprobs)
             if body.echo and not echoed[chunk.index]:
                 text, echoed[chunk.index] = prepared.prompt + text, True
-            if not text and chunk.finish_reason is None and not chunk.logprobs:
+                tokens = [*prompt_logprobs, *tokens]
+            if not text and chunk.finish_reason is None and not tokens:
                 continue
-            logprobs = _logprobs(chunk.logprobs, offsets[chunk.index]) if body.logprobs is not None else None
+            logprobs = None
+            if body.logprobs is not None:
+                logprobs = _logprobs(tokens, offsets[chunk.index], self._first_token(prepared))
             offsets[chunk.index] += len(text)
             choice = CompletionChoice(index=i * n + chunk.index, text=text, logprobs=logprobs,
                                       finish_reason=chunk.finish_reason)
@@ -116,19 +136,24 @@ class ServingCompletion(GenerationEndpoint):
         totals[0] += prepared.prompt_tokens
         totals[1] += sum(answer.completion_tokens for answer in answers)
 
+    def _first_token(self, prepared: PreparedChat) -> str:
+        return self.state.chat_model.engine.detokenize(prepared.prompt_token_ids[:1])
+
     def _chunk(self, completion_id: str, created: int, choices: list[CompletionChoice],
                usage: UsageInfo | None) -> CompletionResponse:
         return CompletionResponse(id=completion_id, created=created, model=self.state.model_name, choices=choices,
                                   usage=usage, system_fingerprint=self.state.system_fingerprint)
 
 
-def _logprobs(tokens: list[TokenLogprob] | tuple[TokenLogprob, ...], offset: int) -> CompletionLogprobs:
-    """The legacy completions shape: parallel lists, top alternatives as ``{token: logprob}``."""
+def _logprobs(tokens: Sequence[TokenLogprob | None], offset: int, first_token: str = "") -> CompletionLogprobs:
+    """The legacy completions shape: parallel lists, top alternatives as ``{token: logprob}``. ``None`` stands for
+    the first prompt token (echo), which has no log-probability: OpenAI's ``null``."""
     logprobs = CompletionLogprobs()
     for token in tokens:
-        logprobs.tokens.append(token.token)
-        logprobs.token_logprobs.append(token.logprob)
-        logprobs.top_logprobs.append({text: value for text, _, value in token.top})
+        text = token.token if token is not None else first_token
+        logprobs.tokens.append(text)
+        logprobs.token_logprobs.append(None if token is None else token.logprob)
+        logprobs.top_logprobs.append(None if token is None else {alt: value for alt, _, value in token.top})
         logprobs.text_offset.append(offset)
-        offset += len(token.token)
+        offset += len(text)
     return logprobs
