@@ -112,7 +112,8 @@ def test_add_generation_prompt_and_continue_final_message(script, http):
 
 
 def test_request_chat_template_and_kwargs(script, http):
-    template = "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}{% if greeting %}{{ greeting }}{% endif %}"
+    template = ("{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}"
+                "{% if greeting %}{{ greeting }}{% endif %}")
     response = http.post("/v1/chat/completions", json={
         "messages": USER, "chat_template": template, "chat_template_kwargs": {"greeting": "!"}})
     assert response.status_code == 200, response.text

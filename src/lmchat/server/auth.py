@@ -38,8 +38,8 @@ class ApiKeyMiddleware:
         if not authorization and headers.get(b"x-api-key"):  # llama.cpp's server accepts this header too
             authorization = "Bearer " + headers[b"x-api-key"].decode("latin-1")
         if not is_valid_key(authorization, self.api_keys):
-            message = ("Missing API key: send it as 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY')." if not authorization
-                       else "Incorrect API key provided.")
+            message = ("Missing API key: send it as 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY')."
+                       if not authorization else "Incorrect API key provided.")
             await send_error(send, AuthenticationError(message))
             return
         await self.app(scope, receive, send)
