@@ -123,3 +123,20 @@ def test_identical_requests_reuse_the_prompt_and_answer_alike(model):
 def test_bad_prefill_block_is_refused(block):
     with pytest.raises(InvalidRequestError, match="prefill_block must be a positive whole number"):
         ChatModel({"infer_backend": "llamacpp", "llamacpp_config": {"prefill_block": block}})
+
+
+def test_special_tokens_vocabulary_and_token_prompts_match_llama_cpp(model, direct):
+    """What the compat routes rely on: add_special_tokens adds what llama.cpp's own tokenizer adds, the vocabulary
+    size, and a token-id completion prompt reaching llama.cpp as those very ids."""
+    text = "The sky is"
+    assert model.engine.tokenize(text, add_special_tokens=True) == direct.tokenize(text.encode(), add_bos=True,
+                                                                                     special=True)
+    assert model.engine.info.vocab_size == direct.n_vocab()
+    ids = direct.tokenize(text.encode(), add_bos=False, special=True)
+    prepared = model.prepare_completion(ids, max_new_tokens=5)
+    assert prepared.prompt_token_ids == tuple(ids) and prepared.prompt == text
+    [answer] = model.run_sync(model.agenerate(prepared))
+    expected = direct.create_completion(ids, max_tokens=5, temperature=0.0)
+    assert answer.response_text == expected["choices"][0]["text"]
+    with pytest.raises(InvalidRequestError, match="vocabulary"):
+        model.prepare_completion([direct.n_vocab()])
