@@ -27,6 +27,7 @@ def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
         "ignore_eos": params.ignore_eos,
+        "min_new_tokens": params.min_tokens,
         "skip_special_tokens": params.skip_special_tokens,
     }
     if params.stop_token_ids:

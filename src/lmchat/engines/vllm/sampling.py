@@ -41,6 +41,7 @@ def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = Non
         "seed": params.seed,
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
+        "min_tokens": params.min_tokens,
         "skip_special_tokens": params.skip_special_tokens,
         "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token itself
     }
