@@ -113,6 +113,12 @@ class ChatModel:
         async for chunk in stream_answers(self.engine, prepared, request_id):
             yield chunk
 
+    async def aabort(self, prepared: PreparedChat, request_id: str) -> None:
+        """Stop every answer of a request started with ``request_id`` at the engine's next step; its streams end
+        with the finish reason ``abort``."""
+        for engine_id in prepared.request_ids(request_id):
+            await self.engine.abort(engine_id)
+
     async def agenerate(self, prepared: PreparedChat, request_id: str | None = None) -> list[Response]:
         chunks = [chunk async for chunk in self.astream_chunks(prepared, request_id)]
         return collect_responses(chunks, prepared.params.n, prepared.prompt_tokens)
@@ -179,6 +185,10 @@ class ChatModel:
         return self._loop.iterate(stream)
 
     # --- lifecycle ------------------------------------------------------------------------------------
+    def check_health(self) -> None:
+        """Raise :class:`~lmchat.errors.EngineDeadError` once the engine can serve no more requests."""
+        self.engine.check_health()
+
     def close(self) -> None:
         """Stop the engine's background work, free the model and stop the event-loop thread."""
         if self._loop.loop.is_closed():

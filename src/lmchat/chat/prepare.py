@@ -42,13 +42,16 @@ class PreparedChat:
     def prompt_tokens(self) -> int:
         return len(self.prompt_token_ids)
 
+    def request_ids(self, request_id: str) -> list[str]:
+        """The engine request ids of the ``n`` answers of the request ``request_id``."""
+        return [f"{request_id}-{i}" for i in range(self.params.n)]
+
     def requests(self, request_id: str | None = None) -> list[GenerationRequest]:
         """One engine request per answer; answer i samples with ``seed + i`` when a seed is given."""
-        base = request_id or uuid.uuid4().hex
         params = self.params
         return [
             GenerationRequest(
-                request_id=f"{base}-{i}",
+                request_id=engine_id,
                 prompt=self.prompt,
                 params=params.model_copy(update={"n": 1, "seed": None if params.seed is None else params.seed + i}),
                 prompt_token_ids=self.prompt_token_ids,
@@ -57,7 +60,7 @@ class PreparedChat:
                 videos=self.media.videos,
                 audios=self.media.audios,
             )
-            for i in range(params.n)
+            for i, engine_id in enumerate(self.request_ids(request_id or uuid.uuid4().hex))
         ]
 
 

@@ -4,7 +4,9 @@
 ("You said: ..."). Script keys: ``replies`` (strings, or ``{text, match, finish_reason, error_after}``),
 ``delay`` (seconds per token), ``chat_template``, ``context_length``, ``unsupported`` (option names it will
 reject), ``log`` (a JSONL file where every request, finish and abort is recorded), ``reward`` (score texts by
-length instead of chatting). Tokens are whitespace-led words, so the streaming is realistic.
+length instead of chatting), ``capacity`` (``{max_sequences, kv_cache_tokens}`` it reports). A reply with
+``die: true`` makes the engine fail for good, as an engine whose model thread died (``check_health`` fails, every
+later request too). Tokens are whitespace-led words, so the streaming is realistic.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lmchat.config.sources import load_yaml
-from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.base import BaseEngine, Capabilities, EngineCapacity, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
-from lmchat.errors import EngineError, ModelNotFoundError
+from lmchat.errors import EngineDeadError, EngineError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
@@ -39,6 +41,7 @@ class ScriptedEngine(BaseEngine):
         self._pieces: list[str] = []
         self._aborted: set[str] = set()
         self._turn = 0
+        self._dead = False
         self.requests: list[GenerationRequest] = []
 
     async def start(self) -> None:
@@ -59,6 +62,14 @@ class ScriptedEngine(BaseEngine):
             context_length=self.script.get("context_length", 4096),
             is_reward_model=bool(self.script.get("reward")),
         )
+
+    @property
+    def capacity(self) -> EngineCapacity:
+        return EngineCapacity(**self.script.get("capacity", {}))
+
+    def check_health(self) -> None:
+        if self._dead:
+            raise EngineDeadError("The scripted engine died (as its script says); restart lmchat.")
 
     # --- tokenizer --------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -91,9 +102,13 @@ class ScriptedEngine(BaseEngine):
         return reply
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        self.check_health()
         self.requests.append(request)
         self._log("request", request, prompt=request.prompt, params=request.params.model_dump(mode="json"))
         reply = self._reply(request.prompt)
+        if reply.get("die"):
+            self._dead = True
+            self.check_health()
         pieces = _split(reply["text"])
         prompt_tokens, budget = len(request.prompt_token_ids), request.max_tokens
         produced = 0

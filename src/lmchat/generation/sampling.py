@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from lmchat.config.validation import explain
 from lmchat.errors import InvalidRequestError
 
+GREEDY_TEMPERATURE = 1e-5  # temperatures below this decode greedily
 # Per-call names that mean the same option.
 OPTION_ALIASES = {"num_return_sequences": "n", "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens"}
 
@@ -70,7 +71,9 @@ class SamplingParams(BaseModel):
 
     @property
     def is_greedy(self) -> bool:
-        return not self.do_sample or self.temperature == 0
+        """Greedy decoding: ``do_sample`` off, or a temperature so small that sampling is argmax anyway (dividing
+        logits by it would only overflow them; vLLM draws the same line)."""
+        return not self.do_sample or self.temperature < GREEDY_TEMPERATURE
 
     def non_default_fields(self) -> set[str]:
         """The options whose value differs from a plain greedy/sampling request (for capability checks)."""

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.base import BaseEngine, Capabilities, EngineCapacity, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent
-from lmchat.engines.hf_tokenizer import special_tokens
+from lmchat.engines.hf_tokenizer import max_token_chars, special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
 from lmchat.engines.hf.scoring import score_texts
@@ -47,6 +47,8 @@ class HuggingFaceEngine(BaseEngine):
             special_tokens=special_tokens(tokenizer),
             context_length=getattr(model.config, "max_position_embeddings", None),
             is_reward_model=is_reward,
+            vocab_size=getattr(model.config, "vocab_size", None) or len(tokenizer),
+            max_token_chars=max_token_chars(tokenizer),
         )
         self._eos_ids = _eos_ids(model, tokenizer)
         await asyncio.wrap_future(worker.call(lambda: worker.attach(model, tokenizer, self.loaded.device,
@@ -60,6 +62,14 @@ class HuggingFaceEngine(BaseEngine):
             prefill_chunk_tokens=config.prefill_chunk_tokens, packed_weights=config.packed_weights,
             native_decode=config.native_decode,
         )
+
+    @property
+    def capacity(self) -> EngineCapacity:
+        return EngineCapacity(self.config.max_batch_size, self.config.kv_cache_tokens)
+
+    def check_health(self) -> None:
+        if self.worker is not None:
+            self.worker.check_health()
 
     # --- tokenizer ------------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
