@@ -34,7 +34,7 @@ FILE_TIERS = {
         "test_cli_pty.py", "test_tool_loop.py", "test_parsing_tools.py", "test_parsing_reasoning.py",
         "test_templates_named.py", "test_config.py", "test_generation_units.py", "test_engine_contract.py",
         "test_parsing_families.py", "test_parsing_families_policy.py", "test_parsing_reasoning_families.py",
-        "test_parsing_templates.py", "test_media.py", "test_media_fetch.py",
+        "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_server_reliability.py",
     ),
     "adapters": ("test_engine_mappings.py", "test_backend_stream.py"),
     "models": (

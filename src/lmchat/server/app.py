@@ -39,7 +39,9 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     """An OpenAI-compatible app serving ``chat_model`` (which the caller keeps and closes)."""
     settings = settings or ServerSettings()
     served_names = settings.served_model_names or (chat_model.engine.info.name,)
-    admission = Admission(settings.max_concurrent, settings.max_queue)
+    capacity = chat_model.engine.capacity
+    running = settings.running_sequences(capacity.max_sequences)
+    admission = Admission(running, settings.waiting_sequences(running), capacity.kv_cache_tokens)
     metrics = ServerMetrics(admission, served_names[0])
     state = ServerState(chat_model, settings, served_names, admission, metrics)
 

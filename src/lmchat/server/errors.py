@@ -17,6 +17,7 @@ from lmchat.errors import (
     LmchatError,
     ModelNotFoundError,
     QueueFullError,
+    RequestTimeoutError,
     UnsupportedError,
 )
 from lmchat.server.logs import current_request_id
@@ -62,6 +63,7 @@ _CODES: Sequence[tuple[type[LmchatError], str]] = (
     (QueueFullError, "rate_limit_exceeded"),
     (ModelNotFoundError, "model_not_found"),
     (EngineClosedError, "service_unavailable"),
+    (RequestTimeoutError, "request_timeout"),
 )
 
 
@@ -78,7 +80,7 @@ def to_openai_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
     code = getattr(exc, "code", None) or next((c for cls, c in _CODES if isinstance(exc, cls)), None)
     headers = {}
     if exc.http_status == 429:
-        headers["Retry-After"] = "1"
+        headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
     elif exc.http_status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if exc.http_status >= 500:

@@ -27,7 +27,9 @@ def _state(request: Request) -> ServerState:
 
 
 @router.get("/health")
-async def health() -> Response:
+async def health(request: Request) -> Response:
+    """200 while the server takes requests; 503 once the engine died or the server is shutting down."""
+    _state(request).check_ready()
     return JSONResponse({"status": "ok"})
 
 
