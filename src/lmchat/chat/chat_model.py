@@ -7,9 +7,16 @@ from typing import Any
 
 from lmchat.chat.assemble import collect_responses
 from lmchat.chat.bridge import LoopThread
-from lmchat.chat.messages import Media
-from lmchat.chat.options import CallOptions, resolve_options
-from lmchat.chat.prepare import PreparedChat, TemplateStops, prepare_chat, prepare_completion
+from lmchat.chat.inputs import check_input
+from lmchat.chat.messages import Media, normalise_tools
+from lmchat.chat.options import CallOptions, check_template_kwargs, resolve_options
+from lmchat.chat.prepare import (
+    PreparedChat,
+    TemplateStops,
+    check_fallback_parser,
+    prepare_chat,
+    prepare_completion,
+)
 from lmchat.chat.response import ChatChunk, Response
 from lmchat.chat.sequences import stream_answers
 from lmchat.config.model_config import ModelConfig
@@ -19,7 +26,7 @@ from lmchat.engines.registry import get_engine_class
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError
 from lmchat.parsing import get_tool_parser
 from lmchat.templates.registry import ChatTemplate, resolve_template
-from lmchat.templates.render import render_prompt
+from lmchat.templates.tool_fallback import render_chat
 
 Messages = Sequence[Mapping[str, Any]]
 
@@ -101,11 +108,16 @@ class ChatModel:
     def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:
         """The prompt text this model's template makes of ``messages`` (no generation)."""
         self._require_template()
+        check_input(messages, "messages")
+        check_input(tools, "tools")
+        kwargs = check_template_kwargs(kwargs)
         kwargs.setdefault("enable_thinking", self.config.enable_thinking)
-        return render_prompt(
-            messages, self.template, tools=tools, add_generation_prompt=add_generation_prompt,
-            special_tokens=self.engine.info.special_tokens, **kwargs,
-        )
+        rendered = render_chat(messages, self.template, tools=normalise_tools(tools),
+                               add_generation_prompt=add_generation_prompt,
+                               special_tokens=self.engine.info.special_tokens, **kwargs)
+        if rendered.tool_fallback:
+            check_fallback_parser(self.template, self.config.tool_parser)
+        return rendered.prompt
 
     # --- async API ------------------------------------------------------------------------------------
     async def astream_chunks(self, prepared: PreparedChat, request_id: str | None = None) -> AsyncIterator[ChatChunk]:

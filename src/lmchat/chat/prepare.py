@@ -12,15 +12,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmchat.chat.inputs import check_input
 from lmchat.chat.messages import Media, build_conversation, media_of, normalise_tools
-from lmchat.chat.options import CallOptions
+from lmchat.chat.options import CallOptions, check_logit_bias
 from lmchat.chat.output import ParsingPlan, apply_tool_choice, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine, GenerationRequest
-from lmchat.errors import ContextLengthError, InvalidRequestError
+from lmchat.errors import ContextLengthError, InvalidRequestError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
 from lmchat.templates.registry import ChatTemplate
-from lmchat.templates.render import render_prompt
+from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER, render_chat
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def prepare_chat(
 
     ``media`` (LLaMA-Factory's ``images=`` ...) comes first, then the media of the messages' content parts.
     """
+    check_input(messages, "messages")
     conversation = build_conversation(messages, system, config.default_system)
     media = media + media_of(conversation)
     engine.capabilities.check_media(engine.name, **media.by_kind())
@@ -114,17 +116,43 @@ def prepare_chat(
     params = params.model_copy(
         update={"stop": params.stop + stops.strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
     )
+    check_input(tools, "tools")
     tool_list = apply_tool_choice(normalise_tools(tools), options.tool_choice, engine.name)
-    prompt = render_prompt(
-        conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **options.template_kwargs
-    )
-    token_ids = tuple(engine.tokenize(prompt))
+    rendered = render_chat(conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens,
+                           **options.template_kwargs)
+    if rendered.tool_fallback:
+        check_fallback_parser(template, config.tool_parser)
+    token_ids = tokenize_prompt(engine, rendered.prompt)
     return PreparedChat(
-        conversation, tool_list, prompt, token_ids, params,
+        conversation, tool_list, rendered.prompt, token_ids, params,
         max_tokens=answer_budget(len(token_ids), params, engine.info.context_length),
         template_kwargs=options.template_kwargs, media=media,
-        parsing=plan_parsing(template, config.tool_parser, tool_list, prompt),
+        parsing=plan_parsing(template, config.tool_parser, tool_list, rendered.prompt, rendered.tool_fallback),
     )
+
+
+def check_fallback_parser(template: ChatTemplate, configured_tool_parser: str | None) -> None:
+    """Tools described by the default tool prompt are read by its parser; another configured parser cannot."""
+    if configured_tool_parser not in (None, FALLBACK_TOOL_PARSER):
+        raise UnsupportedError(
+            f"The chat template '{template.name}' ignores tools, so lmchat would describe them with LLaMA-Factory's "
+            f"default tool prompt, which the configured tool_parser '{configured_tool_parser}' does not read. "
+            "Choose a template that renders tools (template: qwen3, llama3.2, mistral, ... or a .jinja file with a "
+            f"tools section), or set tool_parser: {FALLBACK_TOOL_PARSER}.", param="tools",
+        )
+
+
+def tokenize_prompt(engine: BaseEngine, prompt: str, param: str = "messages") -> tuple[int, ...]:
+    """The prompt's token ids; a prompt far longer than the context is refused first, without tokenizing it (its
+    characters divided by the most any token stands for are already more tokens than the context holds)."""
+    context, per_token = engine.info.context_length, engine.info.max_token_chars
+    if context and per_token and len(prompt) > context * per_token:
+        at_least = len(prompt) // per_token
+        raise ContextLengthError(
+            f"The prompt has at least {at_least} tokens ({len(prompt)} characters), which leaves no room for an "
+            f"answer within the model's context length ({context} tokens). Shorten the conversation.", param=param,
+        )
+    return tuple(engine.tokenize(prompt))
 
 
 def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: int | None,
@@ -150,7 +178,9 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
         raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
     params = resolve_sampling(config.generation_defaults(), dict(generation))
     engine.capabilities.check_sampling(params, engine.name)
+    check_logit_bias(params, engine.info.vocab_size)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
-    token_ids = tuple(engine.tokenize(prompt))
+    check_input(prompt, "prompt")
+    token_ids = tokenize_prompt(engine, prompt, param="prompt")
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)
