@@ -25,6 +25,7 @@ from lmchat.server.errors import (  # noqa: E402
 )
 from lmchat.server.metrics import ServerMetrics  # noqa: E402
 from lmchat.server.middleware import BodyLimitMiddleware, RequestContextMiddleware  # noqa: E402
+from lmchat.server.openapi import publish_real_responses  # noqa: E402
 from lmchat.server.responses import error_response  # noqa: E402
 from lmchat.server.routes import router  # noqa: E402
 from lmchat.server.serving.base import ServerState  # noqa: E402
@@ -52,6 +53,7 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     app.state.serving_score = ServingScore(state)
     app.state.serving_tokenize = ServingTokenize(state)
     app.include_router(router)
+    publish_real_responses(app)
     _add_exception_handlers(app)
 
     known_paths = {getattr(route, "path", "") for route in router.routes}
@@ -75,7 +77,7 @@ def _add_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(from_validation_errors(exc.errors()))
+        return error_response(from_validation_errors(exc.errors(), getattr(exc, "body", None)))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -42,7 +42,7 @@ class ServingChat(GenerationEndpoint):
         try:
             options = body.sampling_options()
             return self.state.chat_model.prepare(
-                body.messages, tools=body.tools, tool_choice=body.tool_choice,
+                body.message_dicts(), tools=body.tool_dicts(), tool_choice=body.tool_choice,
                 chat_template_kwargs=body.chat_template_kwargs, **options,
             )
         except LmchatError as exc:

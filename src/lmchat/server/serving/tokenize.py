@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from lmchat.chat.messages import build_conversation
+from lmchat.chat.options import check_template_kwargs
 from lmchat.errors import InvalidRequestError, UnsupportedError
 from lmchat.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from lmchat.server.protocol_messages import as_dicts
 from lmchat.server.serving.base import ServerState
 
 
@@ -28,9 +30,10 @@ class ServingTokenize:
 
     def _render(self, body: TokenizeRequest) -> str:
         model = self.state.chat_model
-        conversation = build_conversation(body.messages or [], None, model.config.default_system)
-        kwargs = dict(body.chat_template_kwargs or {})
-        return model.render(conversation, body.tools, add_generation_prompt=body.add_generation_prompt, **kwargs)
+        conversation = build_conversation(as_dicts(body.messages) or [], None, model.config.default_system)
+        kwargs = check_template_kwargs(body.chat_template_kwargs or {})
+        return model.render(conversation, as_dicts(body.tools), add_generation_prompt=body.add_generation_prompt,
+                            **kwargs)
 
     def detokenize(self, body: DetokenizeRequest) -> DetokenizeResponse:
         self.state.check_model(body.model)
