@@ -35,7 +35,7 @@ FILE_TIERS = {
         "test_templates_named.py", "test_config.py", "test_generation_units.py", "test_engine_contract.py",
         "test_parsing_families.py", "test_parsing_families_policy.py", "test_parsing_reasoning_families.py",
         "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_server_reliability.py",
-        "test_tool_fallback.py", "test_server_validation.py",
+        "test_tool_fallback.py", "test_server_validation.py", "test_webui_login.py",
     ),
     "adapters": ("test_engine_mappings.py", "test_backend_stream.py"),
     "models": (
