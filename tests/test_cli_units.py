@@ -22,7 +22,7 @@ from lmchat.cli.render import PlainOutput
 from lmchat.cli.score import read_texts
 from lmchat.cli.session import Conversation, parse_assignments
 from lmchat.cli.stats import AnswerRecorder
-from lmchat.config.model_config import ModelConfig
+from lmchat.config.model_config import ModelConfig, public_fields
 from lmchat.engines.fake import ScriptedEngine
 from lmchat.engines.registry import register_engine
 from lmchat.errors import (
@@ -36,7 +36,7 @@ from lmchat.errors import (
 
 def parse(*argv: str) -> dict:
     parser = build_parser(argv[0])
-    args, extras = parser.parse_known_args(normalise_flags(argv))
+    args, extras = parser.parse_known_args(normalise_flags(argv, parser.subcommands[argv[0]]))
     assert extras == []
     return model_args(args)
 
@@ -44,7 +44,7 @@ def parse(*argv: str) -> dict:
 # --- options -------------------------------------------------------------------------------------------------
 def test_help_lists_every_config_field_with_its_description_and_default():
     text = " ".join(build_parser("chat").subcommands["chat"].format_help().split())
-    for name, field in ModelConfig.model_fields.items():
+    for name, field in public_fields().items():
         assert f"--{name}" in text
         assert " ".join(field.description.split()) in text
     assert "(default: 0.95)" in text and "{auto,float32,float16,bfloat16}" in text
@@ -77,7 +77,8 @@ def test_bare_boolean_flag_means_true_and_none_unsets_a_limit():
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
-        (["chat", "--tempreature", "0.3"], "Error: Unknown option '--tempreature'; did you mean '--temperature'?"),
+        (["chat", "--tempreature", "0.3"], "Error: Unknown option '--tempreature'; did you mean '--temperature'? "
+                                           "Every option: lmchat chat --help; every setting: lmchat --help-config."),
         (["chta"], "Error: Unknown command 'chta'; did you mean 'chat'?"),
         (["chat", "model-folder"], "Error: Expected a .yaml/.yml/.json config file, got 'model-folder'. "
                                    "To choose a model, use --model_name_or_path model-folder."),

@@ -20,6 +20,7 @@ from lmchat.chat.prepare import (
 from lmchat.chat.response import ChatChunk, Response
 from lmchat.chat.sequences import stream_answers
 from lmchat.config.model_config import ModelConfig
+from lmchat.config.review import check_stage, review_settings
 from lmchat.config.sources import args_from_command_line
 from lmchat.engines.base import BaseEngine
 from lmchat.engines.registry import get_engine_class
@@ -44,11 +45,12 @@ class ChatModel:
         if self.config.tool_parser:
             get_tool_parser(self.config.tool_parser)  # an unknown name fails now, naming the closest one
         engine_class = get_engine_class(self.config.infer_backend)
-        _check_adapters(self.config, engine_class)
+        review_settings(self.config, engine_class)
         self._loop = LoopThread()
         self.engine: BaseEngine = engine_class(self.config)
         try:
             self._loop.run(self.engine.start())
+            check_stage(self.config, self.engine.info)
             self.template = self._resolve_template()
             self._stops = TemplateStops.resolve(self.template, self.engine)
         except BaseException:
@@ -56,9 +58,15 @@ class ChatModel:
             raise
 
     # --- setup --------------------------------------------------------------------------------------
+    @property
+    def engine_type(self) -> str:
+        """The engine's name (``huggingface``, ``vllm``, ...), as LLaMA-Factory's ChatModel has it."""
+        return self.engine.name
+
     def _resolve_template(self) -> ChatTemplate:
         if self.config.template:
-            return resolve_template(self.config.template)
+            return resolve_template(self.config.template, tool_format=self.config.tool_format,
+                                    preserve_thinking=self.config.preserve_thinking)
         info = self.engine.info
         if info.chat_template:
             return ChatTemplate(name="model", source=info.chat_template)
@@ -215,14 +223,3 @@ class ChatModel:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _check_adapters(config: ModelConfig, engine_class: type[BaseEngine]) -> None:
-    """LoRA adapters need an engine that applies them (checked before anything is loaded)."""
-    if config.adapter_name_or_path and not engine_class.capabilities.lora:
-        name = engine_class.label or engine_class.name
-        raise ConfigError(
-            f"The {name} engine does not apply LoRA adapters; merge them into the model, or use an engine that "
-            "applies them (huggingface, vllm, sglang).",
-            param="adapter_name_or_path",
-        )

@@ -7,6 +7,7 @@ budget. :meth:`PreparedChat.requests` turns the result into the engines' :class:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from lmchat.errors import ContextLengthError, InvalidRequestError, UnsupportedEr
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER, render_chat
+
+logger = logging.getLogger("lmchat.chat")
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,13 @@ def prepare_chat(
                            **options.template_kwargs)
     if rendered.tool_fallback:
         check_fallback_parser(template, config.tool_parser)
-    token_ids = tokenize_prompt(engine, rendered.prompt)
+    token_ids = tokenize_prompt(engine, rendered.prompt, refuse_long=config.cutoff_len is None)
+    prompt, token_ids = cut_prompt(engine, rendered.prompt, token_ids, config.cutoff_len)
     return PreparedChat(
-        conversation, tool_list, rendered.prompt, token_ids, params,
+        conversation, tool_list, prompt, token_ids, params,
         max_tokens=answer_budget(len(token_ids), params, engine.info.context_length),
         template_kwargs=options.template_kwargs, media=media,
-        parsing=plan_parsing(template, config.tool_parser, tool_list, rendered.prompt, rendered.tool_fallback),
+        parsing=plan_parsing(template, config.tool_parser, tool_list, prompt, rendered.tool_fallback),
     )
 
 
@@ -142,17 +146,30 @@ def check_fallback_parser(template: ChatTemplate, configured_tool_parser: str | 
         )
 
 
-def tokenize_prompt(engine: BaseEngine, prompt: str, param: str = "messages") -> tuple[int, ...]:
+def tokenize_prompt(engine: BaseEngine, prompt: str, param: str = "messages",
+                    refuse_long: bool = True) -> tuple[int, ...]:
     """The prompt's token ids; a prompt far longer than the context is refused first, without tokenizing it (its
-    characters divided by the most any token stands for are already more tokens than the context holds)."""
+    characters divided by the most any token stands for are already more tokens than the context holds).
+    ``refuse_long=False`` (a ``cutoff_len`` keeps the prompt's end) tokenizes it all."""
     context, per_token = engine.info.context_length, engine.info.max_token_chars
-    if context and per_token and len(prompt) > context * per_token:
+    if refuse_long and context and per_token and len(prompt) > context * per_token:
         at_least = len(prompt) // per_token
         raise ContextLengthError(
             f"The prompt has at least {at_least} tokens ({len(prompt)} characters), which leaves no room for an "
             f"answer within the model's context length ({context} tokens). Shorten the conversation.", param=param,
         )
     return tuple(engine.tokenize(prompt))
+
+
+def cut_prompt(engine: BaseEngine, prompt: str, token_ids: tuple[int, ...],
+               cutoff_len: int | None) -> tuple[str, tuple[int, ...]]:
+    """LLaMA-Factory's ``cutoff_len``: a longer prompt keeps its last ``cutoff_len`` tokens (the answer's opening
+    stays), and the prompt text becomes what those tokens spell."""
+    if cutoff_len is None or len(token_ids) <= cutoff_len:
+        return prompt, token_ids
+    kept = token_ids[-cutoff_len:]
+    logger.info("The prompt has %d tokens; cutoff_len keeps its last %d.", len(token_ids), cutoff_len)
+    return engine.detokenize(kept), kept
 
 
 def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: int | None,
@@ -181,6 +198,7 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     check_logit_bias(params, engine.info.vocab_size)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
     check_input(prompt, "prompt")
-    token_ids = tokenize_prompt(engine, prompt, param="prompt")
+    token_ids = tokenize_prompt(engine, prompt, param="prompt", refuse_long=config.cutoff_len is None)
+    prompt, token_ids = cut_prompt(engine, prompt, token_ids, config.cutoff_len)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)

@@ -26,13 +26,14 @@ class Capabilities:
     """What an engine can honour beyond the contract; the facade checks each field before any work starts.
 
     ``sampling_options`` and the media kinds are checked for every call (``check_sampling``, ``check_media``);
-    ``lora`` when the model is chosen (``adapter_name_or_path`` with an engine that cannot apply adapters fails
-    before loading). Streaming and abort are not capabilities: every engine streams and aborts. Reward scoring
+    ``lora`` and ``settings`` (the engine-dependent config settings it honours, see
+    :data:`lmchat.config.review.ENGINE_SETTINGS`) when the model is chosen, before loading. Streaming and abort are not capabilities: every engine streams and aborts. Reward scoring
     follows the loaded model (:attr:`ModelInfo.is_reward_model`).
     """
 
     sampling_options: frozenset[str] = frozenset(SamplingParams.model_fields)
     lora: bool = False
+    settings: frozenset[str] = frozenset()
     images: bool = False
     videos: bool = False
     audios: bool = False
@@ -113,6 +114,11 @@ class BaseEngine(abc.ABC):
         if self._info is None:
             raise EngineClosedError(f"The {self.label or self.name} engine is not started.")
         return self._info
+
+    @property
+    def can_generate(self) -> bool:
+        """False for a reward model (it scores, it does not chat), as LLaMA-Factory's engines have it."""
+        return not self.info.is_reward_model
 
     @property
     def capacity(self) -> EngineCapacity:

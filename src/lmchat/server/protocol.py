@@ -55,6 +55,7 @@ class SamplingRequest(OpenAIRequest):
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 keeps all tokens.")
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, ge=0.01, le=100, description="1.0 is off.")
+    do_sample: bool | None = None  # LLaMA-Factory's API: false decodes greedily
 
     @property
     def include_usage(self) -> bool:
@@ -74,7 +75,7 @@ class SamplingRequest(OpenAIRequest):
             "stop": self.stop, "seed": self.seed, "presence_penalty": self.presence_penalty,
             "frequency_penalty": self.frequency_penalty, "logit_bias": self._logit_bias(),
             "top_k": 0 if self.top_k == -1 else self.top_k, "min_p": self.min_p,
-            "repetition_penalty": self.repetition_penalty,
+            "repetition_penalty": self.repetition_penalty, "do_sample": self.do_sample,
         }
         return {name: value for name, value in options.items() if value is not None}
 

@@ -22,7 +22,8 @@ class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True)
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}))
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -45,7 +46,7 @@ class HuggingFaceEngine(BaseEngine):
             name=self.loaded.name,
             chat_template=getattr(tokenizer, "chat_template", None),
             special_tokens=special_tokens(tokenizer),
-            context_length=getattr(model.config, "max_position_embeddings", None),
+            context_length=self.config.model_max_length or getattr(model.config, "max_position_embeddings", None),
             is_reward_model=is_reward,
             vocab_size=getattr(model.config, "vocab_size", None) or len(tokenizer),
             max_token_chars=max_token_chars(tokenizer),

@@ -64,7 +64,7 @@ class ServerState:
             live.stop(EngineClosedError(message))
 
     def check_model(self, name: str | None) -> None:
-        if name is not None and name not in self.served_names:
+        if name is not None and name not in self.served_names and not self.settings.accept_any_model:
             raise ModelNotFoundError(
                 f"The model '{name}' does not exist on this server; it serves: {', '.join(self.served_names)}.",
                 param="model",
