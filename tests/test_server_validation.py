@@ -52,7 +52,7 @@ def _raw(http: httpx.Client, path: str, body: str) -> httpx.Response:
     ({"messages": [{"role": {}, "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"content": "hi"}]}, "messages[0].role"),
-    ({"messages": [{"role": "tool", "content": "sunny"}]}, "messages[0].tool_call_id"),
+    ({"messages": [{"role": "tool", "content": "sunny", "tool_call_id": 5}]}, "messages[0].tool_call_id"),
     ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}]},
      "messages[0].tool_calls[0].id"),
     ({"messages": USER, "seed": 2**64}, "seed"),

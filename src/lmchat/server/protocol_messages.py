@@ -164,7 +164,7 @@ class AssistantMessage(StrictModel):
 class ToolMessage(StrictModel):
     role: Literal["tool"]
     content: str | list[TextContentPart]
-    tool_call_id: str
+    tool_call_id: str | None = Field(None, description="The call this answers; LLaMA-Factory's clients leave it out.")
 
 
 class FunctionMessage(StrictModel):
