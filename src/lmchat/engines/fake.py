@@ -148,4 +148,6 @@ class ScriptedEngine(BaseEngine):
 
 
 def _split(text: str) -> list[str]:
-    return _TOKEN.findall(text)
+    # token by token, as a real tokenizer works through a text: one findall over a huge prompt would hold the GIL
+    # for the whole of it, which no real tokenizer does
+    return [match.group() for match in _TOKEN.finditer(text)]
