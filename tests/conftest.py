@@ -36,7 +36,7 @@ FILE_TIERS = {
         "test_parsing_families.py", "test_parsing_families_policy.py", "test_parsing_reasoning_families.py",
         "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_templates_llamafactory.py",
         "test_llamafactory_config.py", "test_llamafactory_cli_api.py", "test_server_reliability.py",
-        "test_tool_fallback.py", "test_server_validation.py", "test_webui_login.py",
+        "test_tool_fallback.py", "test_server_validation.py", "test_webui_login.py", "test_server_fuzz.py",
     ),
     "adapters": ("test_engine_mappings.py", "test_backend_stream.py"),
     "models": (
