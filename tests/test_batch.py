@@ -354,6 +354,7 @@ def test_a_second_run_on_the_same_output_fails_at_once_while_the_first_goes_on(t
     assert first.wait(timeout=120) == 0, first.stderr.read()
     lines = read_jsonl(out)
     assert [line["id"] for line in lines] == [f"alpaca_en_demo-{i:05d}" for i in range(12)]  # 12 rows, 12 lines
+    assert not (tmp_path / "out.jsonl.lock").exists()  # the lock file goes with the run
     assert main(flags) == 0  # once the first is done, the file is free again
 
 

@@ -2,7 +2,8 @@
 
 A killed run leaves complete lines plus at most one partial last line; opening the file again cuts that partial
 line off, so only the rows that were in flight are lost. One run at a time owns a results file: an exclusive lock
-(``flock`` on ``<output>.lock``, released by the kernel when the process ends, even by kill -9) makes a second run
+(``flock`` on ``<output>.lock``, removed at the end of the run and released by the kernel when the process ends,
+even by kill -9) makes a second run
 on the same file fail at once. A file that holds one id twice (written before the lock existed) is de-duplicated
 when it is resumed: the first answered line of each id is kept.
 """
@@ -49,6 +50,7 @@ class ResultsFile:
     def release(self) -> None:
         """Give up the file's lock (the end of the run)."""
         if not self._lock.closed:
+            lock_path_of(self.path).unlink(missing_ok=True)  # while still holding it (see _lock)
             self._lock.close()  # closing the descriptor releases the flock
 
     def open(self) -> ResultsFile:
@@ -102,20 +104,31 @@ def unique_lines(lines: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> list
     return [line for line in kept if line is not None]
 
 
+def lock_path_of(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
 def _lock(path: Path) -> IO[bytes]:
-    """An exclusive, non-blocking lock on ``<path>.lock``; a clear error when another run holds it."""
+    """An exclusive, non-blocking lock on ``<path>.lock``; a clear error when another run holds it. The lock file
+    is removed when the run ends, so the lock taken must be on the file still at that path (else try again)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    handle = lock_path.open("ab")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(
-            f"Another run is writing {path} (it holds {lock_path}). Wait for it to finish, or give this run another "
-            "--output (two runs on one file would answer the same rows twice).", param="output",
-        ) from None
-    return handle
+    lock_path = lock_path_of(path)
+    while True:
+        handle = lock_path.open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(
+                f"Another run is writing {path} (it holds {lock_path}). Wait for it to finish, or give this run "
+                "another --output (two runs on one file would answer the same rows twice).", param="output",
+            ) from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(lock_path).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # the run that held it removed it meanwhile: lock the new one
 
 
 def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
