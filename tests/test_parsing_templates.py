@@ -104,6 +104,8 @@ def test_reasoning_opened_by_the_prompt(parser: str | None, prompt: str, opens: 
 
 # --- through ChatModel ------------------------------------------------------------------------------------
 HARMONY_TEMPLATE = (  # a small template in gpt-oss's shape (the real one is long); it reads reasoning_effort
+    # and, as the real one, lists the tools (in a developer turn)
+    "{%- if tools -%}<|start|>developer<|message|># Tools\n{{ tools | tojson }}<|end|>{%- endif -%}"
     "{%- for m in messages -%}{%- if m.role == 'assistant' -%}<|start|>assistant<|channel|>final<|message|>"
     "{{ m.content }}<|end|>{%- else -%}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{%- endif -%}"
     "{%- endfor -%}<|start|>system<|message|>Reasoning: {{ reasoning_effort | default('medium') }}<|end|>"

@@ -11,6 +11,8 @@ import re
 import pytest
 from test_server_support import ThreadServer, assert_error, assert_schema, stream_post, write_script
 
+from lmchat.server.settings import DEFAULT_RUNNING_SEQUENCES
+
 SCRIPT = {
     "name": "fake-model",
     "context_length": 256,
@@ -75,7 +77,7 @@ def test_llamacpp_tokenize_and_detokenize(server, http):
 def test_props_and_health(server, http):
     props = http.get("/props").json()
     assert props["default_generation_settings"]["n_ctx"] == 256
-    assert props["total_slots"] == 16
+    assert props["total_slots"] == DEFAULT_RUNNING_SEQUENCES  # the fake engine reports no capacity of its own
     assert props["model_alias"] == "fake-model"
     assert "{% for m in messages %}" in props["chat_template"]
     assert props["modalities"] == {"vision": False, "audio": False}

@@ -88,7 +88,17 @@ def run_batch(rows: list[Row], model: ChatModel | Mapping[str, Any], options: Ba
     """Answer every row not yet in ``options.output``; returns the summary (also written to the summary file)."""
     log = log or sys.stderr
     results = ResultsFile(options.output, overwrite=options.overwrite, retry_failed=options.retry_failed)
+    try:
+        return _run(rows, model, options, results, log)
+    finally:
+        results.release()
+
+
+def _run(rows: list[Row], model: ChatModel | Mapping[str, Any], options: BatchOptions, results: ResultsFile,
+         log: TextIO) -> dict[str, Any]:
     todo = [row for row in rows if row.id not in results.done]
+    if results.removed and not options.retry_failed:
+        print(f"Removed {results.removed} repeated lines of {results.path} (one line per row is kept).", file=log)
     if results.repaired:
         print(f"Cut off a partial last line of {results.path} (a run was interrupted).", file=log)
     if len(todo) < len(rows):
@@ -149,6 +159,9 @@ def _answer_rows(rows: list[Row], model: ChatModel | Mapping[str, Any], options:
                 tally.stop()
                 if bar is not None:
                     bar.close()
+                if getattr(sampler, "capped_rows", 0):
+                    print(f"{sampler.capped_rows} rows asked for more than this run's max_new_tokens "
+                          f"({sampler.max_new_tokens_cap}) and were capped to it.", file=log)
         return sampler.summary() if options.executor == "ray" else None
 
 

@@ -9,10 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 from lmchat.chat.assemble import collect_responses
 from lmchat.chat.bridge import LoopThread
+from lmchat.chat.inputs import check_input
 from lmchat.chat.media import fetch_policy, media_options
-from lmchat.chat.messages import TEXT_PARTS, Media
-from lmchat.chat.options import CallOptions, resolve_options
-from lmchat.chat.prepare import PreparedChat, TemplateStops, aprepare_chat, prepare_chat, prepare_completion
+from lmchat.chat.messages import TEXT_PARTS, Media, normalise_tools
+from lmchat.chat.options import CallOptions, check_template_kwargs, resolve_options
+from lmchat.chat.prepare import (
+    PreparedChat,
+    TemplateStops,
+    aprepare_chat,
+    check_fallback_parser,
+    prepare_chat,
+    prepare_completion,
+)
 from lmchat.chat.response import ChatChunk, Response
 from lmchat.chat.sequences import stream_answers
 from lmchat.config.model_config import ModelConfig
@@ -23,7 +31,7 @@ from lmchat.engines.registry import get_engine_class
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError
 from lmchat.parsing import get_tool_parser
 from lmchat.templates.registry import ChatTemplate, resolve_template
-from lmchat.templates.render import render_prompt
+from lmchat.templates.tool_fallback import render_chat
 
 if TYPE_CHECKING:
     from lmchat.media import MediaLoader
@@ -169,17 +177,28 @@ class ChatModel:
     def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:
         """The prompt text this model's template makes of ``messages`` (no generation)."""
         self._require_template()
+        check_input(messages, "messages")
+        check_input(tools, "tools")
+        kwargs = check_template_kwargs(kwargs)
         kwargs.setdefault("enable_thinking", self.config.enable_thinking)
-        return render_prompt(
-            messages, self.template, tools=tools, add_generation_prompt=add_generation_prompt,
-            special_tokens=self.engine.info.special_tokens, **kwargs,
-        )
+        rendered = render_chat(messages, self.template, tools=normalise_tools(tools),
+                               add_generation_prompt=add_generation_prompt,
+                               special_tokens=self.engine.info.special_tokens, **kwargs)
+        if rendered.tool_fallback:
+            check_fallback_parser(self.template, self.config.tool_parser)
+        return rendered.prompt
 
     # --- async API ------------------------------------------------------------------------------------
     async def astream_chunks(self, prepared: PreparedChat, request_id: str | None = None) -> AsyncIterator[ChatChunk]:
         """Typed chunks of every answer of a prepared request (what the server and the CLI consume)."""
         async for chunk in stream_answers(self.engine, prepared, request_id):
             yield chunk
+
+    async def aabort(self, prepared: PreparedChat, request_id: str) -> None:
+        """Stop every answer of a request started with ``request_id`` at the engine's next step; its streams end
+        with the finish reason ``abort``."""
+        for engine_id in prepared.request_ids(request_id):
+            await self.engine.abort(engine_id)
 
     async def agenerate(self, prepared: PreparedChat, request_id: str | None = None) -> list[Response]:
         chunks = [chunk async for chunk in self.astream_chunks(prepared, request_id)]
@@ -247,6 +266,10 @@ class ChatModel:
         return self._loop.iterate(stream)
 
     # --- lifecycle ------------------------------------------------------------------------------------
+    def check_health(self) -> None:
+        """Raise :class:`~lmchat.errors.EngineDeadError` once the engine can serve no more requests."""
+        self.engine.check_health()
+
     def close(self) -> None:
         """Stop the engine's background work, free the model and stop the event-loop thread."""
         if self._loop.loop.is_closed():

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lmchat.chat.inputs import check_input
 from lmchat.errors import InvalidRequestError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
 from lmchat.templates.continuation import generation_prompt_flags
@@ -22,6 +23,9 @@ TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort
                     "continue_final_message")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 TOOL_OPTIONS = ("tool_choice",)
+# What the renderer passes to every chat template itself (templates/render.py): not settable per call.
+RESERVED_TEMPLATE_NAMES = frozenset({"messages", "tools", "documents", "add_generation_prompt", "special_tokens",
+                                     "template"})
 
 
 @dataclass(frozen=True)
@@ -36,14 +40,37 @@ def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[st
     sampling = {key: value for key, value in options.items() if key not in (*TEMPLATE_OPTIONS, *TOOL_OPTIONS)}
     params = resolve_sampling(config.generation_defaults(), sampling)
     engine.capabilities.check_sampling(params, engine.name)
+    check_logit_bias(params, engine.info.vocab_size)
     return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"))
 
 
-def _template_kwargs(config: ModelConfig, options: Mapping[str, Any]) -> dict[str, Any]:
-    kwargs = options.get("chat_template_kwargs") or {}
+def check_logit_bias(params: SamplingParams, vocab_size: int | None) -> None:
+    """Every biased token id must be one of the model's (ids 0 .. vocab_size - 1)."""
+    outside = sorted(token for token in params.logit_bias or () if vocab_size is not None and token >= vocab_size)
+    if outside:
+        raise InvalidRequestError(
+            f"logit_bias names token id {outside[0]}, but the model's vocabulary has ids 0 to {vocab_size - 1}.",
+            param="logit_bias",
+        )
+
+
+def check_template_kwargs(kwargs: Any) -> dict[str, Any]:
+    """``chat_template_kwargs`` as a dict of names the template may read; the names lmchat itself passes (the
+    messages, tools, special tokens, ...) cannot be set through it."""
     if not isinstance(kwargs, Mapping):
         raise InvalidRequestError("chat_template_kwargs must be a dict.", param="chat_template_kwargs")
-    kwargs = dict(kwargs)
+    check_input(kwargs, "chat_template_kwargs")
+    reserved = sorted(set(kwargs) & RESERVED_TEMPLATE_NAMES)
+    if reserved:
+        raise InvalidRequestError(
+            f"chat_template_kwargs cannot set '{reserved[0]}': lmchat passes it to the template itself (send "
+            "messages and tools as the request's own fields).", param="chat_template_kwargs",
+        )
+    return dict(kwargs)
+
+
+def _template_kwargs(config: ModelConfig, options: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs = check_template_kwargs(options.get("chat_template_kwargs") or {})
     thinking = options.get("enable_thinking")
     if thinking is not None and not isinstance(thinking, bool):
         raise InvalidRequestError(f"Invalid value for 'enable_thinking': use true or false (got {thinking!r}).",

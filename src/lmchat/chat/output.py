@@ -9,6 +9,7 @@ from lmchat.errors import InvalidRequestError, UnsupportedError
 from lmchat.parsing import OutputParser, reasoning_opens_in
 from lmchat.templates.detect import detect_reasoning_parser, detect_tool_parser
 from lmchat.templates.registry import ChatTemplate
+from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,14 @@ class ParsingPlan:
 
 
 def plan_parsing(template: ChatTemplate, configured_tool_parser: str | None, tools: list[dict[str, Any]] | None,
-                 prompt: str) -> ParsingPlan:
+                 prompt: str, tool_fallback: bool = False) -> ParsingPlan:
+    """``tool_fallback``: the template ignored the tools, which LLaMA-Factory's default tool prompt described
+    (templates/tool_fallback.py), so its ``default`` parser reads the calls."""
     reasoning = template.reasoning_parser or detect_reasoning_parser(template.source)
     tool_parser = None
-    if tools:
+    if tools and tool_fallback:
+        tool_parser = FALLBACK_TOOL_PARSER
+    elif tools:
         tool_parser = configured_tool_parser or template.tool_parser or detect_tool_parser(template.source)
     return ParsingPlan(reasoning, tool_parser, tuple(tools or ()), reasoning_opens_in(reasoning, prompt))
 

@@ -12,23 +12,26 @@ for its fetches and decoding on worker threads (:func:`aprepare_chat`).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lmchat.chat.inputs import check_input
 from lmchat.chat.media import MediaItem, bind_media, count_by_kind, load_media
 from lmchat.chat.messages import Media, build_conversation, normalise_tools
-from lmchat.chat.options import CallOptions
+from lmchat.chat.options import CallOptions, check_logit_bias
 from lmchat.chat.output import ParsingPlan, apply_tool_choice, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine, GenerationRequest
-from lmchat.errors import ContextLengthError, InvalidRequestError
+from lmchat.errors import ContextLengthError, InvalidRequestError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
 from lmchat.templates.continuation import cut_after_final_message
 from lmchat.templates.registry import ChatTemplate
-from lmchat.templates.render import render_prompt
+from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER, render_chat
 
 if TYPE_CHECKING:
     from lmchat.media import MediaLoader
@@ -58,13 +61,16 @@ class PreparedChat:
     def prompt_tokens(self) -> int:
         return len(self.prompt_token_ids)
 
+    def request_ids(self, request_id: str) -> list[str]:
+        """The engine request ids of the ``n`` answers of the request ``request_id``."""
+        return [f"{request_id}-{i}" for i in range(self.params.n)]
+
     def requests(self, request_id: str | None = None) -> list[GenerationRequest]:
         """One engine request per answer; answer i samples with ``seed + i`` when a seed is given."""
-        base = request_id or uuid.uuid4().hex
         params = self.params
         return [
             GenerationRequest(
-                request_id=f"{base}-{i}",
+                request_id=engine_id,
                 prompt=self.prompt,
                 params=params.model_copy(update={"n": 1, "seed": None if params.seed is None else params.seed + i}),
                 prompt_token_ids=self.prompt_token_ids,
@@ -74,7 +80,7 @@ class PreparedChat:
                 audios=self.media.audios,
                 media_inputs=self.media_inputs,
             )
-            for i in range(params.n)
+            for i, engine_id in enumerate(self.request_ids(request_id or uuid.uuid4().hex))
         ]
 
 
@@ -134,6 +140,7 @@ def plan_chat(
 
     ``media`` (LLaMA-Factory's ``images=`` ...) fills the conversation's placeholders (see :mod:`lmchat.chat.media`).
     """
+    check_input(messages, "messages")
     conversation = build_conversation(messages, system, config.default_system)
     offset = len(conversation) - len(messages)
     conversation, items = bind_media(conversation, media, offset)
@@ -142,14 +149,17 @@ def plan_chat(
     params = params.model_copy(
         update={"stop": params.stop + stops.strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
     )
+    check_input(tools, "tools")
     tool_list = apply_tool_choice(normalise_tools(tools), options.tool_choice, engine.name)
-    prompt = render_prompt(
-        conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **options.template_kwargs
-    )
+    rendered = render_chat(conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens,
+                           **options.template_kwargs)
+    if rendered.tool_fallback:
+        check_fallback_parser(template, config.tool_parser)
+    prompt = rendered.prompt
     if options.template_kwargs.get("continue_final_message"):
         prompt = cut_after_final_message(prompt, conversation)
     return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items,
-                    plan_parsing(template, config.tool_parser, tool_list, prompt))
+                    plan_parsing(template, config.tool_parser, tool_list, prompt, rendered.tool_fallback))
 
 
 def prepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate, stops: TemplateStops,
@@ -166,9 +176,10 @@ async def aprepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatT
                         ) -> PreparedChat:
     """:func:`plan_chat`, then its media fetched and decoded once (worker threads, ``loader``'s policy), then
     the prompt's tokens with the media's placeholders expanded by the engine."""
-    plan = plan_chat(config, engine, template, stops, messages, **kwargs)
+    # rendering and tokenizing run on a worker thread: a huge prompt never stalls the caller's event loop
+    plan = await asyncio.to_thread(functools.partial(plan_chat, config, engine, template, stops, messages, **kwargs))
     if not plan.media:
-        return _text_prepared(config, engine, plan)
+        return await asyncio.to_thread(_text_prepared, config, engine, plan)
     media = await load_media(loader, plan.media)
     encoded = await engine.encode_media_prompt(plan.prompt, media)
     token_ids = tuple(encoded.token_ids)
@@ -182,7 +193,8 @@ async def aprepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatT
 
 
 def _text_prepared(config: ModelConfig, engine: BaseEngine, plan: ChatPlan) -> PreparedChat:
-    prompt, token_ids = cut_prompt(engine, plan.prompt, tuple(engine.tokenize(plan.prompt)), config.cutoff_len)
+    token_ids = tokenize_prompt(engine, plan.prompt, refuse_long=config.cutoff_len is None)
+    prompt, token_ids = cut_prompt(engine, plan.prompt, token_ids, config.cutoff_len)
     return _prepared(plan, prompt, token_ids, engine.info.context_length)
 
 
@@ -193,6 +205,32 @@ def _prepared(plan: ChatPlan, prompt: str, token_ids: tuple[int, ...], context_l
         max_tokens=answer_budget(len(token_ids), plan.params, context_length),
         template_kwargs=plan.template_kwargs, media=media, parsing=plan.parsing, media_inputs=media_inputs,
     )
+
+
+def check_fallback_parser(template: ChatTemplate, configured_tool_parser: str | None) -> None:
+    """Tools described by the default tool prompt are read by its parser; another configured parser cannot."""
+    if configured_tool_parser not in (None, FALLBACK_TOOL_PARSER):
+        raise UnsupportedError(
+            f"The chat template '{template.name}' ignores tools, so lmchat would describe them with LLaMA-Factory's "
+            f"default tool prompt, which the configured tool_parser '{configured_tool_parser}' does not read. "
+            "Choose a template that renders tools (template: qwen3, llama3.2, mistral, ... or a .jinja file with a "
+            f"tools section), or set tool_parser: {FALLBACK_TOOL_PARSER}.", param="tools",
+        )
+
+
+def tokenize_prompt(engine: BaseEngine, prompt: str, param: str = "messages",
+                    refuse_long: bool = True) -> tuple[int, ...]:
+    """The prompt's token ids; a prompt far longer than the context is refused first, without tokenizing it (its
+    characters divided by the most any token stands for are already more tokens than the context holds).
+    ``refuse_long=False`` (a ``cutoff_len`` keeps the prompt's end) tokenizes it all."""
+    context, per_token = engine.info.context_length, engine.info.max_token_chars
+    if refuse_long and context and per_token and len(prompt) > context * per_token:
+        at_least = len(prompt) // per_token
+        raise ContextLengthError(
+            f"The prompt has at least {at_least} tokens ({len(prompt)} characters), which leaves no room for an "
+            f"answer within the model's context length ({context} tokens). Shorten the conversation.", param=param,
+        )
+    return tuple(engine.tokenize(prompt))
 
 
 def cut_prompt(engine: BaseEngine, prompt: str, token_ids: tuple[int, ...],
@@ -222,11 +260,13 @@ def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: in
     return max(1, min(limits)) if limits else 1 << 30
 
 
-def _prompt_and_ids(engine: BaseEngine, prompt: str | Sequence[int]) -> tuple[str, tuple[int, ...]]:
+def _prompt_and_ids(engine: BaseEngine, prompt: str | Sequence[int], refuse_long: bool
+                    ) -> tuple[str, tuple[int, ...]]:
     if isinstance(prompt, str):
         if not prompt:
             raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
-        return prompt, tuple(engine.tokenize(prompt))
+        check_input(prompt, "prompt")
+        return prompt, tokenize_prompt(engine, prompt, param="prompt", refuse_long=refuse_long)
     ids = tuple(prompt)
     if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
         raise InvalidRequestError("A token-id prompt must be a non-empty list of token ids (integers 0 or more).",
@@ -252,7 +292,9 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     ids themselves (sent to the engine as they are)."""
     params = resolve_sampling(config.generation_defaults(), dict(generation))
     engine.capabilities.check_sampling(params, engine.name)
+    check_logit_bias(params, engine.info.vocab_size)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
-    prompt, token_ids = cut_prompt(engine, *_prompt_and_ids(engine, prompt), config.cutoff_len)
+    prompt, token_ids = _prompt_and_ids(engine, prompt, refuse_long=config.cutoff_len is None)
+    prompt, token_ids = cut_prompt(engine, prompt, token_ids, config.cutoff_len)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)

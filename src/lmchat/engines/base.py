@@ -64,7 +64,18 @@ class ModelInfo:
     special_tokens: dict[str, str] = field(default_factory=dict)
     context_length: int | None = None
     is_reward_model: bool = False
-    vocab_size: int | None = None  # token ids at or above it are not the model's (None: the engine does not say)
+    vocab_size: int | None = None  # token ids run from 0 to vocab_size - 1 (None: not known)
+    max_token_chars: int | None = None  # no token stands for more characters (None: not known)
+
+
+@dataclass(frozen=True)
+class EngineCapacity:
+    """How much work the engine runs at once: ``max_sequences`` decoded together, and ``kv_cache_tokens`` of KV
+    cache they share (None: not reported). The server admits requests by it; a request with ``n`` answers is
+    ``n`` sequences."""
+
+    max_sequences: int | None = None
+    kv_cache_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,15 @@ class BaseEngine(abc.ABC):
     def can_generate(self) -> bool:
         """False for a reward model (it scores, it does not chat), as LLaMA-Factory's engines have it."""
         return not self.info.is_reward_model
+
+    @property
+    def capacity(self) -> EngineCapacity:
+        """What the engine runs at once (engines with a scheduler of their own report its limits)."""
+        return EngineCapacity()
+
+    def check_health(self) -> None:
+        """Raise :class:`~lmchat.errors.EngineDeadError` once the engine can serve no more requests (its model
+        thread or backend died); engines without such a failure mode are always healthy."""
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:

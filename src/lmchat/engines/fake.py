@@ -5,8 +5,9 @@
 ``delay`` (seconds per token), ``chat_template``, ``context_length``, ``unsupported`` (option names it will
 reject), ``log`` (a JSONL file where every request, finish and abort is recorded), ``reward`` (score texts by
 length instead of chatting), ``media`` (the kinds it accepts: ``[image, video, audio]``; the echo reply then
-describes the decoded media it got, e.g. ``[image 64x48]``). Tokens are whitespace-led words, so the streaming
-is realistic.
+describes the decoded media it got, e.g. ``[image 64x48]``), ``capacity`` (``{max_sequences, kv_cache_tokens}``
+it reports). A reply with ``die: true`` makes the engine fail for good, as an engine whose model thread died
+(``check_health`` fails, every later request too). Tokens are whitespace-led words, so the streaming is realistic.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from lmchat.config.sources import load_yaml
-from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.base import BaseEngine, Capabilities, EngineCapacity, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
-from lmchat.errors import EngineError, ModelNotFoundError
+from lmchat.errors import EngineDeadError, EngineError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
@@ -42,6 +43,7 @@ class ScriptedEngine(BaseEngine):
         self._pieces: list[str] = []
         self._aborted: set[str] = set()
         self._turn = 0
+        self._dead = False
         self.requests: list[GenerationRequest] = []
 
     async def start(self) -> None:
@@ -65,6 +67,14 @@ class ScriptedEngine(BaseEngine):
             context_length=self.script.get("context_length", 4096),
             is_reward_model=bool(self.script.get("reward")),
         )
+
+    @property
+    def capacity(self) -> EngineCapacity:
+        return EngineCapacity(**self.script.get("capacity", {}))
+
+    def check_health(self) -> None:
+        if self._dead:
+            raise EngineDeadError("The scripted engine died (as its script says); restart lmchat.")
 
     # --- tokenizer --------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:  # no special tokens to add
@@ -97,11 +107,15 @@ class ScriptedEngine(BaseEngine):
         return reply
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        self.check_health()
         self.requests.append(request)
         media = describe_media(request)
         self._log("request", request, prompt=request.prompt, params=request.params.model_dump(mode="json"),
                   **({"media": media} if media else {}))
         reply = self._reply(request.prompt, "".join(f" [{item}]" for item in media))
+        if reply.get("die"):
+            self._dead = True
+            self.check_health()
         pieces = _split(reply["text"])
         prompt_tokens, budget = len(request.prompt_token_ids), request.max_tokens
         produced = 0
@@ -156,4 +170,6 @@ def describe_media(request: GenerationRequest) -> list[str]:
 
 
 def _split(text: str) -> list[str]:
-    return _TOKEN.findall(text)
+    # token by token, as a real tokenizer works through a text: one findall over a huge prompt would hold the GIL
+    # for the whole of it, which no real tokenizer does
+    return [match.group() for match in _TOKEN.finditer(text)]

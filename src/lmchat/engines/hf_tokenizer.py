@@ -36,6 +36,23 @@ def special_tokens(tokenizer: Any) -> dict[str, str]:
     return tokens
 
 
+def max_token_chars(tokenizer: Any) -> int | None:
+    """An upper bound on the characters one token stands for, so that ``len(text) / bound`` is a lower bound on
+    the tokens of ``text`` (the server refuses far too long prompts without tokenizing them). A token's text in the
+    vocabulary is at least as long as the text it decodes to (byte-level tokens have one character per byte); a
+    tokenizer that normalises its input (which may shorten it) gets four times that margin."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except (AttributeError, NotImplementedError):
+        return None
+    if not vocab:
+        return None
+    longest = max(len(token) for token in vocab)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    plain = backend is not None and backend.normalizer is None
+    return max(1, longest) * (1 if plain else 4)
+
+
 def token_text(tokenizer: Any, token: int | str | None) -> str | None:
     """The text of a stop token id (or the stop string itself)."""
     if token is None or isinstance(token, str):

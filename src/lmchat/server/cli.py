@@ -41,9 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
                        help="Largest request body accepted; larger ones get 413 (default: %(default)s).")
     group.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
-                       help="Requests running at once (default: %(default)s).")
+                       help="Sequences running at once; a request with n answers counts n (default: what the "
+                            "engine runs at once, e.g. max_batch_size for transformers; 64 if it does not say).")
     group.add_argument("--max-queue", type=int, default=defaults.max_queue,
-                       help="Requests waiting for a slot; more get 429 (default: %(default)s).")
+                       help="Sequences waiting for room; more get 429 with Retry-After (default: twice the running "
+                            "ones, at least 64).")
+    group.add_argument("--request-timeout", type=float, default=defaults.request_timeout, metavar="SECONDS",
+                       help="Stop a generation this long after it arrived (queueing included) and answer with a "
+                            "timeout error (default: no deadline).")
     group.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace, metavar="SECONDS",
                        help="On SIGINT/SIGTERM, let running requests finish this long, then abort them "
                             "(default: %(default)s).")
@@ -67,7 +72,8 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         host=args.host or environ.get("API_HOST") or defaults.host, port=_port(args.port, environ, defaults.port),
         api_keys=keys, served_model_names=names, accept_any_model=accept_any,
         cors_origins=tuple(args.cors_origin or ()), max_body_bytes=args.max_body_bytes,
-        max_concurrent=args.max_concurrent, max_queue=args.max_queue, shutdown_grace=args.shutdown_grace,
+        max_concurrent=args.max_concurrent, max_queue=args.max_queue, request_timeout=args.request_timeout,
+        shutdown_grace=args.shutdown_grace,
         log_prompts=args.log_prompts, log_level=args.log_level,
     )
 
@@ -92,10 +98,10 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
     from lmchat.errors import require
 
     require("uvicorn", "serve")
-    import uvicorn
 
     from lmchat.chat.chat_model import ChatModel
     from lmchat.server.app import create_app
+    from lmchat.server.lifecycle import LmchatServer
     from lmchat.server.logs import configure_logging
 
     settings = settings_from_args(args)
@@ -111,11 +117,7 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
         return run_on_ray(settings, scaling, model_config)
     with ChatModel(model_config) as chat_model:
         app = create_app(chat_model, settings)
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-            timeout_graceful_shutdown=settings.shutdown_grace, lifespan="off",
-        )
-        server = uvicorn.Server(config)
+        server = LmchatServer(app, settings)
         logger.info("Serving %s as %s on http://%s:%d", chat_model.engine.info.name,
                     ", ".join(app.state.lmchat.served_names), settings.host, settings.port)
         try:
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
                 server.run()
         except SystemExit as exc:  # uvicorn exits this way when it cannot bind
             return int(exc.code or 1)
-        return 0 if server.started else 1
+        return server.exit_code
 
 
 @contextlib.contextmanager

@@ -1,26 +1,38 @@
 """Request and response models, under OpenAI's own names (and vLLM's for tokenize, LLaMA-Factory's for scoring).
 
-Requests reject unknown fields. A field OpenAI defines but lmchat cannot honour yet is accepted only with its
-neutral value; anything else is a 400 naming it (``unsupported_fields``), never silently ignored.
+Requests reject unknown fields and are typed strictly, as OpenAI's are: messages, content parts and tools are the
+typed models of :mod:`lmchat.server.protocol_messages`, numbers carry OpenAI's ranges, and no value is coerced.
+A field OpenAI defines but lmchat cannot honour yet is accepted only with its neutral value; anything else is a
+400 naming it, never silently ignored.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, Field, model_serializer
 
 from lmchat.errors import InvalidRequestError, UnsupportedError
+from lmchat.server.protocol_messages import (
+    ChatCompletionTool,
+    ChatMessageParam,
+    CheckedRequest,
+    StrictModel,
+    as_dicts,
+)
 from lmchat.server.protocol_vllm import VllmChatFields, VllmSamplingFields
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
 
 
 # --- requests ------------------------------------------------------------------------------------------
-class OpenAIRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OpenAIRequest(CheckedRequest):
+    """A request body: strict types, no unknown fields, nesting and text checked first."""
 
 
-class StreamOptions(OpenAIRequest):
+class StreamOptions(StrictModel):
     include_usage: bool | None = None
     continuous_usage_stats: bool | None = None  # vLLM: usage on every chunk
 
@@ -34,17 +46,17 @@ class SamplingRequest(OpenAIRequest, VllmSamplingFields):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = Field(None, description="Token id (as a string) -> bias from -100 to 100.")
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     # extras beyond OpenAI (vLLM's names)
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 keeps all tokens.")
     min_p: float | None = Field(None, ge=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=100, description="1.0 is off.")
     do_sample: bool | None = None  # LLaMA-Factory's API: false decodes greedily
 
     @property
@@ -88,16 +100,22 @@ class SamplingRequest(OpenAIRequest, VllmSamplingFields):
 
 
 class ChatCompletionRequest(SamplingRequest, VllmChatFields):
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[ChatMessageParam] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ChatCompletionTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+
+    def message_dicts(self) -> list[dict[str, Any]]:
+        return as_dicts(self.messages) or []
+
+    def tool_dicts(self) -> list[dict[str, Any]] | None:
+        return as_dicts(self.tools)
 
     def max_new_tokens(self) -> tuple[int | None, str]:
         if self.max_completion_tokens is not None and self.max_tokens not in (None, self.max_completion_tokens):
@@ -170,10 +188,13 @@ class ScoreConversationsRequest(OpenAIRequest):
     """Conversations the server renders with the model's chat template, then scores."""
 
     model: str | None = None
-    conversations: list[list[dict[str, Any]]] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
+    conversations: list[list[ChatMessageParam]] = Field(min_length=1)
+    tools: list[ChatCompletionTool] | None = None
     max_length: int | None = Field(None, ge=1)
     chat_template_kwargs: dict[str, Any] | None = None
+
+    def conversation_dicts(self) -> list[list[dict[str, Any]]]:
+        return [as_dicts(conversation) or [] for conversation in self.conversations]
 
 
 class TokenizeRequest(OpenAIRequest):
@@ -181,12 +202,12 @@ class TokenizeRequest(OpenAIRequest):
 
     model: str | None = None
     prompt: str | None = None
-    messages: list[dict[str, Any]] | None = None
+    messages: list[ChatMessageParam] | None = None
     add_generation_prompt: bool | None = None  # default true, false with continue_final_message
     continue_final_message: bool = False
     add_special_tokens: bool | None = None  # vLLM's defaults: true for a prompt, false for messages
     return_token_strs: bool = False
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ChatCompletionTool] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
 
@@ -367,3 +388,7 @@ class TokenizeResponse(OpenAIResponse):
 class DetokenizeResponse(OpenAIResponse):
     prompt: str  # vLLM's name
     content: str  # llama.cpp's name
+
+
+class HealthResponse(OpenAIResponse):
+    status: Literal["ok"] = "ok"

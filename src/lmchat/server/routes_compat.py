@@ -26,11 +26,12 @@ from lmchat.server.responses import json_response
 router = APIRouter()
 Body = TypeVar("Body", bound=BaseModel)
 
-# OpenAI's routes without the /v1 prefix, as llama.cpp serves them
-router.add_api_route("/models", routes.list_models, methods=["GET"])
-router.add_api_route("/models/{model_id:path}", routes.retrieve_model, methods=["GET"])
-router.add_api_route("/chat/completions", routes.create_chat_completion, methods=["POST"])
-router.add_api_route("/completions", routes.create_completion, methods=["POST"])
+# OpenAI's routes without the /v1 prefix, as llama.cpp serves them (aliases: the OpenAPI document lists the /v1 ones)
+for _path, _endpoint, _method in (("/models", routes.list_models, "GET"),
+                                  ("/models/{model_id:path}", routes.retrieve_model, "GET"),
+                                  ("/chat/completions", routes.create_chat_completion, "POST"),
+                                  ("/completions", routes.create_completion, "POST")):
+    router.add_api_route(_path, _endpoint, methods=[_method], include_in_schema=False)
 
 
 async def json_object(request: Request) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def validated(model: type[Body], body: dict[str, Any]) -> Body:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise from_validation_errors(exc.errors()) from None
+        raise from_validation_errors(exc.errors(), body) from None
 
 
 @router.post("/tokenize")
@@ -79,7 +80,8 @@ async def version() -> Response:
     return JSONResponse({"version": __version__})
 
 
-@router.api_route("/ping", methods=["GET", "POST"])
+@router.get("/ping", operation_id="ping_get")
+@router.post("/ping", operation_id="ping_post")
 async def ping() -> Response:
     return Response(status_code=200)  # SageMaker's health check: the model is loaded once the server listens
 

@@ -7,9 +7,9 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, GenerationRequest, ModelInfo
+from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, EngineCapacity, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, TokenLogprob
-from lmchat.engines.hf_tokenizer import special_tokens
+from lmchat.engines.hf_tokenizer import max_token_chars, special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
 from lmchat.engines.hf.processor import encode, media_support
@@ -54,7 +54,8 @@ class HuggingFaceEngine(BaseEngine):
             context_length=self.config.model_max_length
             or getattr(model.config.get_text_config(), "max_position_embeddings", None),
             is_reward_model=is_reward,
-            vocab_size=getattr(model.config, "vocab_size", None),
+            vocab_size=getattr(model.config, "vocab_size", None) or len(tokenizer),
+            max_token_chars=max_token_chars(tokenizer),
         )
         self.capabilities = media_capabilities(type(self).capabilities, processor)
         self._eos_ids = _eos_ids(model, tokenizer)
@@ -69,6 +70,14 @@ class HuggingFaceEngine(BaseEngine):
             prefill_chunk_tokens=config.prefill_chunk_tokens, packed_weights=config.packed_weights,
             native_decode=config.native_decode,
         )
+
+    @property
+    def capacity(self) -> EngineCapacity:
+        return EngineCapacity(self.config.max_batch_size, self.config.kv_cache_tokens)
+
+    def check_health(self) -> None:
+        if self.worker is not None:
+            self.worker.check_health()
 
     # --- tokenizer ------------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:

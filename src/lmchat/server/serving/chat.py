@@ -43,7 +43,8 @@ class ServingChat(GenerationEndpoint):
         try:
             options = body.sampling_options()
             return await self.state.chat_model.aprepare(
-                body.messages, tools=body.tools, tool_choice=body.tool_choice, media_loader=self.state.media_loader,
+                body.message_dicts(), tools=body.tool_dicts(), tool_choice=body.tool_choice,
+                media_loader=self.state.media_loader,
                 chat_template_kwargs=body.chat_template_kwargs, **options,
             )
         except LmchatError as exc:

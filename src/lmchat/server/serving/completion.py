@@ -32,8 +32,10 @@ class ServingCompletion(GenerationEndpoint):
     kind, id_prefix = "completion", "cmpl"
 
     async def create(self, body: CompletionRequest) -> Response:
+        self.state.check_ready()  # a dead engine fails the request at once, not after a wait
         self.state.check_model(body.model)
-        batch = [self.prepare(body, prompt) for prompt in body.prompts()]
+        prompts = body.prompts()  # tokenizing, off the event loop
+        batch = await asyncio.to_thread(lambda: [self.prepare(body, prompt) for prompt in prompts])
         for prepared in batch:
             self.state.log_request(self.kind, prepared, bool(body.stream), body.user)
         completion_id = f"{self.id_prefix}-{body.request_id or uuid.uuid4().hex}"
@@ -48,7 +50,7 @@ class ServingCompletion(GenerationEndpoint):
             raise
         if body.stream:
             return EventStreamResponse(self._stream_batch(body, batch, lives, completion_id, echoed))
-        answers = await asyncio.gather(*(live.collect(prepared) for live, prepared in zip(lives, batch)))
+        answers = await asyncio.gather(*(live.collect() for live in lives))
         return json_response(self._batch_response(body, batch, list(answers), completion_id, echoed))
 
     async def _prompt_logprobs(self, body: CompletionRequest, batch: list[PreparedChat]

@@ -58,7 +58,7 @@ class ServingLlamaCpp:
         }
         return {
             "default_generation_settings": {"n_ctx": info.context_length, "params": params},
-            "total_slots": self.state.settings.max_concurrent,
+            "total_slots": self.state.admission.max_sequences,  # sequences decoded at once (admission)
             "model_alias": self.state.model_name,
             "model_path": model.config.model_name_or_path,
             "chat_template": model.template.source if model.template.name != "none" else "",
