@@ -35,7 +35,7 @@ FILE_TIERS = {
         "test_templates_named.py", "test_config.py", "test_generation_units.py", "test_engine_contract.py",
         "test_parsing_families.py", "test_parsing_families_policy.py", "test_parsing_reasoning_families.py",
         "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_templates_llamafactory.py",
-        "test_llamafactory_config.py", "test_llamafactory_cli_api.py",
+        "test_llamafactory_config.py", "test_llamafactory_cli_api.py", "test_templates_tool_roundtrip.py",
     ),
     "adapters": ("test_engine_mappings.py", "test_backend_stream.py"),
     "models": (

@@ -29,10 +29,13 @@ class ParsingPlan:
 
 def plan_parsing(template: ChatTemplate, configured_tool_parser: str | None, tools: list[dict[str, Any]] | None,
                  prompt: str) -> ParsingPlan:
-    reasoning = template.reasoning_parser or detect_reasoning_parser(template.source)
+    """The parsers of one request: the configured tool parser, else the named template's spec, else the markers
+    of the model's own template."""
+    reasoning = template.reasoning_parser if template.named else detect_reasoning_parser(template.source)
     tool_parser = None
     if tools:
-        tool_parser = configured_tool_parser or template.tool_parser or detect_tool_parser(template.source)
+        own = template.tool_parser if template.named else detect_tool_parser(template.source)
+        tool_parser = configured_tool_parser or own
     return ParsingPlan(reasoning, tool_parser, tuple(tools or ()), reasoning_opens_in(reasoning, prompt))
 
 
