@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from lmchat import ChatModel
+from lmchat.engines.events import TextDelta
 from lmchat.engines.llamacpp.engine import DEFAULT_LLAMA_SETTINGS, resolve_gguf_path
 from lmchat.errors import InvalidRequestError, ModelNotFoundError
 from lmchat.models.default import default_gguf_path
@@ -123,3 +125,24 @@ def test_identical_requests_reuse_the_prompt_and_answer_alike(model):
 def test_bad_prefill_block_is_refused(block):
     with pytest.raises(InvalidRequestError, match="prefill_block must be a positive whole number"):
         ChatModel({"infer_backend": "llamacpp", "llamacpp_config": {"prefill_block": block}})
+
+
+def _forced_text(model, token: str, keep: tuple[str, ...], **options) -> str:
+    """The text of three answer tokens all forced (by a logit bias) to the special token ``token``, as the engine
+    decodes it for a request whose parsers read the special tokens ``keep``."""
+    [token_id] = model.engine.tokenize(token)
+    prepared = model.prepare(MESSAGES, logit_bias={token_id: 100.0}, max_new_tokens=3, **options)
+    [request] = [dataclasses.replace(request, keep_special_tokens=keep) for request in prepared.requests()]
+
+    async def run():
+        return "".join([event.text async for event in model.engine.generate(request) if isinstance(event, TextDelta)])
+
+    return model._loop.run(run())
+
+
+def test_special_tokens_a_parser_reads_stay_in_the_text(model):
+    # <|im_start|> is a control token of SmolLM2's GGUF: dropped by default, kept when a parser reads it
+    assert _forced_text(model, "<|im_start|>", ()) == ""
+    assert _forced_text(model, "<|im_start|>", ("<|im_start|>", "<|not_in_the_vocabulary|>")) == "<|im_start|>" * 3
+    assert _forced_text(model, "<|im_start|>", ("<|endoftext|>",)) == ""  # only the tokens named are kept
+    assert _forced_text(model, "<|im_start|>", (), skip_special_tokens=False) == "<|im_start|>" * 3

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lmchat.errors import InvalidRequestError
-from lmchat.generation.sampling import SamplingParams, resolve_sampling
+from lmchat.generation.sampling import OPTION_ALIASES, SamplingParams, resolve_sampling
 
 if TYPE_CHECKING:
     from lmchat.config.model_config import ModelConfig
@@ -27,6 +27,12 @@ class CallOptions:
     params: SamplingParams
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     tool_choice: Any = None
+    explicit: frozenset[str] = frozenset()
+    """The sampling options the user set (in this call or in the config), as opposed to defaults."""
+
+    def user_value(self, name: str) -> Any:
+        """The option's value when the user set it, else None."""
+        return getattr(self.params, name) if name in self.explicit else None
 
 
 def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[str, Any]) -> CallOptions:
@@ -34,7 +40,9 @@ def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[st
     sampling = {key: value for key, value in options.items() if key not in (*TEMPLATE_OPTIONS, *TOOL_OPTIONS)}
     params = resolve_sampling(config.generation_defaults(), sampling)
     engine.capabilities.check_sampling(params, engine.name)
-    return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"))
+    explicit = {OPTION_ALIASES.get(key, key) for key, value in sampling.items() if value is not None}
+    explicit |= config.model_fields_set & set(config.generation_defaults())
+    return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"), frozenset(explicit))
 
 
 def _template_kwargs(config: ModelConfig, options: Mapping[str, Any]) -> dict[str, Any]:

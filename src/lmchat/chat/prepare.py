@@ -59,6 +59,7 @@ class PreparedChat:
                 images=self.media.images,
                 videos=self.media.videos,
                 audios=self.media.audios,
+                keep_special_tokens=self.parsing.keep_special_tokens,
             )
             for i in range(params.n)
         ]
@@ -123,7 +124,8 @@ def prepare_chat(
         conversation, tool_list, prompt, token_ids, params,
         max_tokens=answer_budget(len(token_ids), params, engine.info.context_length),
         template_kwargs=options.template_kwargs, media=media,
-        parsing=plan_parsing(template, config.tool_parser, tool_list, prompt),
+        parsing=plan_parsing(template, config.tool_parser, tool_list, prompt,
+                             options.user_value("skip_special_tokens")),
     )
 
 

@@ -64,6 +64,7 @@ def run_job(llm: Llama, job: DecodeJob) -> Finished:
     params = job.request.params
     sampler = build_sampler(llm, to_llamacpp_kwargs(params))
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    kept = special_token_ids(llm, job.request.keep_special_tokens)
     generated, reason, stop_token = 0, "length", None
     try:
         prefill(llm, job.prompt_ids, job.cache)
@@ -77,7 +78,8 @@ def run_job(llm: Llama, job: DecodeJob) -> Finished:
                 reason, stop_token = "stop", piece(llm, token, special=True).decode("utf-8", "replace")
                 break
             logprobs = token_logprobs(llm, token, params.top_logprobs) if params.logprobs else ()
-            job.emit(TextDelta(utf8.decode(piece(llm, token, not params.skip_special_tokens)), 1, (token,), logprobs))
+            special = not params.skip_special_tokens or token in kept
+            job.emit(TextDelta(utf8.decode(piece(llm, token, special)), 1, (token,), logprobs))
             if generated < job.budget:
                 llm.eval([token])
     finally:
@@ -122,6 +124,13 @@ def is_end_of_generation(llm: Llama, token: int) -> bool:
 
 def piece(llm: Llama, token: int, special: bool) -> bytes:
     return llm.detokenize([token], special=special)
+
+
+def special_token_ids(llm: Llama, tokens: Sequence[str]) -> frozenset[int]:
+    """The ids of those ``tokens`` that are one token of the vocabulary (the special tokens a parser reads, which
+    the answer's text keeps even with ``skip_special_tokens``)."""
+    ids = (llm.tokenize(token.encode("utf-8"), add_bos=False, special=True) for token in tokens)
+    return frozenset(found[0] for found in ids if len(found) == 1)
 
 
 def token_logprobs(llm: Llama, token: int, top: int) -> tuple[TokenLogprob, ...]:

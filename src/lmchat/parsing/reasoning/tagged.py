@@ -40,6 +40,8 @@ class ThinkReasoningParser:
     """Tags that close the content (dropped, with the whitespace before them)."""
     prompt_suffixes: ClassVar[tuple[str, ...]] = ()
     """Text a template may write after the start tag that opens the reasoning in the prompt."""
+    special_tokens: ClassVar[tuple[str, ...]] = ()
+    """Special tokens of the tags that the engine must keep in the text (as :attr:`ToolParser.special_tokens`)."""
 
     @classmethod
     def start_tags(cls) -> tuple[str, ...]:

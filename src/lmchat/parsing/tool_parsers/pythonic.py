@@ -227,6 +227,7 @@ class PythonicToolParser(ToolParser):
     name = "pythonic"
     tags: ClassVar[Tags] = LLAMA4
     markers = (START,)
+    special_tokens = (START, END)  # Llama 4's
     list_at_start: ClassVar[bool] = True
 
     def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
@@ -288,6 +289,7 @@ class Lfm2ToolParser(PythonicToolParser):
     name = "lfm2"
     tags = Tags("<|tool_call_start|>", "<|tool_call_end|>")
     markers = (tags.start,)
+    special_tokens = (tags.start, tags.end)
     list_at_start = False
 
 
@@ -297,6 +299,7 @@ class Olmo3ToolParser(PythonicToolParser):
     name = "olmo3"
     tags = Tags("<function_calls>", "</function_calls>", bracketed=False)
     markers = (tags.start,)
+    special_tokens = ()
     list_at_start = False
 
 
