@@ -85,9 +85,19 @@ def close_names(name: str, candidates: Iterable[str], limit: int = 2) -> list[st
     key = _normal(name)
     budget = max(1, min(3, len(key) // 4))
     scored = sorted((distance, candidate) for candidate in set(candidates)
-                    if (distance := edit_distance(key, _normal(candidate))) <= budget)
+                    if (distance := _distance(key, _normal(candidate), budget)) <= budget + 0.5)
     best = scored[0][0] if scored else 0
     return [candidate for distance, candidate in scored if distance == best][:limit]
+
+
+def _distance(key: str, candidate: str, budget: int) -> float:
+    """Edits from ``key`` to ``candidate``; past the budget, a word of four letters or more that the other starts
+    with (``/regen`` for ``/regenerate``) still counts, after every real typo."""
+    distance = edit_distance(key, candidate)
+    shorter, longer = sorted((key.strip("/-_"), candidate.strip("/-_")), key=len)
+    if distance > budget and len(shorter) >= 4 and longer.startswith(shorter):
+        return budget + 0.5
+    return distance
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:
