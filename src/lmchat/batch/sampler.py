@@ -94,7 +94,7 @@ class Sampler:
             return _failed(row, None, InvalidRequestError(row.error))
         try:
             _check_media(row)
-            prepared = self.model.prepare(
+            prepared = await self.model.aprepare(  # the media fetched and decoded once, off the event loop
                 row.messages, row.system, row.tools, row.images or None, row.videos or None, row.audios or None,
                 **{**self.generation, **row.generation},
             )

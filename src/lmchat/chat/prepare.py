@@ -1,19 +1,25 @@
 """Turn one chat call's arguments into a validated, rendered request before any engine work starts.
 
 Everything an engine needs is decided here, once: the merged options (:mod:`lmchat.chat.options`), the
-conversation and its media (:mod:`lmchat.chat.messages`), the prompt text and token ids, and the answer's token
-budget. :meth:`PreparedChat.requests` turns the result into the engines' :class:`GenerationRequest` objects.
+conversation (:mod:`lmchat.chat.messages`) and its media (:mod:`lmchat.chat.media`: which medium each placeholder
+stands for, fetched and decoded once), the prompt text and token ids (with media, the engine's processor expands
+the placeholders: :meth:`BaseEngine.encode_media_prompt`), and the answer's token budget.
+:meth:`PreparedChat.requests` turns the result into the engines' :class:`GenerationRequest` objects.
+
+A chat without media is prepared without any waiting (:func:`prepare_chat`); one with media needs the event loop
+for its fetches and decoding on worker threads (:func:`aprepare_chat`).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
-import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lmchat.chat.messages import Media, build_conversation, media_of, normalise_tools
+from lmchat.chat.media import MediaItem, bind_media, count_by_kind, load_media
+from lmchat.chat.messages import Media, build_conversation, normalise_tools
 from lmchat.chat.options import CallOptions
 from lmchat.chat.output import ParsingPlan, apply_tool_choice, plan_parsing
 from lmchat.config.model_config import ModelConfig
@@ -23,13 +29,18 @@ from lmchat.generation.sampling import SamplingParams, resolve_sampling
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.render import render_prompt
 
+if TYPE_CHECKING:
+    from lmchat.media import MediaLoader
+
 logger = logging.getLogger("lmchat.chat")
 
 
 @dataclass(frozen=True)
 class PreparedChat:
     """A chat request ready for the engine: the exact prompt text and tokens, the merged options, and the answer's
-    token budget (``max_tokens``: ``max_new_tokens`` cut by ``max_length`` and the model's context)."""
+    token budget (``max_tokens``: ``max_new_tokens`` cut by ``max_length`` and the model's context). ``media``
+    holds the decoded media (RGB PIL images, :class:`~lmchat.media.VideoClip`, :class:`~lmchat.media.AudioClip`)
+    in prompt order, ``media_inputs`` what the engine's processor made of them with the prompt (engine-owned)."""
 
     conversation: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None
@@ -40,6 +51,7 @@ class PreparedChat:
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     media: Media = Media()
     parsing: ParsingPlan = ParsingPlan()
+    media_inputs: Any = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -60,6 +72,7 @@ class PreparedChat:
                 videos=self.media.videos,
                 audios=self.media.audios,
                 keep_special_tokens=self.parsing.keep_special_tokens,
+                media_inputs=self.media_inputs,
             )
             for i in range(params.n)
         ]
@@ -92,7 +105,20 @@ def _try_tokenize(engine: BaseEngine, text: str) -> list[int] | None:
         return None
 
 
-def prepare_chat(
+@dataclass(frozen=True)
+class ChatPlan:
+    """A chat call checked and rendered, before its media are loaded and its prompt tokenized."""
+
+    conversation: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    prompt: str
+    params: SamplingParams
+    template_kwargs: dict[str, Any]
+    media: tuple[MediaItem, ...]
+    parsing: ParsingPlan
+
+
+def plan_chat(
     config: ModelConfig,
     engine: BaseEngine,
     template: ChatTemplate,
@@ -103,14 +129,15 @@ def prepare_chat(
     tools: Any = None,
     media: Media = Media(),
     options: CallOptions,
-) -> PreparedChat:
-    """Validate everything and render the prompt; raises an LmchatError before any engine work.
+) -> ChatPlan:
+    """Validate everything and render the prompt; raises an LmchatError before any engine work or fetch.
 
-    ``media`` (LLaMA-Factory's ``images=`` ...) comes first, then the media of the messages' content parts.
+    ``media`` (LLaMA-Factory's ``images=`` ...) fills the conversation's placeholders (see :mod:`lmchat.chat.media`).
     """
     conversation = build_conversation(messages, system, config.default_system)
-    media = media + media_of(conversation)
-    engine.capabilities.check_media(engine.name, **media.by_kind())
+    offset = len(conversation) - len(messages)
+    conversation, items = bind_media(conversation, media, offset)
+    engine.capabilities.check_media(engine.name, **count_by_kind(items))
     params = options.params
     params = params.model_copy(
         update={"stop": params.stop + stops.strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
@@ -119,13 +146,51 @@ def prepare_chat(
     prompt = render_prompt(
         conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **options.template_kwargs
     )
-    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
+    return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items,
+                    plan_parsing(template, config.tool_parser, tool_list, prompt,
+                                 options.user_value("skip_special_tokens")))
+
+
+def prepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate, stops: TemplateStops,
+                 messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> PreparedChat:
+    """:func:`plan_chat`, then the prompt's tokens: a chat without media (those need :func:`aprepare_chat`)."""
+    plan = plan_chat(config, engine, template, stops, messages, **kwargs)
+    if plan.media:
+        raise InvalidRequestError("A chat with media is prepared on the event loop: use ChatModel.aprepare.")
+    return _text_prepared(config, engine, plan)
+
+
+async def aprepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate, stops: TemplateStops,
+                        messages: Sequence[Mapping[str, Any]], *, loader: MediaLoader, **kwargs: Any
+                        ) -> PreparedChat:
+    """:func:`plan_chat`, then its media fetched and decoded once (worker threads, ``loader``'s policy), then
+    the prompt's tokens with the media's placeholders expanded by the engine."""
+    plan = plan_chat(config, engine, template, stops, messages, **kwargs)
+    if not plan.media:
+        return _text_prepared(config, engine, plan)
+    media = await load_media(loader, plan.media)
+    encoded = await engine.encode_media_prompt(plan.prompt, media)
+    token_ids = tuple(encoded.token_ids)
+    if config.cutoff_len is not None and len(token_ids) > config.cutoff_len:
+        raise ContextLengthError(
+            f"The prompt with its media has {len(token_ids)} tokens, more than cutoff_len ({config.cutoff_len}); a "
+            "prompt with media is not cut (that would cut a medium's tokens apart). Send smaller or fewer media "
+            "(image_max_pixels, video_maxlen), a shorter conversation, or raise cutoff_len.", param="messages",
+        )
+    return _prepared(plan, plan.prompt, token_ids, engine.info.context_length, media, encoded.inputs)
+
+
+def _text_prepared(config: ModelConfig, engine: BaseEngine, plan: ChatPlan) -> PreparedChat:
+    prompt, token_ids = cut_prompt(engine, plan.prompt, tuple(engine.tokenize(plan.prompt)), config.cutoff_len)
+    return _prepared(plan, prompt, token_ids, engine.info.context_length)
+
+
+def _prepared(plan: ChatPlan, prompt: str, token_ids: tuple[int, ...], context_length: int | None,
+              media: Media = Media(), media_inputs: Any = None) -> PreparedChat:
     return PreparedChat(
-        conversation, tool_list, prompt, token_ids, params,
-        max_tokens=answer_budget(len(token_ids), params, engine.info.context_length),
-        template_kwargs=options.template_kwargs, media=media,
-        parsing=plan_parsing(template, config.tool_parser, tool_list, prompt,
-                             options.user_value("skip_special_tokens")),
+        plan.conversation, plan.tools, prompt, token_ids, plan.params,
+        max_tokens=answer_budget(len(token_ids), plan.params, context_length),
+        template_kwargs=plan.template_kwargs, media=media, parsing=plan.parsing, media_inputs=media_inputs,
     )
 
 

@@ -37,6 +37,7 @@ class Capabilities:
     images: bool = False
     videos: bool = False
     audios: bool = False
+    media_notes: tuple[tuple[str, str], ...] = ()  # (kind, why this model cannot take it here)
 
     def check_sampling(self, params: SamplingParams, engine: str) -> None:
         unsupported = sorted(params.non_default_fields() - self.sampling_options)
@@ -50,7 +51,8 @@ class Capabilities:
     def check_media(self, engine: str, **media: Sequence[Any] | None) -> None:
         for kind, items in media.items():
             if items and not getattr(self, kind):
-                raise UnsupportedError(f"The {engine} engine with this model does not accept {kind}.", param=kind)
+                why = "".join(f" ({note})" for name, note in self.media_notes if name == kind)
+                raise UnsupportedError(f"The {engine} engine with this model does not accept {kind}{why}.", param=kind)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,11 @@ class ModelInfo:
 class GenerationRequest:
     """One sequence to generate, as the facade decided it: the rendered prompt and its token ids, the options, and
     ``max_tokens``, the answer's budget (``max_new_tokens`` cut by ``max_length`` and the context). Engines honour
-    these as given and never recompute them. ``n > 1`` is expanded by the facade into several requests."""
+    these as given and never recompute them. ``n > 1`` is expanded by the facade into several requests.
+
+    ``images``/``videos``/``audios`` are decoded media, in prompt order: RGB PIL images,
+    :class:`~lmchat.media.VideoClip` and :class:`~lmchat.media.AudioClip` objects. ``media_inputs`` is what the
+    engine's own :meth:`BaseEngine.encode_media_prompt` made of them (the ``n`` requests of a call share it)."""
 
     request_id: str
     prompt: str
@@ -81,6 +87,16 @@ class GenerationRequest:
     keep_special_tokens: tuple[str, ...] = ()
     """Special tokens the answer's parsers read (the facade's parsing plan): engines keep them in the text even
     when ``params.skip_special_tokens`` drops the other special tokens."""
+    media_inputs: Any = None
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """A prompt with media as the engine will run it: its token ids (the media's placeholders expanded to as many
+    tokens as the model gives each medium) and the engine's own encoding of the media (processor outputs)."""
+
+    token_ids: tuple[int, ...]
+    inputs: Any = None
 
 
 class BaseEngine(abc.ABC):
@@ -132,6 +148,12 @@ class BaseEngine(abc.ABC):
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
+
+    async def encode_media_prompt(self, prompt: str, media: Any) -> EncodedPrompt:
+        """The token ids of a rendered prompt whose media (a :class:`~lmchat.chat.messages.Media` of decoded
+        media) the engine will take; called once per chat call, before any generation. Engines whose model expands
+        media placeholders (a processor) override it; by default the prompt is tokenized as it is."""
+        return EncodedPrompt(tuple(self.tokenize(prompt)))
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         """Reward scores, one float per text; called only when the loaded model is a reward model."""

@@ -4,7 +4,9 @@
 ("You said: ..."). Script keys: ``replies`` (strings, or ``{text, match, finish_reason, error_after}``),
 ``delay`` (seconds per token), ``chat_template``, ``context_length``, ``unsupported`` (option names it will
 reject), ``log`` (a JSONL file where every request, finish and abort is recorded), ``reward`` (score texts by
-length instead of chatting). Tokens are whitespace-led words, so the streaming is realistic.
+length instead of chatting), ``media`` (the kinds it accepts: ``[image, video, audio]``; the echo reply then
+describes the decoded media it got, e.g. ``[image 64x48]``). Tokens are whitespace-led words, so the streaming
+is realistic.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from lmchat.generation.sampling import SamplingParams
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 _TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['content'] is string %}{{ m['content'] }}{% elif m['content'] %}"
+    "{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% else %}<{{ p['type'] }}>{% endif %}"
+    "{% endfor %}{% endif %}<|end|>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
 
@@ -48,7 +51,9 @@ class ScriptedEngine(BaseEngine):
                 raise ModelNotFoundError(f"Fake engine script not found: {path}")
             self.script = load_yaml(path)
         unsupported = set(self.script.get("unsupported", ()))
-        self.capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - unsupported)
+        kinds = set(self.script.get("media", ()))
+        self.capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - unsupported,
+                                         images="image" in kinds, videos="video" in kinds, audios="audio" in kinds)
 
     @property
     def info(self) -> ModelInfo:
@@ -77,7 +82,7 @@ class ScriptedEngine(BaseEngine):
         return len(_split(text))
 
     # --- generation -------------------------------------------------------------------------------
-    def _reply(self, prompt: str) -> dict[str, Any]:
+    def _reply(self, prompt: str, media: str = "") -> dict[str, Any]:
         replies = [r if isinstance(r, dict) else {"text": r} for r in self.script.get("replies", ())]
         for reply in replies:
             if reply.get("match") and reply["match"] in prompt:
@@ -85,15 +90,17 @@ class ScriptedEngine(BaseEngine):
         unmatched = [reply for reply in replies if not reply.get("match")]
         if not unmatched:
             last_user = prompt.rsplit("<|user|>\n", 1)[-1].split("<|end|>", 1)[0]
-            return {"text": f"You said: {last_user}"}
+            return {"text": f"You said: {last_user}{media}"}
         reply = unmatched[self._turn % len(unmatched)]
         self._turn += 1
         return reply
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         self.requests.append(request)
-        self._log("request", request, prompt=request.prompt, params=request.params.model_dump(mode="json"))
-        reply = self._reply(request.prompt)
+        media = describe_media(request)
+        self._log("request", request, prompt=request.prompt, params=request.params.model_dump(mode="json"),
+                  **({"media": media} if media else {}))
+        reply = self._reply(request.prompt, "".join(f" [{item}]" for item in media))
         pieces = _split(reply["text"])
         prompt_tokens, budget = len(request.prompt_token_ids), request.max_tokens
         produced = 0
@@ -130,6 +137,15 @@ class ScriptedEngine(BaseEngine):
         if path:
             with open(path, "a", encoding="utf-8") as log:
                 log.write(json.dumps({"event": event, "request_id": request.request_id, **fields}) + "\n")
+
+
+def describe_media(request: GenerationRequest) -> list[str]:
+    """``image 64x48``, ``video 4x32x24`` (frames x width x height), ``audio 16000@16000`` (samples @ rate): what
+    the decoded media of a request are, in prompt order by kind."""
+    described = [f"image {image.width}x{image.height}" for image in request.images]
+    described += [f"video {len(clip.frames)}x{clip.frames[0].width}x{clip.frames[0].height}" for clip in request.videos]
+    described += [f"audio {len(clip.waveform)}@{clip.sampling_rate}" for clip in request.audios]
+    return described
 
 
 def _split(text: str) -> list[str]:

@@ -41,7 +41,8 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     served_names = settings.served_model_names or (chat_model.engine.info.name,)
     admission = Admission(settings.max_concurrent, settings.max_queue)
     metrics = ServerMetrics(admission, served_names[0])
-    state = ServerState(chat_model, settings, served_names, admission, metrics)
+    state = ServerState(chat_model, settings, served_names, admission, metrics,
+                        media_loader=chat_model.new_media_loader(trusted=False))
 
     app = FastAPI(title="lmchat", version=__version__, description="OpenAI-compatible API served by lmchat.")
     app.state.lmchat = state

@@ -74,7 +74,7 @@ async def score_conversations(body: ScoreConversationsRequest, request: Request)
 
 @router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request) -> Response:
-    return json_response(request.app.state.serving_tokenize.tokenize(body))
+    return json_response(await request.app.state.serving_tokenize.tokenize(body))
 
 
 @router.post("/detokenize")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent
 from lmchat.engines.hf_tokenizer import dropped_special_ids, special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
+from lmchat.engines.hf.processor import encode, media_support
 from lmchat.engines.hf.scoring import score_texts
 from lmchat.engines.hf.sequence import new_request_state
 from lmchat.engines.hf.worker import ModelWorker
@@ -43,13 +45,16 @@ class HuggingFaceEngine(BaseEngine):
             raise
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
         is_reward = self.loaded.kind != "generative"
+        processor = self.loaded.processor
         self._info = ModelInfo(
             name=self.loaded.name,
-            chat_template=getattr(tokenizer, "chat_template", None),
+            chat_template=getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None),
             special_tokens=special_tokens(tokenizer),
-            context_length=self.config.model_max_length or getattr(model.config, "max_position_embeddings", None),
+            context_length=self.config.model_max_length
+            or getattr(model.config.get_text_config(), "max_position_embeddings", None),
             is_reward_model=is_reward,
         )
+        self.capabilities = media_capabilities(type(self).capabilities, processor)
         self._eos_ids = _eos_ids(model, tokenizer)
         await asyncio.wrap_future(worker.call(lambda: worker.attach(model, tokenizer, self.loaded.device,
                                                                     generative=not is_reward)))
@@ -72,6 +77,14 @@ class HuggingFaceEngine(BaseEngine):
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
+
+    async def encode_media_prompt(self, prompt: str, media: Any) -> EncodedPrompt:
+        """The model's processor on the prompt and its decoded media (on the worker thread, like all torch work):
+        the placeholders expanded, and the pixel values/features kept for the prefill."""
+        worker, processor = self._require_worker(), self.loaded.processor
+        rate = self.config.audio_sampling_rate
+        inputs = await asyncio.wrap_future(worker.call(lambda: encode(processor, prompt, media, rate)))
+        return EncodedPrompt(inputs.token_ids, inputs)
 
     # --- generation -----------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
@@ -108,6 +121,13 @@ class HuggingFaceEngine(BaseEngine):
         if worker is not None:
             await asyncio.to_thread(worker.stop)
         self.loaded = None
+
+
+def media_capabilities(base: Capabilities, processor: Any) -> Capabilities:
+    """The engine's capabilities with the media kinds the loaded model's processor takes."""
+    support = media_support(processor)
+    return dataclasses.replace(base, images=support.images, videos=support.videos, audios=support.audios,
+                               media_notes=support.notes)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -33,6 +33,7 @@ class RequestState:
     slot: int = -1
     counts: torch.Tensor | None = None
     last_token: str | None = None
+    position_offset: int = 0  # decode position ids = cache position + this (M-RoPE after media)
 
     @property
     def request_id(self) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lmchat.engines.events import Finished, TextDelta, TokenLogprob
+from lmchat.engines.hf.multimodal import prefill_media_chunk, shareable_length
 from lmchat.engines.hf.native import NativeBuild
 from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, top_logprobs
@@ -189,12 +190,15 @@ class ModelWorker:
         if sequence.num_cached == 0:
             self._share_prefix(sequence)
         start = sequence.num_cached
-        chunk = sequence.ids[start : min(start + budget, sequence.prompt_tokens)]
-        logits = self.runner.prefill(sequence.slot, chunk, start)
-        sequence.num_cached += len(chunk)
+        end = min(start + budget, sequence.prompt_tokens)
+        if sequence.request.media_inputs is not None:  # images/video/audio: the prompt's embeddings, chunk by chunk
+            logits, end = prefill_media_chunk(self.runner, self.model, sequence, start, end)
+        else:
+            logits = self.runner.prefill(sequence.slot, sequence.ids[start:end], start)
+        sequence.num_cached = end
         if not sequence.is_prefilling:
             self._accept([sequence], logits[None])
-        return len(chunk)
+        return end - start
 
     def _share_prefix(self, sequence: RequestState) -> None:
         """Copy the keys/values of the longest prompt prefix a running sequence already holds."""
@@ -204,6 +208,7 @@ class ModelWorker:
         best, length = None, MIN_SHARED_PREFIX - 1
         for other in self.scheduler.running:
             shared = common_prefix(sequence.ids, other.ids, other.num_cached, limit) if other is not sequence else 0
+            shared = shareable_length(self.model, sequence.request.media_inputs, other.request.media_inputs, shared)
             if shared > length:
                 best, length = other, shared
         if best is not None:
@@ -221,7 +226,7 @@ class ModelWorker:
         positions = [s.num_cached for s in rows]
         self.runner.reserve(len(rows), max(positions) + 1)
         try:
-            logits = self.runner.decode(tokens, positions, active)  # [B, vocab]
+            logits = self.runner.decode(tokens, positions, active, [s.position_offset for s in rows])  # [B, vocab]
         except Exception as exc:  # noqa: BLE001 - the decoding requests fail with an EngineError
             return self._fail([s for s, is_active in zip(rows, active) if is_active], exc)
         decoding = [i for i, is_active in enumerate(active) if is_active]

@@ -25,6 +25,7 @@ from lmchat.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from lmchat.chat.chat_model import ChatModel
+    from lmchat.media import MediaLoader
 
 logger = logging.getLogger("lmchat.server")
 
@@ -38,6 +39,7 @@ class ServerState:
     served_names: tuple[str, ...]
     admission: Admission
     metrics: ServerMetrics
+    media_loader: MediaLoader | None = None  # the clients' media: local files only under allowed_local_media_path
 
     @property
     def model_name(self) -> str:
@@ -140,7 +142,7 @@ class GenerationEndpoint:
 
     async def create(self, body: Any) -> Response:
         self.state.check_model(body.model)
-        prepared = self.prepare(body)
+        prepared = await self.prepare(body)
         self.state.log_request(self.kind, prepared, bool(body.stream), body.user)
         completion_id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         live = await LiveGeneration.start(self.state, prepared, completion_id)
@@ -149,7 +151,7 @@ class GenerationEndpoint:
         answers = await live.collect(prepared)
         return json_response(self._response(body, answers, completion_id))
 
-    def prepare(self, body: Any) -> PreparedChat:
+    async def prepare(self, body: Any) -> PreparedChat:
         raise NotImplementedError
 
     def _stream(self, body: Any, prepared: PreparedChat, live: LiveGeneration, completion_id: str

@@ -37,12 +37,13 @@ _MEDIA_ARGUMENTS = ("images", "videos", "audios")  # errors about media name the
 class ServingChat(GenerationEndpoint):
     kind, id_prefix = "chat.completion", "chatcmpl"
 
-    def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
-        """Every check and the template rendering; raises (a 400) before any generation starts."""
+    async def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
+        """Every check, the media fetched and decoded (the clients' policy), and the template rendering; raises
+        (a 400) before any generation starts."""
         try:
             options = body.sampling_options()
-            return self.state.chat_model.prepare(
-                body.messages, tools=body.tools, tool_choice=body.tool_choice,
+            return await self.state.chat_model.aprepare(
+                body.messages, tools=body.tools, tool_choice=body.tool_choice, media_loader=self.state.media_loader,
                 chat_template_kwargs=body.chat_template_kwargs, **options,
             )
         except LmchatError as exc:

@@ -34,7 +34,7 @@ class ServingCompletion(GenerationEndpoint):
             id=completion_id, model=self.state.model_name, choices=choices, usage=UsageInfo(**usage_counts(answers)),
         )
 
-    def prepare(self, body: CompletionRequest) -> PreparedChat:
+    async def prepare(self, body: CompletionRequest) -> PreparedChat:
         try:
             return self.state.chat_model.prepare_completion(body.prompt_text(), **body.sampling_options())
         except LmchatError as exc:

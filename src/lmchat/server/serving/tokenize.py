@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lmchat.chat.chat_model import has_media_parts
 from lmchat.chat.messages import build_conversation
 from lmchat.errors import InvalidRequestError, UnsupportedError
 from lmchat.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
@@ -12,7 +13,7 @@ class ServingTokenize:
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
+    async def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
         self.state.check_model(body.model)
         if body.add_special_tokens:
             raise UnsupportedError(
@@ -22,9 +23,25 @@ class ServingTokenize:
         if (body.prompt is None) == (body.messages is None):
             raise InvalidRequestError("Send either prompt or messages.", param="prompt")
         engine = self.state.chat_model.engine
-        text = body.prompt if body.prompt is not None else self._render(body)
-        tokens = engine.tokenize(text)
+        if body.messages is not None and has_media_parts(body.messages):
+            tokens = await self._media_tokens(body)
+        else:
+            tokens = engine.tokenize(body.prompt if body.prompt is not None else self._render(body))
         return TokenizeResponse(count=len(tokens), max_model_len=engine.info.context_length, tokens=tokens)
+
+    async def _media_tokens(self, body: TokenizeRequest) -> list[int]:
+        """Messages with media: the prompt exactly as a chat request would send it (the facade binds, fetches and
+        decodes the media under the clients' policy; the engine's processor expands their placeholders)."""
+        if not body.add_generation_prompt:
+            raise UnsupportedError(
+                "Messages with media are tokenized as a chat request sends them, with the generation prompt: "
+                "leave add_generation_prompt at true.", param="add_generation_prompt",
+            )
+        prepared = await self.state.chat_model.aprepare(
+            body.messages, tools=body.tools, media_loader=self.state.media_loader,
+            chat_template_kwargs=body.chat_template_kwargs,
+        )
+        return list(prepared.prompt_token_ids)
 
     def _render(self, body: TokenizeRequest) -> str:
         model = self.state.chat_model
