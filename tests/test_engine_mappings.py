@@ -41,7 +41,7 @@ from lmchat.generation.sampling import SamplingParams
 FULL = SamplingParams(
     temperature=0.7, top_p=0.9, top_k=40, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5,
     frequency_penalty=0.25, logit_bias={5: -2.0}, seed=42, stop=("END",), stop_token_ids=(2,), ignore_eos=True,
-    skip_special_tokens=False, logprobs=True, top_logprobs=3,
+    skip_special_tokens=False, logprobs=True, top_logprobs=3, min_tokens=4,
 )
 
 
@@ -78,6 +78,7 @@ def test_vllm_sampling_mapping():
         "n": 1, "max_tokens": 100, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
         "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25, "logit_bias": {5: -2.0},
         "seed": 42, "stop_token_ids": [2], "ignore_eos": True, "skip_special_tokens": False, "logprobs": 3,
+        "min_tokens": 4,
     }
     assert "stop" not in mapped  # stop strings are the facade's job
 
@@ -186,7 +187,7 @@ def test_vllm_start_failures_become_lmchat_errors():
 def test_vllm_mapping_builds_real_sampling_params():
     vllm = pytest.importorskip("vllm")
     native = vllm.SamplingParams(**to_vllm_sampling_kwargs(FULL, max_tokens=100))
-    assert native.top_k == 40 and native.seed == 42 and native.logprobs == 3
+    assert native.top_k == 40 and native.seed == 42 and native.logprobs == 3 and native.min_tokens == 4
 
 
 # --- SGLang ---------------------------------------------------------------------------------------------
@@ -195,6 +196,7 @@ def test_sglang_sampling_mapping():
         "max_new_tokens": 100, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
         "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25, "ignore_eos": True,
         "skip_special_tokens": False, "stop_token_ids": [2], "logit_bias": {"5": -2.0}, "sampling_seed": 42,
+        "min_new_tokens": 4,
     }
     assert to_sglang_generate_kwargs(FULL) == {"return_logprob": True, "top_logprobs_num": 3,
                                                "return_text_in_logprobs": True}

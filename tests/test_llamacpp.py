@@ -12,7 +12,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from lmchat import ChatModel
 from lmchat.engines.events import TextDelta
 from lmchat.engines.llamacpp.engine import resolve_gguf_path
-from lmchat.errors import ConfigError, ModelNotFoundError
+from lmchat.errors import ConfigError, InvalidRequestError, ModelNotFoundError
 from lmchat.models.default import default_gguf_path
 
 pytestmark = pytest.mark.slow
@@ -116,6 +116,23 @@ def test_media_are_refused_naming_the_missing_mmproj(model, kind):
     with pytest.raises(UnsupportedError, match="mmproj") as error:
         model.chat(MESSAGES, **{kind: ["http://example.invalid/never-fetched"]})
     assert error.value.param == kind and "infer_backend huggingface" in error.value.message
+
+
+def test_special_tokens_vocabulary_and_token_prompts_match_llama_cpp(model, direct):
+    """What the compat routes rely on: add_special_tokens adds what llama.cpp's own tokenizer adds, the vocabulary
+    size, and a token-id completion prompt reaching llama.cpp as those very ids."""
+    text = "The sky is"
+    assert model.engine.tokenize(text, add_special_tokens=True) == direct.tokenize(text.encode(), add_bos=True,
+                                                                                     special=True)
+    assert model.engine.info.vocab_size == direct.n_vocab()
+    ids = direct.tokenize(text.encode(), add_bos=False, special=True)
+    prepared = model.prepare_completion(ids, max_new_tokens=5)
+    assert prepared.prompt_token_ids == tuple(ids) and prepared.prompt == text
+    [answer] = model.run_sync(model.agenerate(prepared))
+    expected = direct.create_completion(ids, max_tokens=5, temperature=0.0)
+    assert answer.response_text == expected["choices"][0]["text"]
+    with pytest.raises(InvalidRequestError, match="vocabulary"):
+        model.prepare_completion([direct.n_vocab()])
 
 
 def _forced_text(model, token: str, keep: tuple[str, ...], **options) -> str:

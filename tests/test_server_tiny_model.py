@@ -74,7 +74,8 @@ def test_completion_and_tokenizer_round_trip(server, client):
         tokens = http.post("/tokenize", json={"prompt": "Hello world"}).json()
         assert tokens["tokens"] == server.chat_model.engine.tokenize("Hello world")
         assert tokens["max_model_len"] == 512
-        assert http.post("/detokenize", json={"tokens": tokens["tokens"]}).json() == {"prompt": "Hello world"}
+        assert http.post("/detokenize", json={"tokens": tokens["tokens"]}).json() == {
+            "prompt": "Hello world", "content": "Hello world"}
         assert_schema("ListModelsResponse", http.get("/v1/models").json())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -104,14 +105,16 @@ class ChatModel:
         ``messages`` may hold OpenAI/vLLM media content parts (``image_url``, ``input_audio``, ``video_url``,
         ``audio_url``, ...) and LLaMA-Factory's ``<image>`` placeholders for ``images``/``videos``/``audios``.
         Media are fetched and decoded on the model's event loop; inside a running event loop use :meth:`aprepare`.
+        ``chat_template`` (vLLM's request field: Jinja source, rendered in the sandbox) replaces the model's template
+        for this call; the model's stop words and output parsers stay.
         """
-        media, kwargs = self._prepare_arguments(messages, system, tools, images, videos, audios, generation)
+        media, template, kwargs = self._prepare_arguments(messages, system, tools, images, videos, audios, generation)
         if not media:
-            return prepare_chat(self.config, self.engine, self.template, self._stops, messages, **kwargs)
+            return prepare_chat(self.config, self.engine, template, self._stops, messages, **kwargs)
         if _in_event_loop():
             raise InvalidRequestError("ChatModel.prepare was called inside an event loop with media, which it would "
                                       "block: use await ChatModel.aprepare(...) there.")
-        return self._loop.run(aprepare_chat(self.config, self.engine, self.template, self._stops, messages,
+        return self._loop.run(aprepare_chat(self.config, self.engine, template, self._stops, messages,
                                             loader=self.media_loader, **kwargs))
 
     async def aprepare(
@@ -128,15 +131,15 @@ class ChatModel:
     ) -> PreparedChat:
         """:meth:`prepare` from any event loop: media are fetched and decoded on worker threads, once.
         ``media_loader`` (default: the model's, for trusted callers) decides where they may come from."""
-        media, kwargs = self._prepare_arguments(messages, system, tools, images, videos, audios, generation)
-        return await aprepare_chat(self.config, self.engine, self.template, self._stops, messages,
+        _, template, kwargs = self._prepare_arguments(messages, system, tools, images, videos, audios, generation)
+        return await aprepare_chat(self.config, self.engine, template, self._stops, messages,
                                    loader=media_loader or self.media_loader, **kwargs)
 
     def _prepare_arguments(self, messages: Messages, system: str | None, tools: Any, images: Any, videos: Any,
-                           audios: Any, generation: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        """The checks every chat call starts with, and ``prepare_chat``'s keyword arguments; also whether the
-        call has media (given, or as content parts)."""
-        self._require_template()
+                           audios: Any, generation: dict[str, Any]) -> tuple[bool, ChatTemplate, dict[str, Any]]:
+        """The checks every chat call starts with, the call's template and ``prepare_chat``'s keyword arguments;
+        also whether the call has media (given, or as content parts)."""
+        template = self._call_template(generation.pop("chat_template", None))
         if self.engine.info.is_reward_model:
             raise UnsupportedError(
                 f"'{self.engine.info.name}' is a reward model: use get_scores, not chat.", param="model"
@@ -144,14 +147,23 @@ class ChatModel:
         media = Media(*(_media_items(value, name) for value, name in
                         ((images, "images"), (videos, "videos"), (audios, "audios"))))
         kwargs = {"system": system, "tools": tools, "media": media, "options": self.resolve_options(**generation)}
-        return bool(media) or has_media_parts(messages), kwargs
+        return bool(media) or has_media_parts(messages), template, kwargs
+
+    def _call_template(self, source: str | None) -> ChatTemplate:
+        if source is None:
+            self._require_template()
+            return self.template
+        if not isinstance(source, str) or not source.strip():
+            raise InvalidRequestError("chat_template must be the template's Jinja source.", param="chat_template")
+        return dataclasses.replace(self.template, name="request", source=source)
 
     def resolve_options(self, **generation: Any) -> CallOptions:
         """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""
         return resolve_options(self.config, self.engine, generation)
 
-    def prepare_completion(self, prompt: str, **generation: Any) -> PreparedChat:
-        """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it."""
+    def prepare_completion(self, prompt: str | Sequence[int], **generation: Any) -> PreparedChat:
+        """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it.
+        ``prompt`` may be token ids."""
         return prepare_completion(self.config, self.engine, self._stops, prompt, generation)
 
     def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from lmchat.errors import InvalidRequestError
 from lmchat.generation.sampling import OPTION_ALIASES, SamplingParams, resolve_sampling
+from lmchat.templates.continuation import generation_prompt_flags
 
 if TYPE_CHECKING:
     from lmchat.config.model_config import ModelConfig
     from lmchat.engines.base import BaseEngine
 
 # Per-call options that go to the chat template (or the tool list), not to the sampler.
-TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort")
+TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort", "add_generation_prompt",
+                    "continue_final_message")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 TOOL_OPTIONS = ("tool_choice",)
 
@@ -63,4 +65,20 @@ def _template_kwargs(config: ModelConfig, options: Mapping[str, Any]) -> dict[st
                 param="reasoning_effort",
             )
         kwargs.setdefault("reasoning_effort", effort)
+    _generation_prompt_kwargs(options, kwargs)
     return kwargs
+
+
+def _generation_prompt_kwargs(options: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    """``add_generation_prompt`` / ``continue_final_message`` (vLLM's request fields, or chat_template_kwargs)."""
+    values = []
+    for name in ("add_generation_prompt", "continue_final_message"):
+        value = options.get(name) if options.get(name) is not None else kwargs.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise InvalidRequestError(f"Invalid value for '{name}': use true or false (got {value!r}).", param=name)
+        values.append(value)
+    add, keep = generation_prompt_flags(*values)
+    if not add:  # rendering adds it by default
+        kwargs["add_generation_prompt"] = False
+    if keep:
+        kwargs["continue_final_message"] = True

@@ -26,6 +26,7 @@ from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine, GenerationRequest
 from lmchat.errors import ContextLengthError, InvalidRequestError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
+from lmchat.templates.continuation import cut_after_final_message
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.render import render_prompt
 
@@ -146,6 +147,8 @@ def plan_chat(
     prompt = render_prompt(
         conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **options.template_kwargs
     )
+    if options.template_kwargs.get("continue_final_message"):
+        prompt = cut_after_final_message(prompt, conversation)
     return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items,
                     plan_parsing(template, config.tool_parser, tool_list, prompt,
                                  options.user_value("skip_special_tokens")))
@@ -221,14 +224,37 @@ def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: in
     return max(1, min(limits)) if limits else 1 << 30
 
 
-def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateStops, prompt: str,
+def _prompt_and_ids(engine: BaseEngine, prompt: str | Sequence[int]) -> tuple[str, tuple[int, ...]]:
+    if isinstance(prompt, str):
+        if not prompt:
+            raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
+        return prompt, tuple(engine.tokenize(prompt))
+    ids = tuple(prompt)
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise InvalidRequestError("A token-id prompt must be a non-empty list of token ids (integers 0 or more).",
+                                  param="prompt")
+    vocab_size = engine.info.vocab_size
+    outside = next((i for i in ids if vocab_size is not None and i >= vocab_size), None)
+    try:
+        if outside is None:
+            return engine.detokenize(ids), ids
+    except (IndexError, ValueError, OverflowError, TypeError):
+        pass
+    raise InvalidRequestError(
+        f"The prompt's token ids include ids outside the model's vocabulary{_size(vocab_size)}.", param="prompt")
+
+
+def _size(vocab_size: int | None) -> str:
+    return f" (ids 0 to {vocab_size - 1})" if vocab_size else ""
+
+
+def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateStops, prompt: str | Sequence[int],
                        generation: Mapping[str, Any]) -> PreparedChat:
-    """A raw-prompt request (no chat template), validated like a chat request."""
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
+    """A raw-prompt request (no chat template), validated like a chat request. ``prompt`` is text, or the token
+    ids themselves (sent to the engine as they are)."""
     params = resolve_sampling(config.generation_defaults(), dict(generation))
     engine.capabilities.check_sampling(params, engine.name)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
-    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
+    prompt, token_ids = cut_prompt(engine, *_prompt_and_ids(engine, prompt), config.cutoff_len)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)

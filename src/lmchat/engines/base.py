@@ -18,7 +18,7 @@ from lmchat.generation.sampling import SamplingParams
 
 if TYPE_CHECKING:
     from lmchat.config.model_config import ModelConfig
-    from lmchat.engines.events import EngineEvent
+    from lmchat.engines.events import EngineEvent, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class ModelInfo:
     special_tokens: dict[str, str] = field(default_factory=dict)
     context_length: int | None = None
     is_reward_model: bool = False
+    vocab_size: int | None = None  # token ids at or above it are not the model's (None: the engine does not say)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ class BaseEngine(abc.ABC):
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` encodes to (no special tokens added)."""
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text`` (special tokens written in it are parsed as such); ``add_special_tokens`` adds
+        what the tokenizer adds to a plain text (a BOS token, for most models)."""
         raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
@@ -154,6 +157,19 @@ class BaseEngine(abc.ABC):
         media) the engine will take; called once per chat call, before any generation. Engines whose model expands
         media placeholders (a processor) override it; by default the prompt is tokenized as it is."""
         return EncodedPrompt(tuple(self.tokenize(prompt)))
+
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token's own string in the vocabulary (transformers' ``convert_ids_to_tokens``); by default each
+        token's text."""
+        return [self.detokenize([token]) for token in token_ids]
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """Each prompt token's log-probability given those before it (``None`` for the first), with the ``top``
+        most likely alternatives: completions' ``echo`` with ``logprobs``, as evaluation harnesses use them."""
+        raise UnsupportedError(
+            f"The {self.label or self.name} engine cannot compute the prompt's log-probabilities yet (echo with "
+            "logprobs); the transformers engine can.", param="echo",
+        )
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         """Reward scores, one float per text; called only when the loaded model is a reward model."""

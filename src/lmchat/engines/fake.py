@@ -52,8 +52,9 @@ class ScriptedEngine(BaseEngine):
             self.script = load_yaml(path)
         unsupported = set(self.script.get("unsupported", ()))
         kinds = set(self.script.get("media", ()))
-        self.capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - unsupported,
-                                         images="image" in kinds, videos="video" in kinds, audios="audio" in kinds)
+        self.capabilities = Capabilities(
+            sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"} - unsupported,
+            images="image" in kinds, videos="video" in kinds, audios="audio" in kinds)
 
     @property
     def info(self) -> ModelInfo:
@@ -66,7 +67,7 @@ class ScriptedEngine(BaseEngine):
         )
 
     # --- tokenizer --------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:  # no special tokens to add
         return [self._token_id(piece) for piece in _split(text)]
 
     def _token_id(self, piece: str) -> int:
@@ -125,6 +126,12 @@ class ScriptedEngine(BaseEngine):
         finally:
             if produced < min(len(pieces), budget) and request.request_id not in self._aborted:
                 self._log("abort", request, tokens=produced)
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """Scripted: every prompt token after the first has log-probability -1 (and is its own top choice)."""
+        pieces = [self._pieces[i] for i in token_ids]
+        return [None] + [TokenLogprob(piece, token, -1.0, ((piece, token, -1.0),) if top else ())
+                         for piece, token in zip(pieces[1:], token_ids[1:])]
 
     async def abort(self, request_id: str) -> None:
         self._aborted.add(request_id)

@@ -14,11 +14,14 @@ class HFTokenizerMixin:
 
     tokenizer: Any = None
 
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids))
+
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        return list(self.tokenizer.convert_ids_to_tokens(list(token_ids)))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))

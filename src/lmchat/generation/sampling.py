@@ -36,7 +36,9 @@ class SamplingParams(BaseModel):
     stop: tuple[str, ...] = Field((), description="Strings that end the answer (trimmed from the text).")
     stop_token_ids: tuple[int, ...] = Field((), description="Extra token ids that end the answer.")
     ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0, description="Tokens to generate before the end-of-answer token may end it.")
     skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = Field(False, description="Keep the stop string that ended the answer.")
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
 

@@ -27,9 +27,11 @@ from lmchat.server.metrics import ServerMetrics  # noqa: E402
 from lmchat.server.middleware import BodyLimitMiddleware, RequestContextMiddleware  # noqa: E402
 from lmchat.server.responses import error_response  # noqa: E402
 from lmchat.server.routes import router  # noqa: E402
+from lmchat.server.routes_compat import router as compat_router  # noqa: E402
 from lmchat.server.serving.base import ServerState  # noqa: E402
 from lmchat.server.serving.chat import ServingChat  # noqa: E402
 from lmchat.server.serving.completion import ServingCompletion  # noqa: E402
+from lmchat.server.serving.llamacpp_compat import ServingLlamaCpp  # noqa: E402
 from lmchat.server.serving.score import ServingScore  # noqa: E402
 from lmchat.server.serving.tokenize import ServingTokenize  # noqa: E402
 from lmchat.server.settings import ServerSettings  # noqa: E402
@@ -50,10 +52,12 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     app.state.serving_completion = ServingCompletion(state)
     app.state.serving_score = ServingScore(state)
     app.state.serving_tokenize = ServingTokenize(state)
+    app.state.serving_llamacpp = ServingLlamaCpp(state)
     app.include_router(router)
+    app.include_router(compat_router)  # llama.cpp's and vLLM's own routes
     _add_exception_handlers(app)
 
-    known_paths = {getattr(route, "path", "") for route in router.routes}
+    known_paths = {getattr(route, "path", "") for route in (*router.routes, *compat_router.routes)}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_keys=settings.api_keys)
     app.add_middleware(

@@ -1,4 +1,5 @@
-"""API keys: ``Authorization: Bearer KEY`` on every route but ``/health`` (keys compared in constant time)."""
+"""API keys: ``Authorization: Bearer KEY`` (or llama.cpp's ``X-Api-Key: KEY``) on every route but ``/health``
+and ``/ping`` (keys compared in constant time)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lmchat.server.errors import AuthenticationError
 from lmchat.server.responses import send_error
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ping"})
 
 
 def is_valid_key(authorization: str | None, keys: Sequence[str]) -> bool:
@@ -34,9 +35,11 @@ class ApiKeyMiddleware:
             return
         headers = dict(scope["headers"])
         authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if not authorization and headers.get(b"x-api-key"):  # llama.cpp's server accepts this header too
+            authorization = "Bearer " + headers[b"x-api-key"].decode("latin-1")
         if not is_valid_key(authorization, self.api_keys):
-            message = ("Missing API key: send it as 'Authorization: Bearer KEY'." if not authorization
-                       else "Incorrect API key provided.")
+            message = ("Missing API key: send it as 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY')."
+                       if not authorization else "Incorrect API key provided.")
             await send_error(send, AuthenticationError(message))
             return
         await self.app(scope, receive, send)

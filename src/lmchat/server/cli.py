@@ -17,7 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from lmchat.errors import ConfigError
-from lmchat.server.settings import API_KEY_ENV, LLAMAFACTORY_ENV, LOG_LEVELS, ServerSettings
+from lmchat.server import ray_options
+from lmchat.server.settings import API_KEY_ENV, LOG_LEVELS, ServerSettings, environment_defaults
 
 logger = logging.getLogger("lmchat.server")
 
@@ -49,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-prompts", action="store_true", help="Log rendered prompts (media redacted).")
     group.add_argument("--log-level", choices=LOG_LEVELS, default=defaults.log_level,
                        help="Log level (default: %(default)s).")
+    ray_options.add_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -57,11 +59,10 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     accept any model name, as LLaMA-Factory's does)."""
     environ = os.environ if environ is None else environ
     defaults = ServerSettings()
-    keys = tuple(args.api_key or ()) or tuple(filter(None, (environ.get(API_KEY_ENV) or environ.get("API_KEY"),)))
-    names = tuple(args.served_model_name or ()) or tuple(filter(None, (environ.get("API_MODEL_NAME"),)))
-    accept_any = args.accept_any_model
-    if accept_any is None:
-        accept_any = any(environ.get(name) for name in LLAMAFACTORY_ENV)
+    from_env = environment_defaults(environ)
+    keys = tuple(args.api_key or ()) or from_env["api_keys"]
+    names = tuple(args.served_model_name or ()) or from_env["served_model_names"]
+    accept_any = from_env["accept_any_model"] if args.accept_any_model is None else args.accept_any_model
     return ServerSettings(
         host=args.host or environ.get("API_HOST") or defaults.host, port=_port(args.port, environ, defaults.port),
         api_keys=keys, served_model_names=names, accept_any_model=accept_any,
@@ -98,10 +99,16 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
     from lmchat.server.logs import configure_logging
 
     settings = settings_from_args(args)
+    scaling = ray_options.scaling_from_args(args)
     configure_logging(settings.log_level)
     warning = settings.exposure_warning()
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    if scaling is not None:  # --replicas N: on Ray Serve (server/ray_serve.py)
+        require("ray", "ray")
+        from lmchat.server.ray_serve import run_on_ray
+
+        return run_on_ray(settings, scaling, model_config)
     with ChatModel(model_config) as chat_model:
         app = create_app(chat_model, settings)
         config = uvicorn.Config(

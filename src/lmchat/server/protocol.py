@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from lmchat.errors import InvalidRequestError, UnsupportedError
+from lmchat.server.protocol_vllm import VllmChatFields, VllmSamplingFields
 
 
 # --- requests ------------------------------------------------------------------------------------------
@@ -21,9 +22,10 @@ class OpenAIRequest(BaseModel):
 
 class StreamOptions(OpenAIRequest):
     include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None  # vLLM: usage on every chunk
 
 
-class SamplingRequest(OpenAIRequest):
+class SamplingRequest(OpenAIRequest, VllmSamplingFields):
     """The generation fields chat and completion requests share, plus lmchat's extras (top_k, min_p, ...)."""
 
     model: str | None = None
@@ -49,6 +51,10 @@ class SamplingRequest(OpenAIRequest):
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def continuous_usage(self) -> bool:
+        return bool(self.include_usage and self.stream_options and self.stream_options.continuous_usage_stats)
+
     def max_new_tokens(self) -> tuple[int | None, str]:
         """The answer's token limit and the request field it came from."""
         return self.max_tokens, "max_tokens"
@@ -64,6 +70,7 @@ class SamplingRequest(OpenAIRequest):
             "frequency_penalty": self.frequency_penalty, "logit_bias": self._logit_bias(),
             "top_k": 0 if self.top_k == -1 else self.top_k, "min_p": self.min_p,
             "repetition_penalty": self.repetition_penalty, "do_sample": self.do_sample,
+            **self.vllm_sampling_options(),
         }
         return {name: value for name, value in options.items() if value is not None}
 
@@ -80,7 +87,7 @@ class SamplingRequest(OpenAIRequest):
             raise InvalidRequestError("logit_bias keys must be token ids (integers).", param="logit_bias") from None
 
 
-class ChatCompletionRequest(SamplingRequest):
+class ChatCompletionRequest(SamplingRequest, VllmChatFields):
     messages: list[dict[str, Any]] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
@@ -110,6 +117,7 @@ class ChatCompletionRequest(SamplingRequest):
             options.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
         if self.reasoning_effort is not None:  # to the chat template, like enable_thinking
             options["reasoning_effort"] = self.reasoning_effort
+        options.update(self.vllm_chat_options())
         return options
 
     def check_supported(self) -> None:
@@ -130,19 +138,18 @@ class CompletionRequest(SamplingRequest):
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
 
-    def prompt_text(self) -> str:
+    def prompts(self) -> list[str | list[int]]:
+        """The request's prompts: a string, a list of token ids, or a list of either (a batch)."""
         prompt = self.prompt
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise UnsupportedError("prompt must be one string; batches and token ids are not supported yet.",
-                                   param="prompt")
-        return prompt
+        if isinstance(prompt, str) or (prompt and all(isinstance(token, int) for token in prompt)):
+            return [prompt]  # type: ignore[list-item]
+        if not prompt:
+            raise InvalidRequestError("prompt must not be empty.", param="prompt")
+        return list(prompt)  # type: ignore[arg-type]
 
     def sampling_options(self) -> dict[str, Any]:
-        for name, neutral in (("echo", False), ("suffix", None)):
-            if getattr(self, name) not in (neutral, None):
-                raise UnsupportedError(f"{name} is not supported yet; leave it out.", param=name)
+        if self.suffix is not None:
+            raise UnsupportedError("suffix is not supported yet; leave it out.", param="suffix")
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise UnsupportedError("best_of is not supported yet (only best_of == n).", param="best_of")
         options = super().sampling_options()
@@ -175,8 +182,10 @@ class TokenizeRequest(OpenAIRequest):
     model: str | None = None
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
-    add_generation_prompt: bool = True
-    add_special_tokens: bool = False
+    add_generation_prompt: bool | None = None  # default true, false with continue_final_message
+    continue_final_message: bool = False
+    add_special_tokens: bool | None = None  # vLLM's defaults: true for a prompt, false for messages
+    return_token_strs: bool = False
     tools: list[dict[str, Any]] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
@@ -285,6 +294,9 @@ class ChatCompletionResponse(OpenAIResponse):
     model: str
     choices: list[ChatCompletionResponseChoice]
     usage: UsageInfo
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    omit_if_none = frozenset({"service_tier"})
 
 
 class DeltaMessage(OpenAIResponse):
@@ -309,14 +321,15 @@ class ChatCompletionStreamResponse(OpenAIResponse):
     model: str
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
+    system_fingerprint: str | None = None
     omit_if_none = frozenset({"usage"})
 
 
 class CompletionLogprobs(OpenAIResponse):
     text_offset: list[int] = Field(default_factory=list)
-    token_logprobs: list[float] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)  # None: the first prompt token (echo)
     tokens: list[str] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float]] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
 
 
 class CompletionChoice(OpenAIResponse):
@@ -333,6 +346,7 @@ class CompletionResponse(OpenAIResponse):
     model: str
     choices: list[CompletionChoice]
     usage: UsageInfo | None = None
+    system_fingerprint: str | None = None
     omit_if_none = frozenset({"usage"})
 
 
@@ -351,4 +365,5 @@ class TokenizeResponse(OpenAIResponse):
 
 
 class DetokenizeResponse(OpenAIResponse):
-    prompt: str
+    prompt: str  # vLLM's name
+    content: str  # llama.cpp's name

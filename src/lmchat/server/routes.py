@@ -9,12 +9,10 @@ from lmchat.server.disconnect import cancel_on_disconnect
 from lmchat.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
-    DetokenizeRequest,
     ModelCard,
     ModelList,
     ScoreConversationsRequest,
     ScoreEvaluationRequest,
-    TokenizeRequest,
 )
 from lmchat.server.responses import json_response
 from lmchat.server.serving.base import ServerState
@@ -34,7 +32,7 @@ async def health() -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     state = _state(request)
-    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+    return Response(await state.metrics.arender(), media_type=state.metrics.content_type)
 
 
 @router.get("/v1/models")
@@ -71,12 +69,4 @@ async def score_conversations(body: ScoreConversationsRequest, request: Request)
     serving = request.app.state.serving_score
     return json_response(await cancel_on_disconnect(request, serving.score_conversations(body)))
 
-
-@router.post("/tokenize")
-async def tokenize(body: TokenizeRequest, request: Request) -> Response:
-    return json_response(await request.app.state.serving_tokenize.tokenize(body))
-
-
-@router.post("/detokenize")
-async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
-    return json_response(request.app.state.serving_tokenize.detokenize(body))
+# /tokenize and /detokenize (vLLM's and llama.cpp's shapes) live in routes_compat

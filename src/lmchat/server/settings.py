@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lmchat.errors import ConfigError
@@ -10,6 +11,16 @@ from lmchat.errors import ConfigError
 API_KEY_ENV = "LMCHAT_API_KEY"
 LLAMAFACTORY_ENV = ("API_HOST", "API_PORT", "API_KEY", "API_MODEL_NAME")  # its API server's variables
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def environment_defaults(environ: Mapping[str, str]) -> dict[str, object]:
+    """What the environment supplies when no flag (or ``serve run`` argument) gives it: the API key
+    (``LMCHAT_API_KEY``, else LLaMA-Factory's ``API_KEY``), the served name (``API_MODEL_NAME``), and whether any
+    model name is accepted (when any of LLaMA-Factory's ``API_*`` variables is set, as its server does)."""
+    key = environ.get(API_KEY_ENV) or environ.get("API_KEY")
+    name = environ.get("API_MODEL_NAME")
+    return {"api_keys": (key,) if key else (), "served_model_names": (name,) if name else (),
+            "accept_any_model": any(environ.get(variable) for variable in LLAMAFACTORY_ENV)}
 
 
 @dataclass(frozen=True)

@@ -8,24 +8,26 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, GenerationRequest, ModelInfo
-from lmchat.engines.events import EngineEvent
+from lmchat.engines.events import EngineEvent, TokenLogprob
 from lmchat.engines.hf_tokenizer import dropped_special_ids, special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
 from lmchat.engines.hf.processor import encode, media_support
-from lmchat.engines.hf.scoring import score_texts
+from lmchat.engines.hf.scoring import prompt_logprobs, score_texts
 from lmchat.engines.hf.sequence import new_request_state
 from lmchat.engines.hf.worker import ModelWorker
-from lmchat.errors import EngineClosedError
+from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.detokenize import decode_dropping
 from lmchat.generation.sampling import SamplingParams
+
+NOT_YET = frozenset({"min_tokens"})  # the sampler cannot hold back the end-of-answer token yet
 
 
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - NOT_YET, lora=True,
                                 settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}))
 
     def __init__(self, config) -> None:
@@ -53,6 +55,7 @@ class HuggingFaceEngine(BaseEngine):
             context_length=self.config.model_max_length
             or getattr(model.config.get_text_config(), "max_position_embeddings", None),
             is_reward_model=is_reward,
+            vocab_size=getattr(model.config, "vocab_size", None),
         )
         self.capabilities = media_capabilities(type(self).capabilities, processor)
         self._eos_ids = _eos_ids(model, tokenizer)
@@ -69,11 +72,14 @@ class HuggingFaceEngine(BaseEngine):
         )
 
     # --- tokenizer ------------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
-        return self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.loaded.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.loaded.tokenizer.decode(list(token_ids))
+
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        return list(self.loaded.tokenizer.convert_ids_to_tokens(list(token_ids)))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -110,6 +116,12 @@ class HuggingFaceEngine(BaseEngine):
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         worker = self._require_worker()
         return await asyncio.wrap_future(worker.call(lambda: score_texts(self.loaded, texts, max_length)))
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        worker = self._require_worker()
+        if self.info.is_reward_model:
+            raise UnsupportedError("A reward model has no token log-probabilities.", param="model")
+        return await asyncio.wrap_future(worker.call(lambda: prompt_logprobs(self.loaded, token_ids, top)))
 
     def _require_worker(self) -> ModelWorker:
         if self.worker is None:

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 class LlamaCppEngine(BaseEngine):
     name = "llamacpp"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), media_notes=tuple(
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"},
+                                media_notes=tuple(
         (kind, f"llama.cpp reads {kind} only through the vision/audio projector GGUF of the model (its mmproj file, "
                "llama.cpp's mtmd library), which this engine does not load yet; for now use infer_backend huggingface "
                "with the original checkpoint")
@@ -70,8 +71,9 @@ class LlamaCppEngine(BaseEngine):
                     self.settings.type_v, *self.llm.threads)
 
     # --- tokenizer (the GGUF's own; special tokens in the rendered prompt are parsed as such) ---------------
-    def tokenize(self, text: str) -> list[int]:
-        return self._require_llm().tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        # add_bos adds the BOS token only where the GGUF's vocabulary asks for one, as llama.cpp's server does
+        return self._require_llm().tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self._require_llm().detokenize(list(token_ids), special=True).decode("utf-8", "replace")
@@ -180,4 +182,5 @@ def model_info(llm: LoadedModel, path: Path) -> ModelInfo:
         chat_template=metadata.get("tokenizer.chat_template"),
         special_tokens=special,
         context_length=llm.n_ctx(),
+        vocab_size=llm.n_vocab(),
     )

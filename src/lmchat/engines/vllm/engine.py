@@ -82,6 +82,7 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             special_tokens=special_tokens(self.tokenizer),
             context_length=model_config.max_model_len,
             is_reward_model=is_reward,
+            vocab_size=getattr(model_config, "get_vocab_size", lambda: None)(),
         )
 
     async def _load_adapter(self, path: str) -> LoRARequest:

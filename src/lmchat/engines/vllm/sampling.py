@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from lmchat.engines.vllm.parallel import vllm_parallel_kwargs
 from lmchat.errors import ConfigError
 from lmchat.generation.sampling import SamplingParams
 
@@ -42,6 +43,7 @@ def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = Non
         "seed": params.seed,
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
+        "min_tokens": params.min_tokens,
         "skip_special_tokens": params.skip_special_tokens and not keep_special_tokens,
         "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token itself
     }
@@ -63,7 +65,7 @@ def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
         "trust_remote_code": config.trust_remote_code,
         "dtype": config.infer_dtype,
         "max_model_len": config.vllm_maxlen,
-        "tensor_parallel_size": max(1, num_gpus),
+        **vllm_parallel_kwargs(extra, num_gpus),
         "gpu_memory_utilization": config.vllm_gpu_util,
         "enforce_eager": config.vllm_enforce_eager,
         "disable_log_stats": True,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 from starlette.responses import Response
 
+from lmchat import __version__
 from lmchat.chat.assemble import AnswerAssembler
 from lmchat.chat.prepare import PreparedChat
 from lmchat.chat.response import ChatChunk
@@ -44,6 +45,11 @@ class ServerState:
     @property
     def model_name(self) -> str:
         return self.served_names[0]
+
+    @property
+    def system_fingerprint(self) -> str:
+        """OpenAI's ``system_fingerprint``: what produced the answer (lmchat's version and the engine)."""
+        return f"lmchat-{__version__}-{self.chat_model.engine.name}"
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name not in self.served_names and not self.settings.accept_any_model:
@@ -123,6 +129,24 @@ def new_answers(prepared: PreparedChat) -> list[AnswerAssembler]:
     return [AnswerAssembler(i, prepared.prompt_tokens) for i in range(prepared.params.n)]
 
 
+class RunningUsage:
+    """vLLM's ``continuous_usage_stats``: the usage so far, on every streamed chunk (tokens counted from the
+    chunks' token ids until an answer's last chunk gives its true count)."""
+
+    def __init__(self, prepared: PreparedChat) -> None:
+        self.prompt_tokens = prepared.prompt_tokens
+        self.completion = [0] * prepared.params.n
+
+    def add(self, chunk: ChatChunk) -> dict[str, int]:
+        if chunk.finish_reason is not None:
+            self.completion[chunk.index] = chunk.completion_tokens
+        else:
+            self.completion[chunk.index] += len(chunk.token_ids)
+        completion = sum(self.completion)
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": self.prompt_tokens + completion}
+
+
 def usage_counts(answers: list[ChatResponse]) -> dict[str, Any]:
     prompt = answers[0].prompt_length
     completion = sum(answer.response_length for answer in answers)
@@ -144,7 +168,7 @@ class GenerationEndpoint:
         self.state.check_model(body.model)
         prepared = await self.prepare(body)
         self.state.log_request(self.kind, prepared, bool(body.stream), body.user)
-        completion_id = f"{self.id_prefix}-{uuid.uuid4().hex}"
+        completion_id = f"{self.id_prefix}-{body.request_id or uuid.uuid4().hex}"  # vLLM's request_id
         live = await LiveGeneration.start(self.state, prepared, completion_id)
         if body.stream:
             return EventStreamResponse(self._stream(body, prepared, live, completion_id))
