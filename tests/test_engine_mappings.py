@@ -34,6 +34,7 @@ from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error
 from lmchat.engines.vllm.sampling import CPU_KV_CACHE_BYTES, vllm_config_dict
 from lmchat.engines.vllm.sampling import finish_reason as vllm_finish_reason
 from lmchat.engines.vllm.sampling import to_vllm_engine_kwargs, to_vllm_sampling_kwargs
+from lmchat.engines.hf_tokenizer import dropped_special_ids, special_among
 from lmchat.errors import ConfigError, EngineError, MissingDependencyError
 from lmchat.generation.sampling import SamplingParams
 
@@ -87,6 +88,27 @@ def test_vllm_sampling_defaults_greedy_and_no_logprobs():
     assert mapped["temperature"] == 0.0 and mapped["top_k"] == -1
     assert mapped["logprobs"] is None and mapped["logit_bias"] is None and mapped["seed"] is None
     assert to_vllm_sampling_kwargs(SamplingParams(logprobs=True))["logprobs"] == 0  # the sampled token only
+
+
+def test_vllm_and_sglang_keep_every_special_token_when_a_parser_reads_some():
+    # they keep all special tokens or none: the parsers' tokens (gpt-oss's, Kimi-K2's) switch skipping off
+    default = SamplingParams()
+    assert to_vllm_sampling_kwargs(default)["skip_special_tokens"] is True
+    assert to_vllm_sampling_kwargs(default, 10, ("<|channel|>",))["skip_special_tokens"] is False
+    assert to_sglang_sampling_params(default)["skip_special_tokens"] is True
+    assert to_sglang_sampling_params(default, 10, ("<|channel|>",))["skip_special_tokens"] is False
+
+
+def test_only_the_tokenizers_special_tokens_count(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    wanted = ("<|im_start|>", "<tool_call>", "<|channel|>")  # special / plain text / not in the vocabulary
+    assert special_among(tokenizer, wanted) == ("<|im_start|>",)
+    dropped = dropped_special_ids(tokenizer, wanted)
+    assert tokenizer.convert_tokens_to_ids("<|im_start|>") not in dropped
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in dropped
+    assert tokenizer.unk_token_id is None or tokenizer.unk_token_id in dropped  # the unknown one's id is not kept
 
 
 def _config(**args) -> ModelConfig:

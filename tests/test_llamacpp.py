@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from lmchat import ChatModel
+from lmchat.engines.events import TextDelta
 from lmchat.engines.llamacpp.engine import resolve_gguf_path
 from lmchat.errors import ConfigError, InvalidRequestError, ModelNotFoundError
 from lmchat.models.default import default_gguf_path
@@ -131,3 +133,24 @@ def test_special_tokens_vocabulary_and_token_prompts_match_llama_cpp(model, dire
     assert answer.response_text == expected["choices"][0]["text"]
     with pytest.raises(InvalidRequestError, match="vocabulary"):
         model.prepare_completion([direct.n_vocab()])
+
+
+def _forced_text(model, token: str, keep: tuple[str, ...], **options) -> str:
+    """The text of three answer tokens all forced (by a logit bias) to the special token ``token``, as the engine
+    decodes it for a request whose parsers read the special tokens ``keep``."""
+    [token_id] = model.engine.tokenize(token)
+    prepared = model.prepare(MESSAGES, logit_bias={token_id: 100.0}, max_new_tokens=3, **options)
+    [request] = [dataclasses.replace(request, keep_special_tokens=keep) for request in prepared.requests()]
+
+    async def run():
+        return "".join([event.text async for event in model.engine.generate(request) if isinstance(event, TextDelta)])
+
+    return model._loop.run(run())
+
+
+def test_special_tokens_a_parser_reads_stay_in_the_text(model):
+    # <|im_start|> is a control token of SmolLM2's GGUF: dropped by default, kept when a parser reads it
+    assert _forced_text(model, "<|im_start|>", ()) == ""
+    assert _forced_text(model, "<|im_start|>", ("<|im_start|>", "<|not_in_the_vocabulary|>")) == "<|im_start|>" * 3
+    assert _forced_text(model, "<|im_start|>", ("<|endoftext|>",)) == ""  # only the tokens named are kept
+    assert _forced_text(model, "<|im_start|>", (), skip_special_tokens=False) == "<|im_start|>" * 3

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmchat.chat.inputs import check_input
 from lmchat.errors import InvalidRequestError
-from lmchat.generation.sampling import SamplingParams, resolve_sampling
+from lmchat.generation.sampling import OPTION_ALIASES, SamplingParams, resolve_sampling
 from lmchat.templates.continuation import generation_prompt_flags
 
 if TYPE_CHECKING:
@@ -33,6 +33,12 @@ class CallOptions:
     params: SamplingParams
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     tool_choice: Any = None
+    explicit: frozenset[str] = frozenset()
+    """The sampling options the user set (in this call or in the config), as opposed to defaults."""
+
+    def user_value(self, name: str) -> Any:
+        """The option's value when the user set it, else None."""
+        return getattr(self.params, name) if name in self.explicit else None
 
 
 def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[str, Any]) -> CallOptions:
@@ -41,7 +47,9 @@ def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[st
     params = resolve_sampling(config.generation_defaults(), sampling)
     engine.capabilities.check_sampling(params, engine.name)
     check_logit_bias(params, engine.info.vocab_size)
-    return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"))
+    explicit = {OPTION_ALIASES.get(key, key) for key, value in sampling.items() if value is not None}
+    explicit |= config.model_fields_set & set(config.generation_defaults())
+    return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"), frozenset(explicit))
 
 
 def check_logit_bias(params: SamplingParams, vocab_size: int | None) -> None:

@@ -78,6 +78,7 @@ class PreparedChat:
                 images=self.media.images,
                 videos=self.media.videos,
                 audios=self.media.audios,
+                keep_special_tokens=self.parsing.keep_special_tokens,
                 media_inputs=self.media_inputs,
             )
             for i, engine_id in enumerate(self.request_ids(request_id or uuid.uuid4().hex))
@@ -159,7 +160,8 @@ def plan_chat(
     if options.template_kwargs.get("continue_final_message"):
         prompt = cut_after_final_message(prompt, conversation)
     return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items,
-                    plan_parsing(template, config.tool_parser, tool_list, prompt, rendered.tool_fallback))
+                    plan_parsing(template, config.tool_parser, tool_list, prompt, rendered.tool_fallback,
+                                 options.user_value("skip_special_tokens")))
 
 
 def prepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate, stops: TemplateStops,

@@ -96,6 +96,9 @@ class GenerationRequest:
     images: tuple[Any, ...] = ()
     videos: tuple[Any, ...] = ()
     audios: tuple[Any, ...] = ()
+    keep_special_tokens: tuple[str, ...] = ()
+    """Special tokens the answer's parsers read (the facade's parsing plan): engines keep them in the text even
+    when ``params.skip_special_tokens`` drops the other special tokens."""
     media_inputs: Any = None
 
 

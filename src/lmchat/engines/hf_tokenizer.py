@@ -51,6 +51,22 @@ def max_token_chars(tokenizer: Any) -> int | None:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     plain = backend is not None and backend.normalizer is None
     return max(1, longest) * (1 if plain else 4)
+def _special_by_id(tokenizer: Any) -> dict[int, str]:
+    """The tokens ``skip_special_tokens`` drops: the tokenizer's special tokens, by id."""
+    special = {i: token.content for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    special.update(zip(tokenizer.all_special_ids, tokenizer.all_special_tokens))
+    return special
+
+
+def dropped_special_ids(tokenizer: Any, keep: Sequence[str]) -> frozenset[int]:
+    """The ids ``skip_special_tokens`` drops, but for the tokens in ``keep`` (one not in the vocabulary: none)."""
+    return frozenset(i for i, token in _special_by_id(tokenizer).items() if token not in keep)
+
+
+def special_among(tokenizer: Any, tokens: Sequence[str]) -> tuple[str, ...]:
+    """Those of ``tokens`` that are special tokens of the tokenizer (the others are in the text anyway)."""
+    special = set(_special_by_id(tokenizer).values())
+    return tuple(token for token in tokens if token in special)
 
 
 def token_text(tokenizer: Any, token: int | str | None) -> str | None:

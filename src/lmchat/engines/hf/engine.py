@@ -9,7 +9,7 @@ from typing import Any
 
 from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, EngineCapacity, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, TokenLogprob
-from lmchat.engines.hf_tokenizer import max_token_chars, special_tokens
+from lmchat.engines.hf_tokenizer import dropped_special_ids, max_token_chars, special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
 from lmchat.engines.hf.processor import encode, media_support
@@ -17,6 +17,7 @@ from lmchat.engines.hf.scoring import prompt_logprobs, score_texts
 from lmchat.engines.hf.sequence import new_request_state
 from lmchat.engines.hf.worker import ModelWorker
 from lmchat.errors import EngineClosedError, UnsupportedError
+from lmchat.generation.detokenize import decode_dropping
 from lmchat.generation.sampling import SamplingParams
 
 NOT_YET = frozenset({"min_tokens"})  # the sampler cannot hold back the end-of-answer token yet
@@ -106,13 +107,15 @@ class HuggingFaceEngine(BaseEngine):
         params = request.params
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self._eos_ids)
         channel = EventChannel(lambda: worker.abort(request.request_id))
-        decode = self._decoder(params.skip_special_tokens)
+        decode = self._decoder(params.skip_special_tokens, request.keep_special_tokens)
         worker.submit(new_request_state(request, stop_ids, decode, channel.emit))
         async for event in channel.events():
             yield event
 
-    def _decoder(self, skip_special_tokens: bool):
+    def _decoder(self, skip_special_tokens: bool, keep: tuple[str, ...]):
         tokenizer = self.loaded.tokenizer
+        if skip_special_tokens and keep:
+            return decode_dropping(lambda ids: tokenizer.decode(ids), dropped_special_ids(tokenizer, keep))
         return lambda ids: tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     async def abort(self, request_id: str) -> None:

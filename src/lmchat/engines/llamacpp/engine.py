@@ -26,7 +26,7 @@ from lmchat.engines.events import EngineEvent
 from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
 from lmchat.engines.llamacpp.kv_cells import KvCells
 from lmchat.engines.llamacpp.model import ContextShape, LoadedModel
-from lmchat.engines.llamacpp.sequence import LogitsHook
+from lmchat.engines.llamacpp.sequence import LogitsHook, special_token_ids
 from lmchat.engines.llamacpp.sequence import Sequence as BatchSequence
 from lmchat.engines.llamacpp.settings import LlamaCppSettings, settings_from
 from lmchat.engines.llamacpp.worker import BatchWorker
@@ -88,8 +88,9 @@ class LlamaCppEngine(BaseEngine):
             raise InvalidRequestError("The prompt is empty.", param="prompt")
         request_id = request.request_id
         channel = EventChannel(lambda: self._mark_aborted(request_id))
+        kept = special_token_ids(self._require_llm(), request.keep_special_tokens)
         worker.submit(BatchSequence(request, channel.emit, lambda: self._closing or request_id in self._aborted,
-                                    logits_hook=self._logits_hook(request)))
+                                    logits_hook=self._logits_hook(request), kept_ids=kept))
         try:
             async for event in channel.events():
                 yield event

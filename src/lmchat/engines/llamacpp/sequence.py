@@ -47,6 +47,7 @@ class Sequence:
     generated: int = 0
     reused: int = 0  # prompt tokens taken from another sequence's cells
     logits_hook: LogitsHook | None = None
+    kept_ids: frozenset[int] = frozenset()  # special tokens the request's parsers read: kept in the text
     _utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     @property
@@ -79,7 +80,7 @@ class Sequence:
         if token in params.stop_token_ids or (not params.ignore_eos and model.is_end_of_generation(token)):
             return self.finish("stop", text(model, token))
         logprobs = token_logprobs(model, row, token, params.top_logprobs, raw) if params.logprobs else ()
-        piece = model.detokenize([token], special=not params.skip_special_tokens)
+        piece = model.detokenize([token], special=not params.skip_special_tokens or token in self.kept_ids)
         self.emit(TextDelta(self._utf8.decode(piece), 1, (token,), logprobs))
         if self.logits_hook is not None and self.logits_hook.accept(token):
             return self.finish("stop")
@@ -98,6 +99,13 @@ class Sequence:
             self.sampler.close()
             self.sampler = None
         return Finished(reason, len(self.prompt), self.generated, stop_token)
+
+
+def special_token_ids(model: LoadedModel, tokens: tuple[str, ...]) -> frozenset[int]:
+    """The ids of those ``tokens`` that are one token of the vocabulary (``GenerationRequest.keep_special_tokens``:
+    the special tokens a parser reads, which the answer's text keeps even with ``skip_special_tokens``)."""
+    ids = (model.tokenize(token.encode("utf-8"), add_bos=False, special=True) for token in tokens)
+    return frozenset(found[0] for found in ids if len(found) == 1)
 
 
 def text(model: LoadedModel, token: int) -> str:

@@ -15,8 +15,10 @@ from lmchat.generation.sampling import SamplingParams
 ADAPTER_NAME = "lmchat-adapter"
 
 
-def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None = None) -> dict[str, Any]:
-    """The ``sampling_params`` dict of ``Engine.async_generate`` for one sequence of ``params``."""
+def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None = None,
+                              keep_special_tokens: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``sampling_params`` dict of ``Engine.async_generate`` for one sequence of ``params`` (special tokens the
+    parsers read keep them all: SGLang keeps all or none)."""
     sampling: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "temperature": 0.0 if params.is_greedy else params.temperature,  # SGLang: 0 means greedy (top_k=1)
@@ -28,7 +30,7 @@ def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None
         "frequency_penalty": params.frequency_penalty,
         "ignore_eos": params.ignore_eos,
         "min_new_tokens": params.min_tokens,
-        "skip_special_tokens": params.skip_special_tokens,
+        "skip_special_tokens": params.skip_special_tokens and not keep_special_tokens,
     }
     if params.stop_token_ids:
         sampling["stop_token_ids"] = list(params.stop_token_ids)

@@ -25,8 +25,10 @@ CPU_KV_CACHE_BYTES = 2 << 30
 _MEMORY_KEYS = ("gpu_memory_utilization", "kv_cache_memory_bytes")
 
 
-def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = None) -> dict[str, Any]:
-    """``vllm.SamplingParams`` keyword arguments for one sequence of ``params``."""
+def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = None,
+                            keep_special_tokens: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``vllm.SamplingParams`` keyword arguments for one sequence of ``params``. vLLM keeps all special tokens or
+    none, so the ones the parsers read (``keep_special_tokens``) keep them all, as vLLM's own server does."""
     return {
         "n": 1,
         "max_tokens": max_tokens,
@@ -42,7 +44,7 @@ def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = Non
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
         "min_tokens": params.min_tokens,
-        "skip_special_tokens": params.skip_special_tokens,
+        "skip_special_tokens": params.skip_special_tokens and not keep_special_tokens,
         "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token itself
     }
 
