@@ -7,6 +7,7 @@ The generating tests share the session's one engine (``vllm_model`` in vllm_supp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -95,8 +96,13 @@ def test_greedy_logprobs_rank_the_chosen_token_first(vllm_model):
 
 def test_a_request_vllm_rejects_fails_before_any_answer(vllm_model):
     before = list(vllm_model.engine.finished)
-    with pytest.raises(InvalidRequestError, match="vLLM rejected the request.*logit_bias"):
+    with pytest.raises(InvalidRequestError, match="logit_bias names token id 10000000"):  # the facade's check
         vllm_model.chat(MESSAGES, logit_bias={10**7: 5.0})
+    # past the facade (a request it lets through), vLLM's own refusal is the same clear error, before any answer
+    prepared = vllm_model.prepare(MESSAGES, max_new_tokens=2, **GREEDY)
+    bad = dataclasses.replace(prepared, params=prepared.params.model_copy(update={"logit_bias": {10**7: 5.0}}))
+    with pytest.raises(InvalidRequestError, match="vLLM rejected the request.*logit_bias"):
+        vllm_model.run_sync(vllm_model.agenerate(bad))
     assert list(vllm_model.engine.finished) == before  # it never ran
     assert vllm_model.chat(MESSAGES, max_new_tokens=2, **GREEDY)[0].response_length == 2
 
