@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
+from lmchat.structured.constraint import Constraint
 
 if TYPE_CHECKING:
     from lmchat.config.model_config import ModelConfig
@@ -34,14 +35,25 @@ class Capabilities:
     audios: bool = False
     abort: bool = True
     batching: bool = False
+    constraints: frozenset[str] = frozenset()
+    """The structured-output kinds (Constraint.kind) it enforces; none by default."""
 
     def check_sampling(self, params: SamplingParams, engine: str) -> None:
-        unsupported = sorted(params.non_default_fields() - self.sampling_options)
+        unsupported = sorted(params.non_default_fields() - self.sampling_options - {"constraint"})
         if unsupported:
             raise UnsupportedError(
                 f"The {engine} engine cannot honour the option(s) {', '.join(unsupported)}; remove them or choose "
                 f"another infer_backend.",
                 param=unsupported[0],
+            )
+
+    def check_constraint(self, constraint: Constraint | None, engine: str) -> None:
+        if constraint is not None and constraint.kind not in self.constraints:
+            can = f"it enforces {', '.join(sorted(self.constraints))}" if self.constraints else "it cannot"
+            raise UnsupportedError(
+                f"The {engine} engine cannot constrain its output to a {constraint.kind.replace('_', ' ')} ({can}); "
+                f"leave {constraint.param} out or choose another infer_backend (huggingface, llamacpp, vllm).",
+                param=constraint.param,
             )
 
     def check_media(self, engine: str, **media: Sequence[Any] | None) -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from lmchat.config.validation import explain
 from lmchat.errors import InvalidRequestError
+from lmchat.structured.constraint import Constraint
 
 # Per-call names that mean the same option.
 OPTION_ALIASES = {"num_return_sequences": "n", "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens"}
@@ -37,6 +38,7 @@ class SamplingParams(BaseModel):
     skip_special_tokens: bool = True
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
+    constraint: Constraint | None = Field(None, description="What the answer must match (structured output).")
 
     @field_validator("stop", mode="before")
     @classmethod
