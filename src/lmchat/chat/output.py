@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmchat.errors import InvalidRequestError, UnsupportedError
-from lmchat.parsing import OutputParser, reasoning_opens_in
+from lmchat.parsing import OutputDelta, OutputParser, reasoning_opens_in
 from lmchat.templates.detect import detect_reasoning_parser, detect_tool_parser
 from lmchat.templates.registry import ChatTemplate
 
@@ -19,12 +18,33 @@ class ParsingPlan:
     tool_parser: str | None = None
     tools: tuple[dict[str, Any], ...] = ()
     starts_in_reasoning: bool = False
+    max_tool_calls: int | None = None  # parallel_tool_calls: false keeps the first call (as vLLM does)
 
     def new_parser(self) -> OutputParser | None:
         if self.reasoning_parser is None and self.tool_parser is None:
             return None
-        return OutputParser(self.reasoning_parser, self.tool_parser, list(self.tools) or None,
-                            self.starts_in_reasoning)
+        parser = OutputParser(self.reasoning_parser, self.tool_parser, list(self.tools) or None,
+                              self.starts_in_reasoning)
+        if self.max_tool_calls is not None and self.tool_parser is not None:
+            return FirstCalls(parser, self.max_tool_calls)
+        return parser
+
+
+class FirstCalls:
+    """An output parser that passes on only the first ``limit`` tool calls of an answer."""
+
+    def __init__(self, parser: OutputParser, limit: int) -> None:
+        self._parser, self._limit = parser, limit
+
+    def feed(self, delta: str) -> list[OutputDelta]:
+        return self._keep(self._parser.feed(delta))
+
+    def finish(self) -> list[OutputDelta]:
+        return self._keep(self._parser.finish())
+
+    def _keep(self, deltas: list[OutputDelta]) -> list[OutputDelta]:
+        return [OutputDelta(d.content, d.reasoning, [c for c in d.tool_calls if c.index < self._limit])
+                for d in deltas]
 
 
 def plan_parsing(template: ChatTemplate, configured_tool_parser: str | None, tools: list[dict[str, Any]] | None,
@@ -34,25 +54,3 @@ def plan_parsing(template: ChatTemplate, configured_tool_parser: str | None, too
     if tools:
         tool_parser = configured_tool_parser or template.tool_parser or detect_tool_parser(template.source)
     return ParsingPlan(reasoning, tool_parser, tuple(tools or ()), reasoning_opens_in(reasoning, prompt))
-
-
-def apply_tool_choice(tools: list[dict[str, Any]] | None, tool_choice: Any, engine_name: str):
-    """OpenAI's ``tool_choice``: ``auto`` (default) and ``none`` are honoured; a forced call is refused, since no
-    engine here constrains decoding to guarantee it."""
-    if tool_choice in (None, "auto"):
-        return tools
-    if tool_choice == "none":
-        return None
-    named = isinstance(tool_choice, dict) and tool_choice.get("type") == "function"
-    if tool_choice == "required" or named:
-        if not tools:
-            raise InvalidRequestError("tool_choice asks for a tool call but no tools were given.", param="tool_choice")
-        raise UnsupportedError(
-            f"tool_choice={tool_choice!r} needs constrained decoding to guarantee a call, which the {engine_name} "
-            "engine does not offer; use 'auto' (the model decides) or 'none'.",
-            param="tool_choice",
-        )
-    raise InvalidRequestError(
-        "tool_choice must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
-        param="tool_choice",
-    )

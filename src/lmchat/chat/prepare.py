@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lmchat.chat.messages import build_conversation, normalise_tools
-from lmchat.chat.output import ParsingPlan, apply_tool_choice, plan_parsing
+from lmchat.chat.output import ParsingPlan, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine
 from lmchat.errors import ContextLengthError, InvalidRequestError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
+from lmchat.structured.prepare import StructuredRequest
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.render import render_prompt
 
@@ -83,24 +84,32 @@ def prepare_chat(
     template_kwargs.setdefault("enable_thinking", generation.pop("enable_thinking", config.enable_thinking))
     if "reasoning_effort" in generation:  # OpenAI's option; gpt-oss's template reads it
         template_kwargs.setdefault("reasoning_effort", check_reasoning_effort(generation.pop("reasoning_effort")))
-    tool_choice = generation.pop("tool_choice", None)
+    structured = StructuredRequest.take(generation, normalise_tools(tools))
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
     engine.capabilities.check_media(engine.name, images=images, videos=videos, audios=audios)
-    params = params.model_copy(
-        update={"stop": params.stop + stops.strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
-    )
     conversation = build_conversation(messages, system, config.default_system)
-    tool_list = apply_tool_choice(normalise_tools(tools), tool_choice, engine.name)
+    tool_list = structured.prompt_tools
     prompt = render_prompt(
         conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **template_kwargs
     )
+    plan = replace(plan_parsing(template, config.tool_parser, tool_list, prompt), **structured.parsing_changes())
+    params = with_stops(structured.constrain(params, engine, prompt, plan.reasoning_parser, plan.starts_in_reasoning),
+                        stops)
     token_ids = tuple(engine.tokenize(prompt))
     check_context(len(token_ids), params, engine.info.context_length)
     return PreparedChat(
         conversation, tool_list, prompt, token_ids, params, template_kwargs,
-        tuple(images or ()), tuple(videos or ()), tuple(audios or ()),
-        plan_parsing(template, config.tool_parser, tool_list, prompt),
+        tuple(images or ()), tuple(videos or ()), tuple(audios or ()), plan,
+    )
+
+
+def with_stops(params: SamplingParams, stops: TemplateStops) -> SamplingParams:
+    """The template's end-of-turn tokens and strings added (a constrained answer ends with its constraint, so
+    stop strings, which could cut it, are not added to it)."""
+    strings = () if params.constraint is not None else stops.strings
+    return params.model_copy(
+        update={"stop": params.stop + strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
     )
 
 
@@ -140,8 +149,11 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     """A raw-prompt request (no chat template), validated like a chat request."""
     if not isinstance(prompt, str) or not prompt:
         raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
+    generation = dict(generation)
+    structured = StructuredRequest.take(generation, None)
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
+    params = structured.constrain(params, engine, prompt)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
     token_ids = tuple(engine.tokenize(prompt))
     check_context(len(token_ids), params, engine.info.context_length, param="prompt")

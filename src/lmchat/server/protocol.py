@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from lmchat.errors import InvalidRequestError, UnsupportedError
 
 
+STRUCTURED_FIELDS = ("response_format", "structured_outputs", "guided_json", "guided_regex", "guided_choice",
+                     "guided_grammar", "guided_decoding_backend", "guided_whitespace_pattern", "grammar", "json_schema")
+
+
 # --- requests ------------------------------------------------------------------------------------------
 class OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -43,6 +47,17 @@ class SamplingRequest(OpenAIRequest):
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 keeps all tokens.")
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
+    # structured output (read by lmchat.structured.requests): OpenAI's, vLLM's (new and older) and llama.cpp's fields
+    response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    guided_decoding_backend: str | None = None
+    guided_whitespace_pattern: str | None = None
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -63,6 +78,7 @@ class SamplingRequest(OpenAIRequest):
             "frequency_penalty": self.frequency_penalty, "logit_bias": self._logit_bias(),
             "top_k": 0 if self.top_k == -1 else self.top_k, "min_p": self.min_p,
             "repetition_penalty": self.repetition_penalty,
+            **{name: getattr(self, name) for name in STRUCTURED_FIELDS},
         }
         return {name: value for name, value in options.items() if value is not None}
 
@@ -87,7 +103,6 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
@@ -101,7 +116,6 @@ class ChatCompletionRequest(SamplingRequest):
         return self.max_tokens, "max_tokens"
 
     def sampling_options(self) -> dict[str, Any]:
-        self.check_supported()
         options = super().sampling_options()
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequestError("top_logprobs needs logprobs: true.", param="top_logprobs")
@@ -109,27 +123,10 @@ class ChatCompletionRequest(SamplingRequest):
             options.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
         if self.reasoning_effort is not None:  # to the chat template, like enable_thinking
             options["reasoning_effort"] = self.reasoning_effort
+        options.update({name: value for name, value in (("tool_choice", self.tool_choice),
+                                                        ("parallel_tool_calls", self.parallel_tool_calls))
+                        if value is not None})
         return options
-
-    def check_supported(self) -> None:
-        response_type = (self.response_format or {}).get("type", "text")
-        if response_type != "text":
-            raise UnsupportedError(
-                f"response_format of type '{response_type}' is not supported yet; leave it out or use 'text'.",
-                param="response_format",
-            )
-        choice = self.tool_choice
-        if choice is not None and choice not in ("auto", "none"):
-            shown = choice if isinstance(choice, str) else "a named tool"
-            raise UnsupportedError(
-                f"tool_choice '{shown}' is not supported yet; use 'auto' or 'none'.", param="tool_choice"
-            )
-        if self.parallel_tool_calls is False:
-            raise UnsupportedError("parallel_tool_calls: false is not supported yet.", param="parallel_tool_calls")
-
-    def prompt_tools(self) -> list[dict[str, Any]] | None:
-        """The tools the template renders (none with ``tool_choice: none``)."""
-        return None if self.tool_choice == "none" else self.tools
 
 
 class CompletionRequest(SamplingRequest):

@@ -46,7 +46,7 @@ class ServingChat(GenerationEndpoint):
             options = body.sampling_options()
             messages, media = split_messages(body.messages)
             return self.state.chat_model.prepare(
-                messages, tools=body.prompt_tools(), chat_template_kwargs=body.chat_template_kwargs, **media,
+                messages, tools=body.tools, chat_template_kwargs=body.chat_template_kwargs, **media,
                 **options,
             )
         except LmchatError as exc:
