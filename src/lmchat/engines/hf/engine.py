@@ -22,18 +22,22 @@ from lmchat.engines.hf.worker import (
 )
 from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
+from lmchat.structured import ALL_KINDS
 
 
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True)
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True,
+                                constraints=ALL_KINDS)
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.loaded: LoadedModel | None = None
         self.worker: ModelWorker | None = None
         self._eos_ids: frozenset[int] = frozenset()
+        self._grammars: Any = None  # lmchat.structured.backend.TokenizerGrammars, built at the first constraint
+        self._grammars_lock = asyncio.Lock()
 
     async def start(self) -> None:
         # The worker thread loads the model and runs every forward pass of it (see ModelWorker.attach).
@@ -47,7 +51,8 @@ class HuggingFaceEngine(BaseEngine):
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
         is_reward = self.loaded.kind != "generative"
         self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields), lora=True, scores=is_reward, batching=True
+            sampling_options=frozenset(SamplingParams.model_fields), lora=True, scores=is_reward, batching=True,
+            constraints=frozenset() if is_reward else ALL_KINDS,
         )
         self._info = ModelInfo(
             name=self.loaded.name,
@@ -88,11 +93,24 @@ class HuggingFaceEngine(BaseEngine):
         prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self._eos_ids)
         budget = answer_budget(len(prompt_ids), params, self.info.context_length)
+        guide = await self._guide(params.constraint, stop_ids) if params.constraint is not None else None
         channel = EventChannel(lambda: worker.abort(request.request_id))
         decode = self._decoder(params.skip_special_tokens)
-        worker.submit(new_sequence(request, prompt_ids, budget, stop_ids, decode, channel.emit))
+        worker.submit(new_sequence(request, prompt_ids, budget, stop_ids, decode, channel.emit, guide))
         async for event in channel.events():
             yield event
+
+    async def _guide(self, constraint: Any, stop_ids: frozenset[int]) -> Any:
+        """A request's constrained-decoding state; the tokenizer's grammars are built once (~1 s), off the loop."""
+        from lmchat.structured.backend import from_hf_tokenizer
+        from lmchat.structured.guide import Guide
+
+        async with self._grammars_lock:
+            if self._grammars is None:
+                tokenizer, config = self.loaded.tokenizer, self.loaded.model.config
+                vocab = max(len(tokenizer), getattr(config, "vocab_size", 0) or 0)
+                self._grammars = await asyncio.to_thread(from_hf_tokenizer, tokenizer, vocab)
+        return await asyncio.to_thread(Guide, self._grammars, constraint, stop_ids)
 
     def _decoder(self, skip_special_tokens: bool):
         tokenizer = self.loaded.tokenizer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -32,6 +33,7 @@ class Sequence:
     slot: int = -1
     counts: torch.Tensor | None = None
     last_token: str | None = None
+    guide: Any = None  # lmchat.structured.guide.Guide of a constrained request
 
     @property
     def request_id(self) -> str:
@@ -53,8 +55,9 @@ class Sequence:
 
 
 def new_sequence(request: GenerationRequest, prompt_ids: list[int], budget: int, stop_ids: frozenset[int],
-                 decode: Callable[[list[int]], str], emit: Emit) -> Sequence:
+                 decode: Callable[[list[int]], str], emit: Emit, guide: Any = None) -> Sequence:
     return Sequence(
+        guide=guide,
         request=request,
         budget=budget,
         stop_ids=stop_ids,

@@ -27,6 +27,7 @@ from lmchat.engines.hf.sampler import apply_penalties, choose_token, top_logprob
 from lmchat.engines.hf.scheduler import Scheduler
 from lmchat.engines.hf.sequence import Emit, Sequence, new_sequence
 from lmchat.errors import ConfigError, ContextLengthError, EngineError, InvalidRequestError
+from lmchat.structured.masks import StepMasks
 
 __all__ = ["Emit", "ModelWorker", "Sequence", "new_sequence"]
 
@@ -58,6 +59,7 @@ class ModelWorker:
         self.finished: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=256)
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=4096)  # decode rows, per step
         self.peak_cache_bytes = 0
+        self._masks = StepMasks()  # constrained rows' token masks (structured output)
         self._thread = threading.Thread(target=self._run, name="lmchat-hf-worker", daemon=True)
         self._thread.start()
 
@@ -237,11 +239,20 @@ class ModelWorker:
 
     # --- sampling and events ----------------------------------------------------------------------------
     def _accept(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
-        """Choose each sequence's next token from its logits row [n, vocab] and emit it."""
+        """Choose each sequence's next token from its logits row [n, vocab] and emit it. Constrained rows sample
+        from their masked logits; the others keep the batch-wide argmax (plain greedy) or their own sampling."""
         raw = logits.float().cpu()
         greedy = raw.argmax(dim=-1).tolist()
+        masked_rows, masked, masked_greedy = {}, raw, greedy
+        if any(s.guide for s in sequences):
+            masked_rows, masked = self._masks.apply([s.guide for s in sequences], raw)
+            masked_greedy = masked.argmax(dim=-1).tolist()
         for row, sequence in enumerate(sequences):
-            token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
+            j = masked_rows.get(row)
+            if j is None:
+                token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
+            else:
+                token_id = masked_greedy[j] if is_plain_greedy(sequence) else self._sample(sequence, masked[j])
             self._emit_token(sequence, raw[row], token_id)
 
     def _sample(self, sequence: Sequence, raw: torch.Tensor) -> int:
@@ -262,6 +273,13 @@ class ModelWorker:
             return self._finish(sequence, "stop")
         text = sequence.detokenizer.add(token_id)
         sequence.emit(TextDelta(text, 1, (token_id,), self._logprobs(sequence, raw, token_id)))
+        if sequence.guide is not None:  # a constrained answer ends as soon as its constraint is complete
+            try:
+                complete = sequence.guide.accept(token_id)
+            except EngineError as exc:
+                return self._fail([sequence], exc)
+            if complete:
+                return self._finish(sequence, "stop")
         if sequence.generated >= sequence.budget:
             self._finish(sequence, "length")
 
