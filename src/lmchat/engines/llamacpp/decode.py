@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -53,6 +54,7 @@ class DecodeJob:
     emit: Emit
     is_aborted: Callable[[], bool]
     cache: PromptCache = field(default_factory=lambda: PromptCache(enabled=False))
+    mask: Any = None  # lmchat.engines.llamacpp.structured.LogitsMask of a constrained request
 
 
 def run_job(llm: Llama, job: DecodeJob) -> Finished:
@@ -71,13 +73,17 @@ def run_job(llm: Llama, job: DecodeJob) -> Finished:
             if job.is_aborted():
                 reason = "abort"
                 break
+            raw = job.mask.apply(llm) if job.mask is not None else None  # a constrained step: logits masked
             token = sampler.sample(llm._ctx, -1)
             generated += 1
             if token in job.stop_ids or (job.stop_at_end_of_generation and is_end_of_generation(llm, token)):
                 reason, stop_token = "stop", piece(llm, token, special=True).decode("utf-8", "replace")
                 break
-            logprobs = token_logprobs(llm, token, params.top_logprobs) if params.logprobs else ()
+            logprobs = token_logprobs(llm, token, params.top_logprobs, raw) if params.logprobs else ()
             job.emit(TextDelta(utf8.decode(piece(llm, token, not params.skip_special_tokens)), 1, (token,), logprobs))
+            if job.mask is not None and job.mask.guide.accept(token):
+                reason = "stop"  # the constraint is complete
+                break
             if generated < job.budget:
                 llm.eval([token])
     finally:
@@ -124,9 +130,11 @@ def piece(llm: Llama, token: int, special: bool) -> bytes:
     return llm.detokenize([token], special=special)
 
 
-def token_logprobs(llm: Llama, token: int, top: int) -> tuple[TokenLogprob, ...]:
-    """The chosen token's log-probability under the model's raw logits, and the ``top`` best alternatives."""
-    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+def token_logprobs(llm: Llama, token: int, top: int, raw: np.ndarray | None = None) -> tuple[TokenLogprob, ...]:
+    """The chosen token's log-probability under the model's raw logits (``raw``: their copy from before a
+    constraint's mask), and the ``top`` best alternatives."""
+    logits = raw if raw is not None else np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                                                shape=(llm.n_vocab(),))
     logprobs = logits - np.logaddexp.reduce(logits.astype(np.float64))
     best = np.argsort(-logprobs)[:top] if top else ()
     text = _text(llm, token)

@@ -29,6 +29,7 @@ from lmchat.engines.llamacpp.decode import PREFILL_BLOCK, DecodeJob, PromptCache
 from lmchat.errors import EngineClosedError, EngineError, InvalidRequestError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.models.default import default_gguf_path
+from lmchat.structured import ALL_KINDS
 
 # Llama() settings lmchat chooses; a ``llamacpp_config`` dict in the model config overrides them. Two keys are
 # lmchat's own: ``reuse_prefix`` (default true) and ``prefill_block`` (default 32), see decode.PromptCache.
@@ -37,7 +38,7 @@ DEFAULT_LLAMA_SETTINGS: dict[str, Any] = {"n_ctx": 0, "verbose": False}  # n_ctx
 
 class LlamaCppEngine(BaseEngine):
     name = "llamacpp"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields))
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), constraints=ALL_KINDS)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -48,6 +49,7 @@ class LlamaCppEngine(BaseEngine):
         self.prompt_cache = PromptCache()
         self._lock = threading.Lock()
         self.finished: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=256)  # id, reason, tokens
+        self._grammars: Any = None  # (TokenizerGrammars, end-of-generation ids), at the first constraint
 
     async def start(self) -> None:
         path = resolve_gguf_path(self.config.model_name_or_path)
@@ -83,6 +85,7 @@ class LlamaCppEngine(BaseEngine):
         prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
         if not prompt_ids:
             raise InvalidRequestError("The prompt is empty.", param="prompt")
+        mask = await self._call(lambda: self._mask(params)) if params.constraint is not None else None
         channel = EventChannel(lambda: self._mark_aborted(request.request_id))
         job = DecodeJob(
             request=request,
@@ -93,10 +96,22 @@ class LlamaCppEngine(BaseEngine):
             emit=channel.emit,
             is_aborted=lambda: self._closing or request.request_id in self._aborted,
             cache=self.prompt_cache,
+            mask=mask,
         )
         self._require_executor().submit(self._run, llm, job)
         async for event in channel.events():
             yield event
+
+    def _mask(self, params: SamplingParams) -> Any:
+        """A constrained request's logits mask (on the model thread; the grammars are built once)."""
+        from lmchat.engines.llamacpp.structured import build_grammars, new_mask
+
+        llm = self._require_llm()
+        if self._grammars is None:
+            self._grammars = build_grammars(llm)
+        grammars, end_ids = self._grammars
+        stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else end_ids)
+        return new_mask(grammars, params.constraint, stop_ids, llm.n_vocab())
 
     def _run(self, llm: Llama, job: DecodeJob) -> None:
         try:
