@@ -1,8 +1,10 @@
-"""Map lmchat's config and :class:`SamplingParams` to vLLM's native arguments, as plain dicts (no vllm import).
+"""Map lmchat's config and :class:`SamplingParams` to vLLM's native arguments, as plain dicts (no vllm import,
+except vLLM's own ``StructuredOutputsParams`` for a request with a constraint).
 
 The engine builds ``vllm.SamplingParams(**to_vllm_sampling_kwargs(...))`` and
 ``AsyncEngineArgs(**to_vllm_engine_kwargs(...))``; the dicts are unit-tested against those classes where vLLM
 is installed. Stop strings and ``n`` are not passed: the facade trims stop strings and expands ``n`` itself.
+A constraint (structured output) becomes vLLM's structured outputs (:func:`to_vllm_structured_outputs_kwargs`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from lmchat.errors import ConfigError
 from lmchat.generation.sampling import SamplingParams
+from lmchat.structured.constraint import Constraint
 
 
 def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = None) -> dict[str, Any]:
@@ -31,7 +34,42 @@ def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = Non
         "ignore_eos": params.ignore_eos,
         "skip_special_tokens": params.skip_special_tokens,
         "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token itself
+        **({"structured_outputs": _structured_outputs(params.constraint)} if params.constraint else {}),
     }
+
+
+def to_vllm_structured_outputs_kwargs(constraint: Constraint) -> dict[str, Any]:
+    """``vllm.sampling_params.StructuredOutputsParams`` keyword arguments for a constraint (one kind each).
+
+    vLLM applies it from the answer's first token unless the engine was started with a reasoning parser for
+    structured outputs (``structured_outputs_config``); lmchat's reasoning gate is not passed per request."""
+    kwargs: dict[str, Any] = {}
+    kind = constraint.kind
+    if kind == "json_schema":
+        kwargs["json"] = constraint.schema
+    elif kind == "json_object":
+        kwargs["json_object"] = True
+    elif kind == "regex":
+        kwargs["regex"] = constraint.regex
+    elif kind == "choice":
+        kwargs["choice"] = list(constraint.choices)
+    elif kind == "grammar":
+        kwargs["grammar"] = constraint.grammar
+    else:
+        kwargs["structural_tag"] = constraint.structural_tag
+    if not constraint.whitespace_flexible:
+        kwargs["disable_any_whitespace"] = True
+    if not constraint.additional_properties:
+        kwargs["disable_additional_properties"] = True
+    if constraint.whitespace_pattern is not None:
+        kwargs["whitespace_pattern"] = constraint.whitespace_pattern
+    return kwargs
+
+
+def _structured_outputs(constraint: Constraint) -> Any:
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(**to_vllm_structured_outputs_kwargs(constraint))
 
 
 def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
