@@ -18,6 +18,7 @@ from lmchat.chat.chat_model import ChatModel
 from lmchat.chat.response import Response
 from lmchat.errors import InvalidRequestError, LmchatError
 from lmchat.generation.sampling import resolve_sampling
+from lmchat.structured.requests import pop_constraint
 
 DEFAULT_CONCURRENCY = 64
 
@@ -83,8 +84,9 @@ class Sampler:
         self.concurrency = concurrency
         self.generation = generation
         try:  # a bad option fails here, once, not on every row
-            template_keys = ("chat_template_kwargs", "enable_thinking")
+            template_keys = ("chat_template_kwargs", "enable_thinking", "tool_choice", "parallel_tool_calls")
             options = {key: value for key, value in generation.items() if key not in template_keys}
+            pop_constraint(options)  # the structured-output fields: checked here, applied per row
             resolve_sampling(self.model.config.generation_defaults(), options)
         except InvalidRequestError:
             self.close()

@@ -42,14 +42,20 @@ def llguidance() -> Any:
 
 def check(constraint: Constraint) -> None:
     """Raise an InvalidRequestError naming the part the grammar library cannot enforce (none: it compiles)."""
-    llg = llguidance()
-    grammar = grammar_text(constraint)
-    is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(grammar, None)
-    if is_error:
+    grammar_text(constraint)  # a malformed definition is reported as such
+    error = _error_for_key(constraint.key)
+    if error:
         what = _KIND_NAMES[constraint.kind]
         raise InvalidRequestError(
-            f"The {what} given in {constraint.param} cannot be enforced: {_reason(messages[0])}. Remove or rewrite "
+            f"The {what} given in {constraint.param} cannot be enforced: {_reason(error)}. Remove or rewrite "
             "that part (lmchat refuses what it cannot guarantee rather than ignoring it).", param=constraint.param)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _error_for_key(key: tuple[Any, ...]) -> str | None:
+    """The library's reason for refusing a constraint's grammar, or None (cached: checked once per schema)."""
+    is_error, messages = llguidance().LLMatcher.validate_grammar_with_warnings(_grammar_for_key(key), None)
+    return messages[0] if is_error else None
 
 
 def _reason(message: str) -> str:

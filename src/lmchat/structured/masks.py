@@ -1,8 +1,9 @@
-"""One decode step's token masks, applied to the logits of the rows that need one (torch, CPU logits).
+"""One decode step's token masks, applied to the logits of the rows that need one (CPU logits, in place).
 
-Rows without a constraint, and constrained rows whose step is free (inside the reasoning), are untouched and keep
-the engine's fast path; the others get their row of one bitmask (filled by the grammar library in one batched,
-multi-threaded call) and a masked copy of their logits.
+Rows without a constraint, and constrained rows whose step is free (inside the reasoning), are untouched; the
+others get their row of one bitmask (filled by the grammar library in one batched, multi-threaded call) written
+into their logits, so every row, constrained or not, is then chosen by the engine's usual code (the batch-wide
+argmax for greedy rows, its own sampler otherwise).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ class StepMasks:
     def __init__(self) -> None:
         self._buffer = torch.zeros(0, 0, dtype=torch.int32)
 
-    def apply(self, guides: Sequence[Guide | None], logits: torch.Tensor) -> tuple[dict[int, int], torch.Tensor]:
-        """``logits`` [rows, vocab] float32 CPU; row ``i`` belongs to ``guides[i]`` (None: unconstrained). Returns
-        ``({row: j}, masked)``: ``masked[j]`` is the masked copy of each row that has a mask this step
-        (disallowed tokens at -inf); no rows, an empty tensor."""
+    def apply(self, guides: Sequence[Guide | None], logits: torch.Tensor,
+              keep: Sequence[bool] = ()) -> dict[int, torch.Tensor]:
+        """Mask ``logits`` [rows, vocab] (float32, CPU, contiguous) in place: row ``i`` gets ``guides[i]``'s mask
+        (None: unconstrained), disallowed tokens at -inf. Returns an unmasked copy of each masked row ``i`` with
+        ``keep[i]`` (its log-probabilities are reported under the model's own distribution)."""
         rows = [i for i, guide in enumerate(guides) if guide is not None and guide.needs_mask()]
         if not rows:
-            return {}, logits[:0]
+            return {}
+        kept = {i: logits[i].clone() for i in rows if i < len(keep) and keep[i]}
         vocab = logits.shape[-1]
         bitmask = self._rows(len(rows), (vocab + 31) // 32)
         grammar_rows = [(guides[i].matcher, j) for j, i in enumerate(rows) if guides[i].uses_grammar]
@@ -36,9 +39,11 @@ class StepMasks:
         words = bitmask.numpy().view(np.uint32)
         for j, i in enumerate(rows):
             guides[i].finish_mask(words[j])
-        allowed = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, :vocab]  # [n, vocab] 0/1
-        masked = logits[rows].masked_fill_(torch.from_numpy(allowed) == 0, float("-inf"))
-        return {i: j for j, i in enumerate(rows)}, masked
+        refused = np.unpackbits((~words).view(np.uint8), axis=1, count=vocab, bitorder="little").view(np.bool_)
+        scores = logits.numpy()
+        for j, i in enumerate(rows):  # numpy on one thread: a small op that would wake torch's OpenMP pool
+            np.copyto(scores[i], -np.inf, where=refused[j])
+        return kept
 
     def _rows(self, count: int, width: int) -> torch.Tensor:
         """A zeroed, contiguous [count, width] int32 view of the buffer (grown when needed)."""

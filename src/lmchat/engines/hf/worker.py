@@ -239,21 +239,17 @@ class ModelWorker:
 
     # --- sampling and events ----------------------------------------------------------------------------
     def _accept(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
-        """Choose each sequence's next token from its logits row [n, vocab] and emit it. Constrained rows sample
-        from their masked logits; the others keep the batch-wide argmax (plain greedy) or their own sampling."""
-        raw = logits.float().cpu()
+        """Choose each sequence's next token from its logits row [n, vocab] and emit it (the batch-wide argmax for
+        plain-greedy rows, their own sampling otherwise), after the constrained rows' masks."""
+        raw = logits.float().cpu().contiguous()
+        unmasked = {}
+        if any(s.guide for s in sequences):  # constrained rows: their masks written into their logits
+            logprobs = [s.request.params.logprobs for s in sequences]
+            unmasked = self._masks.apply([s.guide for s in sequences], raw, logprobs)
         greedy = raw.argmax(dim=-1).tolist()
-        masked_rows, masked, masked_greedy = {}, raw, greedy
-        if any(s.guide for s in sequences):
-            masked_rows, masked = self._masks.apply([s.guide for s in sequences], raw)
-            masked_greedy = masked.argmax(dim=-1).tolist()
         for row, sequence in enumerate(sequences):
-            j = masked_rows.get(row)
-            if j is None:
-                token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
-            else:
-                token_id = masked_greedy[j] if is_plain_greedy(sequence) else self._sample(sequence, masked[j])
-            self._emit_token(sequence, raw[row], token_id)
+            token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
+            self._emit_token(sequence, unmasked.get(row, raw[row]), token_id)
 
     def _sample(self, sequence: Sequence, raw: torch.Tensor) -> int:
         params = sequence.request.params
