@@ -136,7 +136,6 @@ def run_llamafactory(model_dir: str, streams: int, new_tokens: int) -> dict:
 def run_lmchat(model_dir: str, streams: int, new_tokens: int, native_decode: str = "on") -> dict:
     from lmchat import ChatModel
     from lmchat.config.model_config import ModelConfig
-    from lmchat.engines.base import GenerationRequest
     from lmchat.engines.events import TextDelta
 
     if DEVICE != "cpu" and native_decode == "on":
@@ -156,8 +155,7 @@ def run_lmchat(model_dir: str, streams: int, new_tokens: int, native_decode: str
         token_times: list[list[float]] = [[] for _ in prepared]
 
         async def stream(i: int) -> None:
-            request = GenerationRequest(uuid.uuid4().hex, prepared[i].prompt, prepared[i].params,
-                                        prepared[i].prompt_token_ids)
+            [request] = prepared[i].requests(uuid.uuid4().hex)
             async for event in chat.engine.generate(request):
                 if isinstance(event, TextDelta) and event.num_tokens:
                     token_times[i].extend([time.perf_counter()] * event.num_tokens)

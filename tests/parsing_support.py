@@ -13,11 +13,11 @@ from lmchat.parsing import OutputDelta, OutputParser, ParsedOutput, collect
 
 
 @pytest.fixture(scope="session")
-def smollm2_tokenizer(default_model_dir: Path) -> Any:
-    """SmolLM2's real tokenizer (from the default model, converted once and cached)."""
+def smollm2_tokenizer(tiny_tokenizer_dir: Path) -> Any:
+    """SmolLM2's real tokenizer (taken out of the default model's GGUF, see tests/tiny_tokenizer.py)."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(default_model_dir / "tokenizer.json"))
+    return Tokenizer.from_file(str(tiny_tokenizer_dir / "tokenizer.json"))
 
 
 def token_deltas(tokenizer: Any, text: str) -> list[str]:

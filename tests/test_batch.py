@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_engine_log
+from conftest import read_engine_log, shared_path
 
 from lmchat import ChatModel
 from lmchat.batch import BatchOptions, Row, Sampler, load_rows, run_batch
@@ -21,10 +21,8 @@ from lmchat.batch.cli import add_arguments, main, run
 from lmchat.batch.output import read_lines
 from lmchat.errors import ConfigError
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "oracles" / "datasets"
-LF_DIR = DATASETS / "llamafactory"
-OPENAI_BATCH = DATASETS / "vllm" / "openai_example_batch.jsonl"
-pytestmark = pytest.mark.skipif(not LF_DIR.is_dir(), reason="shared/oracles/datasets is not there")
+LF_DIR = shared_path("oracles", "datasets", "llamafactory")  # missing: these tests fail, never skip
+OPENAI_BATCH = shared_path("oracles", "datasets", "vllm", "openai_example_batch.jsonl")
 needs_metrics = pytest.mark.skipif(
     not all(importlib.util.find_spec(name) for name in ("jieba", "nltk", "rouge_chinese")),
     reason="the metrics need lmchat[batch] (jieba, nltk, rouge-chinese)",
@@ -208,20 +206,22 @@ def test_metrics_against_labels(tmp_path, fake_script):
             {"id": "b", "messages": [{"role": "user", "content": "x"}]}]
     infer(tmp_path, fake_script(), "--input", write_jsonl(tmp_path / "in.jsonl", rows), "--metrics")
     metrics = json.loads((tmp_path / "out.summary.json").read_text())["metrics"]
-    assert metrics == {"bleu-4": 100.0, "rouge-1": 100.0, "rouge-2": 100.0, "rouge-l": 100.0, "rows": 1}
+    assert metrics == {"predict_bleu-4": 100.0, "predict_rouge-1": 100.0, "predict_rouge-2": 100.0,
+                       "predict_rouge-l": 100.0, "rows": 1}
 
 
 @needs_metrics
 def test_similarity_scores_on_known_strings():
     from lmchat.batch.metrics import similarity_scores
 
-    assert similarity_scores([("same text here", "same text here")])["rouge-l"] == 100.0
-    assert similarity_scores([("", "anything")]) == {"bleu-4": 0.0, "rouge-1": 0.0, "rouge-2": 0.0,
-                                                     "rouge-l": 0.0, "rows": 1}
+    assert similarity_scores([("same text here", "same text here")])["predict_rouge-l"] == 100.0
+    assert similarity_scores([("", "anything")]) == {"predict_bleu-4": 0.0, "predict_rouge-1": 0.0,
+                                                     "predict_rouge-2": 0.0, "predict_rouge-l": 0.0, "rows": 1}
     scores = similarity_scores([("the cat sat on the mat", "the cat lay on the mat"), ("a b", "a b")])
     # pinned from LLaMA-Factory's formula (jieba words, rouge-chinese F, NLTK char BLEU-4, method 3)
     # rouge-1 of the first pair: unigram sets {the cat sat on mat} / {the cat lay on mat} share 4 of 5: F = 80
-    assert scores == {"bleu-4": 81.2408, "rouge-1": 90.0, "rouge-2": 80.0, "rouge-l": 91.6667, "rows": 2}
+    assert scores == {"predict_bleu-4": 81.2408, "predict_rouge-1": 90.0, "predict_rouge-2": 80.0,
+                      "predict_rouge-l": 91.6667, "rows": 2}
 
 
 # --- the sampler API -------------------------------------------------------------------------------------

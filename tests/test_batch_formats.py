@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 
 from lmchat.batch import Row, load_rows
 from lmchat.batch.sampler import as_rows
 from lmchat.errors import ConfigError
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "oracles" / "datasets"
-LF_DIR = DATASETS / "llamafactory"
-pytestmark = pytest.mark.skipif(not LF_DIR.is_dir(), reason="shared/oracles/datasets is not there")
+DATASETS = shared_path("oracles", "datasets")  # missing: these tests fail, never skip
+LF_DIR = shared_path("oracles", "datasets", "llamafactory")
 
 
 def test_alpaca_dataset_by_name_as_llamafactory_reads_it():

@@ -49,7 +49,8 @@ def test_score_prints_one_score_per_text(fake_script):
         (["chat", "--infer_backend", "fake", "--model_name_or_path", "missing.json"],
          "Error: Fake engine script not found: missing.json", 1),
         (["chat", "--infer_backend", "fake", "--tempreature", "0.3"],
-         "Error: Unknown option '--tempreature'; did you mean '--temperature'?", 2),
+         "Error: Unknown option '--tempreature'; did you mean '--temperature'? Every option: lmchat chat --help; "
+         "every setting: lmchat --help-config.", 2),
         (["chat", "--infer_backend", "fake", "--temperature", "hot"],
          "Error: Invalid value for 'temperature': Input should be a valid number, unable to parse string as a "
          "number (got 'hot').", 2),

@@ -22,7 +22,7 @@ from lmchat.cli.render import PlainOutput
 from lmchat.cli.score import read_texts
 from lmchat.cli.session import Conversation, parse_assignments
 from lmchat.cli.stats import AnswerRecorder
-from lmchat.config.model_config import ModelConfig
+from lmchat.config.model_config import ModelConfig, public_fields
 from lmchat.engines.fake import ScriptedEngine
 from lmchat.engines.registry import register_engine
 from lmchat.errors import (
@@ -36,7 +36,7 @@ from lmchat.errors import (
 
 def parse(*argv: str) -> dict:
     parser = build_parser(argv[0])
-    args, extras = parser.parse_known_args(normalise_flags(argv))
+    args, extras = parser.parse_known_args(normalise_flags(argv, parser.subcommands[argv[0]]))
     assert extras == []
     return model_args(args)
 
@@ -44,7 +44,7 @@ def parse(*argv: str) -> dict:
 # --- options -------------------------------------------------------------------------------------------------
 def test_help_lists_every_config_field_with_its_description_and_default():
     text = " ".join(build_parser("chat").subcommands["chat"].format_help().split())
-    for name, field in ModelConfig.model_fields.items():
+    for name, field in public_fields().items():
         assert f"--{name}" in text
         assert " ".join(field.description.split()) in text
     assert "(default: 0.95)" in text and "{auto,float32,float16,bfloat16}" in text
@@ -77,7 +77,8 @@ def test_bare_boolean_flag_means_true_and_none_unsets_a_limit():
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
-        (["chat", "--tempreature", "0.3"], "Error: Unknown option '--tempreature'; did you mean '--temperature'?"),
+        (["chat", "--tempreature", "0.3"], "Error: Unknown option '--tempreature'; did you mean '--temperature'? "
+                                           "Every option: lmchat chat --help; every setting: lmchat --help-config."),
         (["chta"], "Error: Unknown command 'chta'; did you mean 'chat'?"),
         (["chat", "model-folder"], "Error: Expected a .yaml/.yml/.json config file, got 'model-folder'. "
                                    "To choose a model, use --model_name_or_path model-folder."),
@@ -143,11 +144,16 @@ def test_debug_adds_the_traceback():
 
 
 # --- front ends plugged in -------------------------------------------------------------------------------------
-def test_a_front_end_that_cannot_be_imported_is_not_available_yet(monkeypatch, capsys):
-    monkeypatch.setitem(frontends.FRONTEND_MODULES, "webui", "lmchat.no_such_front_end.cli")
-    assert main(["webui", "--infer_backend", "fake"]) == 2
+def test_a_front_end_without_its_extra_names_the_install_command(monkeypatch, capsys):
+    """Every front end exists; one whose optional package is missing says which extra to install, before the model
+    is loaded (the script named here does not exist: loading would fail with another message)."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
+    assert main(["webui", "--infer_backend", "fake", "--model_name_or_path", "missing.json"]) == 1
     assert capsys.readouterr().err == (
-        "Error: 'lmchat webui' is not available yet (its module lmchat.no_such_front_end.cli is not installed).\n"
+        "Error: The Python package 'gradio' is not installed. Install it with: pip install 'lmchat[webui]'\n"
     )
 
 
@@ -293,3 +299,40 @@ def test_score_reads_lines_and_jsonl():
     assert list(read_texts(lines)) == ["plain text", "from json"]
     with pytest.raises(InvalidRequestError, match="stdin line 1: a JSON line needs a string 'text' field"):
         list(read_texts(io.StringIO('{"prompt": "x"}\n')))
+
+
+class NotebookSession:
+    """Not the terminal REPL: any object with the commands' Session members drives them."""
+
+    def __init__(self):
+        self.conversation, self.options, self.last_stats, self.notices = Conversation(), {}, None, []
+        self.answers = 0
+
+    def notice(self, text):
+        self.notices.append(text)
+
+    def set_options(self, options):
+        self.options = options
+
+    def answer(self):
+        self.answers += 1
+        self.conversation.add_answer(f"answer {self.answers}")
+        return True
+
+
+def test_commands_need_only_the_session_protocol():
+    from lmchat.cli.commands import run_command
+
+    session = NotebookSession()
+    session.conversation.add_user("q")
+    session.conversation.add_answer("first")
+    assert run_command(session, "/regen") and session.conversation.messages[-1]["content"] == "answer 1"
+    assert run_command(session, "/set temperature=0.2") and session.options == {"temperature": 0.2}
+    assert run_command(session, "/system Be brief.") and session.conversation.system == "Be brief."
+    assert run_command(session, "clear") and session.conversation.messages == []
+    assert run_command(session, "/stats") and session.notices[-1] == "No answer yet."
+    assert run_command(session, "exit") is False and run_command(session, "/exit") is False
+    with pytest.raises(InvalidRequestError, match="Unknown command '/regenerate'; did you mean '/regen'"):
+        run_command(session, "/regenerate")
+    assert session.notices == ["Set temperature=0.2.", "System prompt set.", "History has been removed.",
+                               "No answer yet."]

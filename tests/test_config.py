@@ -33,7 +33,10 @@ def test_unknown_key_names_the_closest_valid_one():
         ("infer_dtype", "fp8", r"Invalid value for 'infer_dtype'.*'auto', 'float32', 'float16' or 'bfloat16'"),
         ("temperature", -1, r"Invalid value for 'temperature'.*greater than or equal to 0"),
         ("top_p", 1.5, r"Invalid value for 'top_p'.*less than or equal to 1"),
-        ("length_penalty", 2.0, r"Invalid value for 'length_penalty'.*beam search"),
+        ("num_beams", 2, r"Invalid value for 'num_beams': beam search is not available.*use num_beams 1"),
+        ("quantization_bit", 3, r"Invalid settings: quantization_bit 3 does not fit quantization_method 'bnb', "
+                                r"which takes 4/8"),
+        ("vllm_config", "[1, 2]", r"Invalid value for 'vllm_config': expected a JSON object"),
     ],
 )
 def test_bad_value_names_the_key_and_what_is_allowed(key, value, expected):
@@ -50,6 +53,15 @@ def test_flags_override_the_yaml_file(tmp_path):
                     "temperature": 0.3, "do_sample": False}
 
 
+def test_llamafactory_key_value_overrides(tmp_path):
+    path = tmp_path / "llama3.yaml"
+    path.write_text("model_name_or_path: some/model\ntemplate: llama3\n")
+    assert parse_flags([str(path), "infer_backend=vllm", "temperature=0.3", "--top_p", "0.5", "do_sample=false"]) == {
+        "model_name_or_path": "some/model", "template": "llama3", "infer_backend": "vllm", "temperature": 0.3,
+        "top_p": 0.5, "do_sample": False}
+    assert parse_flags(["template=qwen", "--default_system", "a=b"]) == {"template": "qwen", "default_system": "a=b"}
+
+
 def test_args_none_reads_the_command_line(tmp_path, monkeypatch):
     path = tmp_path / "infer.yaml"
     path.write_text("template: qwen\n")
@@ -60,7 +72,7 @@ def test_args_none_reads_the_command_line(tmp_path, monkeypatch):
 def test_bad_command_line_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="Config file not found"):
         parse_flags([str(tmp_path / "missing.yaml")])
-    with pytest.raises(ConfigError, match="Expected a --key flag, got 'extra'"):
+    with pytest.raises(ConfigError, match="Expected a --key flag or key=value, got 'extra'"):
         parse_flags(["--template", "chatml", "extra", "oops"])
 
 

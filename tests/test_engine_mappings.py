@@ -27,9 +27,14 @@ from lmchat.engines.sglang.sampling import (
     to_sglang_generate_kwargs,
     to_sglang_sampling_params,
 )
+from lmchat.engines.events import Finished, TextDelta, TokenLogprob
+from lmchat.engines.ktransformers.sampling import piece_finish_reason
+from lmchat.engines.sglang.outputs import ChunkReader
+from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error
+from lmchat.engines.vllm.sampling import CPU_KV_CACHE_BYTES, vllm_config_dict
 from lmchat.engines.vllm.sampling import finish_reason as vllm_finish_reason
 from lmchat.engines.vllm.sampling import to_vllm_engine_kwargs, to_vllm_sampling_kwargs
-from lmchat.errors import ConfigError, MissingDependencyError
+from lmchat.errors import ConfigError, EngineError, MissingDependencyError
 from lmchat.generation.sampling import SamplingParams
 
 FULL = SamplingParams(
@@ -105,6 +110,57 @@ def test_vllm_finish_reasons():
     assert [vllm_finish_reason(r) for r in ("stop", "length", "abort", None)] == ["stop", "length", "abort", "stop"]
 
 
+def test_vllm_config_as_dict_or_json_string():
+    assert vllm_config_dict({"max_num_seqs": 8}) == {"max_num_seqs": 8}
+    assert vllm_config_dict('{"max_num_seqs": 8, "enable_prefix_caching": false}') == {
+        "max_num_seqs": 8, "enable_prefix_caching": False}
+    assert vllm_config_dict(None) == vllm_config_dict("") == vllm_config_dict(" ") == {}
+    with pytest.raises(ConfigError, match="vllm_config is not valid JSON") as bad:
+        vllm_config_dict('{"max_num_seqs": }')
+    assert bad.value.param == "vllm_config"
+    with pytest.raises(ConfigError, match="mapping of vLLM engine arguments, got list"):
+        vllm_config_dict("[1, 2]")
+
+
+def test_vllm_json_string_config_reaches_the_engine_kwargs():  # a config object that keeps the string as given
+    config = SimpleNamespace(**{**_config().model_dump(), "vllm_config": '{"max_num_seqs": 2}'})
+    assert to_vllm_engine_kwargs(config, 1)["max_num_seqs"] == 2
+
+
+def test_vllm_on_cpu_sizes_the_kv_cache_unless_memory_is_chosen(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    default = to_vllm_engine_kwargs(_config(), 0)
+    assert default["kv_cache_memory_bytes"] == CPU_KV_CACHE_BYTES and "gpu_memory_utilization" not in default
+    assert to_vllm_engine_kwargs(_config(), 1)["gpu_memory_utilization"] == 0.7  # a GPU: LLaMA-Factory's default
+    chosen = to_vllm_engine_kwargs(_config(vllm_gpu_util=0.3), 0)  # on CPU: the fraction of RAM, as vLLM reads it
+    assert chosen["gpu_memory_utilization"] == 0.3 and "kv_cache_memory_bytes" not in chosen
+    sized = to_vllm_engine_kwargs(_config(vllm_config={"kv_cache_memory_bytes": 1 << 28}), 0)
+    assert sized["kv_cache_memory_bytes"] == 1 << 28
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")  # vLLM's own variable wins over lmchat's default
+    assert "kv_cache_memory_bytes" not in to_vllm_engine_kwargs(_config(), 0)
+
+
+def _vllm_logprob(logprob, rank, text):
+    return SimpleNamespace(logprob=logprob, rank=rank, decoded_token=text)
+
+
+def test_vllm_logprobs_keep_the_top_alternatives_in_rank_order():
+    completion = SimpleNamespace(token_ids=[7, 9], logprobs=[
+        {7: _vllm_logprob(-0.5, 2, "b"), 3: _vllm_logprob(-0.1, 1, "a"), 4: _vllm_logprob(-2.0, 3, "c")},
+        {9: _vllm_logprob(-0.2, 1, None)},
+    ])
+    assert completion_logprobs(completion, 2) == (
+        TokenLogprob("b", 7, -0.5, (("a", 3, -0.1), ("b", 7, -0.5))), TokenLogprob("", 9, -0.2, (("", 9, -0.2),)))
+    assert completion_logprobs(SimpleNamespace(token_ids=[1], logprobs=None), 0) == ()
+
+
+def test_vllm_start_failures_become_lmchat_errors():
+    assert isinstance(engine_start_error(RuntimeError("Engine core initialization failed")), EngineError)
+    config_error = engine_start_error(ValueError("max_model_len too large"))
+    assert isinstance(config_error, ConfigError) and "max_model_len too large" in str(config_error)
+
+
+@pytest.mark.vllm
 def test_vllm_mapping_builds_real_sampling_params():
     vllm = pytest.importorskip("vllm")
     native = vllm.SamplingParams(**to_vllm_sampling_kwargs(FULL, max_tokens=100))
@@ -152,6 +208,38 @@ def test_sglang_mapping_builds_real_sampling_params():
     native.verify(vocab_size=49152)
 
 
+def _chunk(text, completion_tokens, finish=None, **meta):
+    return {"text": text, "meta_info": {"completion_tokens": completion_tokens, "prompt_tokens": 5,
+                                        "finish_reason": finish, **meta}}
+
+
+def test_sglang_cumulative_chunks_become_deltas():
+    reader = ChunkReader(prompt_tokens=5, incremental=False, logprobs=False)
+    events = [event for chunk in (_chunk("Hel", 1), _chunk("Hello", 2), _chunk("Hello", 2),
+                                  _chunk("Hello!", 3, {"type": "stop", "matched": 2}))
+              for event in reader.read(chunk)]
+    assert events == [TextDelta("Hel", 1), TextDelta("lo", 1), TextDelta("!", 1), Finished("stop", 5, 3, 2)]
+    assert reader.finished
+
+
+def test_sglang_incremental_chunks_and_logprobs():
+    reader = ChunkReader(prompt_tokens=5, incremental=True, logprobs=True, stop_text=lambda token: token)
+    first = _chunk("Hi", 1, output_token_logprobs=[(-0.1, 11, "Hi")], output_top_logprobs=[[(-0.1, 11, "Hi")]])
+    last = _chunk(" there", 2, {"type": "length", "length": 2}, output_token_logprobs=[(-0.3, 12, " there")],
+                  output_top_logprobs=[[(-0.3, 12, " there"), (-1.0, 13, " you")]])
+    assert reader.read(first) == [TextDelta("Hi", 1, logprobs=(TokenLogprob("Hi", 11, -0.1, (("Hi", 11, -0.1),)),))]
+    there = TokenLogprob(" there", 12, -0.3, ((" there", 12, -0.3), (" you", 13, -1.0)))
+    assert reader.read(last) == [TextDelta(" there", 1, logprobs=(there,)), Finished("length", 5, 2, None)]
+
+
+def test_sglang_cumulative_logprobs_are_sent_once():
+    reader = ChunkReader(prompt_tokens=5, incremental=False, logprobs=True)
+    one = [(-0.1, 11, "a")]
+    reader.read(_chunk("a", 1, output_token_logprobs=one))
+    [delta] = reader.read(_chunk("ab", 2, output_token_logprobs=[*one, (-0.2, 12, "b")]))
+    assert [lp.token_id for lp in delta.logprobs] == [12]
+
+
 # --- KTransformers --------------------------------------------------------------------------------------
 def test_ktransformers_generation_config():
     assert to_ktransformers_generation_config(SamplingParams(do_sample=False)) == {"do_sample": False}
@@ -161,6 +249,26 @@ def test_ktransformers_generation_config():
     settings = {"kt_use_cuda_graph": False, "kt_mode": "normal", "kt_force_think": False, "chunk_size": 512}
     assert to_ktransformers_generate_kwargs(settings, 64) == {
         "max_new_tokens": 64, "use_cuda_graph": False, "mode": "normal", "force_think": False, "chunk_size": 512,
+    }
+
+
+def test_ktransformers_finish_reasons():
+    assert piece_finish_reason(aborted=True, generated=64, budget=64) == "abort"
+    assert piece_finish_reason(aborted=False, generated=64, budget=64) == "length"
+    assert piece_finish_reason(aborted=False, generated=10, budget=64) == "stop"
+
+
+def test_ktransformers_settings_are_llamafactory_keys_overridden_by_the_engine_mapping():
+    from lmchat.config import ModelConfig
+    from lmchat.engines.ktransformers.sampling import kt_settings
+
+    config = ModelConfig.from_dict({"use_kt": True, "kt_optimize_rule": "rules.yaml", "cpu_infer": 16,
+                                    "chunk_size": 4096, "mode": "long_context",
+                                    "ktransformers_config": '{"gguf_path": "weights/", "chunk_size": 1024}'})
+    assert config.infer_backend == "ktransformers"
+    assert kt_settings(config) == {
+        "gguf_path": "weights/", "kt_optimize_rule": "rules.yaml", "cpu_infer": 16, "chunk_size": 1024,
+        "kt_maxlen": 4096, "kt_use_cuda_graph": True, "kt_mode": "long_context", "kt_force_think": False,
     }
 
 
@@ -191,7 +299,8 @@ def test_import_lmchat_loads_no_engine():
 
 
 def test_mapping_modules_need_no_engine_package():
-    code = ("import sys; import lmchat.engines.vllm.sampling, lmchat.engines.sglang.sampling, "
+    code = ("import sys; import lmchat.engines.vllm.sampling, lmchat.engines.vllm.outputs, "
+            "lmchat.engines.sglang.sampling, lmchat.engines.sglang.outputs, "
             "lmchat.engines.ktransformers.sampling, lmchat.engines.llamacpp.sampling;"
             "print(sorted({'llama_cpp', 'vllm', 'sglang', 'ktransformers', 'torch'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -57,8 +57,18 @@ def summary(responses):
     return [(r.response_text, r.response_length, r.finish_reason) for r in responses]
 
 
-def test_the_batched_slot_runner_drives_the_model(worker):
+def test_the_batched_slot_runner_drives_the_model(tiny, worker):
+    """One forward pass decodes every running request, over the slot KV cache (the sequential fallback keeps no
+    slot cache and steps one row at a time)."""
     assert isinstance(worker.runner, SlotRunner)
+    worker.peak_cache_bytes = 0
+    together(tiny, [(q, {"max_new_tokens": 6}) for q in QUESTIONS[:3]])
+    assert max(worker.batch_sizes) == 3
+    config = tiny.engine.loaded.model.config
+    longest = max(tiny.prepare(ask(q)).prompt_tokens for q in QUESTIONS[:3]) + 6
+    head_dim = config.hidden_size // config.num_attention_heads
+    per_position = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 4  # keys + values, fp32
+    assert worker.peak_cache_bytes >= 3 * longest * per_position  # all three rows held in the slot cache
 
 
 def test_concurrent_greedy_requests_give_their_solo_outputs(tiny, worker):

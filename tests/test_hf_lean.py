@@ -58,6 +58,7 @@ def test_fused_weights_are_views_and_the_model_still_runs():
     ids = torch.tensor([[4, 8, 15, 16, 23, 42]])
     before = model(ids).logits
     decoder = LeanDecoder(model, packed=False)
+    decoder.share_weights()  # what pick_runner does once the lean forward is chosen
     attention = model.model.layers[0].self_attn
     fused = decoder.layers[0].qkv
     assert attention.k_proj.weight.data_ptr() == fused.weight[attention.q_proj.weight.shape[0]:].data_ptr()
@@ -93,6 +94,49 @@ def test_pick_runner_takes_the_lean_forward_for_llama():
     runner = pick_runner(model, CPU)
     assert isinstance(runner, SlotRunner) and runner.name == "lean"
     assert runner.forward.packed == packed_weights_wanted(model)
+    attention, fused = model.model.layers[1].self_attn, runner.forward.layers[1].qkv
+    assert attention.q_proj.weight.data_ptr() == fused.weight.data_ptr()  # chosen: the model shares its weights
+
+
+def test_a_lean_forward_that_is_not_chosen_leaves_the_model_untouched(monkeypatch):
+    """Fusing copies the weights; only the chosen forward re-points the model at them."""
+    from lmchat.engines.hf import runner as runner_module
+
+    model = build("llama")
+    attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    before = [attention.q_proj.weight.data_ptr(), attention.v_proj.weight.data_ptr(), mlp.up_proj.weight.data_ptr()]
+    check = runner_module._slot_runner_matches
+    monkeypatch.setattr(runner_module, "_slot_runner_matches",  # the lean forward fails its check here
+                        lambda m, runner, device: runner.name != "lean" and check(m, runner, device))
+    runner = pick_runner(model, CPU)
+    assert runner.name == "transformers"
+    assert [attention.q_proj.weight.data_ptr(), attention.v_proj.weight.data_ptr(),
+            mlp.up_proj.weight.data_ptr()] == before
+
+
+def test_bfloat16_models_pack_only_where_the_cpu_can_and_still_get_the_lean_forward():
+    """oneDNN's bfloat16 packing needs AVX-512 (or AVX-NE-CONVERT); elsewhere the weights stay unpacked."""
+    from lmchat.engines.hf import onednn
+
+    model = build("llama").to(torch.bfloat16)
+    can_pack = onednn.unsupported_reason(torch.bfloat16) is None
+    assert packed_weights_wanted(model, "auto") is can_pack
+    runner = pick_runner(model, CPU)
+    assert runner.name == "lean" and runner.forward.packed is can_pack
+
+
+def test_packed_multiplies_need_a_checked_torch(monkeypatch):
+    """The private oneDNN ops are used only on the torch releases they were checked on."""
+    from lmchat.engines.hf import onednn
+
+    assert onednn.unsupported_reason() is None  # this torch: checked, and the probe multiply matches F.linear
+    monkeypatch.setattr(torch, "__version__", "2.99.0+cpu")
+    reason = onednn.unsupported_reason()
+    assert "torch 2.13" in reason and "this is torch 2.99.0" in reason
+    model = build("llama")
+    assert packed_weights_wanted(model, "auto") is False
+    with pytest.raises(ConfigError, match="packed_weights: on needs torch 2.13"):
+        packed_weights_wanted(model, "on")
 
 
 def test_the_engine_serves_llama_models_through_the_lean_forward(tiny_model_dir):

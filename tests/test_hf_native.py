@@ -74,6 +74,32 @@ def test_a_rows_logits_do_not_depend_on_the_other_rows(module):
         assert int(a[0].argmax()) == int(p[0].argmax())
 
 
+def test_weights_reach_the_kernel_by_name_and_a_wrong_name_is_refused(module):
+    """The kernel takes every weight by its name: a missing or unexpected one is an error naming it."""
+    model = build("qwen2")  # q/k/v with biases
+    lean = LeanDecoder(model, packed=True)
+    layers = [layer.native_weights() for layer in lean.layers]
+    assert set(layers[0]) == {"norm1", "qkv", "qkv_bias", "out", "norm2", "gate_up", "down", "qkv_packed",
+                              "out_packed", "gate_up_packed", "down_packed"}
+    weights = {"embed": lean.embed, "norm": lean.norm, "head": lean.head.weight, "head_packed": lean.head.packed}
+    sizes = {"heads": lean.heads, "kv_heads": lean.kv_heads, "head_dim": lean.head_dim,
+             "intermediate": lean.intermediate}
+    scalars = {"scaling": float(lean.scaling), "eps": float(lean.eps)}
+    module.Decoder(layers, weights, sizes, scalars)  # accepted as the lean forward gives them
+    renamed = [dict(layer) for layer in layers]
+    renamed[1]["gate"] = renamed[1].pop("gate_up")
+    with pytest.raises(RuntimeError, match="layer 1 has no weight named 'gate_up'"):
+        module.Decoder(renamed, weights, sizes, scalars)
+    extra = [dict(layer) for layer in layers]
+    extra[0]["q_norm"] = extra[0]["norm1"]
+    with pytest.raises(RuntimeError, match="layer 0 has an unknown weight named 'q_norm'"):
+        module.Decoder(extra, weights, sizes, scalars)
+    with pytest.raises(RuntimeError, match="the model has no weight named 'head'"):
+        module.Decoder(layers, {k: v for k, v in weights.items() if k != "head"}, sizes, scalars)
+    with pytest.raises(RuntimeError, match="no 'intermediate'"):
+        module.Decoder(layers, weights, {k: v for k, v in sizes.items() if k != "intermediate"}, scalars)
+
+
 def test_one_token_steps_go_native_and_prompt_chunks_stay_in_python(module):
     model = build("llama")
     lean = LeanDecoder(model, packed=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import shared_path
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -24,7 +25,7 @@ httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO.parent / "shared" / "oracles" / "openai" / "openai_chat_subset.openapi.json"
+SCHEMA_PATH = shared_path("oracles", "openai", "openai_chat_subset.openapi.json")  # missing: the tests fail
 HOST = "127.0.0.1"
 
 
@@ -43,8 +44,6 @@ def _nullable(node: Any) -> Any:
 
 @functools.cache
 def _components() -> dict[str, Any]:
-    if not SCHEMA_PATH.is_file():
-        pytest.skip(f"OpenAI schema not found at {SCHEMA_PATH}")
     return _nullable(json.loads(SCHEMA_PATH.read_text())["components"])
 
 

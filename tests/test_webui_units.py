@@ -16,7 +16,7 @@ from lmchat.errors import InvalidRequestError, LmchatError
 from lmchat.parsing.types import ToolCallDelta
 from lmchat.webui import conversation as conv
 from lmchat.webui.answer import AnswerBuilder
-from lmchat.webui.cli import _auth, add_arguments
+from lmchat.webui.cli import _auth, _environment_defaults, add_arguments
 from lmchat.webui.display import chatbot_messages, conversation_index
 from lmchat.webui.generate import Answerer, Options
 from lmchat.webui.transfer import export_conversation, import_conversation
@@ -169,8 +169,17 @@ def test_cli_flags_and_auth():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([])
+    _environment_defaults(args, {})
     assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, "off")
     assert _auth(args) is None
+    # Gradio's variables (read by LLaMA-Factory's webchat too) fill in what no flag gives
+    environ = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7999", "GRADIO_SHARE": "1"}
+    args = parser.parse_args([])
+    _environment_defaults(args, environ)
+    assert (args.host, args.port, args.share) == ("0.0.0.0", 7999, "on")
+    args = parser.parse_args(["--host", "127.0.0.1", "--port", "7001", "--share", "off"])
+    _environment_defaults(args, environ)
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7001, "off")
     args = parser.parse_args(["--username", "ann", "--password", "pw"])
     assert _auth(args) == ("ann", "pw")
     with pytest.raises(LmchatError, match="needs a password"):

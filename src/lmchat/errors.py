@@ -6,7 +6,6 @@ OpenAI error body (``http_status``, ``error_type``, ``param``), the CLI to one r
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -80,19 +79,68 @@ class QueueFullError(LmchatError):
     error_type = "rate_limit_error"
 
 
+def close_names(name: str, candidates: Iterable[str], limit: int = 2) -> list[str]:
+    """Up to ``limit`` candidates a typo away from ``name``: the fewest edits (case, ``-`` and ``_`` aside), within
+    one edit per four characters (at least one, at most three). A far name gets no suggestion, not a wrong one."""
+    key = _normal(name)
+    budget = max(1, min(3, len(key) // 4))
+    scored = sorted((distance, candidate) for candidate in set(candidates)
+                    if (distance := _distance(key, _normal(candidate), budget)) <= budget + 0.5)
+    best = scored[0][0] if scored else 0
+    return [candidate for distance, candidate in scored if distance == best][:limit]
+
+
+def _distance(key: str, candidate: str, budget: int) -> float:
+    """Edits from ``key`` to ``candidate``; past the budget, a word of four letters or more that the other starts
+    with (``/regen`` for ``/regenerate``) still counts, after every real typo."""
+    distance = edit_distance(key, candidate)
+    shorter, longer = sorted((key.strip("/-_"), candidate.strip("/-_")), key=len)
+    if distance > budget and len(shorter) >= 4 and longer.startswith(shorter):
+        return budget + 0.5
+    return distance
+
+
 def closest(name: str, candidates: Iterable[str]) -> str | None:
-    """The candidate closest to ``name``, if any is reasonably close."""
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return matches[0] if matches else None
+    """The candidate closest to ``name``, if one is a typo away."""
+    names = close_names(name, candidates, limit=1)
+    return names[0] if names else None
 
 
-def unknown_name_message(kind: str, name: str, candidates: Iterable[str]) -> str:
-    """``Unknown option 'tempreature'; did you mean 'temperature'?`` or a list of valid names."""
-    candidates = sorted(candidates)
-    guess = closest(name, candidates)
-    if guess:
-        return f"Unknown {kind} '{name}'; did you mean '{guess}'?"
-    return f"Unknown {kind} '{name}'. Valid {kind}s: {', '.join(candidates)}."
+def edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) that turn ``a`` into ``b``."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                cost = min(cost, previous2[j - 2] + 1)
+            current.append(cost)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def unknown_name_message(kind: str, name: str, candidates: Iterable[str], where: str | None = None) -> str:
+    """One line: ``Unknown option 'tempreature'; did you mean 'temperature'? All options: lmchat --help.``
+
+    ``where`` says where the full list is; without it a short list (up to 12 names) is spelled out."""
+    candidates = sorted(set(candidates))
+    guesses = close_names(name, candidates)
+    line = f"Unknown {kind} '{name}'"
+    if guesses:
+        line += "; did you mean " + " or ".join(f"'{guess}'" for guess in guesses) + "?"
+    else:
+        line += "."
+    if where:
+        return f"{line} {where}"
+    if not guesses and len(candidates) <= 12:
+        return f"{line} Valid {kind}s: {', '.join(candidates)}."
+    return line
 
 
 def require(module: str, extra: str) -> None:

@@ -6,7 +6,7 @@ writes the results as JSON lines while they arrive and resumes an interrupted ru
 
 from lmchat.batch.rows import Row
 from lmchat.batch.runner import BatchOptions, run_batch
-from lmchat.batch.sampler import Answer, RowFailure, Sample, Sampler
+from lmchat.batch.sampler import RowFailure, Sample, Sampler
 from lmchat.batch.sources import load_rows
 
-__all__ = ["Answer", "BatchOptions", "Row", "RowFailure", "Sample", "Sampler", "load_rows", "run_batch"]
+__all__ = ["BatchOptions", "Row", "RowFailure", "Sample", "Sampler", "load_rows", "run_batch"]

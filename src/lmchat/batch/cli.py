@@ -2,7 +2,9 @@
 
 ``python -m lmchat.batch [config.yaml] --dataset alpaca_en_demo --dataset_dir data --model_name_or_path ...``.
 Batch keys may also sit in the YAML file (``dataset``, ``dataset_dir``, ``max_samples``, ``save_name``, ...), as in
-LLaMA-Factory's inference configs; flags override them.
+LLaMA-Factory's inference configs; flags override them. LLaMA-Factory's ``scripts/vllm_infer.py`` flags work too
+(``--save_name``, ``--matrix_save_name``, ``--batch_size``, ``--pipeline_parallel_size``; ``--cutoff_len``,
+``--image_max_pixels``, ``--vllm_config``, ... are model settings).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 from lmchat.batch.rows import FORMATS
 from lmchat.batch.runner import BatchOptions, run_batch
 from lmchat.batch.sources import load_rows
+from lmchat.errors import ConfigError
 
-_ALIASES = {"save_name": "output"}  # LLaMA-Factory's vllm_infer.py name
+_ALIASES = {"save_name": "output", "batch_size": "concurrency"}  # LLaMA-Factory's vllm_infer.py names
 _LIST_KEYS = ("dataset", "input", "stop")
 
 
@@ -33,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add("--dataset", "dataset name(s) from DATASET_DIR/dataset_info.json, comma-separated", action="append")
     add("--dataset_dir", "folder of dataset_info.json and the dataset files")
+    add("--media_dir", "folder the datasets' image/video/audio paths are relative to (default: DATASET_DIR)")
     add("--input", "a JSON/JSONL/Parquet/CSV file, a folder of them, or a datasets folder (repeatable)",
         action="append")
     add("--format", "row format of --input", choices=("auto", *FORMATS))
@@ -43,9 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--n", "answers per row", type=int)
     add("--max_samples", "use only the first rows of each dataset", type=int)
     add("--concurrency", "rows in flight at once", type=int)
+    add("--batch_size", "same as --concurrency (LLaMA-Factory's name)", type=int, dest="concurrency",
+        field="concurrency")
+    add("--pipeline_parallel_size", "vLLM engine: pipeline-parallel stages (other engines: only 1)", type=int)
     add("--seed", "sampling seed", type=int)
     add("--stop", "stop string (repeatable)", action="append")
     add("--metrics", "score predictions against labels: BLEU-4, ROUGE-1/2/L", action="store_true")
+    add("--matrix_save_name", "write LLaMA-Factory's predict_* scores and timings to this JSON file (implies "
+        "--metrics)")
     add("--overwrite", "start a new results file instead of resuming", action="store_true")
     add("--retry_failed", "when resuming, answer the failed rows again", action="store_true")
     add("--no_progress", "no progress bar", action="store_false", dest="progress", field="progress")
@@ -63,22 +72,42 @@ def batch_options(args: argparse.Namespace, model_config: dict[str, Any]) -> tup
     for key in _LIST_KEYS:
         if key in values:
             values[key] = _as_list(values[key], split_commas=key != "stop")
-    return BatchOptions.from_dict(values), model_config
+    options = BatchOptions.from_dict(values)
+    return options, engine_settings(options, model_config)
+
+
+def engine_settings(options: BatchOptions, model_config: dict[str, Any]) -> dict[str, Any]:
+    """vllm_infer.py's engine flags: ``pipeline_parallel_size`` into ``vllm_config``, and a context of
+    ``cutoff_len + max_new_tokens`` when no ``vllm_maxlen`` is given."""
+    from lmchat.config.model_config import ModelConfig
+
+    config = ModelConfig.from_dict(model_config)  # validated once here; errors name the setting
+    if config.infer_backend != "vllm":
+        if options.pipeline_parallel_size not in (None, 1):
+            raise ConfigError(f"pipeline_parallel_size {options.pipeline_parallel_size} needs infer_backend vllm; "
+                              f"the {config.infer_backend} engine runs on one device.", param="pipeline_parallel_size")
+        return model_config
+    model_config = dict(model_config)
+    if options.pipeline_parallel_size is not None:
+        model_config["vllm_config"] = {**(config.vllm_config or {}),
+                                       "pipeline_parallel_size": options.pipeline_parallel_size}
+    if config.cutoff_len is not None and "vllm_maxlen" not in config.model_fields_set:
+        model_config["vllm_maxlen"] = config.cutoff_len + (config.max_new_tokens or 0)
+    return model_config
 
 
 def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
     """Run batch inference; errors are raised as LmchatError for the caller's error boundary."""
     options, model_config = batch_options(args, model_config)
     rows = load_rows(options.dataset, options.dataset_dir, options.input, options.format, options.max_samples,
-                     options.split)
+                     options.split, options.media_dir)
     run_batch(rows, model_config, options)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lmchat.batch [config.yaml] [batch flags] [model flags]``."""
-    import sys
-
+    from lmchat.cli.argv import standalone_argv
     from lmchat.cli.failure import report
     from lmchat.config.sources import parse_flags
 
@@ -88,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    args, rest = parser.parse_known_args(standalone_argv(argv, parser))
     try:
         return run(args, parse_flags(rest))
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one error boundary of this entry point

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lmchat.batch.sampler import Sample
+from lmchat.chat.response import Response
 
 
 def to_record(sample: Sample, model_name: str) -> dict[str, Any]:
@@ -22,16 +23,17 @@ def prediction_record(sample: Sample) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": sample.id,
         "prompt": sample.prompt,
-        "predict": _one_or_list([a.text for a in sample.answers], many),
+        "predict": _one_or_list([a.response_text for a in sample.answers], many),
         "label": sample.row.label,
         "finish_reason": _one_or_list([a.finish_reason for a in sample.answers], many),
         "prompt_tokens": sample.prompt_tokens,
         "completion_tokens": sample.completion_tokens,
     }
     if any(answer.tool_calls for answer in sample.answers):
-        record["tool_calls"] = _one_or_list([a.tool_calls for a in sample.answers], many)
-    if any(answer.reasoning for answer in sample.answers):
-        record["reasoning"] = _one_or_list([a.reasoning for a in sample.answers], many)
+        calls = [[{"name": call.name, "arguments": call.arguments} for call in a.tool_calls] for a in sample.answers]
+        record["tool_calls"] = _one_or_list(calls, many)
+    if any(answer.reasoning_text for answer in sample.answers):
+        record["reasoning"] = _one_or_list([a.reasoning_text for a in sample.answers], many)
     if sample.failure is not None:
         failure = sample.failure
         record["error"] = {"type": failure.type, "message": failure.message, "param": failure.param}
@@ -48,8 +50,8 @@ def openai_batch_record(sample: Sample, model_name: str) -> dict[str, Any]:
         line["error"] = {"code": failure.type, "message": failure.message, "param": failure.param}
         return line
     choices = [
-        {"index": i, "message": _message(answer), "logprobs": None, "finish_reason": _finish(answer)}
-        for i, answer in enumerate(sample.answers)
+        {"index": answer.index, "message": _message(answer), "logprobs": None, "finish_reason": answer.finish_reason}
+        for answer in sample.answers
     ]
     body = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -93,18 +95,13 @@ def _one_or_list(values: list[Any], many: bool) -> Any:
     return values[0] if values else None
 
 
-def _message(answer) -> dict[str, Any]:
-    parsed = answer.reasoning is not None or answer.tool_calls
-    message: dict[str, Any] = {"role": "assistant", "content": answer.content if parsed else answer.text}
-    if answer.reasoning:
-        message["reasoning_content"] = answer.reasoning
+def _message(answer: Response) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+    if answer.reasoning_text:
+        message["reasoning_content"] = answer.reasoning_text
     if answer.tool_calls:
         message["tool_calls"] = [
-            {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": dict(call)}
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
             for call in answer.tool_calls
         ]
     return message
-
-
-def _finish(answer) -> str:
-    return "tool_calls" if answer.tool_calls else answer.finish_reason

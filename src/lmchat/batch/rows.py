@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmchat.errors import ConfigError
+from lmchat.chat.messages import MEDIA_KINDS, part_media
+from lmchat.errors import ConfigError, LmchatError
 
 Format = Literal["alpaca", "sharegpt", "openai", "openai_batch"]
 FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "openai", "openai_batch")
@@ -184,10 +185,11 @@ def _openai(record: Mapping[str, Any], source: Source, row_id: str, position: in
     for key in ("reference", "label"):
         if label is None and isinstance(record.get(key), str):
             label = record[key]
+    messages, in_parts = _take_part_media(messages, source.media_dir)
     media = _media(record, source)
-    images = media.pop("images") + tuple(_image_parts(messages, source.media_dir))
-    return Row(id=row_id, messages=messages, tools=record.get("tools") or None, label=label, images=images,
-               position=position, **media)
+    media = {kind: media[kind] + in_parts[kind] for kind in media}
+    return Row(id=row_id, messages=messages, tools=record.get("tools") or None, label=label, position=position,
+               **media)
 
 
 def _openai_batch(record: Mapping[str, Any], source: Source, row_id: str, position: int) -> Row:
@@ -201,8 +203,9 @@ def _openai_batch(record: Mapping[str, Any], source: Source, row_id: str, positi
         raise _RowError("stream: true is not possible in a batch")
     generation = {key: value for key, value in body.items() if key not in _BATCH_BODY_KEYS}
     messages = [dict(turn) if isinstance(turn, Mapping) else turn for turn in body["messages"]]
+    messages, media = _take_part_media(messages, source.media_dir)
     return Row(id=row_id, messages=messages, tools=body.get("tools") or None, generation=generation,
-               images=tuple(_image_parts(messages, source.media_dir)), is_openai_batch=True, position=position)
+               is_openai_batch=True, position=position, **media)
 
 
 _CONVERTERS = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai, "openai_batch": _openai_batch}
@@ -235,18 +238,30 @@ def _media(record: Mapping[str, Any], source: Source) -> dict[str, tuple[Any, ..
     return media
 
 
-def _image_parts(messages: list[Any], media_dir: Path) -> list[Any]:
-    """The images of OpenAI content parts (``image_url`` or ``image``), in order."""
-    images = []
+def _take_part_media(messages: list[Any], media_dir: Path) -> tuple[list[Any], dict[str, tuple[Any, ...]]]:
+    """The media of the messages' content parts (any vocabulary ``ChatModel.prepare`` reads), relative paths
+    resolved against the dataset's folder, in order; in the messages each such part becomes a placeholder
+    (``{"type": "image"}``), which stands for the row's next image as LLaMA-Factory's ``<image>`` does."""
+    media: dict[str, list[Any]] = {kind: [] for kind in MEDIA_KINDS}
+    taken = []
     for message in messages:
         content = message.get("content") if isinstance(message, Mapping) else None
-        for part in content if isinstance(content, list) else []:
-            if isinstance(part, Mapping) and part.get("type") == "image_url":
-                url = part.get("image_url")
-                images.append(_resolve(url.get("url") if isinstance(url, Mapping) else url, media_dir))
-            elif isinstance(part, Mapping) and part.get("type") == "image":
-                images.append(_resolve(part.get("image"), media_dir))
-    return images
+        if isinstance(content, list):
+            message = {**message, "content": [_take(part, media, media_dir) for part in content]}
+        taken.append(message)
+    return taken, {kind + "s": tuple(items) for kind, items in media.items()}
+
+
+def _take(part: Any, media: dict[str, list[Any]], media_dir: Path) -> Any:
+    try:
+        found = part_media(part) if isinstance(part, Mapping) else None
+    except LmchatError as exc:
+        raise _RowError(exc.message) from None
+    if found is None or found[1] is None:
+        return part
+    kind, source = found
+    media[kind].append(_resolve(source, media_dir))
+    return {"type": kind}
 
 
 def _resolve(item: Any, media_dir: Path) -> Any:

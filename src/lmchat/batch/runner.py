@@ -30,6 +30,8 @@ class BatchOptions(BaseModel):
 
     dataset: list[str] = Field(default_factory=list, description="Dataset names from dataset_info.json.")
     dataset_dir: str = Field("data", description="Folder holding dataset_info.json and the dataset files.")
+    media_dir: str | None = Field(None, description="Folder the datasets' media paths are relative to (default: "
+                                                    "dataset_dir).")
     input: list[str] = Field(default_factory=list, description="Files or folders of rows.")
     format: str = Field("auto", description="auto, alpaca, sharegpt, openai or openai_batch.")
     split: str = Field("train", description="Split of a datasets.DatasetDict saved on disk.")
@@ -41,6 +43,8 @@ class BatchOptions(BaseModel):
     seed: int | None = Field(None, description="Sampling seed of every row (answer i uses seed + i).")
     stop: list[str] = Field(default_factory=list, description="Stop strings.")
     metrics: bool = Field(False, description="Score predictions against labels (BLEU-4, ROUGE-1/2/L).")
+    matrix_save_name: str | None = Field(None, description="LLaMA-Factory's scores file (predict_* keys).")
+    pipeline_parallel_size: int | None = Field(None, ge=1, description="vLLM: pipeline-parallel stages.")
     overwrite: bool = Field(False, description="Start a new results file instead of resuming.")
     retry_failed: bool = Field(False, description="When resuming, answer failed rows again.")
     progress: bool = Field(True, description="Show a progress bar.")
@@ -80,19 +84,41 @@ def run_batch(rows: list[Row], model: ChatModel | Mapping[str, Any], options: Ba
         _answer_rows(todo, model, options, results, tally, log)
     results.sort({row.id: row.position for row in rows})
     summary = tally.summary(results.path)
-    if options.metrics:
+    if options.metrics or options.matrix_save_name:
         from lmchat.batch.metrics import similarity_scores
 
         summary["metrics"] = similarity_scores(filter(None, map(label_and_prediction, read_lines(results.path))))
+    if options.matrix_save_name:
+        write_llamafactory_scores(Path(options.matrix_save_name), summary, tally, options.concurrency, log)
     path = options.summary_path()
     path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(_summary_line(summary, path), file=log)
     return summary
 
 
+def write_llamafactory_scores(path: Path, summary: dict[str, Any], tally: _Tally, batch_size: int,
+                              log: TextIO) -> None:
+    """vllm_infer.py's ``matrix_save_name`` file: the predict_* scores, then preparation and run times and rates."""
+    scores = {name: value for name, value in summary["metrics"].items() if name.startswith("predict_")}
+    for name, value in scores.items():
+        print(f"{name}: {value:.4f}", file=log)
+    runtime = tally.elapsed()
+    steps = -(-tally.completed // batch_size)
+    scores.update({
+        "predict_model_preparation_time": round(tally.preparation, 4),
+        "predict_runtime": round(runtime, 4),
+        "predict_samples_per_second": round(tally.completed / runtime, 3) if runtime > 0 else 0.0,
+        "predict_steps_per_second": round(steps / runtime, 3) if runtime > 0 else 0.0,
+    })
+    path.write_text(json.dumps(scores, indent=4) + "\n", encoding="utf-8")
+    print(f"Score file saved to {path}.", file=log)
+
+
 def _answer_rows(rows: list[Row], model: ChatModel | Mapping[str, Any], options: BatchOptions,
                  results: ResultsFile, tally: _Tally, log: TextIO) -> None:
+    began = time.perf_counter()
     with Sampler(model, concurrency=options.concurrency, **options.generation()) as sampler:
+        tally.preparation = time.perf_counter() - began
         model_name = sampler.model.engine.info.name
         bar = _progress_bar(len(rows), options.progress, log, initial=tally.skipped, total=tally.total)
         tally.start()
@@ -117,6 +143,7 @@ class _Tally:
         self.total, self.skipped = total, skipped
         self.completed = self.failed = self.prompt_tokens = self.completion_tokens = 0
         self.started = self.finished = None
+        self.preparation = 0.0  # seconds to load the model
 
     def start(self) -> None:
         self.started = time.perf_counter()
@@ -177,6 +204,6 @@ def _summary_line(summary: dict[str, Any], path: Path) -> str:
         text += f", {summary['rows_per_s']:.2f} rows/s, {summary['tokens_per_s']:.1f} tok/s"
     if "metrics" in summary:
         metrics = summary["metrics"]
-        text += "; " + ", ".join(f"{name} {metrics[name]:.2f}" for name in ("bleu-4", "rouge-1", "rouge-2", "rouge-l"))
+        text += "; " + ", ".join(f"{name} {value:.2f}" for name, value in metrics.items() if name != "rows")
     return f"{text}. Results: {summary['output']}; summary: {path}"
 

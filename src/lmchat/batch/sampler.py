@@ -1,7 +1,9 @@
 """The sampler API: ``generate`` streams one answer, ``batch_infer`` answers a whole dataset, both on ``ChatModel``.
 
 Rows are submitted concurrently (up to ``concurrency`` at once) so that batching engines keep their batches full;
-a row that fails is returned as a :class:`Sample` with ``error`` set, and the others go on.
+a row that fails is returned as a :class:`Sample` with ``failure`` set, and the others go on. A sample's answers
+are the facade's :class:`~lmchat.chat.response.Response` objects, as they come (raw text, parsed content,
+reasoning and tool calls, finish reason).
 """
 
 from __future__ import annotations
@@ -17,22 +19,8 @@ from lmchat.batch.rows import Row, Source, convert, detect_format
 from lmchat.chat.chat_model import ChatModel
 from lmchat.chat.response import Response
 from lmchat.errors import InvalidRequestError, LmchatError
-from lmchat.generation.sampling import resolve_sampling
-from lmchat.structured.requests import pop_constraint
 
 DEFAULT_CONCURRENCY = 64
-
-
-@dataclass
-class Answer:
-    """One answer of a row: the raw text, how it ended, and what was parsed out of it."""
-
-    text: str
-    finish_reason: str
-    completion_tokens: int
-    tool_calls: list[dict[str, str]] = field(default_factory=list)
-    reasoning: str | None = None
-    content: str | None = None  # the text without reasoning and tool-call markup, when parsed
 
 
 @dataclass
@@ -52,7 +40,7 @@ class Sample:
     row: Row
     prompt: str | None
     prompt_tokens: int = 0
-    answers: list[Answer] = field(default_factory=list)
+    answers: list[Response] = field(default_factory=list)
     failure: RowFailure | None = None
 
     @property
@@ -61,11 +49,11 @@ class Sample:
 
     @property
     def predict(self) -> list[str]:
-        return [answer.text for answer in self.answers]
+        return [answer.response_text for answer in self.answers]
 
     @property
     def completion_tokens(self) -> int:
-        return sum(answer.completion_tokens for answer in self.answers)
+        return sum(answer.response_length for answer in self.answers)
 
 
 class Sampler:
@@ -84,11 +72,8 @@ class Sampler:
         self.concurrency = concurrency
         self.generation = generation
         try:  # a bad option fails here, once, not on every row
-            template_keys = ("chat_template_kwargs", "enable_thinking", "tool_choice", "parallel_tool_calls")
-            options = {key: value for key, value in generation.items() if key not in template_keys}
-            pop_constraint(options)  # the structured-output fields: checked here, applied per row
-            resolve_sampling(self.model.config.generation_defaults(), options)
-        except InvalidRequestError:
+            self.model.resolve_options(**generation)
+        except LmchatError:
             self.close()
             raise
 
@@ -121,8 +106,7 @@ class Sampler:
             return _failed(row, prepared.prompt, exc)
         except Exception as exc:  # noqa: BLE001 - an unexpected engine failure costs this row only; the run goes on
             return _failed(row, prepared.prompt, exc)
-        answers = [self._answer(response, prepared.tools, prepared.prompt) for response in responses]
-        return Sample(row, prepared.prompt, prepared.prompt_tokens, answers)
+        return Sample(row, prepared.prompt, prepared.prompt_tokens, responses)
 
     async def astream_samples(self, rows: Iterable[Row]) -> AsyncIterator[Sample]:
         """Samples in the order they finish, with at most ``concurrency`` rows in flight."""
@@ -171,22 +155,6 @@ class Sampler:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # --- helpers --------------------------------------------------------------------------------------
-    def _answer(self, response: Response, tools: Any, prompt: str) -> Answer:
-        answer = Answer(response.response_text, response.finish_reason, response.response_length)
-        if response.tool_calls or response.reasoning_text:
-            answer.tool_calls = [_call_dict(call) for call in response.tool_calls]
-            answer.reasoning = response.reasoning_text
-            answer.content = response.content
-            return answer
-        parser = _output_parser(self.model, tools, prompt)
-        if parser is not None:
-            parsed = parser.parse(response.response_text)
-            answer.tool_calls = [{"name": call.name, "arguments": call.arguments} for call in parsed.tool_calls]
-            answer.reasoning = parsed.reasoning
-            answer.content = parsed.content
-        return answer
-
 
 def as_rows(dataset: Any) -> list[Row]:
     """Rows from :class:`Row` objects, dicts (format detected from the first one), or a file/folder path."""
@@ -224,17 +192,3 @@ def _failed(row: Row, prompt: str | None, exc: Exception) -> Sample:
     else:
         failure = RowFailure(type(exc).__name__, str(exc) or type(exc).__name__)
     return Sample(row, prompt, failure=failure)
-
-
-def _output_parser(model: ChatModel, tools: Any, prompt: str):
-    """Parsers for this model's template: tool calls when the row has tools, reasoning when the template thinks."""
-    from lmchat.chat.output import plan_parsing
-
-    return plan_parsing(model.template, model.config.tool_parser, tools, prompt).new_parser()
-
-
-def _call_dict(call: Any) -> dict[str, str]:
-    if isinstance(call, Mapping):
-        function = call.get("function", call)
-        return {"name": function.get("name"), "arguments": function.get("arguments")}
-    return {"name": call.name, "arguments": call.arguments}

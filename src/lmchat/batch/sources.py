@@ -23,14 +23,16 @@ def load_rows(
     format: str = "auto",
     max_samples: int | None = None,
     split: str = "train",
+    media_dir: str | Path | None = None,
 ) -> list[Row]:
-    """Every row of the named datasets and input paths, in order; ``max_samples`` applies to each dataset."""
+    """Every row of the named datasets and input paths, in order; ``max_samples`` applies to each dataset. The
+    named datasets' media paths are relative to ``media_dir`` (default: ``dataset_dir``, as in LLaMA-Factory)."""
     datasets, inputs = list(datasets), [Path(path) for path in inputs]
     if format != "auto" and format not in FORMATS:
         raise ConfigError(f"Unknown format '{format}'; use auto, {', '.join(FORMATS)}.", param="format")
     parts: list[tuple[Source | None, list[Any]]] = []
     for name in datasets:
-        parts.append(_named_dataset(name, Path(dataset_dir), split))
+        parts.append(_named_dataset(name, Path(dataset_dir), split, Path(media_dir or dataset_dir)))
     for path in inputs:
         source = None if format == "auto" else Source(_stem(path), format, _columns_for(format), _media_dir(path))
         parts.append((source, read_records(path, split)))
@@ -58,7 +60,7 @@ def check_unique_ids(rows: list[Row]) -> None:
 
 
 # --- LLaMA-Factory's dataset_info.json ------------------------------------------------------------------------
-def _named_dataset(name: str, dataset_dir: Path, split: str) -> tuple[Source, list[Any]]:
+def _named_dataset(name: str, dataset_dir: Path, split: str, media_dir: Path) -> tuple[Source, list[Any]]:
     info_path = dataset_dir / DATA_CONFIG
     if not info_path.is_file():
         if Path(name).exists():
@@ -81,7 +83,7 @@ def _named_dataset(name: str, dataset_dir: Path, split: str) -> tuple[Source, li
     if formatting not in ("alpaca", "sharegpt"):
         raise ConfigError(f"Dataset '{name}' has formatting '{formatting}'; use alpaca or sharegpt.", param="dataset")
     columns = Columns.from_dataset_info(formatting, entry)
-    source = Source(name, formatting, columns, dataset_dir)
+    source = Source(name, formatting, columns, media_dir)
     return source, read_records(dataset_dir / entry["file_name"], entry.get("split", split))
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+from lmchat.chat.assemble import collect_responses
 from lmchat.chat.bridge import LoopThread
+from lmchat.chat.messages import Media
+from lmchat.chat.options import CallOptions, resolve_options
 from lmchat.chat.prepare import PreparedChat, TemplateStops, prepare_chat, prepare_completion
 from lmchat.chat.response import ChatChunk, Response
-from lmchat.chat.sequences import collect_responses, stream_answers
+from lmchat.chat.sequences import stream_answers
 from lmchat.config.model_config import ModelConfig
+from lmchat.config.review import check_stage, review_settings
 from lmchat.config.sources import args_from_command_line
 from lmchat.engines.base import BaseEngine
 from lmchat.engines.registry import get_engine_class
@@ -34,10 +38,12 @@ class ChatModel:
         if self.config.tool_parser:
             get_tool_parser(self.config.tool_parser)  # an unknown name fails now, naming the closest one
         engine_class = get_engine_class(self.config.infer_backend)
+        review_settings(self.config, engine_class)
         self._loop = LoopThread()
         self.engine: BaseEngine = engine_class(self.config)
         try:
             self._loop.run(self.engine.start())
+            check_stage(self.config, self.engine.info)
             self.template = self._resolve_template()
             self._stops = TemplateStops.resolve(self.template, self.engine)
         except BaseException:
@@ -45,9 +51,15 @@ class ChatModel:
             raise
 
     # --- setup --------------------------------------------------------------------------------------
+    @property
+    def engine_type(self) -> str:
+        """The engine's name (``huggingface``, ``vllm``, ...), as LLaMA-Factory's ChatModel has it."""
+        return self.engine.name
+
     def _resolve_template(self) -> ChatTemplate:
         if self.config.template:
-            return resolve_template(self.config.template)
+            return resolve_template(self.config.template, tool_format=self.config.tool_format,
+                                    preserve_thinking=self.config.preserve_thinking)
         info = self.engine.info
         if info.chat_template:
             return ChatTemplate(name="model", source=info.chat_template)
@@ -72,16 +84,23 @@ class ChatModel:
         audios: Sequence[Any] | None = None,
         **generation: Any,
     ) -> PreparedChat:
-        """Validate a chat call and render its prompt; every error is raised here, before any generation."""
+        """Validate a chat call and render its prompt; every error is raised here, before any generation.
+
+        ``messages`` may hold OpenAI/vLLM media content parts (``image_url``, ``input_audio``, ``video_url``,
+        ``audio_url``, ...); their media follow those given as ``images``/``videos``/``audios``.
+        """
         self._require_template()
         if self.engine.info.is_reward_model:
             raise UnsupportedError(
                 f"'{self.engine.info.name}' is a reward model: use get_scores, not chat.", param="model"
             )
-        return prepare_chat(
-            self.config, self.engine, self.template, self._stops, messages,
-            system=system, tools=tools, images=images, videos=videos, audios=audios, generation=generation,
-        )
+        media = Media(tuple(images or ()), tuple(videos or ()), tuple(audios or ()))
+        return prepare_chat(self.config, self.engine, self.template, self._stops, messages, system=system,
+                            tools=tools, media=media, options=self.resolve_options(**generation))
+
+    def resolve_options(self, **generation: Any) -> CallOptions:
+        """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""
+        return resolve_options(self.config, self.engine, generation)
 
     def prepare_completion(self, prompt: str, **generation: Any) -> PreparedChat:
         """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it."""
@@ -129,6 +148,14 @@ class ChatModel:
             raise InvalidRequestError(f"get_scores accepts only max_length, not {', '.join(sorted(unknown))}.")
         if isinstance(batch_input, str) or not all(isinstance(text, str) for text in batch_input):
             raise InvalidRequestError("batch_input must be a list of strings.", param="batch_input")
+        info = self.engine.info
+        if not info.is_reward_model:
+            engine = self.engine.label or self.engine.name
+            raise UnsupportedError(
+                f"The {engine} engine cannot compute reward scores with '{info.name}': it is a generative model; "
+                f"get_scores needs a reward model{self.engine.reward_hint}.",
+                param="model",
+            )
         return await self.engine.score(list(batch_input), generation.get("max_length"))
 
     # --- sync API -------------------------------------------------------------------------------------

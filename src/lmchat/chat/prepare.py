@@ -1,40 +1,69 @@
-"""Turn one chat call's arguments into a validated, rendered request before any engine work starts."""
+"""Turn one chat call's arguments into a validated, rendered request before any engine work starts.
+
+Everything an engine needs is decided here, once: the merged options (:mod:`lmchat.chat.options`), the
+conversation and its media (:mod:`lmchat.chat.messages`), the prompt text and token ids, and the answer's token
+budget. :meth:`PreparedChat.requests` turns the result into the engines' :class:`GenerationRequest` objects.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lmchat.chat.messages import build_conversation, normalise_tools
+from lmchat.chat.messages import Media, build_conversation, media_of, normalise_tools
+from lmchat.chat.options import CallOptions
 from lmchat.chat.output import ParsingPlan, plan_parsing
 from lmchat.config.model_config import ModelConfig
-from lmchat.engines.base import BaseEngine
+from lmchat.engines.base import BaseEngine, GenerationRequest
 from lmchat.errors import ContextLengthError, InvalidRequestError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
 from lmchat.structured.prepare import StructuredRequest
+from lmchat.structured.requests import pop_constraint
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.render import render_prompt
+
+logger = logging.getLogger("lmchat.chat")
 
 
 @dataclass(frozen=True)
 class PreparedChat:
-    """A chat request ready for the engine: the exact prompt text and tokens, and the merged options."""
+    """A chat request ready for the engine: the exact prompt text and tokens, the merged options, and the answer's
+    token budget (``max_tokens``: ``max_new_tokens`` cut by ``max_length`` and the model's context)."""
 
     conversation: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None
     prompt: str
     prompt_token_ids: tuple[int, ...]
     params: SamplingParams
-    template_kwargs: dict[str, Any]
-    images: tuple[Any, ...] = ()
-    videos: tuple[Any, ...] = ()
-    audios: tuple[Any, ...] = ()
+    max_tokens: int
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+    media: Media = Media()
     parsing: ParsingPlan = ParsingPlan()
 
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt_token_ids)
+
+    def requests(self, request_id: str | None = None) -> list[GenerationRequest]:
+        """One engine request per answer; answer i samples with ``seed + i`` when a seed is given."""
+        base = request_id or uuid.uuid4().hex
+        params = self.params
+        return [
+            GenerationRequest(
+                request_id=f"{base}-{i}",
+                prompt=self.prompt,
+                params=params.model_copy(update={"n": 1, "seed": None if params.seed is None else params.seed + i}),
+                prompt_token_ids=self.prompt_token_ids,
+                max_tokens=self.max_tokens,
+                images=self.media.images,
+                videos=self.media.videos,
+                audios=self.media.audios,
+            )
+            for i in range(params.n)
+        ]
 
 
 @dataclass(frozen=True)
@@ -73,34 +102,30 @@ def prepare_chat(
     *,
     system: str | None = None,
     tools: Any = None,
-    images: Sequence[Any] | None = None,
-    videos: Sequence[Any] | None = None,
-    audios: Sequence[Any] | None = None,
-    generation: dict[str, Any],
+    media: Media = Media(),
+    options: CallOptions,
 ) -> PreparedChat:
-    """Validate everything and render the prompt; raises an LmchatError before any engine work."""
-    generation = dict(generation)
-    template_kwargs = dict(generation.pop("chat_template_kwargs", None) or {})
-    template_kwargs.setdefault("enable_thinking", generation.pop("enable_thinking", config.enable_thinking))
-    if "reasoning_effort" in generation:  # OpenAI's option; gpt-oss's template reads it
-        template_kwargs.setdefault("reasoning_effort", check_reasoning_effort(generation.pop("reasoning_effort")))
-    structured = StructuredRequest.take(generation, normalise_tools(tools))
-    params = resolve_sampling(config.generation_defaults(), generation)
-    engine.capabilities.check_sampling(params, engine.name)
-    engine.capabilities.check_media(engine.name, images=images, videos=videos, audios=audios)
+    """Validate everything and render the prompt; raises an LmchatError before any engine work.
+
+    ``media`` (LLaMA-Factory's ``images=`` ...) comes first, then the media of the messages' content parts.
+    """
     conversation = build_conversation(messages, system, config.default_system)
+    media = media + media_of(conversation)
+    engine.capabilities.check_media(engine.name, **media.by_kind())
+    structured = StructuredRequest.of(options.constraint, normalise_tools(tools), options.tool_choice,
+                                      options.parallel_tool_calls)
     tool_list = structured.prompt_tools
     prompt = render_prompt(
-        conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **template_kwargs
+        conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **options.template_kwargs
     )
+    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
     plan = replace(plan_parsing(template, config.tool_parser, tool_list, prompt), **structured.parsing_changes())
-    params = with_stops(structured.constrain(params, engine, prompt, plan.reasoning_parser, plan.starts_in_reasoning),
-                        stops)
-    token_ids = tuple(engine.tokenize(prompt))
-    check_context(len(token_ids), params, engine.info.context_length)
+    params = structured.constrain(options.params, engine, prompt, plan.reasoning_parser, plan.starts_in_reasoning)
+    params = with_stops(params, stops)
     return PreparedChat(
-        conversation, tool_list, prompt, token_ids, params, template_kwargs,
-        tuple(images or ()), tuple(videos or ()), tuple(audios or ()), plan,
+        conversation, tool_list, prompt, token_ids, params,
+        max_tokens=answer_budget(len(token_ids), params, engine.info.context_length),
+        template_kwargs=options.template_kwargs, media=media, parsing=plan,
     )
 
 
@@ -113,21 +138,21 @@ def with_stops(params: SamplingParams, stops: TemplateStops) -> SamplingParams:
     )
 
 
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+def cut_prompt(engine: BaseEngine, prompt: str, token_ids: tuple[int, ...],
+               cutoff_len: int | None) -> tuple[str, tuple[int, ...]]:
+    """LLaMA-Factory's ``cutoff_len``: a longer prompt keeps its last ``cutoff_len`` tokens (the answer's opening
+    stays), and the prompt text becomes what those tokens spell."""
+    if cutoff_len is None or len(token_ids) <= cutoff_len:
+        return prompt, token_ids
+    kept = token_ids[-cutoff_len:]
+    logger.info("The prompt has %d tokens; cutoff_len keeps its last %d.", len(token_ids), cutoff_len)
+    return engine.detokenize(kept), kept
 
 
-def check_reasoning_effort(value: Any) -> str:
-    if value not in REASONING_EFFORTS:
-        raise InvalidRequestError(
-            f"reasoning_effort must be one of {', '.join(map(repr, REASONING_EFFORTS))}, not {value!r}.",
-            param="reasoning_effort",
-        )
-    return value
-
-
-def check_context(prompt_tokens: int, params: SamplingParams, context_length: int | None,
-                  param: str = "messages") -> None:
-    """The prompt must leave room for at least one new token within max_length and the model's context."""
+def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: int | None,
+                  param: str = "messages") -> int:
+    """How many tokens the answer may have: ``max_new_tokens``, bounded by ``max_length`` and the context. A prompt
+    that leaves no room for one new token within either limit is a :class:`ContextLengthError`."""
     for limit, what in ((params.max_length, "max_length"), (context_length, "the model's context length")):
         if limit is not None and prompt_tokens >= limit:
             raise ContextLengthError(
@@ -135,26 +160,22 @@ def check_context(prompt_tokens: int, params: SamplingParams, context_length: in
                 f"({limit} tokens). Shorten the conversation or raise the limit.",
                 param=param,
             )
-
-
-def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: int | None) -> int:
-    """How many tokens the answer may have: max_new_tokens, bounded by max_length and the context."""
     limits = [params.max_new_tokens] if params.max_new_tokens else []
     limits += [limit - prompt_tokens for limit in (params.max_length, context_length) if limit]
     return max(1, min(limits)) if limits else 1 << 30
 
 
 def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateStops, prompt: str,
-                       generation: dict[str, Any]) -> PreparedChat:
+                       generation: Mapping[str, Any]) -> PreparedChat:
     """A raw-prompt request (no chat template), validated like a chat request."""
     if not isinstance(prompt, str) or not prompt:
         raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
     generation = dict(generation)
-    structured = StructuredRequest.take(generation, None)
+    structured = StructuredRequest.of(pop_constraint(generation))
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
     params = structured.constrain(params, engine, prompt)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
-    token_ids = tuple(engine.tokenize(prompt))
-    check_context(len(token_ids), params, engine.info.context_length, param="prompt")
-    return PreparedChat([], None, prompt, token_ids, params, {})
+    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
+    budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
+    return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)

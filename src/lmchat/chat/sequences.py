@@ -1,38 +1,24 @@
-"""Run a prepared chat on an engine: one event stream per answer, stop strings applied, ``n`` answers merged."""
+"""Run a prepared chat on an engine: one event stream per answer, stop strings applied, ``n`` answers merged.
+
+Each answer's chunks are made here, once: its text (stop strings trimmed), the parsed content, reasoning and
+tool calls, and on the last chunk the finish reason (an answer that stopped after calling tools ends with
+``tool_calls``) and token counts. :mod:`lmchat.chat.assemble` folds them into a :class:`Response`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 
 from lmchat.chat.prepare import PreparedChat
-from lmchat.chat.response import ChatChunk, Response
+from lmchat.chat.response import ChatChunk
 from lmchat.engines.base import BaseEngine, GenerationRequest
 from lmchat.engines.events import Finished, TextDelta
 from lmchat.generation.stop import StopMatcher
-from lmchat.parsing import OutputDelta, OutputParser, collect
+from lmchat.parsing import OutputDelta, OutputParser
 
 _DONE = object()
-
-
-def sequence_requests(prepared: PreparedChat, request_id: str | None = None) -> list[GenerationRequest]:
-    """One engine request per answer; answer i samples with ``seed + i`` when a seed is given."""
-    base = request_id or uuid.uuid4().hex
-    params = prepared.params
-    return [
-        GenerationRequest(
-            request_id=f"{base}-{i}",
-            prompt=prepared.prompt,
-            prompt_token_ids=prepared.prompt_token_ids,
-            params=params.model_copy(update={"n": 1, "seed": None if params.seed is None else params.seed + i}),
-            images=prepared.images,
-            videos=prepared.videos,
-            audios=prepared.audios,
-        )
-        for i in range(params.n)
-    ]
 
 
 class _AnswerState:
@@ -42,7 +28,7 @@ class _AnswerState:
         self.index = index
         self.matcher = StopMatcher(request.params.stop) if request.params.stop else None
         self.parser = parser
-        self.prompt_tokens = len(request.prompt_token_ids or ())
+        self.prompt_tokens = len(request.prompt_token_ids)
         self.completion_tokens = 0
         self.has_tool_calls = False
 
@@ -101,7 +87,7 @@ async def stream_sequence(engine: BaseEngine, request: GenerationRequest, index:
 
 async def stream_answers(engine: BaseEngine, prepared: PreparedChat, request_id: str | None = None):
     """Chunks of all ``n`` answers, interleaved as they are generated."""
-    requests = sequence_requests(prepared, request_id)
+    requests = prepared.requests(request_id)
     if len(requests) == 1:
         async for chunk in stream_sequence(engine, requests[0], 0, prepared.parsing.new_parser()):
             yield chunk
@@ -132,28 +118,3 @@ async def stream_answers(engine: BaseEngine, prepared: PreparedChat, request_id:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def collect_responses(chunks: list[ChatChunk], n: int, prompt_tokens: int) -> list[Response]:
-    """Assemble streamed chunks into one Response per answer (so streamed == non-streamed by construction)."""
-    by_index: list[list[ChatChunk]] = [[] for _ in range(n)]
-    for chunk in chunks:
-        by_index[chunk.index].append(chunk)
-    return [_response(i, answer, prompt_tokens) for i, answer in enumerate(by_index)]
-
-
-def _response(index: int, chunks: list[ChatChunk], prompt_tokens: int) -> Response:
-    final = next(chunk for chunk in chunks if chunk.finish_reason is not None)
-    parsed = collect(OutputDelta(c.content, c.reasoning, list(c.tool_calls)) for c in chunks)
-    logprobs = [entry for chunk in chunks for entry in chunk.logprobs]
-    return Response(
-        response_text="".join(chunk.text for chunk in chunks),
-        response_length=final.completion_tokens,
-        prompt_length=final.prompt_tokens or prompt_tokens,
-        finish_reason=final.finish_reason,
-        index=index,
-        content=parsed.content,
-        reasoning_text=parsed.reasoning,
-        tool_calls=parsed.tool_calls,
-        logprobs=logprobs or None,
-    )

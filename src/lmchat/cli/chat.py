@@ -13,11 +13,11 @@ import contextlib
 import sys
 from typing import Any
 
-from lmchat.cli.commands import run_command
+from lmchat.cli.commands import BARE_COMMANDS, run_command
 from lmchat.cli.failure import EXIT_FAILURE, EXIT_OK, error_line
 from lmchat.cli.reader import Reader, make_reader, read_message
 from lmchat.cli.render import Output, make_output
-from lmchat.cli.session import Conversation
+from lmchat.cli.session import Conversation, validate_options
 from lmchat.cli.stats import AnswerRecorder, AnswerStats
 from lmchat.errors import LmchatError
 
@@ -26,7 +26,8 @@ CUT = "[answer cut at the token limit]"
 
 
 class ChatRepl:
-    """One chat session: reads messages, runs commands, streams answers into ``output``."""
+    """One chat session: reads messages, runs commands (it is their :class:`~lmchat.cli.commands.Session`), streams
+    answers into ``output``."""
 
     def __init__(self, model: Any, reader: Reader, output: Output, interactive: bool) -> None:
         self.model = model
@@ -64,16 +65,22 @@ class ChatRepl:
         command = text.strip()
         if not command:
             return True
-        if command == "exit":
-            return False
-        if command == "clear":
-            self.conversation.clear()
-            self.output.notice("History has been removed.")
-            return True
-        if command.startswith("/") and not command.startswith("//"):
-            return run_command(self, command)
+        if command in BARE_COMMANDS or (command.startswith("/") and not command.startswith("//")):
+            try:
+                return run_command(self, command)
+            except (LmchatError, OSError) as exc:
+                self.fail(exc)
+                return True
         self.ask(command[1:] if command.startswith("//") else command)
         return True
+
+    # --- what the commands use ----------------------------------------------------------------------
+    def notice(self, text: str) -> None:
+        self.output.notice(text)
+
+    def set_options(self, options: dict[str, Any]) -> None:
+        validate_options(self.model, options)
+        self.options = options
 
     def ask(self, text: str) -> None:
         self.conversation.add_user(text)

@@ -1,17 +1,36 @@
-"""The chat's slash commands. Each takes the session and the text after its name; an error is one line and the
-chat goes on."""
+"""The chat's slash commands (and LLaMA-Factory's bare ``clear`` and ``exit``). Each takes the session and the text
+after its name. A command raises :class:`~lmchat.errors.LmchatError` (or ``OSError``) for a problem; the REPL
+prints it as one line and the chat goes on.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from lmchat.cli.session import Conversation, merge_options, parse_assignments, validate_options
-from lmchat.errors import InvalidRequestError, LmchatError, unknown_name_message
+from lmchat.cli.session import Conversation, merge_options, parse_assignments
+from lmchat.cli.stats import AnswerStats
+from lmchat.errors import InvalidRequestError, unknown_name_message
 
-if TYPE_CHECKING:
-    from lmchat.cli.chat import ChatRepl
+BARE_COMMANDS = ("clear", "exit")  # typed without the slash, as in LLaMA-Factory's chat
+
+
+class Session(Protocol):
+    """What the commands act on; :class:`lmchat.cli.chat.ChatRepl` is one."""
+
+    conversation: Conversation
+    options: dict[str, Any]
+    last_stats: AnswerStats | None
+
+    def notice(self, text: str) -> None: ...
+
+    def set_options(self, options: dict[str, Any]) -> None:
+        """Check ``options`` like a chat call's, then use them for the next answers."""
+
+    def answer(self) -> bool:
+        """Answer the conversation's last user message; True when an answer was added."""
+
 
 KEYS_HELP = """\
 Keys: Alt-Enter (or Esc then Enter) starts a new line; a message between two lines of \"\"\" may span lines.
@@ -23,103 +42,98 @@ quits. Up/Down recall earlier messages, also from earlier sessions. Start a mess
 class Command:
     usage: str
     summary: str
-    run: Callable[[ChatRepl, str], bool | None]  # False: quit the chat
+    run: Callable[[Session, str], bool | None]  # False: quit the chat
 
 
 COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str, usage: str, summary: str) -> Callable[[Callable], Callable]:
-    def register(function: Callable[[ChatRepl, str], bool | None]) -> Callable:
+    def register(function: Callable[[Session, str], bool | None]) -> Callable:
         COMMANDS[name] = Command(usage, summary, function)
         return function
 
     return register
 
 
-def run_command(repl: ChatRepl, line: str) -> bool:
-    """Run ``/name args``; False means quit."""
-    name, _, argument = line[1:].partition(" ")
+def run_command(session: Session, line: str) -> bool:
+    """Run ``/name args`` (or a bare command); False means quit."""
+    name, _, argument = line.removeprefix("/").partition(" ")
     found = COMMANDS.get(name)
     if found is None:
-        repl.fail(InvalidRequestError(unknown_name_message("command", f"/{name}", [f"/{n}" for n in COMMANDS])))
-        return True
-    try:
-        return found.run(repl, argument.strip()) is not False
-    except (LmchatError, OSError) as exc:
-        repl.fail(exc)
-        return True
+        raise InvalidRequestError(unknown_name_message("command", f"/{name}", [f"/{n}" for n in COMMANDS]))
+    return found.run(session, argument.strip()) is not False
 
 
 @command("help", "/help", "show this help")
-def _help(repl: ChatRepl, argument: str) -> None:
+def _help(session: Session, argument: str) -> None:
     width = max(len(c.usage) for c in COMMANDS.values())
     lines = [f"  {c.usage.ljust(width)}  {c.summary}" for c in COMMANDS.values()]
-    repl.output.notice("Commands:\n" + "\n".join(lines) + "\n" + KEYS_HELP)
+    session.notice("Commands:\n" + "\n".join(lines) + "\n" + KEYS_HELP)
 
 
 @command("system", "/system [TEXT]", "set the system prompt (without TEXT: remove it); the history stays")
-def _system(repl: ChatRepl, argument: str) -> None:
-    repl.conversation.system = argument or None
-    repl.output.notice("System prompt set." if argument else "System prompt removed.")
+def _system(session: Session, argument: str) -> None:
+    session.conversation.system = argument or None
+    session.notice("System prompt set." if argument else "System prompt removed.")
 
 
 @command("set", "/set [key=value ...]", "set generation options: temperature, top_p, top_k, max_new_tokens, seed, "
                                         "stop, ... (key= resets one; no argument lists them)")
-def _set(repl: ChatRepl, argument: str) -> None:
+def _set(session: Session, argument: str) -> None:
     if not argument:
-        shown = " ".join(f"{key}={value!r}" for key, value in repl.options.items())
-        repl.output.notice(f"Options: {shown}." if shown else "No options set: the model's defaults apply.")
+        shown = " ".join(f"{key}={value!r}" for key, value in session.options.items())
+        session.notice(f"Options: {shown}." if shown else "No options set: the model's defaults apply.")
         return
     assignments = parse_assignments(argument)
-    options = merge_options(repl.options, assignments)
-    validate_options(repl.model, options)
-    repl.options = options
+    options = merge_options(session.options, assignments)
+    session.set_options(options)
     done = [f"{key}={options[key]!r}" if key in options else f"{key} reset" for key in assignments]
-    repl.output.notice(f"Set {', '.join(done)}.")
+    session.notice(f"Set {', '.join(done)}.")
 
 
 @command("regen", "/regen", "answer the last message again")
-def _regen(repl: ChatRepl, argument: str) -> None:
-    previous = repl.conversation.pop_answer()
-    if not repl.conversation.ends_with_user():
-        repl.output.notice("Nothing to regenerate.")
+def _regen(session: Session, argument: str) -> None:
+    previous = session.conversation.pop_answer()
+    if not session.conversation.ends_with_user():
+        session.notice("Nothing to regenerate.")
         return
-    if not repl.answer() and previous is not None:
-        repl.conversation.add_answer(previous)
+    if not session.answer() and previous is not None:
+        session.conversation.add_answer(previous)
 
 
 @command("undo", "/undo", "drop the last exchange (your last message and its answer)")
-def _undo(repl: ChatRepl, argument: str) -> None:
-    dropped = repl.conversation.undo()
-    repl.output.notice("Dropped the last exchange." if dropped else "Nothing to undo.")
+def _undo(session: Session, argument: str) -> None:
+    dropped = session.conversation.undo()
+    session.notice("Dropped the last exchange." if dropped else "Nothing to undo.")
 
 
 @command("save", "/save FILE", "save the conversation as JSON (OpenAI messages)")
-def _save(repl: ChatRepl, argument: str) -> None:
-    count = repl.conversation.save(_path(argument, "save"))
-    repl.output.notice(f"Saved {count} messages to {argument}.")
+def _save(session: Session, argument: str) -> None:
+    count = session.conversation.save(_path(argument, "save"))
+    session.notice(f"Saved {count} messages to {argument}.")
 
 
 @command("load", "/load FILE", "replace the conversation with one saved by /save (OpenAI messages)")
-def _load(repl: ChatRepl, argument: str) -> None:
-    repl.conversation = Conversation.load(_path(argument, "load"))
-    count = len(repl.conversation.to_openai())
-    repl.output.notice(f"Loaded {count} messages from {argument}.")
+def _load(session: Session, argument: str) -> None:
+    session.conversation = Conversation.load(_path(argument, "load"))
+    count = len(session.conversation.to_openai())
+    session.notice(f"Loaded {count} messages from {argument}.")
 
 
 @command("stats", "/stats", "tokens, time to first token and speed of the last answer")
-def _stats(repl: ChatRepl, argument: str) -> None:
-    repl.output.notice(repl.last_stats.describe() if repl.last_stats else "No answer yet.")
+def _stats(session: Session, argument: str) -> None:
+    session.notice(session.last_stats.describe() if session.last_stats else "No answer yet.")
 
 
 @command("clear", "clear", "forget the history (/clear works too)")
-def _clear(repl: ChatRepl, argument: str) -> None:
-    repl.handle("clear")
+def _clear(session: Session, argument: str) -> None:
+    session.conversation.clear()
+    session.notice("History has been removed.")
 
 
 @command("exit", "exit", "quit (/exit and Ctrl-D work too)")
-def _exit(repl: ChatRepl, argument: str) -> bool:
+def _exit(session: Session, argument: str) -> bool:
     return False
 
 

@@ -10,16 +10,12 @@ from lmchat.errors import ConfigError, LmchatError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran and failed (model not found, engine error, ...)
-EXIT_USAGE = 2  # the command line or config is wrong, or the command is not available
+EXIT_USAGE = 2  # the command line or config is wrong
 EXIT_INTERRUPTED = 130  # Ctrl-C outside a chat answer (the shell's convention: 128 + SIGINT)
 
 
 class UsageError(ConfigError):
     """The command line itself is wrong (argparse's complaints, stray arguments)."""
-
-
-class NotAvailableError(LmchatError):
-    """A subcommand whose front end is not installed or not written yet."""
 
 
 def error_line(exc: BaseException) -> str:
@@ -43,7 +39,7 @@ def error_line(exc: BaseException) -> str:
 def exit_code(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    if isinstance(exc, (ConfigError, NotAvailableError)):
+    if isinstance(exc, ConfigError):
         return EXIT_USAGE
     return EXIT_FAILURE
 

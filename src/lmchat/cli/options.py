@@ -2,7 +2,8 @@
 
 One definition: each field becomes a ``--field`` flag whose help text is the field's description, type and default.
 Values are handed to ``ModelConfig`` as given (a string; pydantic converts and validates it), so a flag and the
-same key in the YAML file behave alike. Flags override the YAML file's values.
+same key in the YAML file behave alike. Flags override the YAML file's values. LLaMA-Factory's keys that lmchat
+ignores are flags too (not shown in ``--help``; ``lmchat --help-config`` lists them).
 """
 
 from __future__ import annotations
@@ -18,13 +19,22 @@ from typing import Any
 import yaml
 from pydantic.fields import FieldInfo
 
+from lmchat.cli.argv import normalise_argv
 from lmchat.cli.failure import UsageError
-from lmchat.config.model_config import GENERATION_KEYS, ModelConfig
+from lmchat.config.llamafactory import IGNORED_KEYS
+from lmchat.config.model_config import GENERATION_KEYS, public_fields
+from lmchat.config.sections import EngineSettings, KTransformersSettings, MediaSettings, QuantizationSettings
 from lmchat.config.sources import load_yaml
 from lmchat.errors import unknown_name_message
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-_ENGINE_PREFIXES = ("vllm_", "sglang_")
+SECTIONS = {  # heading -> the settings under it (the rest: model options)
+    "generation defaults (change them in the chat with /set)": GENERATION_KEYS,
+    "weight quantization": tuple(QuantizationSettings.model_fields),
+    "media limits": tuple(MediaSettings.model_fields),
+    "KTransformers": tuple(KTransformersSettings.model_fields),
+    "engine-specific options": tuple(EngineSettings.model_fields),
+}
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -33,14 +43,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "config", nargs="?", metavar="CONFIG.yaml",
         help="LLaMA-Factory-style YAML (or JSON) file of the settings below; flags override its values.",
     )
-    groups = {
-        "model": parser.add_argument_group("model options (YAML keys; --dashed-names work too)"),
-        "generation": parser.add_argument_group("generation defaults (change them in the chat with /set)"),
-        "engine": parser.add_argument_group("engine-specific options"),
-    }
-    for name, field in ModelConfig.model_fields.items():
-        group = "generation" if name in GENERATION_KEYS else "engine" if name.startswith(_ENGINE_PREFIXES) else "model"
-        _add_field(groups[group], name, field)
+    model = parser.add_argument_group("model options (YAML keys; --dashed-names and key=value work too)")
+    groups = {heading: parser.add_argument_group(heading) for heading in SECTIONS}
+    for name, field in public_fields().items():
+        heading = next((heading for heading, names in SECTIONS.items() if name in names), None)
+        _add_field(groups[heading] if heading else model, name, field)
+    for name in IGNORED_KEYS:  # accepted as LLaMA-Factory does, unused (see lmchat --help-config)
+        if f"--{name}" not in parser._option_string_actions:
+            parser.add_argument(f"--{name}", default=argparse.SUPPRESS, type=_yaml_value, help=argparse.SUPPRESS)
 
 
 def _add_field(group: argparse._ArgumentGroup, name: str, field: FieldInfo) -> None:
@@ -80,6 +90,10 @@ def _number(value: str) -> str | None:
     return None if value.lower() in ("", "none", "null") else value
 
 
+def _yaml_value(value: str) -> Any:
+    return yaml.safe_load(value) if value != "" else None
+
+
 def _json(value: str) -> Any:
     """A JSON/YAML mapping given on the command line (``--vllm_config '{"max_num_seqs": 8}'``)."""
     if value == "":
@@ -103,17 +117,10 @@ def _show(default: Any) -> str:
     return str(default)
 
 
-def normalise_flags(argv: Sequence[str]) -> list[str]:
-    """``--model-name-or-path X`` -> ``--model_name_or_path X`` for ModelConfig's fields (other flags untouched)."""
-    out = []
-    for token in argv:
-        if token.startswith("--") and "-" in token[2:].partition("=")[0]:
-            name, sep, value = token[2:].partition("=")
-            underscored = name.replace("-", "_")
-            if underscored in ModelConfig.model_fields:
-                token = f"--{underscored}{sep}{value}"
-        out.append(token)
-    return out
+def normalise_flags(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Each flag of ``parser`` in either spelling (``--model-name-or-path``, ``--api_key``), and LLaMA-Factory's
+    ``key=value`` arguments as flags."""
+    return normalise_argv(argv, parser)
 
 
 def check_extras(parser: argparse.ArgumentParser, extras: Sequence[str]) -> None:
@@ -121,9 +128,11 @@ def check_extras(parser: argparse.ArgumentParser, extras: Sequence[str]) -> None
     for token in extras:
         if token.startswith("-") and token != "-":
             name = token.partition("=")[0]
-            raise UsageError(unknown_name_message("option", name, option_names(parser)), param=name.lstrip("-"))
+            where = f"Every option: {parser.prog} --help; every setting: lmchat --help-config."
+            raise UsageError(unknown_name_message("option", name, option_names(parser), where),
+                             param=name.lstrip("-"))
     if extras:
-        raise UsageError(f"Unexpected argument '{extras[0]}'; settings are given as --name value.")
+        raise UsageError(f"Unexpected argument '{extras[0]}'; settings are given as --name value or name=value.")
 
 
 def option_names(parser: argparse.ArgumentParser) -> list[str]:
@@ -141,7 +150,7 @@ def model_args(namespace: argparse.Namespace) -> dict[str, Any]:
                 f"To choose a model, use --model_name_or_path {config}."
             )
         args.update(load_yaml(Path(config).expanduser()))
-    for name in ModelConfig.model_fields:
+    for name in (*public_fields(), *IGNORED_KEYS):
         if hasattr(namespace, name):
             args[name] = getattr(namespace, name)
     return args

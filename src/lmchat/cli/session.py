@@ -10,10 +10,9 @@ from typing import Any
 
 from lmchat.chat.messages import build_conversation
 from lmchat.errors import InvalidRequestError
-from lmchat.generation.sampling import OPTION_ALIASES, resolve_sampling
+from lmchat.generation.sampling import OPTION_ALIASES
 
 _ASSIGNMENT = re.compile(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=")
-TEMPLATE_OPTIONS = ("enable_thinking",)  # per-call options that go to the chat template, not the sampler
 
 
 @dataclass
@@ -121,11 +120,5 @@ def merge_options(current: dict[str, Any], assignments: dict[str, Any]) -> dict[
 
 def validate_options(model: Any, options: dict[str, Any]) -> None:
     """Check chat options with the same validation as a chat call (unknown keys name the closest option)."""
-    generation = {key: value for key, value in options.items() if key not in TEMPLATE_OPTIONS}
-    for key in TEMPLATE_OPTIONS:
-        if key in options and not isinstance(options[key], bool):
-            raise InvalidRequestError(f"Invalid value for '{key}': use true or false (got {options[key]!r}).")
-    params = resolve_sampling(model.config.generation_defaults(), generation)
-    if params.n != 1:
+    if model.resolve_options(**options).params.n != 1:
         raise InvalidRequestError("The chat shows one answer at a time, so n must be 1.", param="n")
-    model.engine.capabilities.check_sampling(params, model.engine.name)

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lmchat.chat.response import ChatChunk
+from lmchat.chat.assemble import AnswerAssembler
+from lmchat.chat.response import ChatChunk, Response
 
 
 @dataclass(frozen=True)
@@ -27,36 +28,35 @@ class AnswerStats:
 
 
 class AnswerRecorder:
-    """Collects one answer's chunks. Speed counts the tokens after the first over the time after the first."""
+    """One answer as it streams (folded by the facade's :class:`AnswerAssembler`), and when its pieces came.
+    Speed counts the tokens after the first over the time after the first."""
 
     def __init__(self, prompt_tokens: int, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.prompt_tokens = prompt_tokens
+        self.answer = AnswerAssembler(0, prompt_tokens)
         self._clock = clock
         self._started = clock()
         self._first: float | None = None
         self._ended: float | None = None
-        self._content: list[str] = []
-        self._reasoning: list[str] = []
-        self.finish_reason: str | None = None
-        self.completion_tokens: int | None = None
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.answer.finish_reason
 
     @property
     def content(self) -> str:
-        return "".join(self._content)
+        return self._so_far().content or ""
 
     @property
     def reasoning(self) -> str:
-        return "".join(self._reasoning)
+        return self._so_far().reasoning_text or ""
+
+    def _so_far(self) -> Response:
+        return self.answer.response(finish_reason="abort")  # the reason only shows if it never finished
 
     def add(self, chunk: ChatChunk) -> None:
         if self._first is None and (chunk.text or chunk.reasoning or chunk.content):
             self._first = self._clock()
-        self._content.append(chunk.content)
-        self._reasoning.append(chunk.reasoning)
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-            self.completion_tokens = chunk.completion_tokens
-            self.prompt_tokens = chunk.prompt_tokens or self.prompt_tokens
+        self.answer.add(chunk)
 
     def done(self) -> None:
         """The stream ended (finished, stopped or failed)."""
@@ -65,11 +65,13 @@ class AnswerRecorder:
     def stats(self, count_tokens: Callable[[str], int]) -> AnswerStats:
         """The numbers of this answer; a stopped answer's tokens are counted from its text."""
         end = self._ended or self._clock()
-        tokens = self.completion_tokens
-        if tokens is None:
-            tokens = count_tokens(self.reasoning + self.content) if (self.reasoning or self.content) else 0
+        if self.finish_reason is not None:
+            tokens = self.answer.completion_tokens
+        else:
+            text = self.reasoning + self.content
+            tokens = count_tokens(text) if text else 0
         first = None if self._first is None else self._first - self._started
         speed = None
         if self._first is not None and tokens > 1 and end > self._first:
             speed = (tokens - 1) / (end - self._first)
-        return AnswerStats(self.prompt_tokens, tokens, first, speed, end - self._started)
+        return AnswerStats(self.answer.prompt_tokens, tokens, first, speed, end - self._started)

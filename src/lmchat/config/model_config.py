@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lmchat.config.validation import explain
+from lmchat.config.llamafactory import IGNORED_KEYS
+from lmchat.config.sections import EngineSettings, KTransformersSettings, MediaSettings, QuantizationSettings
+from lmchat.config.validation import SETTINGS_HELP, explain
 from lmchat.errors import ConfigError
 
-BACKEND_ALIASES = {"hf": "huggingface", "llama.cpp": "llamacpp", "llama_cpp": "llamacpp"}
+BACKEND_ALIASES = {"hf": "huggingface", "llama.cpp": "llamacpp", "llama_cpp": "llamacpp", "kt": "ktransformers"}
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, QuantizationSettings, BaseModel):
     """What to load and how to generate by default."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
@@ -29,7 +31,8 @@ class ModelConfig(BaseModel):
         None, description="LoRA adapter folder(s): one path or a comma-separated list, applied in order."
     )
     template: str | None = Field(
-        None, description="Chat template: a known name, a .jinja file, or empty for the model's own template."
+        None, description="Chat template: a known name (LLaMA-Factory's names too), a .jinja file, or empty for the "
+        "model's own template."
     )
     infer_backend: str = Field("huggingface", description="Engine: huggingface (alias hf), or a registered engine.")
     infer_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
@@ -43,11 +46,35 @@ class ModelConfig(BaseModel):
     finetuning_type: Literal["lora", "freeze", "full", "oft"] = Field(
         "lora", description="LLaMA-Factory's fine-tuning type of the adapters (only LoRA adapters are applied)."
     )
+    stage: Literal["pt", "sft", "rm", "ppo", "dpo", "kto"] = Field(
+        "sft", description="LLaMA-Factory's training stage: rm needs a reward model; the others chat."
+    )
+    flash_attn: Literal["auto", "disabled", "sdpa", "fa2", "fa3"] = Field(
+        "auto", description="Attention implementation: auto, disabled (eager), sdpa, fa2 or fa3 (FlashAttention)."
+    )
+    rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = Field(
+        None, description="RoPE scaling that stretches the context (by 2, or to model_max_length)."
+    )
+    model_max_length: int | None = Field(
+        None, ge=1, description="Most tokens of prompt plus answer the model takes (default: the model's own)."
+    )
 
     # --- the conversation ---------------------------------------------------------------------
     default_system: str | None = Field(None, description="System prompt used when a conversation has none.")
-    enable_thinking: bool = Field(True, description="Let reasoning templates think (passed to the chat template).")
+    enable_thinking: bool = Field(
+        True, description="Let reasoning templates think (passed to the chat template; null means false)."
+    )
+    preserve_thinking: bool = Field(
+        False, description="Keep the reasoning of earlier answers in the prompt (LLaMA-Factory templates)."
+    )
     tool_parser: str | None = Field(None, description="Tool-call parser name; empty: chosen from the template.")
+    tool_format: str | None = Field(
+        None, description="LLaMA-Factory's tool format (default, qwen, glm4, llama3, mistral, ...): the tool "
+        "prompt of LLaMA-Factory templates and, without tool_parser, the tool-call parser."
+    )
+    cutoff_len: int | None = Field(
+        None, ge=1, description="Longest prompt in tokens: a longer one keeps its last cutoff_len tokens."
+    )
 
     # --- generation defaults (overridable per call) -------------------------------------------
     do_sample: bool = Field(True, description="Sample (true) or decode greedily (false).")
@@ -57,7 +84,8 @@ class ModelConfig(BaseModel):
     max_new_tokens: int | None = Field(1024, ge=1, description="Most tokens to generate per answer.")
     max_length: int | None = Field(None, ge=1, description="Most tokens of prompt plus answer.")
     repetition_penalty: float = Field(1.0, gt=0, description="Penalise tokens already seen (1.0: off).")
-    length_penalty: float = Field(1.0, description="Beam-search length penalty; only 1.0 (no beam search).")
+    num_beams: int = Field(1, ge=1, description="Beam search width; only 1 (lmchat samples or decodes greedily).")
+    length_penalty: float = Field(1.0, description="Beam-search length penalty: no effect with num_beams 1.")
     skip_special_tokens: bool = Field(True, description="Drop special tokens from the answer text.")
 
     # --- transformers engine: continuous batching ----------------------------------------------
@@ -80,22 +108,10 @@ class ModelConfig(BaseModel):
         "on: wait for the build, an error if impossible; off: never.",
     )
 
-    # --- engine-specific settings (LLaMA-Factory names) ---------------------------------------
-    vllm_maxlen: int = Field(4096, ge=1, description="vLLM: most tokens of prompt plus answer.")
-    vllm_gpu_util: float = Field(0.7, gt=0, le=1, description="vLLM: fraction of GPU memory to use.")
-    vllm_enforce_eager: bool = Field(False, description="vLLM: disable CUDA graphs.")
-    vllm_max_lora_rank: int = Field(32, ge=1, description="vLLM: largest LoRA rank to serve.")
-    vllm_config: dict[str, Any] | None = Field(None, description="vLLM: extra engine arguments.")
-    sglang_maxlen: int = Field(4096, ge=1, description="SGLang: most tokens of prompt plus answer.")
-    sglang_mem_fraction: float = Field(0.7, gt=0, le=1, description="SGLang: fraction of GPU memory to use.")
-    sglang_tp_size: int = Field(-1, description="SGLang: tensor-parallel size (-1: all GPUs).")
-    sglang_config: dict[str, Any] | None = Field(None, description="SGLang: extra engine arguments.")
-    sglang_lora_backend: str = Field("triton", description="SGLang: LoRA kernel backend.")
-    llamacpp_config: dict[str, Any] | None = Field(
-        None, description="llama.cpp: Llama() settings (n_ctx, n_threads, n_gpu_layers, ...) and reuse_prefix."
-    )
-    ktransformers_config: dict[str, Any] | None = Field(
-        None, description="KTransformers: optimize rule file, cpu_infer and other engine settings."
+    # --- kept, not used -----------------------------------------------------------------------
+    ignored: dict[str, Any] = Field(
+        default_factory=dict, exclude=True, json_schema_extra={"internal": True},
+        description="LLaMA-Factory keys that cannot change an answer (see lmchat.config.llamafactory), as given.",
     )
 
     @field_validator("adapter_name_or_path", mode="before")
@@ -113,12 +129,61 @@ class ModelConfig(BaseModel):
             return BACKEND_ALIASES.get(name, name)
         return value
 
-    @field_validator("length_penalty")
+    @field_validator("num_beams")
     @classmethod
-    def _no_beam_search(cls, value: float) -> float:
-        if value != 1.0:
-            raise ValueError("lmchat does not run beam search, so only 1.0 is allowed")
+    def _no_beam_search(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("beam search is not available (lmchat samples or decodes greedily); use num_beams 1")
         return value
+
+    @field_validator("enable_thinking", mode="before")
+    @classmethod
+    def _null_thinking_is_off(cls, value: Any) -> Any:
+        return False if value is None else value  # LLaMA-Factory's null: no reasoning in the prompt
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        if value:
+            from lmchat.templates.registry import check_template
+
+            check_template(value)  # an unknown name fails here, before any model is loaded
+        return value
+
+    @field_validator("tool_format")
+    @classmethod
+    def _known_tool_format(cls, value: str | None) -> str | None:
+        if value:
+            from lmchat.templates.tool_formats import check_tool_format
+
+            check_tool_format(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_ignored_keys_aside(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not any(key in IGNORED_KEYS for key in data):
+            return data
+        data = dict(data)
+        ignored = dict(data.pop("ignored", None) or {})
+        ignored.update({key: data.pop(key) for key in list(data) if key in IGNORED_KEYS})
+        return {**data, "ignored": ignored}
+
+    @model_validator(mode="after")
+    def _llamafactory_switches(self) -> ModelConfig:
+        values = self.__dict__  # direct writes: an assignment would validate (and call this) again
+        if self.use_kt:
+            if self.infer_backend not in ("huggingface", "ktransformers"):
+                raise ValueError(f"use_kt runs the model with KTransformers; it cannot be combined with "
+                                 f"infer_backend '{self.infer_backend}' (leave one of them out)")
+            values["infer_backend"] = "ktransformers"
+        if self.mode is not None and "kt_mode" not in self.model_fields_set:
+            values["kt_mode"] = self.mode
+        if self.tool_format and self.tool_parser is None:
+            from lmchat.templates.tool_formats import TOOL_PARSERS
+
+            values["tool_parser"] = TOOL_PARSERS[self.tool_format]
+        return self
 
     @classmethod
     def from_dict(cls, args: dict[str, Any]) -> ModelConfig:
@@ -128,7 +193,8 @@ class ModelConfig(BaseModel):
         try:
             return cls(**args)
         except ValidationError as exc:
-            raise explain(exc, kind="setting", valid_names=cls.model_fields, error_cls=ConfigError) from None
+            raise explain(exc, kind="setting", valid_names=setting_names(), error_cls=ConfigError,
+                          where=SETTINGS_HELP) from None
 
     def generation_defaults(self) -> dict[str, Any]:
         """The per-call generation options' defaults from this config."""
@@ -143,5 +209,18 @@ GENERATION_KEYS = (
     "max_new_tokens",
     "max_length",
     "repetition_penalty",
+    "num_beams",
+    "length_penalty",
     "skip_special_tokens",
 )
+
+
+def public_fields() -> dict[str, Any]:
+    """ModelConfig's settings as users give them (without internal bookkeeping fields)."""
+    return {name: field for name, field in ModelConfig.model_fields.items()
+            if not (field.json_schema_extra or {}).get("internal")}
+
+
+def setting_names() -> list[str]:
+    """Every key a config may hold: ModelConfig's settings and LLaMA-Factory's ignored keys."""
+    return [*public_fields(), *IGNORED_KEYS]

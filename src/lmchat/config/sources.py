@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import yaml
 
 from lmchat.errors import ConfigError
+
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*=")
+"""LLaMA-Factory's ``key=value`` command-line form."""
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -28,17 +32,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_flags(argv: list[str]) -> dict[str, Any]:
-    """Parse ``[config.yaml] --key value --flag`` into a dict; flags override the file's values."""
+    """Parse ``[config.yaml] --key value --flag key=value`` into a dict; flags override the file's values.
+
+    ``key=value`` is LLaMA-Factory's override form (``python script.py llama3.yaml infer_backend=vllm``)."""
     args: dict[str, Any] = {}
     rest = list(argv)
-    if rest and not rest[0].startswith("-"):
+    if rest and not rest[0].startswith("-") and not ASSIGNMENT.match(rest[0]):
         if not rest[0].endswith((".yaml", ".yml", ".json")):
             raise ConfigError(f"Expected a .yaml/.yml/.json config file or --key value flags, got '{rest[0]}'.")
         args.update(load_yaml(rest.pop(0)))
     while rest:
         token = rest.pop(0)
+        if ASSIGNMENT.match(token):
+            token = "--" + token
         if not token.startswith("--") or token == "--":
-            raise ConfigError(f"Expected a --key flag, got '{token}'.")
+            raise ConfigError(f"Expected a --key flag or key=value, got '{token}'.")
         key, sep, value = token[2:].partition("=")
         key = key.replace("-", "_")
         if not sep:

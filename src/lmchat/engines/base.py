@@ -24,17 +24,21 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an engine can honour; the facade rejects everything else before any work starts."""
+    """What an engine can honour beyond the contract; the facade checks each field before any work starts.
 
-    streaming: bool = True
+    ``sampling_options`` and the media kinds are checked for every call (``check_sampling``, ``check_media``);
+    ``lora`` and ``settings`` (the engine-dependent config settings it honours, see
+    :data:`lmchat.config.review.ENGINE_SETTINGS`) when the model is chosen, before loading. Streaming and abort are not capabilities: every engine streams and aborts. Reward scoring
+    follows the loaded model (:attr:`ModelInfo.is_reward_model`). ``constraints``: the structured-output kinds
+    it enforces (``check_constraint``, for a call with a constraint).
+    """
+
     sampling_options: frozenset[str] = frozenset(SamplingParams.model_fields)
-    scores: bool = False
     lora: bool = False
+    settings: frozenset[str] = frozenset()
     images: bool = False
     videos: bool = False
     audios: bool = False
-    abort: bool = True
-    batching: bool = False
     constraints: frozenset[str] = frozenset()
     """The structured-output kinds (Constraint.kind) it enforces; none by default."""
 
@@ -75,12 +79,15 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One sequence to generate. ``n > 1`` is expanded by the facade into several requests."""
+    """One sequence to generate, as the facade decided it: the rendered prompt and its token ids, the options, and
+    ``max_tokens``, the answer's budget (``max_new_tokens`` cut by ``max_length`` and the context). Engines honour
+    these as given and never recompute them. ``n > 1`` is expanded by the facade into several requests."""
 
     request_id: str
     prompt: str
     params: SamplingParams
-    prompt_token_ids: tuple[int, ...] | None = None
+    prompt_token_ids: tuple[int, ...]
+    max_tokens: int
     images: tuple[Any, ...] = ()
     videos: tuple[Any, ...] = ()
     audios: tuple[Any, ...] = ()
@@ -91,6 +98,7 @@ class BaseEngine(abc.ABC):
 
     name: ClassVar[str] = "base"
     label: ClassVar[str] = ""  # how messages name the engine (default: ``name``)
+    reward_hint: ClassVar[str] = ""  # how to load a reward model with this engine, for get_scores' error
     capabilities: Capabilities = Capabilities()
 
     def __init__(self, config: ModelConfig) -> None:
@@ -107,6 +115,11 @@ class BaseEngine(abc.ABC):
         if self._info is None:
             raise EngineClosedError(f"The {self.label or self.name} engine is not started.")
         return self._info
+
+    @property
+    def can_generate(self) -> bool:
+        """False for a reward model (it scores, it does not chat), as LLaMA-Factory's engines have it."""
+        return not self.info.is_reward_model
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
@@ -131,8 +144,8 @@ class BaseEngine(abc.ABC):
         raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
-        """Reward scores, one float per text."""
-        raise UnsupportedError(f"The {self.name} engine cannot compute reward scores.")
+        """Reward scores, one float per text; called only when the loaded model is a reward model."""
+        raise UnsupportedError(f"The {self.label or self.name} engine cannot compute reward scores.")
 
     async def close(self) -> None:
         """Stop background work and free the model."""

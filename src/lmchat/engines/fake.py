@@ -48,10 +48,7 @@ class ScriptedEngine(BaseEngine):
                 raise ModelNotFoundError(f"Fake engine script not found: {path}")
             self.script = load_yaml(path)
         unsupported = set(self.script.get("unsupported", ()))
-        self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields) - unsupported,
-            scores=bool(self.script.get("reward")),
-        )
+        self.capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - unsupported)
 
     @property
     def info(self) -> ModelInfo:
@@ -94,14 +91,11 @@ class ScriptedEngine(BaseEngine):
         return reply
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
-        from lmchat.chat.prepare import answer_budget
-
         self.requests.append(request)
         self._log("request", request, prompt=request.prompt, params=request.params.model_dump(mode="json"))
         reply = self._reply(request.prompt)
         pieces = _split(reply["text"])
-        prompt_tokens = len(request.prompt_token_ids or ()) or self.count_tokens(request.prompt)
-        budget = answer_budget(prompt_tokens, request.params, self.info.context_length)
+        prompt_tokens, budget = len(request.prompt_token_ids), request.max_tokens
         produced = 0
         try:
             for piece in pieces[:budget]:
@@ -129,8 +123,6 @@ class ScriptedEngine(BaseEngine):
         self._aborted.add(request_id)
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
-        if not self.capabilities.scores:
-            return await super().score(texts, max_length)
         return [float(len(_split(text))) for text in texts]
 
     def _log(self, event: str, request: GenerationRequest, **fields: Any) -> None:

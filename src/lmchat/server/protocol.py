@@ -47,6 +47,7 @@ class SamplingRequest(OpenAIRequest):
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 keeps all tokens.")
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
+    do_sample: bool | None = None  # LLaMA-Factory's API: false decodes greedily
     # structured output (read by lmchat.structured.requests): OpenAI's, vLLM's (new and older) and llama.cpp's fields
     response_format: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None
@@ -77,7 +78,7 @@ class SamplingRequest(OpenAIRequest):
             "stop": self.stop, "seed": self.seed, "presence_penalty": self.presence_penalty,
             "frequency_penalty": self.frequency_penalty, "logit_bias": self._logit_bias(),
             "top_k": 0 if self.top_k == -1 else self.top_k, "min_p": self.min_p,
-            "repetition_penalty": self.repetition_penalty,
+            "repetition_penalty": self.repetition_penalty, "do_sample": self.do_sample,
             **{name: getattr(self, name) for name in STRUCTURED_FIELDS},
         }
         return {name: value for name, value in options.items() if value is not None}
@@ -123,9 +124,8 @@ class ChatCompletionRequest(SamplingRequest):
             options.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
         if self.reasoning_effort is not None:  # to the chat template, like enable_thinking
             options["reasoning_effort"] = self.reasoning_effort
-        options.update({name: value for name, value in (("tool_choice", self.tool_choice),
-                                                        ("parallel_tool_calls", self.parallel_tool_calls))
-                        if value is not None})
+        if self.parallel_tool_calls is not None:  # read with tool_choice by the facade (lmchat.structured)
+            options["parallel_tool_calls"] = self.parallel_tool_calls
         return options
 
 

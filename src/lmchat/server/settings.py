@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from lmchat.errors import ConfigError
 
 API_KEY_ENV = "LMCHAT_API_KEY"
+LLAMAFACTORY_ENV = ("API_HOST", "API_PORT", "API_KEY", "API_MODEL_NAME")  # its API server's variables
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -19,6 +20,7 @@ class ServerSettings:
     port: int = 8000
     api_keys: tuple[str, ...] = ()
     served_model_names: tuple[str, ...] = ()
+    accept_any_model: bool = False  # answer whatever 'model' a request names (LLaMA-Factory's API does)
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 16 * 1024 * 1024
     max_concurrent: int = 16
@@ -47,7 +49,8 @@ class ServerSettings:
             return None
         return (
             f"WARNING: lmchat serve listens on {self.host} without an API key: anyone who can reach this address "
-            f"can use the model. Set --api-key or the {API_KEY_ENV} environment variable, or bind 127.0.0.1."
+            f"can use the model. Set --api-key or the {API_KEY_ENV} (or API_KEY) environment variable, or bind "
+            "127.0.0.1."
         )
 
 

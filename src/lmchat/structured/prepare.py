@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from lmchat.errors import InvalidRequestError
 from lmchat.structured.constraint import Constraint
-from lmchat.structured.requests import pop_constraint
 from lmchat.structured.tool_choice import ToolChoice, resolve_tool_choice
 
 if TYPE_CHECKING:
@@ -25,11 +24,11 @@ class StructuredRequest:
     tool_choice: ToolChoice
 
     @classmethod
-    def take(cls, generation: dict[str, Any], tools: list[dict[str, Any]] | None) -> StructuredRequest:
-        """Pop the structured-output fields (and ``tool_choice``, ``parallel_tool_calls``) from ``generation``."""
-        choice = resolve_tool_choice(tools, generation.pop("tool_choice", None),
-                                     generation.pop("parallel_tool_calls", None))
-        constraint = pop_constraint(generation)
+    def of(cls, constraint: Constraint | None, tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+           parallel_tool_calls: Any = None) -> StructuredRequest:
+        """The request's constraint (from :func:`lmchat.structured.requests.pop_constraint`) and its tool choice
+        (``tools``: normalised OpenAI function tools)."""
+        choice = resolve_tool_choice(tools, tool_choice, parallel_tool_calls)
         if constraint is not None and choice.constraint is not None:
             raise InvalidRequestError(f"tool_choice forces a tool call, so the answer cannot also follow "
                                       f"{constraint.param}; send one of them.", param=constraint.param)

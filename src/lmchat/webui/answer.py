@@ -1,64 +1,56 @@
-"""Fold a streamed answer (:class:`~lmchat.chat.response.ChatChunk` items) into an OpenAI assistant message."""
+"""The answer as the page shows it: the facade's assembled answer (:class:`~lmchat.chat.assemble.AnswerAssembler`)
+as an OpenAI assistant message, and its speed."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmchat.chat.response import ChatChunk
-
-
-@dataclass
-class _Call:
-    id: str = ""
-    name: str = ""
-    arguments: str = ""
+from lmchat.chat.assemble import AnswerAssembler
+from lmchat.chat.response import ChatChunk, Response
 
 
 @dataclass
 class AnswerBuilder:
-    """The answer so far: visible text, reasoning, tool calls, and at the end its finish reason and token counts."""
+    """The answer so far; at the end its finish reason and token counts (given by :meth:`finish` when the user
+    stopped it)."""
 
-    raw: str = ""
-    content: str = ""
-    reasoning: str = ""
-    calls: dict[int, _Call] = field(default_factory=dict)
+    answer: AnswerAssembler = field(default_factory=AnswerAssembler)
     finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int | None = None
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None
 
-    def feed(self, chunk: ChatChunk) -> None:
-        self.raw += chunk.text
-        self.content += chunk.content
-        self.reasoning += chunk.reasoning
-        for delta in chunk.tool_calls:
-            call = self.calls.setdefault(delta.index, _Call())
-            call.id = delta.id or call.id
-            call.name = delta.name or call.name
-            call.arguments += delta.arguments or ""
-        if chunk.finish_reason is not None:
-            self.finish(chunk.finish_reason, chunk.prompt_tokens, chunk.completion_tokens)
+    @property
+    def raw(self) -> str:
+        return self.answer.text
 
-    def finish(self, reason: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+    def feed(self, chunk: ChatChunk) -> None:
+        self.answer.add(chunk)
+        if chunk.finish_reason is not None:
+            self.finish(chunk.finish_reason)
+
+    def finish(self, reason: str, prompt_tokens: int = 0, completion_tokens: int | None = None) -> None:
         self.finish_reason = reason
-        self.prompt_tokens = prompt_tokens or self.prompt_tokens
-        self.completion_tokens = completion_tokens or self.completion_tokens
+        self.answer.prompt_tokens = self.answer.prompt_tokens or prompt_tokens
+        self.completion_tokens = completion_tokens
         self.ended = time.perf_counter()
+
+    def response(self) -> Response:
+        return self.answer.response(self.finish_reason or "abort", self.completion_tokens)
 
     def message(self) -> dict[str, Any]:
         """The assistant message, as the conversation (and the chat template) holds it."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.content}
-        if self.reasoning:
-            message["reasoning_content"] = self.reasoning
-        if self.calls:
+        response = self.response()
+        message: dict[str, Any] = {"role": "assistant", "content": response.content or ""}
+        if response.reasoning_text:
+            message["reasoning_content"] = response.reasoning_text
+        if response.tool_calls:
             message["tool_calls"] = [
                 {"id": call.id or f"call_{index}", "type": "function",
-                 "function": {"name": call.name, "arguments": _json_text(call.arguments)}}
-                for index, call in sorted(self.calls.items())
+                 "function": {"name": call.name, "arguments": call.arguments}}
+                for index, call in enumerate(response.tool_calls)
             ]
         return message
 
@@ -66,17 +58,10 @@ class AnswerBuilder:
         """``42 tokens · 12.3 tokens/s · prompt 17 tokens · finish: stop``, or empty before the end."""
         if self.ended is None:
             return ""
+        response = self.response()
         seconds = max(self.ended - self.started, 1e-6)
-        speed = self.completion_tokens / seconds
+        speed = response.response_length / seconds
         return (
-            f"{self.completion_tokens} tokens · {speed:.1f} tokens/s · prompt {self.prompt_tokens} tokens"
-            f" · finish: {self.finish_reason}"
+            f"{response.response_length} tokens · {speed:.1f} tokens/s · prompt {response.prompt_length} tokens"
+            f" · finish: {response.finish_reason}"
         )
-
-
-def _json_text(arguments: str) -> str:
-    """Arguments as compact JSON text when they parse (the stream may split them anywhere), else as produced."""
-    try:
-        return json.dumps(json.loads(arguments), ensure_ascii=False)
-    except json.JSONDecodeError:
-        return arguments

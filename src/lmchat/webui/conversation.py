@@ -13,11 +13,11 @@ import mimetypes
 from collections.abc import Sequence
 from typing import Any
 
+from lmchat.chat.messages import media_of, part_media
 from lmchat.errors import InvalidRequestError
 
 Message = dict[str, Any]
-MEDIA_PARTS = {"image": "image_url", "video": "video_url", "audio": "audio_url"}
-_PART_KINDS = {part: kind for kind, part in MEDIA_PARTS.items()}
+MEDIA_PARTS = {"image": "image_url", "video": "video_url", "audio": "audio_url"}  # the parts the page writes
 
 
 def media_kind(path: str) -> str | None:
@@ -57,24 +57,17 @@ def message_text(message: Message) -> str:
 
 
 def message_media(message: Message) -> list[tuple[str, str]]:
-    """``(kind, url)`` of every media part of a message, in order."""
+    """``(kind, url)`` of every media part of a message, in order (read as ``ChatModel.prepare`` reads them)."""
     content = message.get("content")
     if not isinstance(content, list):
         return []
-    return [
-        (_PART_KINDS[part["type"]], part[part["type"]]["url"])
-        for part in content
-        if part.get("type") in _PART_KINDS
-    ]
+    found = (part_media(part) for part in content if isinstance(part, dict))
+    return [media for media in found if media is not None and media[1] is not None]
 
 
 def conversation_media(messages: Sequence[Message]) -> dict[str, list[str]]:
-    """Every image, video and audio of the conversation, in order, as ``prepare(images=..., ...)`` takes them."""
-    media: dict[str, list[str]] = {"images": [], "videos": [], "audios": []}
-    for message in messages:
-        for kind, url in message_media(message):
-            media[kind + "s"].append(url)
-    return media
+    """Every image, video and audio of the conversation, in order (what the model is given with it)."""
+    return {kind: list(items) for kind, items in media_of(messages).by_kind().items()}
 
 
 def _last_index(messages: Sequence[Message], role: str) -> int | None:

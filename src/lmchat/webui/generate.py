@@ -17,7 +17,7 @@ from typing import Any
 from lmchat.chat.chat_model import ChatModel
 from lmchat.errors import InvalidRequestError, LmchatError
 from lmchat.webui.answer import AnswerBuilder
-from lmchat.webui.conversation import Message, can_answer, conversation_media
+from lmchat.webui.conversation import Message, can_answer
 
 log = logging.getLogger(__name__)
 _UPDATE_EVERY = 0.05  # seconds between two streamed updates of the page
@@ -95,9 +95,8 @@ class Answerer:
                 flag: threading.Event) -> Iterator[Progress]:
         answer = AnswerBuilder()
         try:
-            prepared = self.model.prepare(
-                messages, system=system.strip() or None, tools=tools.strip() or None,
-                **_media_kwargs(messages), **options.generation_kwargs(),
+            prepared = self.model.prepare(  # the media are the messages' own content parts
+                messages, system=system.strip() or None, tools=tools.strip() or None, **options.generation_kwargs(),
             )
             chunks = self.model.stream_chunks(prepared)
             last_update = 0.0
@@ -120,10 +119,6 @@ class Answerer:
         if answer.finish_reason is None:
             answer.finish("stop", prepared.prompt_tokens)
         yield Progress([*messages, answer.message()], stats=answer.stats(), done=True)
-
-
-def _media_kwargs(messages: list[Message]) -> dict[str, list[str]]:
-    return {kind: urls for kind, urls in conversation_media(messages).items() if urls}
 
 
 def _with_partial(messages: list[Message], answer: AnswerBuilder) -> list[Message]:

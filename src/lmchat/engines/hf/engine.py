@@ -6,21 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent
 from lmchat.engines.hf_tokenizer import special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
 from lmchat.engines.hf.scoring import score_texts
-from lmchat.engines.hf.sequence import new_sequence
-from lmchat.engines.hf.worker import (
-    DEFAULT_KV_CACHE_TOKENS,
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_PREFILL_CHUNK_TOKENS,
-    ModelWorker,
-)
-from lmchat.errors import EngineClosedError, UnsupportedError
+from lmchat.engines.hf.sequence import new_request_state
+from lmchat.engines.hf.worker import ModelWorker
+from lmchat.errors import EngineClosedError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.structured import ALL_KINDS
 
@@ -28,7 +22,9 @@ from lmchat.structured import ALL_KINDS
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True,
+    reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}),
                                 constraints=ALL_KINDS)
 
     def __init__(self, config) -> None:
@@ -50,15 +46,11 @@ class HuggingFaceEngine(BaseEngine):
             raise
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
         is_reward = self.loaded.kind != "generative"
-        self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields), lora=True, scores=is_reward, batching=True,
-            constraints=frozenset() if is_reward else ALL_KINDS,
-        )
         self._info = ModelInfo(
             name=self.loaded.name,
             chat_template=getattr(tokenizer, "chat_template", None),
             special_tokens=special_tokens(tokenizer),
-            context_length=getattr(model.config, "max_position_embeddings", None),
+            context_length=self.config.model_max_length or getattr(model.config, "max_position_embeddings", None),
             is_reward_model=is_reward,
         )
         self._eos_ids = _eos_ids(model, tokenizer)
@@ -66,14 +58,12 @@ class HuggingFaceEngine(BaseEngine):
                                                                     generative=not is_reward)))
 
     def _new_worker(self) -> ModelWorker:
-        """A worker with the batch limits from the config (read leniently: older configs lack them)."""
+        """A worker with the batch limits of the config (their defaults live there)."""
         config = self.config
         return ModelWorker(
-            max_batch_size=getattr(config, "max_batch_size", None) or DEFAULT_MAX_BATCH_SIZE,
-            kv_cache_tokens=getattr(config, "kv_cache_tokens", None) or DEFAULT_KV_CACHE_TOKENS,
-            prefill_chunk_tokens=getattr(config, "prefill_chunk_tokens", None) or DEFAULT_PREFILL_CHUNK_TOKENS,
-            packed_weights=getattr(config, "packed_weights", None) or "auto",
-            native_decode=getattr(config, "native_decode", None) or "auto",
+            max_batch_size=config.max_batch_size, kv_cache_tokens=config.kv_cache_tokens,
+            prefill_chunk_tokens=config.prefill_chunk_tokens, packed_weights=config.packed_weights,
+            native_decode=config.native_decode,
         )
 
     # --- tokenizer ------------------------------------------------------------------------------------
@@ -90,13 +80,11 @@ class HuggingFaceEngine(BaseEngine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         worker = self._require_worker()
         params = request.params
-        prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self._eos_ids)
-        budget = answer_budget(len(prompt_ids), params, self.info.context_length)
         guide = await self._guide(params.constraint, stop_ids) if params.constraint is not None else None
         channel = EventChannel(lambda: worker.abort(request.request_id))
         decode = self._decoder(params.skip_special_tokens)
-        worker.submit(new_sequence(request, prompt_ids, budget, stop_ids, decode, channel.emit, guide))
+        worker.submit(new_request_state(request, stop_ids, decode, channel.emit, guide))
         async for event in channel.events():
             yield event
 
@@ -122,12 +110,6 @@ class HuggingFaceEngine(BaseEngine):
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         worker = self._require_worker()
-        if not self.info.is_reward_model:
-            raise UnsupportedError(
-                f"'{self.info.name}' is a generative model; get_scores needs a reward model (a sequence-"
-                "classification model with one label, or a checkpoint with value_head.safetensors).",
-                param="model",
-            )
         return await asyncio.wrap_future(worker.call(lambda: score_texts(self.loaded, texts, max_length)))
 
     def _require_worker(self) -> ModelWorker:

@@ -4,20 +4,22 @@ transformers' modules, without their per-call overhead.
 On a small model most of a decode step outside the matrix multiplies is Python: ~45 module calls and tensor ops
 per layer. This forward runs the layer as ~20 tensor ops over weights it holds directly:
 
-* q/k/v and gate/up projections are each one matrix multiply over a fused weight. The model's own ``q_proj`` /
-  ``k_proj`` / ... weights are re-pointed at views of the fused tensors, so no memory is duplicated and the model
-  itself still runs (scoring, the checks in :func:`lmchat.engines.hf.runner.pick_runner`); a fused multiply gives
-  the same numbers as the separate ones here (MKL; the runner check compares logits anyway);
+* q/k/v and gate/up projections are each one matrix multiply over a fused weight. Once the runner check in
+  :func:`lmchat.engines.hf.runner.pick_runner` has chosen this forward, :meth:`LeanDecoder.share_weights` re-points
+  the model's own ``q_proj`` / ``k_proj`` / ... weights at views of the fused tensors, so no memory is duplicated
+  and the model itself still runs (scoring); a forward that is not chosen leaves the model as it was. A fused
+  multiply gives the same numbers as the separate ones here (MKL; the runner check compares logits anyway);
 * RoPE cos/sin come from a table built the way transformers computes them, grown on demand, applied to queries
   and keys in one go (``roll`` with a signed sin table is ``rotate_half`` without its three extra ops);
 * attention is ``scaled_dot_product_attention`` on the slot cache, laid out as transformers' SDPA path lays it
   out (grouped queries packed for one-token decodes, ``repeat_kv`` for prompt chunks).
 
-With ``packed=True`` (CPU only) every linear weight also gets a oneDNN-packed copy, used for batched steps (more
-than one token): on the 2-core development CPU it multiplies a 16-row batch ~30 % faster than MKL's sgemm, which
-repacks the weight on every call, and its result for a row does not depend on the batch size. One-token steps keep
-MKL's GEMV, which is faster there. It doubles the linear weights' memory, so the engine turns it on only for
-small models (see ``packed_weights_wanted``; the ``packed_weights`` setting overrides it).
+With ``packed=True`` (CPU only) every linear weight also gets a oneDNN-packed copy (:mod:`lmchat.engines.hf.onednn`,
+PyTorch's private ops behind one version and behaviour check), used for batched steps (more than one token):
+faster than MKL's sgemm, which repacks the weight on every call (measured in docs/architecture-hf-engine.md), and
+a row's result does not depend on the batch size. One-token steps keep MKL's GEMV, which is faster there. It
+doubles the linear weights' memory, so the engine turns it on only for small models (see
+``packed_weights_wanted``; the ``packed_weights`` setting overrides it).
 
 With :meth:`LeanDecoder.use_native` (float32 on the CPU), every one-token step runs as one call into the native
 kernels (:mod:`lmchat.engines.hf.native`) instead: the same model, without the per-op cost after each weight read
@@ -33,12 +35,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lmchat.engines.hf import onednn
 from lmchat.errors import ConfigError
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 STATIC_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})  # inv_freq fixed at load time
 PACKED_WEIGHTS_MAX_BYTES = 2 * 1024**3  # packing doubles the linear weights; only below this size
-PACK_BATCH_HINT = 16
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -78,9 +80,7 @@ def _packing_impossible(parameter: torch.Tensor) -> str | None:
         return f"a model on the CPU (it is on {parameter.device.type})"
     if parameter.dtype not in (torch.float32, torch.bfloat16):
         return f"float32 or bfloat16 weights (they are {parameter.dtype})"
-    if not torch.backends.mkldnn.is_available():
-        return "PyTorch built with oneDNN (mkldnn)"
-    return None
+    return onednn.unsupported_reason(parameter.dtype)
 
 
 @dataclass
@@ -93,11 +93,11 @@ class _Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and x.shape[0] * x.shape[1] > 1:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            return onednn.linear(x, self.packed, self.bias)
         return F.linear(x, self.weight, self.bias)
 
     def pack(self) -> None:
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, PACK_BATCH_HINT)
+        self.packed = onednn.pack(self.weight)
 
 
 @dataclass
@@ -109,22 +109,39 @@ class _Layer:
     gate_up: _Linear
     down: _Linear
 
+    def native_weights(self) -> dict[str, torch.Tensor]:
+        """This layer's weights by the names the native step reads (see native/decode.cpp ``Decoder``)."""
+        weights = {"norm1": self.norm1, "qkv": self.qkv.weight, "out": self.out.weight, "norm2": self.norm2,
+                   "gate_up": self.gate_up.weight, "down": self.down.weight}
+        if self.qkv.bias is not None:
+            weights["qkv_bias"] = self.qkv.bias
+        weights = {name: tensor.contiguous() for name, tensor in weights.items()}
+        for name in ("qkv", "out", "gate_up", "down"):
+            packed = getattr(self, name).packed
+            if packed is not None:
+                weights[f"{name}_packed"] = packed
+        return weights
+
 
 def _fuse(modules: list[torch.nn.Module]) -> _Linear:
-    """One weight for several linear layers that read the same input; they are re-pointed at views of it."""
+    """One weight (a new tensor) for several linear layers that read the same input."""
     weight = torch.cat([m.weight.detach() for m in modules])
     biases = [m.bias for m in modules]
     bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
     if any(b is not None for b in biases) and bias is None:
         raise ValueError("some projections have a bias and some do not")
+    return _Linear(weight, bias)
+
+
+def _point_at(modules: list[torch.nn.Module], fused: _Linear) -> None:
+    """Re-point the layers ``fused`` was made of at views of it (their own tensors are then freed)."""
     start = 0
     for module in modules:
         rows = module.weight.shape[0]
-        module.weight = torch.nn.Parameter(weight[start : start + rows], requires_grad=False)
-        if bias is not None:
-            module.bias = torch.nn.Parameter(bias[start : start + rows], requires_grad=False)
+        module.weight = torch.nn.Parameter(fused.weight[start : start + rows], requires_grad=False)
+        if fused.bias is not None:
+            module.bias = torch.nn.Parameter(fused.bias[start : start + rows], requires_grad=False)
         start += rows
-    return _Linear(weight, bias)
 
 
 def _plain(module: torch.nn.Module) -> _Linear:
@@ -147,13 +164,14 @@ class LeanDecoder:
         self.embed = body.embed_tokens.weight.detach()
         self.norm = body.norm.weight.detach()
         self.head = _plain(model.lm_head)
+        self._fused: list[tuple[list[torch.nn.Module], _Linear]] = []  # until share_weights
         self.layers = [
             _Layer(
                 layer.input_layernorm.weight.detach(),
-                _fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+                self._fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
                 _plain(layer.self_attn.o_proj),
                 layer.post_attention_layernorm.weight.detach(),
-                _fuse([layer.mlp.gate_proj, layer.mlp.up_proj]),
+                self._fuse([layer.mlp.gate_proj, layer.mlp.up_proj]),
                 _plain(layer.mlp.down_proj),
             )
             for layer in body.layers
@@ -167,6 +185,18 @@ class LeanDecoder:
                 for linear in (layer.qkv, layer.out, layer.gate_up, layer.down):
                     linear.pack()
             self.head.pack()
+
+    def _fuse(self, modules: list[torch.nn.Module]) -> _Linear:
+        fused = _fuse(modules)
+        self._fused.append((modules, fused))
+        return fused
+
+    def share_weights(self) -> None:
+        """Once this forward is chosen: the model's fused projections become views of the fused weights, so their
+        memory is not held twice. Until then (and if it is not chosen) the model is untouched."""
+        for modules, fused in self._fused:
+            _point_at(modules, fused)
+        self._fused = []
 
     # --- native one-token steps -------------------------------------------------------------------------
     def native_unsupported(self) -> str | None:
@@ -182,18 +212,14 @@ class LeanDecoder:
         reason = self.native_unsupported()
         if reason:
             raise ValueError(f"the native decode step needs {reason}")
-        empty = torch.zeros(0)
-        tensors = []
-        for layer in self.layers:
-            bias = layer.qkv.bias if layer.qkv.bias is not None else empty
-            tensors += [layer.norm1, layer.qkv.weight, bias, layer.out.weight, layer.norm2, layer.gate_up.weight,
-                        layer.down.weight]
-        tensors = [t.contiguous() for t in tensors]
-        linears = [linear for layer in self.layers for linear in (layer.qkv, layer.out, layer.gate_up, layer.down)]
-        packed = [empty if linear.packed is None else linear.packed for linear in (*linears, self.head)]
-        self.native = module.Decoder(tensors, packed, self.embed.contiguous(), self.norm.contiguous(),
-                                     self.head.weight.contiguous(), [self.heads, self.kv_heads, self.head_dim,
-                                                                     self.intermediate], [self.scaling, self.eps])
+        weights = {"embed": self.embed.contiguous(), "norm": self.norm.contiguous(),
+                   "head": self.head.weight.contiguous()}
+        if self.head.packed is not None:
+            weights["head_packed"] = self.head.packed
+        sizes = {"heads": self.heads, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
+                 "intermediate": self.intermediate}
+        self.native = module.Decoder([layer.native_weights() for layer in self.layers], weights, sizes,
+                                     {"scaling": float(self.scaling), "eps": float(self.eps)})
 
     def _native_step(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor | None:
         layers = cache.layer_tensors(len(self.layers))

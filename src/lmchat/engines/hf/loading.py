@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +89,62 @@ def load_model(config: ModelConfig) -> LoadedModel:
     except OSError as exc:
         raise ModelNotFoundError(f"Cannot load model '{source}': {_first_line(exc)}") from None
     kind = _model_kind(model_config, source)
+    if config.rope_scaling:
+        scale_rope(model_config, config.rope_scaling, config.model_max_length)
+    attention = attention_implementation(config.flash_attn, device)
+    if attention:
+        hub["attn_implementation"] = attention
     model_class = AutoModelForSequenceClassification if kind == "sequence_classification" else AutoModelForCausalLM
     model = model_class.from_pretrained(source, config=model_config, dtype=pick_dtype(config, device), **hub)
     model = apply_adapters(model, config.adapter_name_or_path or [])
     model.to(device).eval()
     value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
     return LoadedModel(name, model, tokenizer, device, kind, value_head)
+
+
+_ATTENTION = {"disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2", "fa3": "flash_attention_3"}
+
+
+def attention_implementation(flash_attn: str, device: torch.device) -> str | None:
+    """transformers' ``attn_implementation`` for LLaMA-Factory's ``flash_attn`` (auto: transformers chooses)."""
+    if flash_attn == "auto":
+        return None
+    if flash_attn in ("fa2", "fa3"):
+        from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
+
+        available = is_flash_attn_2_available() if flash_attn == "fa2" else is_flash_attn_3_available()
+        if device.type != "cuda" or not available:
+            package = "flash-attn" if flash_attn == "fa2" else "flash-attn 3 (flash_attn_interface)"
+            raise ConfigError(
+                f"flash_attn: {flash_attn} needs a CUDA GPU and the {package} package (this model is on "
+                f"{device.type}{'' if available else ', the package is missing'}); use auto, sdpa or disabled.",
+                param="flash_attn",
+            )
+    return _ATTENTION[flash_attn]
+
+
+def scale_rope(model_config: Any, rope_type: str, model_max_length: int | None) -> None:
+    """LLaMA-Factory's ``rope_scaling``: stretch the RoPE by 2, or to ``model_max_length`` (rounded up to a whole
+    factor), and grow the context to match."""
+    params = getattr(model_config, "rope_parameters", None)
+    if not isinstance(params, dict) or "rope_theta" not in params:
+        raise ConfigError(f"rope_scaling: this model ({getattr(model_config, 'model_type', '?')}) has no single "
+                          "RoPE setting to scale; leave rope_scaling out.", param="rope_scaling")
+    base = int(params.get("original_max_position_embeddings") or model_config.max_position_embeddings)
+    if model_max_length is not None and model_max_length <= base:
+        logger.info("rope_scaling: model_max_length %d fits the model's %d positions; not scaled", model_max_length,
+                    base)
+        return
+    factor = float(math.ceil(model_max_length / base)) if model_max_length else 2.0
+    scaled = {**params, "rope_type": rope_type, "factor": factor}
+    if rope_type in ("dynamic", "yarn", "llama3"):
+        scaled["original_max_position_embeddings"] = base
+    if rope_type == "llama3":
+        scaled.update(low_freq_factor=1.0, high_freq_factor=4.0)
+    model_config.rope_parameters = scaled
+    model_config.max_position_embeddings = int(base * factor)
+    logger.info("rope_scaling %s: factor %.0f, context %d -> %d tokens", rope_type, factor, base,
+                model_config.max_position_embeddings)
 
 
 def _model_kind(model_config: Any, source: str) -> str:

@@ -6,7 +6,7 @@ the model is one, else through transformers' own forward. ``DynamicRunner`` is t
 attention the slot cache cannot drive (sliding windows, linear attention, custom code): one transformers
 ``DynamicCache`` per sequence, stepped one at a time. ``pick_runner`` checks each candidate against a plain forward
 pass on the loaded model and takes the first that matches: lean, transformers' forward on the slot cache,
-sequential.
+sequential. A candidate that does not match leaves the model as it was.
 """
 
 from __future__ import annotations
@@ -159,6 +159,8 @@ def pick_runner(model: Any, device: torch.device, packed_weights: str = "auto") 
         if runner is not None:
             runner.release()
         if matches:
+            if isinstance(runner.forward, LeanDecoder):
+                runner.forward.share_weights()  # chosen: only now does the model's memory change
             return runner
     logger.info("Slot KV cache unsupported for this model; falling back to sequential decoding.")
     return DynamicRunner(model, device)

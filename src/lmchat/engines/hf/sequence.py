@@ -17,8 +17,9 @@ Emit = Callable[[EngineEvent | BaseException], None]
 
 
 @dataclass(eq=False)
-class Sequence:
-    """``ids`` is prompt + answer so far; ``num_cached`` of them have keys/values in the batch's row ``slot``."""
+class RequestState:
+    """One request (a sequence of tokens) in the worker: ``ids`` is prompt + answer so far; ``num_cached`` of them
+    have keys/values in the batch's row ``slot``; ``budget`` starts as the request's ``max_tokens``."""
 
     request: GenerationRequest
     budget: int
@@ -54,12 +55,13 @@ class Sequence:
         return self.generated > 0 and self.num_cached == len(self.ids) - 1
 
 
-def new_sequence(request: GenerationRequest, prompt_ids: list[int], budget: int, stop_ids: frozenset[int],
-                 decode: Callable[[list[int]], str], emit: Emit, guide: Any = None) -> Sequence:
-    return Sequence(
+def new_request_state(request: GenerationRequest, stop_ids: frozenset[int], decode: Callable[[list[int]], str],
+                      emit: Emit, guide: Any = None) -> RequestState:
+    prompt_ids = list(request.prompt_token_ids)
+    return RequestState(
         guide=guide,
         request=request,
-        budget=budget,
+        budget=request.max_tokens,
         stop_ids=stop_ids,
         emit=emit,
         detokenizer=IncrementalDetokenizer(decode, prompt_ids),

@@ -25,26 +25,20 @@ from lmchat.engines.hf.native import NativeBuild
 from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, top_logprobs
 from lmchat.engines.hf.scheduler import Scheduler
-from lmchat.engines.hf.sequence import Emit, Sequence, new_sequence
+from lmchat.engines.hf.sequence import RequestState
 from lmchat.errors import ConfigError, ContextLengthError, EngineError, InvalidRequestError
 from lmchat.structured.masks import StepMasks
 
-__all__ = ["Emit", "ModelWorker", "Sequence", "new_sequence"]
-
 logger = logging.getLogger(__name__)
-DEFAULT_MAX_BATCH_SIZE = 32
-DEFAULT_KV_CACHE_TOKENS = 32768
-DEFAULT_PREFILL_CHUNK_TOKENS = 256
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are recomputed rather than copied
 
 
 class ModelWorker:
     """Runs every forward pass of one model on its own thread."""
 
-    def __init__(self, *, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-                 kv_cache_tokens: int = DEFAULT_KV_CACHE_TOKENS,
-                 prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS, packed_weights: str = "auto",
-                 native_decode: str = "auto") -> None:
+    def __init__(self, *, max_batch_size: int, kv_cache_tokens: int, prefill_chunk_tokens: int,
+                 packed_weights: str, native_decode: str) -> None:
+        """The limits and settings come from :class:`~lmchat.config.model_config.ModelConfig` (its defaults)."""
         self.model: Any = None
         self.tokenizer: Any = None
         self.runner: Any = None
@@ -53,7 +47,7 @@ class ModelWorker:
         self.packed_weights = packed_weights
         self.native_decode = native_decode
         self.native_build: NativeBuild | None = None  # until its module is in use
-        self._inbox: queue.Queue[Sequence | tuple[Callable[[], Any], Future] | None] = queue.Queue()
+        self._inbox: queue.Queue[RequestState | tuple[Callable[[], Any], Future] | None] = queue.Queue()
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
         self.finished: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=256)
@@ -66,7 +60,8 @@ class ModelWorker:
     def attach(self, model: Any, tokenizer: Any, device: torch.device, generative: bool = True) -> None:
         """Serve this model. Call it through :meth:`call`, like the loading itself: every torch call for the model
         runs on this one thread, because a second thread running torch work makes libgomp (PyTorch's OpenMP) give up
-        spin-waiting (more OpenMP threads than cores), which slows every small operation ~1.6x on a small CPU."""
+        spin-waiting (more OpenMP threads than cores), which slows every small operation on a small CPU (measured in
+        docs/architecture-hf-engine.md)."""
         self.model, self.tokenizer = model, tokenizer
         self.runner = pick_runner(model, device, self.packed_weights) if generative else DynamicRunner(model, device)
         if generative and self.native_decode != "off":
@@ -96,7 +91,7 @@ class ModelWorker:
         return True
 
     # --- called from other threads ------------------------------------------------------------------
-    def submit(self, sequence: Sequence) -> None:
+    def submit(self, sequence: RequestState) -> None:
         self._inbox.put(sequence)
 
     def abort(self, request_id: str) -> None:
@@ -137,12 +132,12 @@ class ModelWorker:
             if item is None:
                 self._drain()
                 return False
-            if isinstance(item, Sequence):
+            if isinstance(item, RequestState):
                 self._queue(item)
             else:
                 self._run_job(*item)
 
-    def _queue(self, sequence: Sequence) -> None:
+    def _queue(self, sequence: RequestState) -> None:
         if not sequence.prompt_tokens:
             sequence.emit(InvalidRequestError("The prompt is empty: nothing to continue.", param="messages"))
         elif not self.scheduler.add(sequence):
@@ -186,11 +181,11 @@ class ModelWorker:
             except Exception as exc:  # noqa: BLE001 - this request fails with an EngineError; the batch goes on
                 self._fail([sequence], exc)
 
-    def _next_to_prefill(self) -> Sequence | None:
+    def _next_to_prefill(self) -> RequestState | None:
         partial = next((s for s in self.scheduler.running if s.is_prefilling), None)
         return partial or self.scheduler.admit()
 
-    def _prefill(self, sequence: Sequence, budget: int) -> int:
+    def _prefill(self, sequence: RequestState, budget: int) -> int:
         """Prefill one chunk of ``sequence``'s prompt; returns the tokens computed."""
         self.runner.reserve(len(self.scheduler.running), sequence.prompt_tokens)
         if sequence.num_cached == 0:
@@ -203,7 +198,7 @@ class ModelWorker:
             self._accept([sequence], logits[None])
         return len(chunk)
 
-    def _share_prefix(self, sequence: Sequence) -> None:
+    def _share_prefix(self, sequence: RequestState) -> None:
         """Copy the keys/values of the longest prompt prefix a running sequence already holds."""
         if not self.runner.can_share_prefix:
             return
@@ -238,7 +233,7 @@ class ModelWorker:
         self._accept([rows[i] for i in decoding], logits[decoding])
 
     # --- sampling and events ----------------------------------------------------------------------------
-    def _accept(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
+    def _accept(self, sequences: list[RequestState], logits: torch.Tensor) -> None:
         """Choose each sequence's next token from its logits row [n, vocab] and emit it (the batch-wide argmax for
         plain-greedy rows, their own sampling otherwise), after the constrained rows' masks."""
         raw = logits.float().cpu().contiguous()
@@ -251,7 +246,7 @@ class ModelWorker:
             token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
             self._emit_token(sequence, unmasked.get(row, raw[row]), token_id)
 
-    def _sample(self, sequence: Sequence, raw: torch.Tensor) -> int:
+    def _sample(self, sequence: RequestState, raw: torch.Tensor) -> int:
         params = sequence.request.params
         needs_counts = params.presence_penalty or params.frequency_penalty
         if needs_counts and sequence.counts is None:
@@ -259,7 +254,7 @@ class ModelWorker:
         logits = apply_penalties(raw, params, torch.tensor(sequence.ids), sequence.counts)
         return choose_token(logits, params, sequence.generator)
 
-    def _emit_token(self, sequence: Sequence, raw: torch.Tensor, token_id: int) -> None:
+    def _emit_token(self, sequence: RequestState, raw: torch.Tensor, token_id: int) -> None:
         sequence.ids.append(token_id)
         sequence.generated += 1
         if sequence.counts is not None:
@@ -279,7 +274,7 @@ class ModelWorker:
         if sequence.generated >= sequence.budget:
             self._finish(sequence, "length")
 
-    def _logprobs(self, sequence: Sequence, raw: torch.Tensor, token_id: int) -> tuple[TokenLogprob, ...]:
+    def _logprobs(self, sequence: RequestState, raw: torch.Tensor, token_id: int) -> tuple[TokenLogprob, ...]:
         params = sequence.request.params
         if not params.logprobs:
             return ()
@@ -288,7 +283,7 @@ class ModelWorker:
         alternatives = tuple((self.tokenizer.decode([i]), i, lp) for i, lp in top)
         return (TokenLogprob(token, token_id, logprob, alternatives),)
 
-    def _finish(self, sequence: Sequence, reason: str) -> None:
+    def _finish(self, sequence: RequestState, reason: str) -> None:
         tail = sequence.detokenizer.flush()
         if tail:
             sequence.emit(TextDelta(tail, 0))
@@ -296,14 +291,14 @@ class ModelWorker:
         self.finished.append((sequence.request_id, reason, sequence.generated))
         sequence.emit(Finished(reason, sequence.prompt_tokens, sequence.generated, sequence.last_token))
 
-    def _leave(self, sequence: Sequence) -> None:
+    def _leave(self, sequence: RequestState) -> None:
         """Free the sequence's slot; the last running sequence's keys/values move into it."""
         moved = self.scheduler.remove(sequence)
         if moved is not None:
             other, old_slot = moved
             self.runner.move_row(old_slot, other.slot, other.num_cached)
 
-    def _fail(self, sequences: list[Sequence], exc: Exception) -> None:
+    def _fail(self, sequences: list[RequestState], exc: Exception) -> None:
         logger.exception("Generation failed for %s", ", ".join(s.request_id for s in sequences), exc_info=exc)
         for sequence in sequences:
             self._leave(sequence)
@@ -316,7 +311,7 @@ class ModelWorker:
             self.runner.release()
 
 
-def is_plain_greedy(sequence: Sequence) -> bool:
+def is_plain_greedy(sequence: RequestState) -> bool:
     """Greedy with nothing that changes the logits: the batch-wide argmax is this sequence's token."""
     params = sequence.request.params
     return params.is_greedy and not (params.logit_bias or params.repetition_penalty != 1.0

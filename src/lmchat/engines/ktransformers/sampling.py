@@ -16,11 +16,15 @@ SUPPORTED_OPTIONS = frozenset(
     {"n", "max_new_tokens", "max_length", "do_sample", "temperature", "top_p", "top_k", "stop"}
 )
 
-# LLaMA-Factory's kt_* settings and their defaults (read from ``ktransformers_config`` until ModelConfig has them).
-DEFAULT_KT_SETTINGS: dict[str, Any] = {
-    "kt_optimize_rule": None, "kt_use_cuda_graph": True, "kt_mode": "normal", "kt_force_think": False,
-    "chunk_size": 8192, "gguf_path": None,
-}
+# LLaMA-Factory's KTransformers keys (ModelConfig settings); ``ktransformers_config`` may add ``gguf_path``.
+KT_KEYS = ("kt_optimize_rule", "cpu_infer", "chunk_size", "kt_maxlen", "kt_use_cuda_graph", "kt_mode", "kt_force_think")
+
+
+def kt_settings(config: Any) -> dict[str, Any]:
+    """The engine's settings: the config's kt_* keys, overridden by ``ktransformers_config`` entries."""
+    settings: dict[str, Any] = {"gguf_path": None, **{key: getattr(config, key) for key in KT_KEYS}}
+    settings.update(getattr(config, "ktransformers_config", None) or {})
+    return settings
 
 
 def to_ktransformers_generation_config(params: SamplingParams) -> dict[str, Any]:
@@ -44,3 +48,10 @@ def to_ktransformers_generate_kwargs(settings: dict[str, Any], max_new_tokens: i
         "force_think": settings["kt_force_think"],
         "chunk_size": settings["chunk_size"],
     }
+
+
+def piece_finish_reason(aborted: bool, generated: int, budget: int) -> str:
+    """Why a ``prefill_and_generate`` answer ended: an abort, the token budget, or else its end of turn."""
+    if aborted:
+        return "abort"
+    return "length" if generated >= budget else "stop"

@@ -21,8 +21,8 @@ from typing import Any
 
 from llama_cpp import Llama
 
-from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
 from lmchat.engines.events import EngineEvent
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.llamacpp.decode import PREFILL_BLOCK, DecodeJob, PromptCache, run_job
@@ -53,14 +53,10 @@ class LlamaCppEngine(BaseEngine):
 
     async def start(self) -> None:
         path = resolve_gguf_path(self.config.model_name_or_path)
-        if self.config.adapter_name_or_path:
-            raise InvalidRequestError(
-                "The llamacpp engine does not apply LoRA adapters; merge them into the GGUF, or use the "
-                "huggingface engine.", param="adapter_name_or_path",
-            )
-        settings = {**DEFAULT_LLAMA_SETTINGS, **(getattr(self.config, "llamacpp_config", None) or {})}
+        settings = {**DEFAULT_LLAMA_SETTINGS, **(self.config.llamacpp_config or {})}
         self.prompt_cache = prompt_cache_from(settings)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmchat-llamacpp")
+        load_cpu_backend()
         try:
             self.llm = await self._call(lambda: Llama(model_path=str(path), **settings))
         except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
@@ -82,7 +78,7 @@ class LlamaCppEngine(BaseEngine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         llm = self._require_llm()
         params = request.params
-        prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
+        prompt_ids = list(request.prompt_token_ids)
         if not prompt_ids:
             raise InvalidRequestError("The prompt is empty.", param="prompt")
         mask = await self._call(lambda: self._mask(params)) if params.constraint is not None else None
@@ -90,7 +86,7 @@ class LlamaCppEngine(BaseEngine):
         job = DecodeJob(
             request=request,
             prompt_ids=prompt_ids,
-            budget=answer_budget(len(prompt_ids), params, self.info.context_length),
+            budget=request.max_tokens,
             stop_ids=frozenset(params.stop_token_ids),
             stop_at_end_of_generation=not params.ignore_eos,
             emit=channel.emit,

@@ -5,30 +5,36 @@ With ``sglang_config: {is_embedding: true}`` a reward model is loaded and ``get_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import sglang
 import torch
 
-from lmchat.chat.prepare import answer_budget
+from lmchat.engines.backend_stream import backend_stream
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
-from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
+from lmchat.engines.events import EngineEvent
+from lmchat.engines.sglang.outputs import ChunkReader
 from lmchat.engines.sglang.sampling import (
     ADAPTER_NAME,
-    finish_reason,
     to_sglang_engine_kwargs,
     to_sglang_generate_kwargs,
     to_sglang_sampling_params,
 )
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_tokens, token_text
-from lmchat.errors import EngineClosedError, EngineError, UnsupportedError
+from lmchat.errors import EngineClosedError
 from lmchat.generation.sampling import SamplingParams
+
+logger = logging.getLogger("lmchat.engines.sglang")
+UNTESTED = ("The sglang engine is untested: lmchat's test suite has not run it yet (SGLang needs a GPU; its mapping "
+            "and chunk-reading functions are unit-tested, the engine itself is not). See docs/engines.md.")
 
 
 class SGLangEngine(HFTokenizerMixin, BaseEngine):
     name = "sglang"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True)
+    reward_hint = " (load one with sglang_config: {is_embedding: true})"
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -36,6 +42,7 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
         self._incremental = False
 
     async def start(self) -> None:
+        logger.warning(UNTESTED)
         kwargs = to_sglang_engine_kwargs(self.config, torch.cuda.device_count())
         self.engine = sglang.Engine(**kwargs)
         self.tokenizer = self.engine.tokenizer_manager.tokenizer
@@ -44,7 +51,7 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
         is_reward = bool(kwargs.get("is_embedding"))
         multimodal = bool(getattr(self.engine.tokenizer_manager.model_config, "is_multimodal", False))
         self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True, scores=is_reward,
+            sampling_options=frozenset(SamplingParams.model_fields), lora=True,
             images=multimodal, videos=multimodal, audios=multimodal,
         )
         self._info = ModelInfo(
@@ -60,8 +67,7 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
         if self.engine is None:
             raise EngineClosedError("The sglang engine is closed.")
         params = request.params
-        prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
-        budget = answer_budget(len(prompt_ids), params, self.info.context_length)
+        prompt_ids, budget = list(request.prompt_token_ids), request.max_tokens
         stream = await self.engine.async_generate(
             input_ids=prompt_ids,
             sampling_params=to_sglang_sampling_params(params, budget),
@@ -73,38 +79,19 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
             rid=request.request_id,
             **to_sglang_generate_kwargs(params),
         )
-        sent_text, sent_logprobs, sent_tokens, finished = "", 0, 0, False
-        try:
-            async for chunk in stream:  # cumulative text unless SGLang runs with incremental_streaming_output
-                meta = chunk["meta_info"]
-                text = chunk["text"] if self._incremental else chunk["text"][len(sent_text):]
-                sent_text = sent_text + text if self._incremental else chunk["text"]
-                logprobs = _logprobs(meta, 0 if self._incremental else sent_logprobs) if params.logprobs else ()
-                sent_logprobs += len(logprobs)
-                tokens = meta.get("completion_tokens", sent_tokens) - sent_tokens
-                sent_tokens += tokens
-                if text or logprobs:
-                    yield TextDelta(text, tokens, logprobs=logprobs)
-                reason = finish_reason(meta)
-                if reason is not None:
-                    finished = True
-                    stop = meta["finish_reason"].get("matched") if isinstance(meta["finish_reason"], dict) else None
-                    yield Finished(reason, meta.get("prompt_tokens", len(prompt_ids)),
-                                   meta.get("completion_tokens", 0), token_text(self.tokenizer, stop))
-        except ValueError as exc:
-            raise EngineError(f"The sglang engine failed: {exc}") from exc
-        finally:
-            if not finished:
-                await self.abort(request.request_id)
-            await stream.aclose()
+        reader = ChunkReader(len(prompt_ids), self._incremental, params.logprobs,
+                             lambda token: token_text(self.tokenizer, token))
+        async with backend_stream(self, request.request_id, stream) as state:
+            async for chunk in stream:
+                for event in reader.read(chunk):
+                    yield event
+            state.finished = reader.finished
 
     async def abort(self, request_id: str) -> None:
         if self.engine is not None:
             self.engine.tokenizer_manager.abort_request(request_id)
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
-        if not self.info.is_reward_model:
-            raise UnsupportedError("get_scores needs a reward model; load it with sglang_config: {is_embedding: true}.")
         outputs = await self.engine.async_encode(list(texts))
         return [float(output["embedding"][0]) for output in outputs]
 
@@ -113,14 +100,3 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
         if engine is not None:
             engine.shutdown()
 
-
-def _logprobs(meta: dict[str, Any], already_sent: int) -> tuple[TokenLogprob, ...]:
-    """SGLang's cumulative ``(logprob, token_id, text)`` lists, from ``already_sent`` on, as TokenLogprob events."""
-    chosen = meta.get("output_token_logprobs") or []
-    tops = meta.get("output_top_logprobs") or []
-    events = []
-    for i in range(already_sent, len(chosen)):
-        logprob, token_id, text = chosen[i]
-        top = tuple((alt_text or "", alt_id, alt_lp) for alt_lp, alt_id, alt_text in (tops[i] if i < len(tops) else ()))
-        events.append(TokenLogprob(text or "", token_id, logprob, top))
-    return tuple(events)

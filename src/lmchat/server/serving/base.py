@@ -6,15 +6,16 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 from starlette.responses import Response
 
+from lmchat.chat.assemble import AnswerAssembler
 from lmchat.chat.prepare import PreparedChat
 from lmchat.chat.response import ChatChunk
-from lmchat.engines.events import TokenLogprob
+from lmchat.chat.response import Response as ChatResponse
 from lmchat.errors import EngineClosedError, EngineError, ModelNotFoundError
 from lmchat.server.admission import Admission, Lease
 from lmchat.server.logs import redact_media
@@ -43,7 +44,7 @@ class ServerState:
         return self.served_names[0]
 
     def check_model(self, name: str | None) -> None:
-        if name is not None and name not in self.served_names:
+        if name is not None and name not in self.served_names and not self.settings.accept_any_model:
             raise ModelNotFoundError(
                 f"The model '{name}' does not exist on this server; it serves: {', '.join(self.served_names)}.",
                 param="model",
@@ -96,15 +97,15 @@ class LiveGeneration:
             yield chunk
             chunk = await anext(self._stream, None)
 
-    async def collect(self, n: int) -> list[Answer]:
+    async def collect(self, prepared: PreparedChat) -> list[ChatResponse]:
         """The whole of a non-streamed request: its ``n`` answers, assembled from every chunk."""
-        answers = [Answer() for _ in range(n)]
+        answers = new_answers(prepared)
         try:
             async for chunk in self.chunks():
                 answers[chunk.index].add(chunk)
         finally:
             await self.aclose()
-        return answers
+        return [answer.response() for answer in answers]
 
     async def aclose(self) -> None:
         if self._lease is None:
@@ -116,45 +117,13 @@ class LiveGeneration:
             await self._stream.aclose()
 
 
-@dataclass
-class Answer:
-    """One answer (choice) assembled from its chunks; streamed and non-streamed responses share it."""
-
-    text: list[str] = field(default_factory=list)
-    content: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def add(self, chunk: ChatChunk) -> None:
-        self.text.append(chunk.text)
-        self.content.append(chunk.content)
-        self.reasoning.append(chunk.reasoning)
-        self.logprobs.extend(chunk.logprobs)
-        for delta in chunk.tool_calls:
-            call = self.tool_calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
-            call["id"] = delta.id or call["id"]
-            call["name"] = delta.name or call["name"]
-            call["arguments"] += delta.arguments or ""
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-            self.prompt_tokens = chunk.prompt_tokens
-            self.completion_tokens = chunk.completion_tokens
-
-    @property
-    def finish(self) -> str:
-        """OpenAI's finish reason: an answer that called tools ends with ``tool_calls``."""
-        if self.tool_calls and self.finish_reason == "stop":
-            return "tool_calls"
-        return self.finish_reason or "stop"
+def new_answers(prepared: PreparedChat) -> list[AnswerAssembler]:
+    return [AnswerAssembler(i, prepared.prompt_tokens) for i in range(prepared.params.n)]
 
 
-def usage_counts(prepared: PreparedChat, answers: list[Answer]) -> dict[str, Any]:
-    prompt = answers[0].prompt_tokens or prepared.prompt_tokens
-    completion = sum(answer.completion_tokens for answer in answers)
+def usage_counts(answers: list[ChatResponse]) -> dict[str, Any]:
+    prompt = answers[0].prompt_length
+    completion = sum(answer.response_length for answer in answers)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -177,8 +146,8 @@ class GenerationEndpoint:
         live = await LiveGeneration.start(self.state, prepared, completion_id)
         if body.stream:
             return EventStreamResponse(self._stream(body, prepared, live, completion_id))
-        answers = await live.collect(prepared.params.n)
-        return json_response(self._response(body, prepared, answers, completion_id))
+        answers = await live.collect(prepared)
+        return json_response(self._response(body, answers, completion_id))
 
     def prepare(self, body: Any) -> PreparedChat:
         raise NotImplementedError
@@ -187,5 +156,5 @@ class GenerationEndpoint:
                 ) -> AsyncIterator[str]:
         raise NotImplementedError
 
-    def _response(self, body: Any, prepared: PreparedChat, answers: list[Answer], completion_id: str) -> Any:
+    def _response(self, body: Any, answers: list[ChatResponse], completion_id: str) -> Any:
         raise NotImplementedError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-
 from lmchat.chat.prepare import PreparedChat
+from lmchat.chat.response import Response as ChatResponse
 from lmchat.engines.events import TokenLogprob
 from lmchat.errors import LmchatError
 from lmchat.server.protocol import (
@@ -17,22 +17,21 @@ from lmchat.server.protocol import (
     now,
 )
 from lmchat.server.responses import DONE_EVENT, sse_error, sse_event
-from lmchat.server.serving.base import Answer, GenerationEndpoint, LiveGeneration, usage_counts
+from lmchat.server.serving.base import GenerationEndpoint, LiveGeneration, new_answers, usage_counts
 
 
 class ServingCompletion(GenerationEndpoint):
     kind, id_prefix = "completion", "cmpl"
 
-    def _response(self, body: CompletionRequest, prepared: PreparedChat, answers: list[Answer],
-                  completion_id: str) -> CompletionResponse:
+    def _response(self, body: CompletionRequest, answers: list[ChatResponse], completion_id: str
+                  ) -> CompletionResponse:
         choices = [
-            CompletionChoice(index=i, text="".join(answer.text), finish_reason=answer.finish,
-                             logprobs=_logprobs(answer.logprobs, 0) if body.logprobs is not None else None)
-            for i, answer in enumerate(answers)
+            CompletionChoice(index=answer.index, text=answer.response_text, finish_reason=answer.finish_reason,
+                             logprobs=_logprobs(answer.logprobs or (), 0) if body.logprobs is not None else None)
+            for answer in answers
         ]
         return CompletionResponse(
-            id=completion_id, model=self.state.model_name, choices=choices,
-            usage=UsageInfo(**usage_counts(prepared, answers)),
+            id=completion_id, model=self.state.model_name, choices=choices, usage=UsageInfo(**usage_counts(answers)),
         )
 
     def prepare(self, body: CompletionRequest) -> PreparedChat:
@@ -45,12 +44,11 @@ class ServingCompletion(GenerationEndpoint):
     async def _stream(self, body: CompletionRequest, prepared: PreparedChat, live: LiveGeneration,
                       completion_id: str) -> AsyncIterator[str]:
         created = now()
-        answers = [Answer() for _ in range(prepared.params.n)]
+        answers = new_answers(prepared)
         offsets = [0] * len(answers)
         try:
             async for chunk in live.chunks():
-                answer = answers[chunk.index]
-                answer.add(chunk)
+                answers[chunk.index].add(chunk)
                 if not chunk.text and chunk.finish_reason is None and not chunk.logprobs:
                     continue
                 logprobs = None
@@ -59,7 +57,7 @@ class ServingCompletion(GenerationEndpoint):
                 offsets[chunk.index] += len(chunk.text)
                 choice = CompletionChoice(
                     index=chunk.index, text=chunk.text, logprobs=logprobs,
-                    finish_reason=answer.finish if chunk.finish_reason is not None else None,
+                    finish_reason=chunk.finish_reason,
                 )
                 yield sse_event(CompletionResponse(
                     id=completion_id, created=created, model=self.state.model_name, choices=[choice]
@@ -67,7 +65,7 @@ class ServingCompletion(GenerationEndpoint):
             if body.include_usage:
                 yield sse_event(CompletionResponse(
                     id=completion_id, created=created, model=self.state.model_name, choices=[],
-                    usage=UsageInfo(**usage_counts(prepared, answers)),
+                    usage=UsageInfo(**usage_counts([answer.response() for answer in answers])),
                 ))
         except Exception as exc:  # the stream has started: the error becomes an event, then [DONE]
             yield sse_error(exc)

@@ -6,7 +6,6 @@ from lmchat.chat.messages import build_conversation
 from lmchat.errors import InvalidRequestError, UnsupportedError
 from lmchat.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from lmchat.server.serving.base import ServerState
-from lmchat.server.serving.chat import split_messages
 
 
 class ServingTokenize:
@@ -29,8 +28,7 @@ class ServingTokenize:
 
     def _render(self, body: TokenizeRequest) -> str:
         model = self.state.chat_model
-        messages, _ = split_messages(body.messages or [])
-        conversation = build_conversation(messages, None, model.config.default_system)
+        conversation = build_conversation(body.messages or [], None, model.config.default_system)
         kwargs = dict(body.chat_template_kwargs or {})
         return model.render(conversation, body.tools, add_generation_prompt=body.add_generation_prompt, **kwargs)
 

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -48,6 +49,8 @@ X86_LEVELS = (
     ("x86-64-v3", "AVX2", {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"}),
 )
 DONE_MARK = "built.ok"  # written once a build has been imported successfully
+LOCK_NAME = ".build.flock"
+POLL_SECONDS = 2.0  # how often an engine looks for a build another process is making
 _lock = threading.Lock()
 _module: ModuleType | None = None
 
@@ -154,7 +157,7 @@ def _load_or_build() -> ModuleType:
         return _import_built()
     directory = build_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    with _exclusive(directory / ".build.flock"):
+    with _exclusive(directory / LOCK_NAME):
         if is_built():  # another process built it while we waited
             return _import_built()
         module = _compile(directory)
@@ -175,6 +178,19 @@ def _import_built() -> ModuleType:
     except ImportError as exc:
         raise NativeUnavailable(f"the native decode kernels in {path} do not load: {exc}") from exc
     return module
+
+
+def build_in_progress() -> bool:
+    """Whether another process holds the build lock now (a build is running there)."""
+    directory = build_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 @contextmanager
@@ -236,7 +252,15 @@ class NativeBuild:
             threading.Thread(target=self._build_in_background, name="lmchat-native-build", daemon=True).start()
 
     def _build_in_background(self) -> None:
-        """Compile in a child process: it finishes (and releases its lock) even if this process exits first."""
+        """Wait for a build another process is making, else compile in a child process: it finishes (and releases
+        its lock) even if this process exits first."""
+        try:
+            while not is_built() and build_in_progress():
+                time.sleep(POLL_SECONDS)
+        except (OSError, NativeUnavailable):
+            pass  # the child below reports why
+        if is_built():
+            return self._resolve()
         package_root = str(Path(__file__).resolve().parents[4])  # where `lmchat` imports from, installed or not
         path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         done = subprocess.run([sys.executable, "-m", __name__], capture_output=True, text=True, check=False,

@@ -1,13 +1,17 @@
 // The one-token decode step of a Llama-family model in float32 on the CPU, as one native call.
 //
-// Between its weight multiplies, a decode step runs ~25 small tensor ops per layer; each multiply has just
-// streamed megabytes of weights through the CPU caches, so every framework op after it starts cold, and at small
-// batches they cost a third of the step. Here the small work is a few tight loops per layer (RMSNorm, RoPE, keys
-// and values into the slot cache, attention over each row's own positions, SiLU-gate, residuals):
+// Between its weight multiplies, a decode step runs many small tensor ops per layer; each multiply has just
+// streamed megabytes of weights through the CPU caches, so every framework op after it starts cold (measured in
+// docs/architecture-hf-engine.md). Here the small work is a few tight loops per layer (RMSNorm, RoPE, keys and
+// values into the slot cache, attention over each row's own positions, SiLU-gate, residuals):
 //
 // * one row: GEMVs split by output rows over the threads, all inside one OpenMP region (PyTorch's own libgomp
 //   pool): each weight is read once, at the memory bandwidth;
 // * two rows or more: oneDNN multiplies over the lean forward's packed weights (ATen's linear if unpacked).
+//
+// The weights come by name (lean.LeanDecoder.use_native): per layer norm1, qkv, qkv_bias (optional), out, norm2,
+// gate_up, down and their oneDNN-packed copies qkv_packed, out_packed, gate_up_packed, down_packed (optional);
+// for the model embed, norm, head, head_packed (optional). An unknown or missing name is an error naming it.
 //
 // Built on first use by lmchat.engines.hf.native (torch.utils.cpp_extension); see docs/architecture-hf-engine.md.
 
@@ -16,15 +20,80 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <set>
+#include <string>
 #include <vector>
 
 namespace {
 
 constexpr int64_t LANES = 16;  // one 512-bit (or two 256-bit) vector of floats per accumulator
 
+using Named = std::map<std::string, at::Tensor>;
+
+// Tensors handed over by name: take() each one the caller must give, maybe() the optional ones, then done()
+// fails on any name that was not taken (a misspelt or unexpected weight is an error, never ignored).
+class Weights {
+ public:
+  Weights(Named tensors, std::string what) : tensors_(std::move(tensors)), what_(std::move(what)) {}
+
+  at::Tensor take(const std::string& name) {
+    auto found = tensors_.find(name);
+    TORCH_CHECK(found != tensors_.end(), what_, " has no weight named '", name, "'");
+    taken_.insert(name);
+    return found->second;
+  }
+
+  // a contiguous float32 weight, as the GEMVs and loops read it
+  at::Tensor take_plain(const std::string& name) {
+    at::Tensor t = take(name);
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat, what_, ": '", name,
+                "' must be a contiguous float32 tensor");
+    return t;
+  }
+
+  at::Tensor maybe(const std::string& name, bool plain = false) {
+    if (!tensors_.count(name)) return at::Tensor();
+    return plain ? take_plain(name) : take(name);
+  }
+
+  void done() const {
+    for (const auto& [name, tensor] : tensors_)
+      TORCH_CHECK(taken_.count(name), what_, " has an unknown weight named '", name, "'");
+  }
+
+ private:
+  Named tensors_;
+  std::string what_;
+  std::set<std::string> taken_;
+};
+
+template <typename T>
+T named(const std::map<std::string, T>& values, const std::string& name) {
+  auto found = values.find(name);
+  TORCH_CHECK(found != values.end(), "the decoder's settings have no '", name, "'");
+  return found->second;
+}
+
+inline const float* f32(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
 struct Layer {
-  const float *norm1, *qkv, *qkv_bias, *out, *norm2, *gate_up, *down;
+  at::Tensor norm1_t, qkv_t, qkv_bias_t, out_t, norm2_t, gate_up_t, down_t;  // plain float32 weights, kept alive
+  const float *norm1, *qkv, *qkv_bias, *out, *norm2, *gate_up, *down;  // the same, for the loops
   at::Tensor qkv_w, qkv_b, out_w, gate_up_w, down_w;  // for the batched path: oneDNN-packed when given, else plain
+
+  explicit Layer(Weights w)
+      : norm1_t(w.take_plain("norm1")), qkv_t(w.take_plain("qkv")), qkv_bias_t(w.maybe("qkv_bias", true)),
+        out_t(w.take_plain("out")), norm2_t(w.take_plain("norm2")), gate_up_t(w.take_plain("gate_up")),
+        down_t(w.take_plain("down")) {
+    norm1 = f32(norm1_t), qkv = f32(qkv_t), qkv_bias = f32(qkv_bias_t), out = f32(out_t), norm2 = f32(norm2_t);
+    gate_up = f32(gate_up_t), down = f32(down_t);
+    auto either = [](const at::Tensor& packed, const at::Tensor& plain) { return packed.defined() ? packed : plain; };
+    qkv_w = either(w.maybe("qkv_packed"), qkv_t), qkv_b = qkv_bias_t;
+    out_w = either(w.maybe("out_packed"), out_t), gate_up_w = either(w.maybe("gate_up_packed"), gate_up_t);
+    down_w = either(w.maybe("down_packed"), down_t);
+    w.done();
+  }
 };
 
 // w[r] . x for R consecutive weight rows of length K: 16 lanes per row, reduced in a fixed order
@@ -162,30 +231,23 @@ at::Tensor batch_linear(const at::Tensor& x, const at::Tensor& weight, const at:
 
 class Decoder {
  public:
-  // tensors: per layer norm1, qkv, qkv_bias (empty if none), out, norm2, gate_up, down (float32, contiguous);
-  // packed: per layer qkv, out, gate_up, down, then the head: oneDNN-packed copies, or empty tensors
-  Decoder(std::vector<at::Tensor> tensors, std::vector<at::Tensor> packed, at::Tensor embed, at::Tensor norm,
-          at::Tensor head, std::vector<int64_t> sizes, std::vector<double> scalars)
-      : tensors_(std::move(tensors)), embed_(std::move(embed)), norm_(std::move(norm)), head_(std::move(head)) {
-    heads_ = sizes.at(0), kv_heads_ = sizes.at(1), head_dim_ = sizes.at(2), inter_ = sizes.at(3);
-    scaling_ = static_cast<float>(scalars.at(0)), eps_ = static_cast<float>(scalars.at(1));
+  // layers: each layer's weights by name; model: embed, norm, head (and head_packed); sizes: heads, kv_heads,
+  // head_dim, intermediate; scalars: scaling, eps (see the names at the top of this file)
+  Decoder(std::vector<Named> layers, Named model, std::map<std::string, int64_t> sizes,
+          std::map<std::string, double> scalars) {
+    heads_ = named(sizes, "heads"), kv_heads_ = named(sizes, "kv_heads"), head_dim_ = named(sizes, "head_dim");
+    inter_ = named(sizes, "intermediate");
+    TORCH_CHECK(sizes.size() == 4, "the decoder's sizes are heads, kv_heads, head_dim and intermediate only");
+    scaling_ = static_cast<float>(named(scalars, "scaling")), eps_ = static_cast<float>(named(scalars, "eps"));
+    TORCH_CHECK(scalars.size() == 2, "the decoder's scalars are scaling and eps only");
+    Weights weights(std::move(model), "the model");
+    embed_ = weights.take_plain("embed"), norm_ = weights.take_plain("norm"), head_ = weights.take_plain("head");
+    at::Tensor head_packed = weights.maybe("head_packed");
+    weights.done();
+    head_batch_ = head_packed.defined() ? head_packed : head_;
     hidden_ = embed_.size(1), vocab_ = head_.size(0);
-    const size_t count = tensors_.size() / 7;
-    TORCH_CHECK(tensors_.size() == count * 7 && packed.size() == count * 4 + 1,
-                "7 tensors and 4 packed weights per layer, and the packed head");
-    for (const auto& t : tensors_) TORCH_CHECK(t.numel() == 0 || (t.is_contiguous() &&
-                                                t.scalar_type() == at::kFloat), "contiguous float32 weights");
-    auto either = [](const at::Tensor& packed_weight, const at::Tensor& plain) {
-      return packed_weight.defined() && packed_weight.numel() ? packed_weight : plain;
-    };
-    for (size_t i = 0; i < count; ++i) {
-      const at::Tensor* t = &tensors_[i * 7];
-      const at::Tensor* p = &packed[i * 4];
-      auto ptr = [&](size_t j) { return t[j].numel() ? t[j].data_ptr<float>() : nullptr; };
-      layers_.push_back({ptr(0), ptr(1), ptr(2), ptr(3), ptr(4), ptr(5), ptr(6), either(p[0], t[1]), t[2],
-                         either(p[1], t[3]), either(p[2], t[5]), either(p[3], t[6])});
-    }
-    head_batch_ = either(packed.back(), head_);
+    for (size_t i = 0; i < layers.size(); ++i)
+      layers_.emplace_back(Weights(std::move(layers[i]), "layer " + std::to_string(i)));
   }
 
   // tokens [B], positions [B]; batch row b is cache row row_start + b and attends to positions 0..positions[b]
@@ -314,7 +376,6 @@ class Decoder {
     return batch_linear(x_t, head_batch_, at::Tensor()).contiguous();
   }
 
-  std::vector<at::Tensor> tensors_;
   at::Tensor embed_, norm_, head_, head_batch_;
   std::vector<Layer> layers_;
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, inter_ = 0, hidden_ = 0, vocab_ = 0;
@@ -325,7 +386,8 @@ class Decoder {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pybind11::class_<Decoder>(m, "Decoder")
-      .def(pybind11::init<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor,
-                          std::vector<int64_t>, std::vector<double>>())
+      .def(pybind11::init<std::vector<Named>, Named, std::map<std::string, int64_t>,
+                          std::map<std::string, double>>(),
+           pybind11::arg("layers"), pybind11::arg("model"), pybind11::arg("sizes"), pybind11::arg("scalars"))
       .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>());
 }

@@ -1,0 +1,53 @@
+"""What lmchat's compiled parts do on this CPU: run natively and under QEMU by tools/check-cpu.sh.
+
+Prints one JSON object: the CPU level PyTorch reports, the llama.cpp CPU variant chosen and the greedy tokens of the
+default GGUF for a fixed prompt, and whether the native decode kernels pass the engine's own start-up check (a
+plain transformers forward against the native step, batched and one row) on a small random Llama.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def llama_cpp_tokens() -> dict:
+    import llama_cpp
+
+    from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
+    from lmchat.models.default import default_gguf_path
+
+    variant = load_cpu_backend()
+    llm = llama_cpp.Llama(model_path=str(default_gguf_path()), n_ctx=512, n_threads=2, verbose=False)
+    ids = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
+    out = llm.create_completion(ids, max_tokens=8, temperature=0.0)
+    text = out["choices"][0]["text"]
+    llm.close()
+    return {"llama_cpp_variant": variant, "llama_cpp_text": text}
+
+
+def native_kernels() -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmchat.engines.hf import native
+    from lmchat.engines.hf.runner import enable_native, pick_runner
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = LlamaForCausalLM(config).eval()
+    runner = pick_runner(model, torch.device("cpu"), "auto")
+    module = native.load()
+    return {"torch_capability": torch.backends.cpu.get_cpu_capability(), "native_flags": native.flags(),
+            "native_build": str(native.build_dir()), "native_check_passed": bool(enable_native(runner, module)),
+            "runner": runner.name}
+
+
+if __name__ == "__main__":
+    report = {}
+    for part in sys.argv[1:] or ["llama_cpp", "native"]:
+        report.update(llama_cpp_tokens() if part == "llama_cpp" else native_kernels())
+    print(json.dumps(report))
