@@ -35,13 +35,15 @@ FILE_TIERS = {
         "test_templates_named.py", "test_config.py", "test_generation_units.py", "test_engine_contract.py",
         "test_parsing_families.py", "test_parsing_families_policy.py", "test_parsing_reasoning_families.py",
         "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_templates_llamafactory.py",
-        "test_llamafactory_config.py", "test_llamafactory_cli_api.py",
+        "test_llamafactory_config.py", "test_llamafactory_cli_api.py", "test_structured.py",
+        "test_structured_schemas.py",
     ),
     "adapters": ("test_engine_mappings.py", "test_backend_stream.py"),
     "models": (
         "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_batch_hf.py",
         "test_server_tiny_model.py", "test_default_model.py", "test_llamacpp.py", "test_tiny_tokenizer.py",
         "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_vllm.py", "test_vllm_cli.py",
+        "test_structured_server.py",
     ),
     "browser": ("test_webui_browser.py",),
 }
