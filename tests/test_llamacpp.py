@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
 import pytest
 
@@ -10,7 +12,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from lmchat import ChatModel
 from lmchat.engines.llamacpp.engine import DEFAULT_LLAMA_SETTINGS, resolve_gguf_path
-from lmchat.errors import InvalidRequestError, ModelNotFoundError
+from lmchat.errors import ConfigError, InvalidRequestError, ModelNotFoundError
 from lmchat.models.default import default_gguf_path
 
 pytestmark = pytest.mark.slow
@@ -32,8 +34,8 @@ def direct():
 
 def test_greedy_answer_equals_llama_cpp_python_called_directly(model, direct):
     prepared = model.prepare(MESSAGES)
-    [response] = model.chat(MESSAGES)
-    expected = direct.create_completion(list(prepared.prompt_token_ids), max_tokens=24, temperature=0.0)
+    [response] = model.chat(MESSAGES, max_new_tokens=48)  # the haiku takes 39 tokens (llama-cpp-python 0.3.36)
+    expected = direct.create_completion(list(prepared.prompt_token_ids), max_tokens=48, temperature=0.0)
     assert response.response_text == expected["choices"][0]["text"]
     assert response.finish_reason == expected["choices"][0]["finish_reason"] == "stop"
     assert response.response_length == expected["usage"]["completion_tokens"] + 1  # lmchat counts the <|im_end|>
@@ -82,7 +84,7 @@ def test_path_resolution():
 
 
 def test_lora_adapters_are_refused_with_advice(tmp_path):
-    with pytest.raises(InvalidRequestError, match="merge them into the GGUF"):
+    with pytest.raises(ConfigError, match="does not apply LoRA adapters; merge them into the model"):
         ChatModel({"infer_backend": "llamacpp", "adapter_name_or_path": str(tmp_path)})
 
 
@@ -123,3 +125,28 @@ def test_identical_requests_reuse_the_prompt_and_answer_alike(model):
 def test_bad_prefill_block_is_refused(block):
     with pytest.raises(InvalidRequestError, match="prefill_block must be a positive whole number"):
         ChatModel({"infer_backend": "llamacpp", "llamacpp_config": {"prefill_block": block}})
+
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 150}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+def test_a_json_schema_answer_parses_and_is_valid_streamed_and_not(model):
+    """The llguidance mask written into llama.cpp's logits: the default GGUF's answer, greedy and sampled."""
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("llguidance")
+    ask = [{"role": "user", "content": "Describe a cat named Tom as a JSON object."}]  # unconstrained: ```json ...
+    form = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    [greedy] = model.chat(ask, response_format=form, max_new_tokens=64)
+    assert greedy.finish_reason == "stop", greedy.response_text
+    jsonschema.validate(json.loads(greedy.response_text), PERSON)
+    prepared = model.prepare(ask, response_format=form, max_new_tokens=64)
+    assert "".join(chunk.text for chunk in model.stream_chunks(prepared)) == greedy.response_text
+    for seed in (1, 2):
+        [sampled] = model.chat(ask, json_schema=PERSON, do_sample=True, temperature=1.0, seed=seed,
+                               max_new_tokens=64)
+        assert sampled.finish_reason == "stop", sampled.response_text
+        jsonschema.validate(json.loads(sampled.response_text), PERSON)
+    [code] = model.chat(ask, grammar='root ::= [A-Z] [0-9] [0-9]', max_new_tokens=8)
+    assert re.fullmatch("[A-Z][0-9]{2}", code.response_text) and code.finish_reason == "stop"

@@ -9,6 +9,7 @@ JSON Schema than the one the facade checks against.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import llama_cpp
@@ -25,7 +26,10 @@ def build_grammars(llm: Llama) -> tuple[TokenizerGrammars, frozenset[int]]:
     from llguidance.llamacpp import lltokenizer_from_vocab
 
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    grammars = TokenizerGrammars(lltokenizer_from_vocab(vocab), llm.n_vocab())
+    with warnings.catch_warnings():  # llguidance reads each token through llama_token_get_attr, deprecated in 0.3.x
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tokenizer = lltokenizer_from_vocab(vocab)
+    grammars = TokenizerGrammars(tokenizer, llm.n_vocab())
     end_ids = frozenset(t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t))
     return grammars, end_ids
 
