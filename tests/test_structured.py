@@ -182,6 +182,30 @@ def test_an_engine_without_constraints_refuses_them_before_any_work(fake_script)
         assert plain.params.constraint is None
 
 
+# --- vLLM's form of a constraint (the engine itself: tests/test_vllm.py) -----------------------------------
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"guided_json": PERSON}, {"json": PERSON}),
+    ({"response_format": {"type": "json_object"}}, {"json_object": True}),
+    ({"guided_regex": "[a-z]+"}, {"regex": "[a-z]+"}),
+    ({"guided_choice": ["yes", "no"]}, {"choice": ["yes", "no"]}),
+    ({"grammar": 'root ::= "a"'}, {"grammar": 'root ::= "a"'}),
+])
+def test_a_constraint_maps_to_vllms_structured_outputs(options, expected):
+    from lmchat.engines.vllm.sampling import to_vllm_structured_outputs_kwargs
+
+    assert to_vllm_structured_outputs_kwargs(pop_constraint(dict(options))) == expected
+
+
+@pytest.mark.parametrize("option", [{"disable_any_whitespace": True}, {"disable_additional_properties": True},
+                                    {"whitespace_pattern": " ?"}])
+def test_what_vllm_reads_only_per_engine_is_refused_not_dropped(option):
+    from lmchat.engines.vllm.sampling import to_vllm_structured_outputs_kwargs
+
+    constraint = pop_constraint({"structured_outputs": {"json": PERSON, **option}})
+    with pytest.raises(UnsupportedError, match=f"sets {next(iter(option))}, which vLLM does not apply per request"):
+        to_vllm_structured_outputs_kwargs(constraint)
+
+
 # --- the transformers engine (tiny random-weight model) ----------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):

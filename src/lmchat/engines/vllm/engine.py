@@ -38,6 +38,7 @@ from lmchat.errors import (
     closest,
 )
 from lmchat.generation.sampling import SamplingParams
+from lmchat.structured import ALL_KINDS
 
 logger = logging.getLogger("lmchat.engines.vllm")
 ALL_OPTIONS = frozenset(SamplingParams.model_fields)
@@ -45,7 +46,7 @@ ALL_OPTIONS = frozenset(SamplingParams.model_fields)
 
 class VllmEngine(HFTokenizerMixin, BaseEngine):
     name = "vllm"
-    capabilities = Capabilities(sampling_options=ALL_OPTIONS, lora=True)
+    capabilities = Capabilities(sampling_options=ALL_OPTIONS, lora=True, constraints=ALL_KINDS)  # vLLM's own
     reward_hint = (" (a sequence-classification checkpoint with one label, which vLLM runs on its pooling runner; "
                    "for a LLaMA-Factory value-head checkpoint use infer_backend: huggingface)")
 

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-from lmchat.errors import ConfigError
+from lmchat.errors import ConfigError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.structured.constraint import Constraint
 
@@ -67,13 +67,26 @@ def to_vllm_structured_outputs_kwargs(constraint: Constraint) -> dict[str, Any]:
         kwargs["grammar"] = constraint.grammar
     else:
         kwargs["structural_tag"] = constraint.structural_tag
-    if not constraint.whitespace_flexible:
-        kwargs["disable_any_whitespace"] = True
-    if not constraint.additional_properties:
-        kwargs["disable_additional_properties"] = True
-    if constraint.whitespace_pattern is not None:
-        kwargs["whitespace_pattern"] = constraint.whitespace_pattern
+    _refuse_engine_level_options(constraint)
     return kwargs
+
+
+# Options of vLLM's StructuredOutputsParams that vLLM 0.32's backends never read from the request (a request's
+# own value is dropped): refused per request, never ignored. The first two are engine settings there.
+_ENGINE_LEVEL_OPTIONS = (("disable_any_whitespace", lambda c: not c.whitespace_flexible),
+                         ("disable_additional_properties", lambda c: not c.additional_properties),
+                         ("whitespace_pattern", lambda c: c.whitespace_pattern is not None))
+
+
+def _refuse_engine_level_options(constraint: Constraint) -> None:
+    for name, is_set in _ENGINE_LEVEL_OPTIONS:
+        if not is_set(constraint):
+            continue
+        advice = ("vLLM has no such setting; use the huggingface or llamacpp engine for it" if name ==
+                  "whitespace_pattern" else f'or start the engine with vllm_config: {{"structured_outputs_config": '
+                  f'{{"{name}": true}}}}')
+        raise UnsupportedError(f"{constraint.param} sets {name}, which vLLM does not apply per request: leave it "
+                               f"out of the request, {advice}.", param=constraint.param)
 
 
 def _structured_outputs(constraint: Constraint) -> Any:
