@@ -76,10 +76,16 @@ def test_openai_parse_gives_the_pydantic_object(client):
     assert isinstance(person, Person) and 0 <= person.age <= 150
 
 
-def test_json_object_and_the_vllm_and_llamacpp_fields(client, http):
-    content = client.chat.completions.create(model="tiny", messages=ASK, response_format={"type": "json_object"},
-                                             temperature=0).choices[0].message.content
-    assert isinstance(json.loads(content), dict)
+def test_json_object_and_the_vllm_and_llamacpp_fields(client, http, tiny_model_dir):
+    # (inside an unbounded string the random model never picks the closing quote: nudged towards '"' and '}', it
+    # ends its object; the bias changes which valid answer comes out, never whether it is valid)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    bias = {str(tokenizer.convert_tokens_to_ids(text)): weight for text, weight in (('"', 10), ("}", 4))}
+    loose = client.chat.completions.create(model="tiny", messages=ASK, response_format={"type": "json_object"},
+                                           temperature=0, logit_bias=bias).choices[0]
+    assert loose.finish_reason == "stop" and isinstance(json.loads(loose.message.content), dict), loose
     extras = [
         ({"structured_outputs": {"choice": ["red", "green", "blue"]}}, lambda t: t in ("red", "green", "blue")),
         ({"guided_regex": r"\d{4}-\d{2}", "guided_decoding_backend": "auto"}, lambda t: re.fullmatch(r"\d{4}-\d{2}", t)),

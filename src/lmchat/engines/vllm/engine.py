@@ -35,6 +35,7 @@ from lmchat.errors import (
     EngineClosedError,
     EngineError,
     InvalidRequestError,
+    LmchatError,
     closest,
 )
 from lmchat.generation.sampling import SamplingParams
@@ -126,6 +127,8 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
     def _sampling(self, params: SamplingParams, budget: int) -> VllmSamplingParams:
         try:
             return VllmSamplingParams(**to_vllm_sampling_kwargs(params, budget), output_kind=RequestOutputKind.DELTA)
+        except LmchatError:
+            raise  # lmchat's own refusal (the mapping's), already clear
         except ValueError as exc:
             raise InvalidRequestError(f"vLLM rejected the sampling options: {exc}") from None
 
