@@ -90,7 +90,8 @@ def test_json_object_and_the_vllm_and_llamacpp_fields(client, http, tiny_model_d
         ({"structured_outputs": {"choice": ["red", "green", "blue"]}}, lambda t: t in ("red", "green", "blue")),
         ({"guided_regex": r"\d{4}-\d{2}", "guided_decoding_backend": "auto"}, lambda t: re.fullmatch(r"\d{4}-\d{2}", t)),
         ({"guided_json": PERSON}, lambda t: jsonschema.validate(json.loads(t), PERSON) is None),
-        ({"guided_grammar": 'root ::= ("ab" | "cd")+'}, lambda t: re.fullmatch("(ab|cd)+", t)),
+        ({"guided_grammar": 'root ::= pair pair pair\npair ::= "ab" | "cd"'},
+         lambda t: re.fullmatch("(ab|cd){3}", t)),
         ({"grammar": 'root ::= "x" [0-9] [0-9]'}, lambda t: re.fullmatch(r"x\d\d", t)),
         ({"json_schema": {"type": "array", "items": {"type": "integer"}, "maxItems": 3}},
          lambda t: len(json.loads(t)) <= 3),
@@ -150,7 +151,7 @@ def test_what_cannot_be_enforced_is_a_400_naming_it(http):
     assert response.status_code == 400  # refused before the stream starts
 
 
-def test_langchain_with_structured_output_all_three_methods(server):
+def test_langchain_with_structured_output_all_three_methods(server, tiny_model_dir):
     langchain_openai = pytest.importorskip("langchain_openai")
     llm = langchain_openai.ChatOpenAI(model="tiny", base_url=f"{server.base_url}/v1", api_key="unused",
                                       temperature=0, max_retries=0)
@@ -160,7 +161,14 @@ def test_langchain_with_structured_output_all_three_methods(server):
     raw = llm.with_structured_output(Person, method="function_calling", include_raw=True).invoke("Describe someone.")
     assert raw["parsing_error"] is None and raw["raw"].tool_calls[0]["name"] == "Person"
     loose = {"title": "Anything", "description": "Any JSON object.", "type": "object"}
-    value = llm.with_structured_output(loose, method="json_mode").invoke("Reply in JSON.")
+    # (any JSON object: the random model is nudged to close its strings and the object, as in the test above)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    bias = {tokenizer.convert_tokens_to_ids(text): weight for text, weight in (('"', 10), ("}", 4))}
+    nudged = langchain_openai.ChatOpenAI(model="tiny", base_url=f"{server.base_url}/v1", api_key="unused",
+                                         temperature=0, max_retries=0, logit_bias=bias)
+    value = nudged.with_structured_output(loose, method="json_mode").invoke("Reply in JSON.")
     assert isinstance(value, dict)
     streamed = list(llm.with_structured_output(Person, method="json_schema").stream("Describe someone."))
     assert isinstance(streamed[-1], Person)
