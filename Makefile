@@ -5,11 +5,11 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 # `make chat` installs what the chat needs; `make test` (and `make setup`) everything.
 CHAT_EXTRAS  ?= hf,cli
-EXTRAS       ?= hf,cli,serve,webui,batch,dev
+EXTRAS       ?= hf,cli,serve,webui,batch,ray,dev
 CHAT_STAMP   := $(VENV)/.lmchat-chat
 SETUP_STAMP  := $(VENV)/.lmchat-setup
 
-.PHONY: setup setup-chat native chat test test-deps test-gpu test-fast test-adapters test-models test-browser test-quick check-cpu bench-startup clean
+.PHONY: setup setup-chat native chat test test-deps test-gpu test-fast test-adapters test-models test-browser test-quick test-ray check-cpu bench-startup clean
 
 $(CHAT_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,11 @@ test-browser: test-deps
 
 test-quick: test-deps
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+# The Ray tests on their own: a real two-node Ray cluster on loopback (tests/ray_support.py), one per session.
+RAY_TESTS := tests/test_ray_units.py tests/test_ray_batch.py tests/test_ray_serve.py tests/test_ray_serve_faults.py
+test-ray: setup
+	$(BIN)/python -m pytest -q $(RAY_TESTS)
 
 clean:
 	rm -rf $(VENV) $(FAST_VENV) $(VLLM_VENV) build src/*.egg-info

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import pytest
+from ray_support import ray_cluster  # noqa: F401 - one Ray cluster per session, for tests/test_ray_*.py
 from tiny_tokenizer import smollm2_tokenizer_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,15 +36,22 @@ FILE_TIERS = {
         "test_templates_named.py", "test_config.py", "test_generation_units.py", "test_engine_contract.py",
         "test_parsing_families.py", "test_parsing_families_policy.py", "test_parsing_reasoning_families.py",
         "test_parsing_templates.py", "test_media.py", "test_media_fetch.py", "test_templates_llamafactory.py",
-        "test_llamafactory_config.py", "test_llamafactory_cli_api.py", "test_structured.py",
-        "test_structured_schemas.py",
+        "test_llamafactory_config.py", "test_llamafactory_cli_api.py", "test_llamacpp_kv_cells.py",
+        "test_media_facade.py", "test_server_media.py", "test_ray_units.py",
+        "test_server_compat.py", "test_server_vllm_fields.py", "test_server_reliability.py",
+        "test_tool_fallback.py", "test_server_validation.py", "test_webui_login.py", "test_server_fuzz.py",
+        "test_templates_tool_roundtrip.py", "test_structured.py", "test_structured_schemas.py",
     ),
-    "adapters": ("test_engine_mappings.py", "test_backend_stream.py"),
+    "adapters": ("test_engine_mappings.py", "test_backend_stream.py", "test_engine_parallel.py"),
     "models": (
         "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_batch_hf.py",
         "test_server_tiny_model.py", "test_default_model.py", "test_llamacpp.py", "test_tiny_tokenizer.py",
-        "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_vllm.py", "test_vllm_cli.py",
-        "test_structured_server.py",
+        "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_llamacpp_batching.py", "test_vllm.py",
+        "test_vllm_cli.py", "test_hf_multimodal.py", "test_batch_media.py", "test_hf_faults.py",
+        "test_hf_special_tokens.py", "test_structured_server.py",
+        "test_server_compat_models.py", "test_lm_eval_harness.py",
+        # a real two-node Ray cluster on loopback (tests/ray_support.py): real processes, the full venv
+        "test_ray_batch.py", "test_ray_serve.py", "test_ray_serve_faults.py",
     ),
     "browser": ("test_webui_browser.py",),
 }

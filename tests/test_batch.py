@@ -184,7 +184,9 @@ def test_openai_batch_input_gives_openai_batch_output(tmp_path, fake_script):
 
 def test_tool_calls_are_parsed_when_the_row_has_tools(tmp_path, fake_script):
     call = '<tool_call>\n{"name": "search_recipes", "arguments": {"ingredients": ["egg"]}}\n</tool_call>'
-    script = fake_script(replies=[call])
+    template = ("{% if tools %}<|tools|>{{ tools | tojson }}<|end|>\n{% endif %}"  # a template that renders tools
+                "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}<|assistant|>\n")
+    script = fake_script(replies=[call], chat_template=template)
     [line] = infer(tmp_path, script, "--dataset", "glaive_toolcall_en_demo", "--dataset_dir", str(LF_DIR),
                          "--max_samples", "1", "--tool_parser", "hermes")
     assert line["predict"] == call
@@ -271,7 +273,8 @@ def test_rows_are_submitted_concurrently_up_to_the_limit(fake_model):
 
 
 def test_leaving_a_sample_stream_early_aborts_rows_in_flight(fake_model):
-    rows = [Row(id=str(i), messages=[{"role": "user", "content": "x " * 40}]) for i in range(12)]
+    # the first row's answer is short, so the next two are still generating when the stream is left
+    rows = [Row(id=str(i), messages=[{"role": "user", "content": "x " * (1 if i == 0 else 40)}]) for i in range(12)]
     with fake_model(delay=0.01) as model:
         stream = Sampler(model, concurrency=3).stream_samples(rows)
         next(stream)
@@ -332,3 +335,58 @@ def test_lmchat_infer_runs_batch_inference(tmp_path, fake_script):
                      "--output", str(out), "--no_progress", "--infer_backend", "fake",
                      "--model_name_or_path", fake_script()])
     assert code == 0 and [line["predict"] for line in read_jsonl(out)] == ["You said: hi", "You said: hello"]
+
+
+# --- one run per results file, de-duplicated resume, run-level caps ----------------------------------------------
+def test_a_second_run_on_the_same_output_fails_at_once_while_the_first_goes_on(tmp_path, fake_script, capsys):
+    script = fake_script(delay=0.05)
+    out = tmp_path / "out.jsonl"
+    flags = ["--dataset", "alpaca_en_demo", "--dataset_dir", str(LF_DIR), "--max_samples", "12", "--concurrency",
+             "2", "--output", str(out), "--no_progress", "--infer_backend", "fake", "--model_name_or_path", script]
+    first = subprocess.Popen([sys.executable, "-m", "lmchat.batch", *flags], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while (not out.exists() or out.read_text().count("\n") < 1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert main(flags) != 0  # the second run, in this process, while the first is writing
+    assert first.poll() is None, "the first run had finished before the second started: no overlap was tested"
+    error = capsys.readouterr().err
+    assert "Another run is writing" in error and "--output" in error and "Traceback" not in error
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    lines = read_jsonl(out)
+    assert [line["id"] for line in lines] == [f"alpaca_en_demo-{i:05d}" for i in range(12)]  # 12 rows, 12 lines
+    assert not (tmp_path / "out.jsonl.lock").exists()  # the lock file goes with the run
+    assert main(flags) == 0  # once the first is done, the file is free again
+
+
+def test_resume_keeps_one_line_per_row(tmp_path, fake_script, capsys):
+    script = fake_script()
+    out = tmp_path / "out.jsonl"
+    rows = [{"instruction": f"q{i}", "output": ""} for i in range(4)]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    infer(tmp_path, script, "--input", data)
+    lines = read_jsonl(out)
+    failed = {**lines[1], "predict": "", "error": {"type": "EngineError", "message": "x"}}
+    write_jsonl(out, [lines[0], lines[0], failed, lines[1], lines[2], lines[2]])  # as two unlocked runs left it
+    before = len(requests(script))
+    again = infer(tmp_path, script, "--input", data)
+    assert [line["id"] for line in again] == [line["id"] for line in lines]  # 4 rows, 4 lines
+    assert again[1] == lines[1]  # the answered line wins over the failed one
+    assert len(requests(script)) - before == 1  # only the missing row was answered
+    assert "Removed 3 repeated lines" in capsys.readouterr().err
+
+
+def test_a_rows_own_token_budget_cannot_exceed_the_runs(tmp_path, fake_script, capsys):
+    rows = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}], key: value}}
+            for i, (key, value) in enumerate([("max_completion_tokens", 1000), ("max_tokens", 2), ("n", 1)])]
+    path = write_jsonl(tmp_path / "batch.jsonl", rows)
+    script = fake_script()
+    infer(tmp_path, script, "--input", path, "--max_new_tokens", "12")
+    budgets = sorted(event["params"]["max_new_tokens"] for event in requests(script))
+    assert budgets == [2, 12, 12]  # 1000 capped to the run's 12; a smaller one kept
+    assert "1 rows asked for more than this run's max_new_tokens (12)" in capsys.readouterr().err
+    before = len(requests(script))
+    (tmp_path / "b").mkdir()
+    infer(tmp_path / "b", script, "--input", path)  # no --max_new_tokens: the row's own budget holds
+    assert sorted(event["params"]["max_new_tokens"] for event in requests(script)[before:]) == [2, 1000, 1024]

@@ -28,7 +28,10 @@ def test_batch_lines_equal_one_by_one_chat(tiny, tmp_path):
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert [line["id"] for line in lines] == [row.id for row in rows]
     too_long = [line for line in lines if "error" in line]  # the tiny model's context is 512 tokens
-    assert [line["error"]["type"] for line in too_long] == ["ContextLengthError"] * 2
+    # the glaive rows' tools reach the prompt (SmolLM2's template ignores them: the default tool prompt describes
+    # them), so every one of the three is longer than the context
+    assert [line["error"]["type"] for line in too_long] == ["ContextLengthError"] * 3
+    assert all(line["id"].startswith("glaive_toolcall_en_demo") for line in too_long)
     for row, line in zip(rows, lines):
         if "error" in line:
             continue
@@ -38,7 +41,7 @@ def test_batch_lines_equal_one_by_one_chat(tiny, tmp_path):
         assert (line["predict"], line["finish_reason"]) == (response.response_text, response.finish_reason)
         assert (line["prompt_tokens"], line["completion_tokens"]) == (response.prompt_length, response.response_length)
         assert line["label"] == row.label
-    assert (summary["completed"], summary["failed"]) == (6, 2)
+    assert (summary["completed"], summary["failed"]) == (6, 3)
 
 
 def test_sampled_answers_repeat_with_a_seed(tiny):

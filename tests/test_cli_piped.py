@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -109,3 +110,39 @@ def test_ctrl_c_during_a_piped_answer_aborts_it_and_ends_the_program(fake_script
     assert (seen + stdout).startswith("word0 word1 word2 word3") and (seen + stdout).count("\n") == 1
     assert stderr == "[answer stopped]\nInterrupted.\n"
     assert [event["event"] for event in read_engine_log(script)] == ["request", "abort"]
+
+
+def test_image_attaches_media_to_the_next_message_and_they_stay_in_the_history(tmp_path, fake_script):
+    from media_files import png_bytes, write
+
+    script = fake_script(media=["image"])
+    first, second = write(tmp_path, "a.png", png_bytes((40, 30))), write(tmp_path, "b.png", png_bytes((50, 40)))
+    saved = tmp_path / "saved.json"
+    stdin = (f"/image {first}\n/image {tmp_path / 'nope.png'}\n/image {second}\nLook\n/video {first}\nAgain\n"
+             f"/save {saved}\n/load {saved}\nOnce more\n")
+    result = lmchat("chat", "--infer_backend", "fake", "--model_name_or_path", script, stdin=stdin)
+    assert result.stdout == ("You said: <image><image>Look [image 40x30] [image 50x40]\n"
+                             "You said: Again [image 40x30] [image 50x40]\n"
+                             "You said: Once more [image 40x30] [image 50x40]\n")
+    assert result.stderr.splitlines() == [
+        f"Attached image {first}; it goes with your next message.",
+        f"Error: No such image file: {tmp_path / 'nope.png'}.",
+        f"Attached image {second}; 2 media go with your next message.",
+        "Error: The fake engine with this model does not accept videos.",
+        f"Saved 4 messages to {saved}.", f"Loaded 4 messages from {saved}.",
+    ]
+    assert result.returncode == 1  # two errors on the way
+    parts = json.loads(saved.read_text())[0]["content"]
+    assert parts == [{"type": "image_url", "image_url": {"url": str(first)}},
+                     {"type": "image_url", "image_url": {"url": str(second)}}, {"type": "text", "text": "Look"}]
+
+
+def test_a_message_that_fails_keeps_its_media_for_the_next_one(tmp_path, fake_script):
+    from media_files import png_bytes, write
+
+    script = fake_script(media=["image"], context_length=40)
+    image = write(tmp_path, "a.png", png_bytes((40, 30)))
+    stdin = f"/image {image}\n{'word ' * 60}\nShort\n"
+    result = lmchat("chat", "--infer_backend", "fake", "--model_name_or_path", script, stdin=stdin)
+    assert result.stdout == "You said: <image>Short [image 40x30]\n"
+    assert "ContextLengthError" in result.stderr or "no room for an answer" in result.stderr

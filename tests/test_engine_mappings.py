@@ -34,13 +34,14 @@ from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error
 from lmchat.engines.vllm.sampling import CPU_KV_CACHE_BYTES, vllm_config_dict
 from lmchat.engines.vllm.sampling import finish_reason as vllm_finish_reason
 from lmchat.engines.vllm.sampling import to_vllm_engine_kwargs, to_vllm_sampling_kwargs
+from lmchat.engines.hf_tokenizer import dropped_special_ids, special_among
 from lmchat.errors import ConfigError, EngineError, MissingDependencyError
 from lmchat.generation.sampling import SamplingParams
 
 FULL = SamplingParams(
     temperature=0.7, top_p=0.9, top_k=40, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5,
     frequency_penalty=0.25, logit_bias={5: -2.0}, seed=42, stop=("END",), stop_token_ids=(2,), ignore_eos=True,
-    skip_special_tokens=False, logprobs=True, top_logprobs=3,
+    skip_special_tokens=False, logprobs=True, top_logprobs=3, min_tokens=4,
 )
 
 
@@ -77,6 +78,7 @@ def test_vllm_sampling_mapping():
         "n": 1, "max_tokens": 100, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
         "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25, "logit_bias": {5: -2.0},
         "seed": 42, "stop_token_ids": [2], "ignore_eos": True, "skip_special_tokens": False, "logprobs": 3,
+        "min_tokens": 4,
     }
     assert "stop" not in mapped  # stop strings are the facade's job
 
@@ -86,6 +88,27 @@ def test_vllm_sampling_defaults_greedy_and_no_logprobs():
     assert mapped["temperature"] == 0.0 and mapped["top_k"] == -1
     assert mapped["logprobs"] is None and mapped["logit_bias"] is None and mapped["seed"] is None
     assert to_vllm_sampling_kwargs(SamplingParams(logprobs=True))["logprobs"] == 0  # the sampled token only
+
+
+def test_vllm_and_sglang_keep_every_special_token_when_a_parser_reads_some():
+    # they keep all special tokens or none: the parsers' tokens (gpt-oss's, Kimi-K2's) switch skipping off
+    default = SamplingParams()
+    assert to_vllm_sampling_kwargs(default)["skip_special_tokens"] is True
+    assert to_vllm_sampling_kwargs(default, 10, ("<|channel|>",))["skip_special_tokens"] is False
+    assert to_sglang_sampling_params(default)["skip_special_tokens"] is True
+    assert to_sglang_sampling_params(default, 10, ("<|channel|>",))["skip_special_tokens"] is False
+
+
+def test_only_the_tokenizers_special_tokens_count(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    wanted = ("<|im_start|>", "<tool_call>", "<|channel|>")  # special / plain text / not in the vocabulary
+    assert special_among(tokenizer, wanted) == ("<|im_start|>",)
+    dropped = dropped_special_ids(tokenizer, wanted)
+    assert tokenizer.convert_tokens_to_ids("<|im_start|>") not in dropped
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in dropped
+    assert tokenizer.unk_token_id is None or tokenizer.unk_token_id in dropped  # the unknown one's id is not kept
 
 
 def _config(**args) -> ModelConfig:
@@ -164,7 +187,7 @@ def test_vllm_start_failures_become_lmchat_errors():
 def test_vllm_mapping_builds_real_sampling_params():
     vllm = pytest.importorskip("vllm")
     native = vllm.SamplingParams(**to_vllm_sampling_kwargs(FULL, max_tokens=100))
-    assert native.top_k == 40 and native.seed == 42 and native.logprobs == 3
+    assert native.top_k == 40 and native.seed == 42 and native.logprobs == 3 and native.min_tokens == 4
 
 
 # --- SGLang ---------------------------------------------------------------------------------------------
@@ -173,6 +196,7 @@ def test_sglang_sampling_mapping():
         "max_new_tokens": 100, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
         "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25, "ignore_eos": True,
         "skip_special_tokens": False, "stop_token_ids": [2], "logit_bias": {"5": -2.0}, "sampling_seed": 42,
+        "min_new_tokens": 4,
     }
     assert to_sglang_generate_kwargs(FULL) == {"return_logprob": True, "top_logprobs_num": 3,
                                                "return_text_in_logprobs": True}

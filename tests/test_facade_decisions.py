@@ -107,17 +107,21 @@ def test_conversation_parts_become_the_templates_form_and_their_media_in_order()
                                                                   ("data:audio/mp3;base64,QQ==",))
 
 
-def test_prepare_takes_openai_media_parts_after_the_explicit_media(media_model):
+def test_prepare_takes_openai_media_parts_after_the_explicit_media(media_model, tmp_path):
+    from media_files import png_bytes, wav_bytes, write
+
+    part, explicit = write(tmp_path, "part.png", png_bytes((40, 30))), write(tmp_path, "e.png", png_bytes((50, 40)))
+    sound = write(tmp_path, "part.wav", wav_bytes(0.25, 16000))
     messages = [{"role": "user", "content": [{"type": "text", "text": "compare"},
-                                             {"type": "image_url", "image_url": {"url": "part.png"}},
-                                             {"type": "audio_url", "audio_url": {"url": "part.wav"}}]}]
-    prepared = media_model.prepare(messages, images=["explicit.png"])
-    assert prepared.media == Media(("explicit.png", "part.png"), (), ("part.wav",))
+                                             {"type": "image_url", "image_url": {"url": str(part)}},
+                                             {"type": "audio_url", "audio_url": {"url": str(sound)}}]}]
+    prepared = media_model.prepare(messages, images=[str(explicit)])  # decoded once, here
+    assert [image.size for image in prepared.media.images] == [(50, 40), (40, 30)]
     [request] = prepared.requests("r")
-    assert (request.images, request.audios) == (("explicit.png", "part.png"), ("part.wav",))
+    assert request.images is prepared.media.images and len(request.audios[0].waveform) == 4000
     [answer] = media_model.chat(messages)
     assert answer.response_text == "seen"
-    assert media_model.engine.requests[-1].images == ("part.png",)
+    assert [image.size for image in media_model.engine.requests[-1].images] == [(40, 30)]
 
 
 def test_media_parts_are_refused_by_an_engine_without_media(model):

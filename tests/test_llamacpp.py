@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import json
+import os
 import re
 
 import pytest
@@ -11,12 +12,15 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from lmchat import ChatModel
-from lmchat.engines.llamacpp.engine import DEFAULT_LLAMA_SETTINGS, resolve_gguf_path
+from lmchat.engines.events import TextDelta
+from lmchat.engines.llamacpp.engine import resolve_gguf_path
 from lmchat.errors import ConfigError, InvalidRequestError, ModelNotFoundError
 from lmchat.models.default import default_gguf_path
 
 pytestmark = pytest.mark.slow
 MESSAGES = [{"role": "user", "content": "Write a haiku about the sea."}]
+# llama-cpp-python's Llama with the KV cache the engine uses (flash attention, q8_0 keys and values)
+DIRECT_SETTINGS = {"n_ctx": 0, "flash_attn": True, "type_k": 8, "type_v": 8, "n_threads": 1, "verbose": False}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def direct():
-    llm = llama_cpp.Llama(model_path=str(default_gguf_path()), **DEFAULT_LLAMA_SETTINGS)
+    llm = llama_cpp.Llama(model_path=str(default_gguf_path()), **DIRECT_SETTINGS)
     yield llm
     llm.close()
 
@@ -56,17 +60,6 @@ def test_prompt_tokens_are_the_ggufs_own_tokenization(model, direct):
     assert prepared.prompt_token_ids[0] == 1  # <|im_start|> parsed as the special token, not as text
 
 
-def test_concurrent_requests_are_serialised_not_mixed(model):
-    prompts = [[{"role": "user", "content": text}] for text in ("Name a fruit.", "Count to five.", "Say hello.")]
-    sequential = [model.chat(messages)[0].response_text for messages in prompts]
-
-    async def together():
-        answers = await asyncio.gather(*(model.achat(messages) for messages in prompts))
-        return [answer[0].response_text for answer in answers]
-
-    assert model._loop.run(together()) == sequential
-
-
 def test_logprobs_match_the_chosen_tokens(model):
     [response] = model.chat(MESSAGES, logprobs=True, top_logprobs=2, max_new_tokens=4)
     assert len(response.logprobs) == 4
@@ -84,47 +77,37 @@ def test_path_resolution():
 
 
 def test_lora_adapters_are_refused_with_advice(tmp_path):
-    with pytest.raises(ConfigError, match="does not apply LoRA adapters; merge them into the model"):
+    with pytest.raises(ConfigError, match="llamacpp engine does not apply LoRA adapters; merge them into the model"):
         ChatModel({"infer_backend": "llamacpp", "adapter_name_or_path": str(tmp_path)})
 
 
-def _greedy(config: dict, conversation: list[list[dict]]) -> tuple[list[str], list[int]]:
-    """Answers of a multi-turn chat (each turn appends the previous answer) and the tokens each prefill reused."""
-    answers, reused, messages = [], [], []
-    with ChatModel({"infer_backend": "llamacpp", "do_sample": False, "max_new_tokens": 40, **config}) as chat_model:
-        for turn in conversation:
-            messages = [*messages, *turn]
-            [response] = chat_model.chat(messages)
-            answers.append(response.response_text)
-            reused.append(chat_model.engine.prompt_cache.reused)
-            messages.append({"role": "assistant", "content": response.response_text})
-    return answers, reused
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"prefill_block": 32}, "prefill_block is not a setting of the llamacpp engine: prompts are now reused at any"),
+    ({"n_parallel": 4}, "n_parallel is not a setting of the llamacpp engine: use max_batch_size"),
+    ({"n_batch": 0}, "n_batch: Input should be greater than or equal to 1 (got 0)"),
+    ({"type_k": "q3"}, "type_k: Input should be"),
+    ({"flash_attn": False}, "type_v q8_0 (a quantized V cache) needs flash_attn: true"),
+    ({"n_thread": 2}, "unknown key 'n_thread'"),
+])
+def test_bad_llamacpp_settings_are_refused_with_what_to_do(settings, message):
+    with pytest.raises(ConfigError) as caught:
+        ChatModel({"infer_backend": "llamacpp", "llamacpp_config": settings})
+    assert message in str(caught.value)
 
 
-def test_prompt_blocks_are_reused_without_changing_any_answer():
-    turns = [[{"role": "user", "content": "Write a long story about a cat who learns to sail."}],
-             [{"role": "user", "content": "Now give the cat a friend."}],
-             [{"role": "user", "content": "Now give the cat a friend."}]]
-    with_reuse, reused = _greedy({}, turns)
-    without_reuse, nothing = _greedy({"llamacpp_config": {"reuse_prefix": False}}, turns)
-    assert with_reuse == without_reuse  # bit-identical prefills: the same greedy answers
-    assert reused[0] == 0 and nothing == [0, 0, 0]
-    # later turns reuse every whole 32-token block of the previous prompt (not the answer decoded token by token)
-    assert all(count >= 32 and count % 32 == 0 for count in reused[1:]), reused
+def test_more_sequences_than_one_decode_holds_is_refused():
+    with pytest.raises(ConfigError, match="max_batch_size 64 is more than the llamacpp engine can decode at once"):
+        ChatModel({"infer_backend": "llamacpp", "max_batch_size": 64, "llamacpp_config": {"n_batch": 32}})
 
 
-def test_identical_requests_reuse_the_prompt_and_answer_alike(model):
-    first = model.chat(MESSAGES)[0].response_text
-    second = model.chat(MESSAGES)[0].response_text
-    prompt_tokens = len(model.prepare(MESSAGES).prompt_token_ids)
-    assert model.engine.prompt_cache.reused == (prompt_tokens - 1) // 32 * 32 > 0
-    assert first == second
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("3", 3), ("", None), ("0", None), ("two", None)])
+def test_default_threads_follow_omp_num_threads_else_physical_cores(monkeypatch, value, expected):
+    from lmchat.engines.llamacpp import settings
 
-
-@pytest.mark.parametrize("block", [0, -3, "32", True])
-def test_bad_prefill_block_is_refused(block):
-    with pytest.raises(InvalidRequestError, match="prefill_block must be a positive whole number"):
-        ChatModel({"infer_backend": "llamacpp", "llamacpp_config": {"prefill_block": block}})
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert settings.default_threads() == (expected if expected is not None else settings.physical_cores())
+    assert 1 <= settings.physical_cores() <= (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                              else os.cpu_count())
 
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
@@ -150,3 +133,51 @@ def test_a_json_schema_answer_parses_and_is_valid_streamed_and_not(model):
         jsonschema.validate(json.loads(sampled.response_text), PERSON)
     [code] = model.chat(ask, grammar='root ::= [A-Z] [0-9] [0-9]', max_new_tokens=8)
     assert re.fullmatch("[A-Z][0-9]{2}", code.response_text) and code.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("kind", ["images", "videos", "audios"])
+def test_media_are_refused_naming_the_missing_mmproj(model, kind):
+    """No mmproj/mtmd wiring yet: media are refused before any fetch, saying what is missing and what to use."""
+    from lmchat.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="mmproj") as error:
+        model.chat(MESSAGES, **{kind: ["http://example.invalid/never-fetched"]})
+    assert error.value.param == kind and "infer_backend huggingface" in error.value.message
+
+
+def test_special_tokens_vocabulary_and_token_prompts_match_llama_cpp(model, direct):
+    """What the compat routes rely on: add_special_tokens adds what llama.cpp's own tokenizer adds, the vocabulary
+    size, and a token-id completion prompt reaching llama.cpp as those very ids."""
+    text = "The sky is"
+    assert model.engine.tokenize(text, add_special_tokens=True) == direct.tokenize(text.encode(), add_bos=True,
+                                                                                     special=True)
+    assert model.engine.info.vocab_size == direct.n_vocab()
+    ids = direct.tokenize(text.encode(), add_bos=False, special=True)
+    prepared = model.prepare_completion(ids, max_new_tokens=5)
+    assert prepared.prompt_token_ids == tuple(ids) and prepared.prompt == text
+    [answer] = model.run_sync(model.agenerate(prepared))
+    expected = direct.create_completion(ids, max_tokens=5, temperature=0.0)
+    assert answer.response_text == expected["choices"][0]["text"]
+    with pytest.raises(InvalidRequestError, match="vocabulary"):
+        model.prepare_completion([direct.n_vocab()])
+
+
+def _forced_text(model, token: str, keep: tuple[str, ...], **options) -> str:
+    """The text of three answer tokens all forced (by a logit bias) to the special token ``token``, as the engine
+    decodes it for a request whose parsers read the special tokens ``keep``."""
+    [token_id] = model.engine.tokenize(token)
+    prepared = model.prepare(MESSAGES, logit_bias={token_id: 100.0}, max_new_tokens=3, **options)
+    [request] = [dataclasses.replace(request, keep_special_tokens=keep) for request in prepared.requests()]
+
+    async def run():
+        return "".join([event.text async for event in model.engine.generate(request) if isinstance(event, TextDelta)])
+
+    return model._loop.run(run())
+
+
+def test_special_tokens_a_parser_reads_stay_in_the_text(model):
+    # <|im_start|> is a control token of SmolLM2's GGUF: dropped by default, kept when a parser reads it
+    assert _forced_text(model, "<|im_start|>", ()) == ""
+    assert _forced_text(model, "<|im_start|>", ("<|im_start|>", "<|not_in_the_vocabulary|>")) == "<|im_start|>" * 3
+    assert _forced_text(model, "<|im_start|>", ("<|endoftext|>",)) == ""  # only the tokens named are kept
+    assert _forced_text(model, "<|im_start|>", (), skip_special_tokens=False) == "<|im_start|>" * 3

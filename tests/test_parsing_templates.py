@@ -104,6 +104,8 @@ def test_reasoning_opened_by_the_prompt(parser: str | None, prompt: str, opens: 
 
 # --- through ChatModel ------------------------------------------------------------------------------------
 HARMONY_TEMPLATE = (  # a small template in gpt-oss's shape (the real one is long); it reads reasoning_effort
+    # and, as the real one, lists the tools (in a developer turn)
+    "{%- if tools -%}<|start|>developer<|message|># Tools\n{{ tools | tojson }}<|end|>{%- endif -%}"
     "{%- for m in messages -%}{%- if m.role == 'assistant' -%}<|start|>assistant<|channel|>final<|message|>"
     "{{ m.content }}<|end|>{%- else -%}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{%- endif -%}"
     "{%- endfor -%}<|start|>system<|message|>Reasoning: {{ reasoning_effort | default('medium') }}<|end|>"
@@ -190,3 +192,28 @@ def test_openai_client_reasoning_effort_and_harmony_calls(harmony_server) -> Non
 
 def test_templates_directory_is_there() -> None:
     assert Path(TEMPLATES, "qwen3.jinja").is_file(), f"shared templates missing under {TEMPLATES}"
+
+
+KIMI_TOKENS = ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
+               "<|tool_call_argument_begin|>", "<|tool_call_end|>")
+HARMONY = "<|start|>{{ m.role }}<|channel|>final<|message|>{{ m.content }}<|end|>"
+
+
+@pytest.mark.parametrize(("source", "tools", "kept"), [
+    ("{{ '<|tool_calls_section_begin|>' }}", [{"type": "function"}], KIMI_TOKENS),
+    ("{{ '<|tool_calls_section_begin|>' }}", None, ()),  # no tools: no tool parser, nothing kept
+    (HARMONY, None, ("<|start|>", "<|channel|>", "<|message|>", "<|constrain|>", "<|end|>", "<|call|>",
+                     "<|return|>")),  # gpt-oss's reasoning channels are special tokens too
+    ("{{ '<tool_call>' }}</think>", [{"type": "function"}], ("<tool_call>", "</tool_call>")),
+    ("{{ '<longcat_tool_call>' }}", [{"type": "function"}], ()),  # plain text in LongCat's tokenizer
+])
+def test_the_plan_keeps_the_special_tokens_its_parsers_read(source, tools, kept, caplog) -> None:
+    from lmchat.chat.output import plan_parsing
+    from lmchat.templates.registry import ChatTemplate
+
+    template = ChatTemplate(name="own", source=source)
+    assert plan_parsing(template, None, tools, "").keep_special_tokens == kept
+    assert plan_parsing(template, None, tools, "", skip_special_tokens=False).keep_special_tokens == ()  # all kept
+    with caplog.at_level("WARNING", logger="lmchat.chat"):
+        assert plan_parsing(template, None, tools, "", skip_special_tokens=True).keep_special_tokens == ()
+    assert ("skip_special_tokens is set to true" in caplog.text) == bool(kept)

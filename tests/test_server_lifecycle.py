@@ -73,7 +73,9 @@ def test_sigterm_aborts_answers_still_running_after_the_grace_period(tmp_path):
         events = [e["event"] for e in engine_log(script)]
         assert events == ["request", "abort"]
         assert engine_log(script)[-1]["tokens"] < 500
-        assert "[DONE]" not in result["lines"]  # the stream was cut, not finished
+        payloads = sse_data(result["lines"])  # the stream was stopped, and says so before its end
+        assert payloads[-1] == "[DONE]" and payloads[-2]["error"]["code"] == "service_unavailable"
+        assert "CancelledError" not in output and "Traceback" not in output
     finally:
         server.stop()
 

@@ -384,8 +384,8 @@ def test_completions_take_a_raw_prompt(client, http, script):
 
 
 def test_completions_reject_what_they_cannot_honour(http):
-    assert_error(http.post("/v1/completions", json={"prompt": ["a", "b"]}), 400, param="prompt")
-    assert_error(http.post("/v1/completions", json={"prompt": "a", "echo": True}), 400, param="echo")
+    assert_error(http.post("/v1/completions", json={"prompt": []}), 400, param="prompt")
+    assert_error(http.post("/v1/completions", json={"prompt": "a", "suffix": "b"}), 400, param="suffix")
     assert_error(http.post("/v1/completions", json={"prompt": "a", "best_of": 3}), 400, param="best_of")
     assert_error(http.post("/v1/completions", json={"prompt": "a", "min_p": 0.5}), 400, param="min_p")
     long_prompt = {"prompt": " ".join(["word"] * 300)}
@@ -395,11 +395,14 @@ def test_completions_reject_what_they_cannot_honour(http):
 def test_tokenize_and_detokenize(http):
     tokens = http.post("/tokenize", json={"prompt": "hello wide world"}).json()
     assert tokens["count"] == 3 and tokens["max_model_len"] == 256
-    assert http.post("/detokenize", json={"tokens": tokens["tokens"]}).json() == {"prompt": "hello wide world"}
+    assert http.post("/detokenize", json={"tokens": tokens["tokens"]}).json() == {
+        "prompt": "hello wide world", "content": "hello wide world"}  # vLLM's name and llama.cpp's
     chat = http.post("/tokenize", json={"messages": GREET}).json()
     assert chat["count"] == fake_token_count(GREET_PROMPT)
     assert_error(http.post("/detokenize", json={"tokens": [10**9]}), 400, param="tokens")
-    assert_error(http.post("/tokenize", json={"prompt": "x", "add_special_tokens": True}), 400)
+    assert http.post("/tokenize", json={"prompt": "x", "add_special_tokens": True}).json()["count"] == 1  # no BOS
+    assert_error(http.post("/tokenize", json={"prompt": "x", "continue_final_message": True}), 400,
+                 param="continue_final_message")
     assert_error(http.post("/tokenize", json={}), 400, param="prompt")
 
 

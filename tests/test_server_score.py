@@ -45,6 +45,9 @@ def test_scoring_errors(http):
     assert_error(http.post("/v1/score/evaluation", json={"messages": []}), 400, param="messages")
     assert_error(http.post("/v1/score/evaluation", json={"model": "other", "messages": ["a"]}), 404, param="model")
     bad = {"conversations": [[{"role": "user", "content": "ok"}], [{"role": "wizard", "content": "x"}]]}
+    error = assert_error(http.post("/v1/score/conversations", json=bad), 400, param="conversations[1][0].role")
+    assert "wizard" in error["message"]
+    bad = {"conversations": [[{"role": "user", "content": "ok"}], [{"role": "function", "content": "not json"}]]}
     error = assert_error(http.post("/v1/score/conversations", json=bad), 400, param="conversations")
     assert error["message"].startswith("conversations[1]:")
     chat = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})

@@ -1,9 +1,14 @@
-"""The server over a real (tiny, random-weight) transformers model, decoding greedily."""
+"""The server over a real (tiny, random-weight) transformers model, decoding greedily; its vocabulary and context
+checks; 64 concurrent streams with no error, and 100 streams left mid-way that leave nothing running."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+
 import pytest
-from test_server_support import ThreadServer, assert_schema, stream_post
+from test_server_support import ThreadServer, assert_error, assert_schema, httpx, stream_post, wait_for
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -74,7 +79,8 @@ def test_completion_and_tokenizer_round_trip(server, client):
         tokens = http.post("/tokenize", json={"prompt": "Hello world"}).json()
         assert tokens["tokens"] == server.chat_model.engine.tokenize("Hello world")
         assert tokens["max_model_len"] == 512
-        assert http.post("/detokenize", json={"tokens": tokens["tokens"]}).json() == {"prompt": "Hello world"}
+        assert http.post("/detokenize", json={"tokens": tokens["tokens"]}).json() == {
+            "prompt": "Hello world", "content": "Hello world"}
         assert_schema("ListModelsResponse", http.get("/v1/models").json())
 
 
@@ -87,3 +93,76 @@ def test_reward_model_scores(tiny_reward_dir):
             by_client = http.post("/v1/score/evaluation", json={"model": "reward", "messages": [text]}).json()
     assert by_server["scores"] == pytest.approx(by_client["scores"])
     assert isinstance(by_client["scores"][0], float)
+
+
+def test_logit_bias_ids_outside_the_vocabulary_and_a_prompt_far_past_the_context(server):
+    vocab = server.chat_model.engine.info.vocab_size
+    assert vocab
+    with server.http() as http:
+        for path, body in (("/v1/chat/completions", {"messages": MESSAGES}), ("/v1/completions", {"prompt": "x"})):
+            error = assert_error(http.post(path, json={**body, "logit_bias": {str(vocab): 5}}), 400,
+                                 param="logit_bias")
+            assert f"0 to {vocab - 1}" in error["message"]
+            assert_error(http.post(path, json={**body, "logit_bias": {"-1": 5}}), 400)
+        assert http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 1,
+                                                        "logit_bias": {str(vocab - 1): 5}}).status_code == 200
+        huge = [{"role": "user", "content": "sea " * 2_000_000}]  # 8 MB: refused by its length, never tokenized
+        error = assert_error(http.post("/v1/chat/completions", json={"messages": huge}, timeout=60), 400,
+                             code="context_length_exceeded")
+        assert "at least" in error["message"]
+
+
+async def _stream(client: httpx.AsyncClient, body: dict, stop_after: int | None = None) -> dict:
+    """One streamed chat completion: its events (all, or the first ``stop_after`` before leaving)."""
+    began, events, first = time.monotonic(), [], None
+    async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            first = first or time.monotonic() - began
+            events.append(line[6:] if line == "data: [DONE]" else json.loads(line[6:]))
+            if stop_after is not None and len(events) >= stop_after:
+                break  # leaving the stream closes the connection mid-answer
+    return {"events": events, "ttft": first, "total": time.monotonic() - began}
+
+
+def test_64_concurrent_streams_all_finish_without_error(server):
+    async def run() -> list[dict]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120, limits=limits) as client:
+            bodies = [{"messages": [{"role": "user", "content": f"Count to {i}."}], "max_tokens": 8,
+                       "temperature": 1, "seed": i} for i in range(64)]
+            return await asyncio.gather(*(_stream(client, body) for body in bodies))
+
+    began = time.monotonic()
+    results = asyncio.run(run())
+    wall = time.monotonic() - began
+    for result in results:
+        assert result["events"][-1] == "[DONE]"
+        assert not any(isinstance(event, dict) and "error" in event for event in result["events"]), result
+    ttfts = sorted(result["ttft"] for result in results)
+    print(f"\n64 streams: 0 errors, TTFT p50 {ttfts[32]:.2f} s, max {ttfts[-1]:.2f} s, wall {wall:.2f} s")
+    assert server.app.state.lmchat.admission.running == 0
+
+
+def test_100_streams_left_mid_way_leave_no_request_running(server):
+    state = server.app.state.lmchat
+
+    async def run() -> list[dict]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+            body = {"messages": MESSAGES, "max_tokens": 200}  # far longer than the reading
+            results, drains = [], []
+            for _ in range(4):  # 4 waves of 25 clients that leave after their second event
+                results += await asyncio.gather(*(_stream(client, body, stop_after=2) for _ in range(25)))
+                left = time.monotonic()
+                await asyncio.to_thread(wait_for, lambda: state.admission.running == 0, 10, 0.005)
+                drains.append(time.monotonic() - left)
+            print(f"\n100 disconnects: running back to 0 within {max(drains):.3f} s of each wave of 25")
+            return results
+
+    results = asyncio.run(run())
+    assert len(results) == 100 and all(len(result["events"]) == 2 for result in results)
+    assert state.admission.running == 0
+    with server.http() as http:  # and the engine still answers
+        assert http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 2}).status_code == 200

@@ -197,3 +197,22 @@ def test_named_templates_resolve_in_a_chat_model_and_stop_on_their_words(tiny_mo
     assert len(im_end) == 1 and im_end[0] in prepared.params.stop_token_ids
     assert prepared.prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert response.prompt_length == len(prepared.prompt_token_ids)
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("qwen2_vl", "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What?"
+                 "<|vision_start|><|video_pad|><|vision_end|><audio><|im_end|>\n"),
+    ("qwen2_audio", "<|im_start|>user\n<image>What?<video><|audio_bos|><|AUDIO|><|audio_eos|><|im_end|>\n"),
+    ("chatml", "<|im_start|>user\n<image>What?<video><audio><|im_end|>\n"),
+])
+def test_media_parts_render_as_the_templates_mm_plugin_writes_them(name, expected):
+    """A media placeholder part (what the facade leaves of an image) renders as the template's mm_plugin text,
+    LLaMA-Factory's <image>/<video>/<audio> where the template has none."""
+    content = [{"type": "image"}, {"type": "text", "text": "What?"}, {"type": "video"}, {"type": "audio"}]
+    prompt = render_prompt([{"role": "user", "content": content}], name)
+    assert expected in prompt
+
+
+def test_a_part_a_slot_template_cannot_render_is_named():
+    with pytest.raises(TemplateError, match="not input_file"):
+        render_prompt([{"role": "user", "content": [{"type": "input_file", "file": "x"}]}], "qwen2_vl")

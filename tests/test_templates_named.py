@@ -468,9 +468,11 @@ def test_aliases_resolve_to_their_template():
 def test_template_specs(name):
     template = resolve_template(name)
     assert template.source
-    parsers = {None, "hermes", "llama3_json", "pythonic", "mistral", "glm4", "glm45", "deepseek_v3", "default"}
+    parsers = {None, "hermes", "llama3_json", "pythonic", "mistral", "glm4", "glm45", "deepseek_v3", "default",
+               "lfm2", "minimax", "minimax_m2", "qwen3_coder", "seed_oss"}  # the last five: LLaMA-Factory formats
     assert template.tool_parser in parsers
-    assert template.reasoning_parser in {None, "think"}
+    # LLaMA-Factory's reasoning templates by their thought words: <think>, <seed:think>, harmony's analysis, ◁think▷
+    assert template.reasoning_parser in {None, "think", "seed_oss", "gpt_oss", "kimi_vl"}
     for word in template.stop_words:
         assert word
 

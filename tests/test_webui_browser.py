@@ -405,3 +405,31 @@ def test_tiny_model_answers_in_the_browser(page, tiny_model_dir, tmp_path, chrom
         shot(page, "09-tiny-model")
     finally:
         stop_webui(process)
+
+
+@pytest.fixture(scope="module")
+def media_webui(tmp_path_factory, chromium):
+    """A web UI over the fake engine that takes images (it answers with the size of each image it got)."""
+    workdir = tmp_path_factory.mktemp("webui-media")
+    script = workdir / "script.json"
+    script.write_text(json.dumps({"name": "fake-media", "chat_template": TEMPLATE, "media": ["image"],
+                                  "log": str(workdir / "engine-log.jsonl")}))
+    process, url = start_webui(["--infer_backend", "fake", "--model_name_or_path", str(script)], workdir)
+    yield url
+    stop_webui(process)
+
+
+def test_uploaded_images_reach_the_model_decoded(page, media_webui, tmp_path):
+    from PIL import Image
+
+    paths = []
+    for name, size in (("wide.png", (96, 64)), ("tall.png", (40, 80))):
+        Image.new("RGB", size, (200, 30, 30)).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    open_chat(page, media_webui)
+    page.set_input_files("#lmchat-input input[type=file]", paths)
+    send(page, "what are these?")
+    wait_idle(page)
+    expect(page.locator('#lmchat-chat [data-testid="user"] img')).to_have_count(2)
+    expect(bots(page).last).to_contain_text("[image 96x64] [image 40x80]")
+    shot(page, "12-images-reach-the-model")

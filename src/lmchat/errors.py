@@ -72,11 +72,26 @@ class EngineClosedError(LmchatError):
     error_type = "service_unavailable"
 
 
+class EngineDeadError(EngineClosedError):
+    """The engine stopped after an internal failure and serves no more requests; restart the process."""
+
+
 class QueueFullError(LmchatError):
-    """Too many requests are waiting; retry later."""
+    """Too many requests are waiting; retry later. ``retry_after``: the seconds the server expects it takes."""
 
     http_status = 429
     error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
+class RequestTimeoutError(LmchatError):
+    """The request ran past its deadline and was stopped."""
+
+    http_status = 408
+    error_type = "timeout_error"
 
 
 def close_names(name: str, candidates: Iterable[str], limit: int = 2) -> list[str]:

@@ -58,6 +58,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--overwrite", "start a new results file instead of resuming", action="store_true")
     add("--retry_failed", "when resuming, answer the failed rows again", action="store_true")
     add("--no_progress", "no progress bar", action="store_false", dest="progress", field="progress")
+    add_ray_arguments(parser)
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor ray`` and its flags (docs/batch.md, "On a Ray cluster")."""
+    group = parser.add_argument_group("batch inference on Ray (--executor ray)")
+    group.add_argument("--executor", choices=("local", "ray"), default=argparse.SUPPRESS,
+                       help="local: this process (default); ray: a Ray Data pipeline over model replicas")
+    group.add_argument("--replicas", type=int, default=argparse.SUPPRESS,
+                       help="model replicas, each a Ray actor with its own ChatModel (default: 1); with ray, "
+                            "--concurrency counts rows in flight per replica")
+    group.add_argument("--gpus_per_replica", type=float, default=argparse.SUPPRESS,
+                       help="GPUs each replica reserves (default: 0)")
+    group.add_argument("--cpus_per_replica", type=float, default=argparse.SUPPRESS,
+                       help="CPUs each replica reserves (default: 1)")
+    group.add_argument("--ray_address", default=argparse.SUPPRESS,
+                       help="the Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a new "
+                            "local Ray)")
 
 
 def batch_options(args: argparse.Namespace, model_config: dict[str, Any]) -> tuple[BatchOptions, dict[str, Any]]:

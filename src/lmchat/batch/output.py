@@ -1,11 +1,16 @@
 """The results file: JSON lines appended and flushed one by one, read back to resume, put in input order at the end.
 
 A killed run leaves complete lines plus at most one partial last line; opening the file again cuts that partial
-line off, so only the rows that were in flight are lost.
+line off, so only the rows that were in flight are lost. One run at a time owns a results file: an exclusive lock
+(``flock`` on ``<output>.lock``, removed at the end of the run and released by the kernel when the process ends,
+even by kill -9) makes a second run
+on the same file fail at once. A file that holds one id twice (written before the lock existed) is de-duplicated
+when it is resumed: the first answered line of each id is kept.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -13,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lmchat.batch.records import is_failed, record_id
+from lmchat.errors import ConfigError
 
 
 class ResultsFile:
@@ -23,13 +29,29 @@ class ResultsFile:
         self.done: set[str] = set()
         self.repaired = False
         self._handle: IO[str] | None = None
-        if overwrite and self.path.exists():
-            self.path.unlink()
-        if self.path.exists():
-            self.repaired = _cut_partial_line(self.path)
-            if retry_failed:
-                _rewrite(self.path, [line for line in read_lines(self.path) if not is_failed(line)])
-            self.done = {rid for line in read_lines(self.path) if (rid := record_id(line)) is not None}
+        self._lock = _lock(self.path)
+        try:
+            if overwrite and self.path.exists():
+                self.path.unlink()
+            if self.path.exists():
+                self.repaired = _cut_partial_line(self.path)
+                lines = list(read_lines(self.path))
+                kept = unique_lines(line for line in lines if not (retry_failed and is_failed(line)))
+                if len(kept) < len(lines):
+                    self.removed = len(lines) - len(kept)
+                    _rewrite(self.path, kept)
+                self.done = {rid for line in kept if (rid := record_id(line)) is not None}
+        except BaseException:
+            self.release()
+            raise
+
+    removed = 0  # lines dropped on opening: failed ones (retry_failed) and repeated ids
+
+    def release(self) -> None:
+        """Give up the file's lock (the end of the run)."""
+        if not self._lock.closed:
+            lock_path_of(self.path).unlink(missing_ok=True)  # while still holding it (see _lock)
+            self._lock.close()  # closing the descriptor releases the flock
 
     def open(self) -> ResultsFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +75,7 @@ class ResultsFile:
 
     def sort(self, order: Mapping[str, int]) -> None:
         """Rewrite the file in input order (lines of unknown ids last), atomically."""
-        lines = list(read_lines(self.path))
+        lines = unique_lines(read_lines(self.path))
         lines.sort(key=lambda line: order.get(record_id(line) or "", len(order)))
         _rewrite(self.path, lines)
 
@@ -62,6 +84,51 @@ class ResultsFile:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def unique_lines(lines: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per id: an answered line wins over a failed one, else the first; lines without an id are kept."""
+    chosen: dict[str, int] = {}
+    kept: list[dict[str, Any] | None] = []
+    for line in lines:
+        rid = record_id(line)
+        if rid is None:
+            kept.append(line)
+        elif rid not in chosen:
+            chosen[rid] = len(kept)
+            kept.append(line)
+        elif is_failed(kept[chosen[rid]]) and not is_failed(line):
+            kept[chosen[rid]] = None
+            chosen[rid] = len(kept)
+            kept.append(line)
+    return [line for line in kept if line is not None]
+
+
+def lock_path_of(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _lock(path: Path) -> IO[bytes]:
+    """An exclusive, non-blocking lock on ``<path>.lock``; a clear error when another run holds it. The lock file
+    is removed when the run ends, so the lock taken must be on the file still at that path (else try again)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = lock_path_of(path)
+    while True:
+        handle = lock_path.open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(
+                f"Another run is writing {path} (it holds {lock_path}). Wait for it to finish, or give this run "
+                "another --output (two runs on one file would answer the same rows twice).", param="output",
+            ) from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(lock_path).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # the run that held it removed it meanwhile: lock the new one
 
 
 def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:

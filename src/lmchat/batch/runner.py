@@ -8,9 +8,9 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmchat.batch.output import ResultsFile, read_lines
 from lmchat.batch.records import is_failed, label_and_prediction, to_record
@@ -21,6 +21,7 @@ from lmchat.config.validation import explain
 from lmchat.errors import ConfigError
 
 DEFAULT_OUTPUT = "generated_predictions.jsonl"  # LLaMA-Factory's name
+RAY_FIELDS = ("replicas", "gpus_per_replica", "cpus_per_replica", "ray_address")
 
 
 class BatchOptions(BaseModel):
@@ -48,6 +49,19 @@ class BatchOptions(BaseModel):
     overwrite: bool = Field(False, description="Start a new results file instead of resuming.")
     retry_failed: bool = Field(False, description="When resuming, answer failed rows again.")
     progress: bool = Field(True, description="Show a progress bar.")
+    executor: Literal["local", "ray"] = Field("local", description="local (this process) or ray (a Ray cluster).")
+    replicas: int = Field(1, ge=1, description="Ray: model replicas (actors), each with its own ChatModel.")
+    gpus_per_replica: float = Field(0, ge=0, description="Ray: GPUs each replica reserves.")
+    cpus_per_replica: float = Field(1, gt=0, description="Ray: CPUs each replica reserves.")
+    ray_address: str | None = Field(None, description="Ray: the cluster (auto, HOST:PORT, ray://...); default "
+                                                      "RAY_ADDRESS, else a new local Ray.")
+
+    @model_validator(mode="after")
+    def _ray_fields_need_ray(self) -> BatchOptions:
+        given = [name for name in RAY_FIELDS if name in self.model_fields_set]
+        if given and self.executor != "ray":
+            raise ValueError(f"{', '.join(given)} only apply with executor ray (--executor ray)")
+        return self
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> BatchOptions:
@@ -74,16 +88,27 @@ def run_batch(rows: list[Row], model: ChatModel | Mapping[str, Any], options: Ba
     """Answer every row not yet in ``options.output``; returns the summary (also written to the summary file)."""
     log = log or sys.stderr
     results = ResultsFile(options.output, overwrite=options.overwrite, retry_failed=options.retry_failed)
+    try:
+        return _run(rows, model, options, results, log)
+    finally:
+        results.release()
+
+
+def _run(rows: list[Row], model: ChatModel | Mapping[str, Any], options: BatchOptions, results: ResultsFile,
+         log: TextIO) -> dict[str, Any]:
     todo = [row for row in rows if row.id not in results.done]
+    if results.removed and not options.retry_failed:
+        print(f"Removed {results.removed} repeated lines of {results.path} (one line per row is kept).", file=log)
     if results.repaired:
         print(f"Cut off a partial last line of {results.path} (a run was interrupted).", file=log)
     if len(todo) < len(rows):
         print(f"Resuming: {len(rows) - len(todo)} of {len(rows)} rows are already in {results.path}.", file=log)
     tally = _Tally(total=len(rows), skipped=len(rows) - len(todo))
-    if todo:
-        _answer_rows(todo, model, options, results, tally, log)
+    placement = _answer_rows(todo, model, options, results, tally, log) if todo else None
     results.sort({row.id: row.position for row in rows})
     summary = tally.summary(results.path)
+    if placement:
+        summary["ray"] = placement
     if options.metrics or options.matrix_save_name:
         from lmchat.batch.metrics import similarity_scores
 
@@ -115,17 +140,17 @@ def write_llamafactory_scores(path: Path, summary: dict[str, Any], tally: _Tally
 
 
 def _answer_rows(rows: list[Row], model: ChatModel | Mapping[str, Any], options: BatchOptions,
-                 results: ResultsFile, tally: _Tally, log: TextIO) -> None:
+                 results: ResultsFile, tally: _Tally, log: TextIO) -> dict[str, Any] | None:
+    """Answer ``rows`` into ``results``; returns where they ran (Ray) or None (this process)."""
     began = time.perf_counter()
-    with Sampler(model, concurrency=options.concurrency, **options.generation()) as sampler:
+    with _open_sampler(model, options) as sampler:
         tally.preparation = time.perf_counter() - began
-        model_name = sampler.model.engine.info.name
         bar = _progress_bar(len(rows), options.progress, log, initial=tally.skipped, total=tally.total)
         tally.start()
         with results:
             try:
                 for sample in sampler.stream_samples(rows):
-                    results.write(to_record(sample, model_name))
+                    results.write(to_record(sample, _model_name(sampler)))
                     tally.add(sample)
                     if bar is not None:
                         bar.update(1)
@@ -134,6 +159,25 @@ def _answer_rows(rows: list[Row], model: ChatModel | Mapping[str, Any], options:
                 tally.stop()
                 if bar is not None:
                     bar.close()
+                if getattr(sampler, "capped_rows", 0):
+                    print(f"{sampler.capped_rows} rows asked for more than this run's max_new_tokens "
+                          f"({sampler.max_new_tokens_cap}) and were capped to it.", file=log)
+        return sampler.summary() if options.executor == "ray" else None
+
+
+def _open_sampler(model: ChatModel | Mapping[str, Any], options: BatchOptions):
+    if options.executor == "ray":
+        from lmchat.batch.ray_executor import RaySampler
+
+        return RaySampler(model, replicas=options.replicas, concurrency=options.concurrency,
+                          gpus_per_replica=options.gpus_per_replica, cpus_per_replica=options.cpus_per_replica,
+                          address=options.ray_address, **options.generation())
+    return Sampler(model, concurrency=options.concurrency, **options.generation())
+
+
+def _model_name(sampler: Any) -> str:
+    name = getattr(sampler, "model_name", None)  # a RaySampler learns it from its replicas
+    return name if isinstance(name, str) else sampler.model.engine.info.name
 
 
 class _Tally:

@@ -21,6 +21,7 @@ from lmchat.chat.response import Response
 from lmchat.errors import InvalidRequestError, LmchatError
 
 DEFAULT_CONCURRENCY = 64
+ROW_TOKEN_BUDGETS = ("max_tokens", "max_completion_tokens", "max_new_tokens")  # a row's names of its answer budget
 
 
 @dataclass
@@ -71,6 +72,10 @@ class Sampler:
         self.model = ChatModel(dict(model)) if self._owns_model else model
         self.concurrency = concurrency
         self.generation = generation
+        # the run's own max_new_tokens (given by the user, not the default) caps what a row may ask for
+        config = self.model.config
+        self.max_new_tokens_cap = config.max_new_tokens if "max_new_tokens" in config.model_fields_set else None
+        self.capped_rows = 0
         try:  # a bad option fails here, once, not on every row
             self.model.resolve_options(**generation)
         except LmchatError:
@@ -94,9 +99,9 @@ class Sampler:
             return _failed(row, None, InvalidRequestError(row.error))
         try:
             _check_media(row)
-            prepared = self.model.prepare(
+            prepared = await self.model.aprepare(  # the media fetched and decoded once, off the event loop
                 row.messages, row.system, row.tools, row.images or None, row.videos or None, row.audios or None,
-                **{**self.generation, **row.generation},
+                **self._row_generation(row),
             )
         except LmchatError as exc:
             return _failed(row, None, exc)
@@ -107,6 +112,20 @@ class Sampler:
         except Exception as exc:  # noqa: BLE001 - an unexpected engine failure costs this row only; the run goes on
             return _failed(row, prepared.prompt, exc)
         return Sample(row, prepared.prompt, prepared.prompt_tokens, responses)
+
+    def _row_generation(self, row: Row) -> dict[str, Any]:
+        """The run's options with the row's own on top; a row's token budget cannot exceed the run's cap."""
+        generation = {**self.generation, **row.generation}
+        cap = self.max_new_tokens_cap
+        if cap is None:
+            return generation
+        over = False
+        for key in ROW_TOKEN_BUDGETS:
+            value = generation.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+                generation[key], over = cap, True
+        self.capped_rows += over
+        return generation
 
     async def astream_samples(self, rows: Iterable[Row]) -> AsyncIterator[Sample]:
         """Samples in the order they finish, with at most ``concurrency`` rows in flight."""

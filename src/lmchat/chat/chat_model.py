@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmchat.chat.assemble import collect_responses
 from lmchat.chat.bridge import LoopThread
-from lmchat.chat.messages import Media
-from lmchat.chat.options import CallOptions, resolve_options
-from lmchat.chat.prepare import PreparedChat, TemplateStops, prepare_chat, prepare_completion
+from lmchat.chat.inputs import check_input
+from lmchat.chat.media import fetch_policy, media_options
+from lmchat.chat.messages import TEXT_PARTS, Media, normalise_tools
+from lmchat.chat.options import CallOptions, check_template_kwargs, resolve_options
+from lmchat.chat.prepare import (
+    PreparedChat,
+    TemplateStops,
+    aprepare_chat,
+    check_fallback_parser,
+    prepare_chat,
+    prepare_completion,
+)
 from lmchat.chat.response import ChatChunk, Response
 from lmchat.chat.sequences import stream_answers
 from lmchat.config.model_config import ModelConfig
@@ -20,7 +31,10 @@ from lmchat.engines.registry import get_engine_class
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError
 from lmchat.parsing import get_tool_parser
 from lmchat.templates.registry import ChatTemplate, resolve_template
-from lmchat.templates.render import render_prompt
+from lmchat.templates.tool_fallback import render_chat
+
+if TYPE_CHECKING:
+    from lmchat.media import MediaLoader
 
 Messages = Sequence[Mapping[str, Any]]
 
@@ -39,6 +53,7 @@ class ChatModel:
             get_tool_parser(self.config.tool_parser)  # an unknown name fails now, naming the closest one
         engine_class = get_engine_class(self.config.infer_backend)
         review_settings(self.config, engine_class)
+        self.media_loader = self.new_media_loader(trusted=True)
         self._loop = LoopThread()
         self.engine: BaseEngine = engine_class(self.config)
         try:
@@ -73,6 +88,15 @@ class ChatModel:
                 param="template",
             )
 
+    def new_media_loader(self, *, trusted: bool) -> MediaLoader:
+        """A media loader with this model's limits (``image_max_pixels``, ...) and a fetch policy for
+        ``trusted`` callers (this process's user: any local file unless ``allowed_local_media_path``) or
+        untrusted ones (the server's clients: local files only under ``allowed_local_media_path``); see
+        :func:`lmchat.chat.media.fetch_policy`. The model's own loader (``media_loader``) is the trusted one."""
+        from lmchat.media import MediaLoader
+
+        return MediaLoader(media_options(self.config), fetch_policy(self.config, trusted=trusted))
+
     # --- preparation ----------------------------------------------------------------------------------
     def prepare(
         self,
@@ -87,39 +111,94 @@ class ChatModel:
         """Validate a chat call and render its prompt; every error is raised here, before any generation.
 
         ``messages`` may hold OpenAI/vLLM media content parts (``image_url``, ``input_audio``, ``video_url``,
-        ``audio_url``, ...); their media follow those given as ``images``/``videos``/``audios``.
+        ``audio_url``, ...) and LLaMA-Factory's ``<image>`` placeholders for ``images``/``videos``/``audios``.
+        Media are fetched and decoded on the model's event loop; inside a running event loop use :meth:`aprepare`.
+        ``chat_template`` (vLLM's request field: Jinja source, rendered in the sandbox) replaces the model's template
+        for this call; the model's stop words and output parsers stay.
         """
-        self._require_template()
+        media, template, kwargs = self._prepare_arguments(messages, system, tools, images, videos, audios, generation)
+        if not media:
+            return prepare_chat(self.config, self.engine, template, self._stops, messages, **kwargs)
+        if _in_event_loop():
+            raise InvalidRequestError("ChatModel.prepare was called inside an event loop with media, which it would "
+                                      "block: use await ChatModel.aprepare(...) there.")
+        return self._loop.run(aprepare_chat(self.config, self.engine, template, self._stops, messages,
+                                            loader=self.media_loader, **kwargs))
+
+    async def aprepare(
+        self,
+        messages: Messages,
+        system: str | None = None,
+        tools: Any = None,
+        images: Sequence[Any] | None = None,
+        videos: Sequence[Any] | None = None,
+        audios: Sequence[Any] | None = None,
+        *,
+        media_loader: MediaLoader | None = None,
+        **generation: Any,
+    ) -> PreparedChat:
+        """:meth:`prepare` from any event loop: media are fetched and decoded on worker threads, once.
+        ``media_loader`` (default: the model's, for trusted callers) decides where they may come from."""
+        _, template, kwargs = self._prepare_arguments(messages, system, tools, images, videos, audios, generation)
+        return await aprepare_chat(self.config, self.engine, template, self._stops, messages,
+                                   loader=media_loader or self.media_loader, **kwargs)
+
+    def _prepare_arguments(self, messages: Messages, system: str | None, tools: Any, images: Any, videos: Any,
+                           audios: Any, generation: dict[str, Any]) -> tuple[bool, ChatTemplate, dict[str, Any]]:
+        """The checks every chat call starts with, the call's template and ``prepare_chat``'s keyword arguments;
+        also whether the call has media (given, or as content parts)."""
+        template = self._call_template(generation.pop("chat_template", None))
         if self.engine.info.is_reward_model:
             raise UnsupportedError(
                 f"'{self.engine.info.name}' is a reward model: use get_scores, not chat.", param="model"
             )
-        media = Media(tuple(images or ()), tuple(videos or ()), tuple(audios or ()))
-        return prepare_chat(self.config, self.engine, self.template, self._stops, messages, system=system,
-                            tools=tools, media=media, options=self.resolve_options(**generation))
+        media = Media(*(_media_items(value, name) for value, name in
+                        ((images, "images"), (videos, "videos"), (audios, "audios"))))
+        kwargs = {"system": system, "tools": tools, "media": media, "options": self.resolve_options(**generation)}
+        return bool(media) or has_media_parts(messages), template, kwargs
+
+    def _call_template(self, source: str | None) -> ChatTemplate:
+        if source is None:
+            self._require_template()
+            return self.template
+        if not isinstance(source, str) or not source.strip():
+            raise InvalidRequestError("chat_template must be the template's Jinja source.", param="chat_template")
+        return dataclasses.replace(self.template, name="request", source=source)
 
     def resolve_options(self, **generation: Any) -> CallOptions:
         """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""
         return resolve_options(self.config, self.engine, generation)
 
-    def prepare_completion(self, prompt: str, **generation: Any) -> PreparedChat:
-        """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it."""
+    def prepare_completion(self, prompt: str | Sequence[int], **generation: Any) -> PreparedChat:
+        """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it.
+        ``prompt`` may be token ids."""
         return prepare_completion(self.config, self.engine, self._stops, prompt, generation)
 
     def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:
         """The prompt text this model's template makes of ``messages`` (no generation)."""
         self._require_template()
+        check_input(messages, "messages")
+        check_input(tools, "tools")
+        kwargs = check_template_kwargs(kwargs)
         kwargs.setdefault("enable_thinking", self.config.enable_thinking)
-        return render_prompt(
-            messages, self.template, tools=tools, add_generation_prompt=add_generation_prompt,
-            special_tokens=self.engine.info.special_tokens, **kwargs,
-        )
+        rendered = render_chat(messages, self.template, tools=normalise_tools(tools),
+                               add_generation_prompt=add_generation_prompt,
+                               special_tokens=self.engine.info.special_tokens, **kwargs)
+        if rendered.tool_fallback:
+            check_fallback_parser(self.template, self.config.tool_parser)
+        return rendered.prompt
 
     # --- async API ------------------------------------------------------------------------------------
     async def astream_chunks(self, prepared: PreparedChat, request_id: str | None = None) -> AsyncIterator[ChatChunk]:
         """Typed chunks of every answer of a prepared request (what the server and the CLI consume)."""
         async for chunk in stream_answers(self.engine, prepared, request_id):
             yield chunk
+
+    async def aabort(self, prepared: PreparedChat, request_id: str) -> None:
+        """Stop every answer of a request started with ``request_id`` at the engine's next step; its streams end
+        with the finish reason ``abort``."""
+        for engine_id in prepared.request_ids(request_id):
+            await self.engine.abort(engine_id)
 
     async def agenerate(self, prepared: PreparedChat, request_id: str | None = None) -> list[Response]:
         chunks = [chunk async for chunk in self.astream_chunks(prepared, request_id)]
@@ -128,13 +207,13 @@ class ChatModel:
     async def achat(self, messages: Messages, system: str | None = None, tools: Any = None, images=None,
                     videos=None, audios=None, **generation: Any) -> list[Response]:
         """One :class:`Response` per answer (``n``/``num_return_sequences`` of them)."""
-        prepared = self.prepare(messages, system, tools, images, videos, audios, **generation)
+        prepared = await self.aprepare(messages, system, tools, images, videos, audios, **generation)
         return await self.agenerate(prepared)
 
     async def astream_chat(self, messages: Messages, system: str | None = None, tools: Any = None, images=None,
                            videos=None, audios=None, **generation: Any) -> AsyncIterator[str]:
         """The answer's text, piece by piece. Closing the iterator stops the generation."""
-        prepared = self.prepare(messages, system, tools, images, videos, audios, **generation)
+        prepared = await self.aprepare(messages, system, tools, images, videos, audios, **generation)
         if prepared.params.n != 1:
             raise InvalidRequestError("stream_chat streams one answer; use n=1 (or astream_chunks).", param="n")
         async for chunk in self.astream_chunks(prepared):
@@ -187,6 +266,10 @@ class ChatModel:
         return self._loop.iterate(stream)
 
     # --- lifecycle ------------------------------------------------------------------------------------
+    def check_health(self) -> None:
+        """Raise :class:`~lmchat.errors.EngineDeadError` once the engine can serve no more requests."""
+        self.engine.check_health()
+
     def close(self) -> None:
         """Stop the engine's background work, free the model and stop the event-loop thread."""
         if self._loop.loop.is_closed():
@@ -201,3 +284,33 @@ class ChatModel:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _media_items(value: Any, name: str) -> tuple[Any, ...]:
+    """``images=`` and friends: a list (or tuple) of sources; one bare source is taken as a list of one."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(value, (str, bytes)) or hasattr(value, "size") or hasattr(value, "read"):
+        return (value,)
+    raise InvalidRequestError(f"{name} must be a list of media (paths, URLs, data URLs, bytes, images, arrays), "
+                              f"not {type(value).__name__}.", param=name)
+
+
+def has_media_parts(messages: Any) -> bool:
+    """Whether any message has a content part other than text (its media are read by ``prepare_chat``)."""
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        return False
+    return any(isinstance(part, Mapping) and part.get("type") not in TEXT_PARTS
+               for message in messages if isinstance(message, Mapping)
+               for part in (message.get("content") if isinstance(message.get("content"), list) else ()))
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+

@@ -195,13 +195,17 @@ def _content(index: int, content: Any) -> Any:
 
 def _lf_function_turn(index: int, message: dict[str, Any]) -> dict[str, Any]:
     """LLaMA-Factory's ``function`` turn holds the calls as JSON: ``[{"name": ..., "arguments": ...}]``."""
+    content = message.get("content")
     try:
-        calls = json.loads(message.get("content") or "")
+        calls = json.loads(content) if isinstance(content, str) and content else None
     except json.JSONDecodeError:
-        raise InvalidRequestError(
-            f"messages[{index}] (role function) must hold the tool calls as JSON.", param=f"messages[{index}].content"
-        ) from None
+        calls = None
     calls = calls if isinstance(calls, list) else [calls]
+    if not all(isinstance(call, dict) and isinstance(call.get("name"), str) for call in calls):
+        raise InvalidRequestError(
+            f"messages[{index}] (role function) must hold the tool calls as JSON: "
+            '[{"name": "...", "arguments": {...}}].', param=f"messages[{index}].content"
+        )
     tool_calls = [
         {
             "id": f"call_{index}_{n}",

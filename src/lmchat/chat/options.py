@@ -9,19 +9,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lmchat.chat.inputs import check_input
 from lmchat.errors import InvalidRequestError
-from lmchat.generation.sampling import SamplingParams, resolve_sampling
+from lmchat.generation.sampling import OPTION_ALIASES, SamplingParams, resolve_sampling
 from lmchat.structured import Constraint
 from lmchat.structured.requests import REQUEST_FIELDS, pop_constraint
+from lmchat.templates.continuation import generation_prompt_flags
 
 if TYPE_CHECKING:
     from lmchat.config.model_config import ModelConfig
     from lmchat.engines.base import BaseEngine
 
 # Per-call options that go to the chat template (or the tool list), not to the sampler.
-TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort")
+TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort", "add_generation_prompt",
+                    "continue_final_message")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")
+# What the renderer passes to every chat template itself (templates/render.py): not settable per call.
+RESERVED_TEMPLATE_NAMES = frozenset({"messages", "tools", "documents", "add_generation_prompt", "special_tokens",
+                                     "template"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,12 @@ class CallOptions:
     constraint: Constraint | None = None
     """Structured output asked for by its request fields (response_format, guided_json...: REQUEST_FIELDS);
     checked with the prompt (lmchat.structured.prepare)."""
+    explicit: frozenset[str] = frozenset()
+    """The sampling options the user set (in this call or in the config), as opposed to defaults."""
+
+    def user_value(self, name: str) -> Any:
+        """The option's value when the user set it, else None."""
+        return getattr(self.params, name) if name in self.explicit else None
 
 
 def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[str, Any]) -> CallOptions:
@@ -42,15 +54,41 @@ def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[st
     constraint = pop_constraint({key: options[key] for key in REQUEST_FIELDS if key in options})
     params = resolve_sampling(config.generation_defaults(), sampling)
     engine.capabilities.check_sampling(params, engine.name)
+    check_logit_bias(params, engine.info.vocab_size)
+    explicit = {OPTION_ALIASES.get(key, key) for key, value in sampling.items() if value is not None}
+    explicit |= config.model_fields_set & set(config.generation_defaults())
     return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"),
-                       options.get("parallel_tool_calls"), constraint)
+                       parallel_tool_calls=options.get("parallel_tool_calls"), constraint=constraint,
+                       explicit=frozenset(explicit))
+
+
+def check_logit_bias(params: SamplingParams, vocab_size: int | None) -> None:
+    """Every biased token id must be one of the model's (ids 0 .. vocab_size - 1)."""
+    outside = sorted(token for token in params.logit_bias or () if vocab_size is not None and token >= vocab_size)
+    if outside:
+        raise InvalidRequestError(
+            f"logit_bias names token id {outside[0]}, but the model's vocabulary has ids 0 to {vocab_size - 1}.",
+            param="logit_bias",
+        )
+
+
+def check_template_kwargs(kwargs: Any) -> dict[str, Any]:
+    """``chat_template_kwargs`` as a dict of names the template may read; the names lmchat itself passes (the
+    messages, tools, special tokens, ...) cannot be set through it."""
+    if not isinstance(kwargs, Mapping):
+        raise InvalidRequestError("chat_template_kwargs must be a dict.", param="chat_template_kwargs")
+    check_input(kwargs, "chat_template_kwargs")
+    reserved = sorted(set(kwargs) & RESERVED_TEMPLATE_NAMES)
+    if reserved:
+        raise InvalidRequestError(
+            f"chat_template_kwargs cannot set '{reserved[0]}': lmchat passes it to the template itself (send "
+            "messages and tools as the request's own fields).", param="chat_template_kwargs",
+        )
+    return dict(kwargs)
 
 
 def _template_kwargs(config: ModelConfig, options: Mapping[str, Any]) -> dict[str, Any]:
-    kwargs = options.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, Mapping):
-        raise InvalidRequestError("chat_template_kwargs must be a dict.", param="chat_template_kwargs")
-    kwargs = dict(kwargs)
+    kwargs = check_template_kwargs(options.get("chat_template_kwargs") or {})
     thinking = options.get("enable_thinking")
     if thinking is not None and not isinstance(thinking, bool):
         raise InvalidRequestError(f"Invalid value for 'enable_thinking': use true or false (got {thinking!r}).",
@@ -64,4 +102,20 @@ def _template_kwargs(config: ModelConfig, options: Mapping[str, Any]) -> dict[st
                 param="reasoning_effort",
             )
         kwargs.setdefault("reasoning_effort", effort)
+    _generation_prompt_kwargs(options, kwargs)
     return kwargs
+
+
+def _generation_prompt_kwargs(options: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    """``add_generation_prompt`` / ``continue_final_message`` (vLLM's request fields, or chat_template_kwargs)."""
+    values = []
+    for name in ("add_generation_prompt", "continue_final_message"):
+        value = options.get(name) if options.get(name) is not None else kwargs.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise InvalidRequestError(f"Invalid value for '{name}': use true or false (got {value!r}).", param=name)
+        values.append(value)
+    add, keep = generation_prompt_flags(*values)
+    if not add:  # rendering adds it by default
+        kwargs["add_generation_prompt"] = False
+    if keep:
+        kwargs["continue_final_message"] = True

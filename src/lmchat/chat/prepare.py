@@ -1,29 +1,42 @@
 """Turn one chat call's arguments into a validated, rendered request before any engine work starts.
 
 Everything an engine needs is decided here, once: the merged options (:mod:`lmchat.chat.options`), the
-conversation and its media (:mod:`lmchat.chat.messages`), the prompt text and token ids, and the answer's token
-budget. :meth:`PreparedChat.requests` turns the result into the engines' :class:`GenerationRequest` objects.
+conversation (:mod:`lmchat.chat.messages`) and its media (:mod:`lmchat.chat.media`: which medium each placeholder
+stands for, fetched and decoded once), the prompt text and token ids (with media, the engine's processor expands
+the placeholders: :meth:`BaseEngine.encode_media_prompt`), and the answer's token budget.
+:meth:`PreparedChat.requests` turns the result into the engines' :class:`GenerationRequest` objects.
+
+A chat without media is prepared without any waiting (:func:`prepare_chat`); one with media needs the event loop
+for its fetches and decoding on worker threads (:func:`aprepare_chat`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
-import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lmchat.chat.messages import Media, build_conversation, media_of, normalise_tools
-from lmchat.chat.options import CallOptions
+from lmchat.chat.inputs import check_input
+from lmchat.chat.media import MediaItem, bind_media, count_by_kind, load_media
+from lmchat.chat.messages import Media, build_conversation, normalise_tools
+from lmchat.chat.options import CallOptions, check_logit_bias
 from lmchat.chat.output import ParsingPlan, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine, GenerationRequest
-from lmchat.errors import ContextLengthError, InvalidRequestError
+from lmchat.errors import ContextLengthError, InvalidRequestError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
 from lmchat.structured.prepare import StructuredRequest
 from lmchat.structured.requests import pop_constraint
+from lmchat.templates.continuation import cut_after_final_message
 from lmchat.templates.registry import ChatTemplate
-from lmchat.templates.render import render_prompt
+from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER, render_chat
+
+if TYPE_CHECKING:
+    from lmchat.media import MediaLoader
 
 logger = logging.getLogger("lmchat.chat")
 
@@ -31,7 +44,9 @@ logger = logging.getLogger("lmchat.chat")
 @dataclass(frozen=True)
 class PreparedChat:
     """A chat request ready for the engine: the exact prompt text and tokens, the merged options, and the answer's
-    token budget (``max_tokens``: ``max_new_tokens`` cut by ``max_length`` and the model's context)."""
+    token budget (``max_tokens``: ``max_new_tokens`` cut by ``max_length`` and the model's context). ``media``
+    holds the decoded media (RGB PIL images, :class:`~lmchat.media.VideoClip`, :class:`~lmchat.media.AudioClip`)
+    in prompt order, ``media_inputs`` what the engine's processor made of them with the prompt (engine-owned)."""
 
     conversation: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None
@@ -42,18 +57,22 @@ class PreparedChat:
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     media: Media = Media()
     parsing: ParsingPlan = ParsingPlan()
+    media_inputs: Any = None
 
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt_token_ids)
 
+    def request_ids(self, request_id: str) -> list[str]:
+        """The engine request ids of the ``n`` answers of the request ``request_id``."""
+        return [f"{request_id}-{i}" for i in range(self.params.n)]
+
     def requests(self, request_id: str | None = None) -> list[GenerationRequest]:
         """One engine request per answer; answer i samples with ``seed + i`` when a seed is given."""
-        base = request_id or uuid.uuid4().hex
         params = self.params
         return [
             GenerationRequest(
-                request_id=f"{base}-{i}",
+                request_id=engine_id,
                 prompt=self.prompt,
                 params=params.model_copy(update={"n": 1, "seed": None if params.seed is None else params.seed + i}),
                 prompt_token_ids=self.prompt_token_ids,
@@ -61,8 +80,10 @@ class PreparedChat:
                 images=self.media.images,
                 videos=self.media.videos,
                 audios=self.media.audios,
+                keep_special_tokens=self.parsing.keep_special_tokens,
+                media_inputs=self.media_inputs,
             )
-            for i in range(params.n)
+            for i, engine_id in enumerate(self.request_ids(request_id or uuid.uuid4().hex))
         ]
 
 
@@ -93,7 +114,20 @@ def _try_tokenize(engine: BaseEngine, text: str) -> list[int] | None:
         return None
 
 
-def prepare_chat(
+@dataclass(frozen=True)
+class ChatPlan:
+    """A chat call checked and rendered, before its media are loaded and its prompt tokenized."""
+
+    conversation: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    prompt: str
+    params: SamplingParams
+    template_kwargs: dict[str, Any]
+    media: tuple[MediaItem, ...]
+    parsing: ParsingPlan
+
+
+def plan_chat(
     config: ModelConfig,
     engine: BaseEngine,
     template: ChatTemplate,
@@ -104,29 +138,32 @@ def prepare_chat(
     tools: Any = None,
     media: Media = Media(),
     options: CallOptions,
-) -> PreparedChat:
-    """Validate everything and render the prompt; raises an LmchatError before any engine work.
+) -> ChatPlan:
+    """Validate everything and render the prompt; raises an LmchatError before any engine work or fetch.
 
-    ``media`` (LLaMA-Factory's ``images=`` ...) comes first, then the media of the messages' content parts.
+    ``media`` (LLaMA-Factory's ``images=`` ...) fills the conversation's placeholders (see :mod:`lmchat.chat.media`).
     """
+    check_input(messages, "messages")
     conversation = build_conversation(messages, system, config.default_system)
-    media = media + media_of(conversation)
-    engine.capabilities.check_media(engine.name, **media.by_kind())
+    offset = len(conversation) - len(messages)
+    conversation, items = bind_media(conversation, media, offset)
+    engine.capabilities.check_media(engine.name, **count_by_kind(items))
+    check_input(tools, "tools")
     structured = StructuredRequest.of(options.constraint, normalise_tools(tools), options.tool_choice,
                                       options.parallel_tool_calls)
     tool_list = structured.prompt_tools
-    prompt = render_prompt(
-        conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens, **options.template_kwargs
-    )
-    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
-    plan = replace(plan_parsing(template, config.tool_parser, tool_list, prompt), **structured.parsing_changes())
+    rendered = render_chat(conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens,
+                           **options.template_kwargs)
+    if rendered.tool_fallback:
+        check_fallback_parser(template, config.tool_parser)
+    prompt = rendered.prompt
+    if options.template_kwargs.get("continue_final_message"):
+        prompt = cut_after_final_message(prompt, conversation)
+    plan = replace(plan_parsing(template, config.tool_parser, tool_list, prompt, rendered.tool_fallback,
+                                options.user_value("skip_special_tokens")), **structured.parsing_changes())
     params = structured.constrain(options.params, engine, prompt, plan.reasoning_parser, plan.starts_in_reasoning)
     params = with_stops(params, stops)
-    return PreparedChat(
-        conversation, tool_list, prompt, token_ids, params,
-        max_tokens=answer_budget(len(token_ids), params, engine.info.context_length),
-        template_kwargs=options.template_kwargs, media=media, parsing=plan,
-    )
+    return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items, plan)
 
 
 def with_stops(params: SamplingParams, stops: TemplateStops) -> SamplingParams:
@@ -136,6 +173,77 @@ def with_stops(params: SamplingParams, stops: TemplateStops) -> SamplingParams:
     return params.model_copy(
         update={"stop": params.stop + strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
     )
+
+
+def prepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate, stops: TemplateStops,
+                 messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> PreparedChat:
+    """:func:`plan_chat`, then the prompt's tokens: a chat without media (those need :func:`aprepare_chat`)."""
+    plan = plan_chat(config, engine, template, stops, messages, **kwargs)
+    if plan.media:
+        raise InvalidRequestError("A chat with media is prepared on the event loop: use ChatModel.aprepare.")
+    return _text_prepared(config, engine, plan)
+
+
+async def aprepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate, stops: TemplateStops,
+                        messages: Sequence[Mapping[str, Any]], *, loader: MediaLoader, **kwargs: Any
+                        ) -> PreparedChat:
+    """:func:`plan_chat`, then its media fetched and decoded once (worker threads, ``loader``'s policy), then
+    the prompt's tokens with the media's placeholders expanded by the engine."""
+    # rendering and tokenizing run on a worker thread: a huge prompt never stalls the caller's event loop
+    plan = await asyncio.to_thread(functools.partial(plan_chat, config, engine, template, stops, messages, **kwargs))
+    if not plan.media:
+        return await asyncio.to_thread(_text_prepared, config, engine, plan)
+    media = await load_media(loader, plan.media)
+    encoded = await engine.encode_media_prompt(plan.prompt, media)
+    token_ids = tuple(encoded.token_ids)
+    if config.cutoff_len is not None and len(token_ids) > config.cutoff_len:
+        raise ContextLengthError(
+            f"The prompt with its media has {len(token_ids)} tokens, more than cutoff_len ({config.cutoff_len}); a "
+            "prompt with media is not cut (that would cut a medium's tokens apart). Send smaller or fewer media "
+            "(image_max_pixels, video_maxlen), a shorter conversation, or raise cutoff_len.", param="messages",
+        )
+    return _prepared(plan, plan.prompt, token_ids, engine.info.context_length, media, encoded.inputs)
+
+
+def _text_prepared(config: ModelConfig, engine: BaseEngine, plan: ChatPlan) -> PreparedChat:
+    token_ids = tokenize_prompt(engine, plan.prompt, refuse_long=config.cutoff_len is None)
+    prompt, token_ids = cut_prompt(engine, plan.prompt, token_ids, config.cutoff_len)
+    return _prepared(plan, prompt, token_ids, engine.info.context_length)
+
+
+def _prepared(plan: ChatPlan, prompt: str, token_ids: tuple[int, ...], context_length: int | None,
+              media: Media = Media(), media_inputs: Any = None) -> PreparedChat:
+    return PreparedChat(
+        plan.conversation, plan.tools, prompt, token_ids, plan.params,
+        max_tokens=answer_budget(len(token_ids), plan.params, context_length),
+        template_kwargs=plan.template_kwargs, media=media, parsing=plan.parsing, media_inputs=media_inputs,
+    )
+
+
+def check_fallback_parser(template: ChatTemplate, configured_tool_parser: str | None) -> None:
+    """Tools described by the default tool prompt are read by its parser; another configured parser cannot."""
+    if configured_tool_parser not in (None, FALLBACK_TOOL_PARSER):
+        raise UnsupportedError(
+            f"The chat template '{template.name}' ignores tools, so lmchat would describe them with LLaMA-Factory's "
+            f"default tool prompt, which the configured tool_parser '{configured_tool_parser}' does not read. "
+            "Choose a template that renders tools (template: qwen3, llama3.2, mistral, ... or a .jinja file with a "
+            f"tools section), or set tool_parser: {FALLBACK_TOOL_PARSER}.", param="tools",
+        )
+
+
+def tokenize_prompt(engine: BaseEngine, prompt: str, param: str = "messages",
+                    refuse_long: bool = True) -> tuple[int, ...]:
+    """The prompt's token ids; a prompt far longer than the context is refused first, without tokenizing it (its
+    characters divided by the most any token stands for are already more tokens than the context holds).
+    ``refuse_long=False`` (a ``cutoff_len`` keeps the prompt's end) tokenizes it all."""
+    context, per_token = engine.info.context_length, engine.info.max_token_chars
+    if refuse_long and context and per_token and len(prompt) > context * per_token:
+        at_least = len(prompt) // per_token
+        raise ContextLengthError(
+            f"The prompt has at least {at_least} tokens ({len(prompt)} characters), which leaves no room for an "
+            f"answer within the model's context length ({context} tokens). Shorten the conversation.", param=param,
+        )
+    return tuple(engine.tokenize(prompt))
 
 
 def cut_prompt(engine: BaseEngine, prompt: str, token_ids: tuple[int, ...],
@@ -165,17 +273,44 @@ def answer_budget(prompt_tokens: int, params: SamplingParams, context_length: in
     return max(1, min(limits)) if limits else 1 << 30
 
 
-def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateStops, prompt: str,
+def _prompt_and_ids(engine: BaseEngine, prompt: str | Sequence[int], refuse_long: bool
+                    ) -> tuple[str, tuple[int, ...]]:
+    if isinstance(prompt, str):
+        if not prompt:
+            raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
+        check_input(prompt, "prompt")
+        return prompt, tokenize_prompt(engine, prompt, param="prompt", refuse_long=refuse_long)
+    ids = tuple(prompt)
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise InvalidRequestError("A token-id prompt must be a non-empty list of token ids (integers 0 or more).",
+                                  param="prompt")
+    vocab_size = engine.info.vocab_size
+    outside = next((i for i in ids if vocab_size is not None and i >= vocab_size), None)
+    try:
+        if outside is None:
+            return engine.detokenize(ids), ids
+    except (IndexError, ValueError, OverflowError, TypeError):
+        pass
+    raise InvalidRequestError(
+        f"The prompt's token ids include ids outside the model's vocabulary{_size(vocab_size)}.", param="prompt")
+
+
+def _size(vocab_size: int | None) -> str:
+    return f" (ids 0 to {vocab_size - 1})" if vocab_size else ""
+
+
+def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateStops, prompt: str | Sequence[int],
                        generation: Mapping[str, Any]) -> PreparedChat:
-    """A raw-prompt request (no chat template), validated like a chat request."""
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidRequestError("prompt must be a non-empty string.", param="prompt")
+    """A raw-prompt request (no chat template), validated like a chat request. ``prompt`` is text, or the token
+    ids themselves (sent to the engine as they are)."""
     generation = dict(generation)
     structured = StructuredRequest.of(pop_constraint(generation))
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
-    params = structured.constrain(params, engine, prompt)
+    check_logit_bias(params, engine.info.vocab_size)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
-    prompt, token_ids = cut_prompt(engine, prompt, tuple(engine.tokenize(prompt)), config.cutoff_len)
+    prompt, token_ids = _prompt_and_ids(engine, prompt, refuse_long=config.cutoff_len is None)
+    prompt, token_ids = cut_prompt(engine, prompt, token_ids, config.cutoff_len)
+    params = structured.constrain(params, engine, prompt)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)

@@ -42,3 +42,5 @@ class ChatChunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    token_ids: tuple[int, ...] = ()  # the generated tokens since the previous chunk (where the engine reports them)
+    stop_string: str | None = None  # on the last chunk: the stop string that ended the answer, if one did

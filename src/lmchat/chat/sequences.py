@@ -26,7 +26,9 @@ class _AnswerState:
 
     def __init__(self, request: GenerationRequest, index: int, parser: OutputParser | None) -> None:
         self.index = index
-        self.matcher = StopMatcher(request.params.stop) if request.params.stop else None
+        params = request.params
+        self.matcher = StopMatcher(params.stop, include_stop=params.include_stop_str_in_output) if params.stop else None
+        self.pending_ids: tuple[int, ...] = ()  # token ids of text held back, sent with the next chunk
         self.parser = parser
         self.prompt_tokens = len(request.prompt_token_ids)
         self.completion_tokens = 0
@@ -34,6 +36,7 @@ class _AnswerState:
 
     def text_chunk(self, event: TextDelta) -> ChatChunk | None:
         self.completion_tokens += event.num_tokens
+        self.pending_ids += event.token_ids
         text = self.matcher.feed(event.text) if self.matcher else event.text
         if self.matcher is not None and self.matcher.stopped:
             return self.final_chunk(text, "stop", self.prompt_tokens, self.completion_tokens, event.logprobs)
@@ -52,10 +55,11 @@ class _AnswerState:
                             logprobs=logprobs)
         if reason == "stop" and self.has_tool_calls:
             reason = "tool_calls"
-        return dataclasses.replace(chunk, finish_reason=reason)
+        return dataclasses.replace(chunk, finish_reason=reason, stop_string=self.matcher and self.matcher.matched)
 
     def _chunk(self, text: str, deltas: list[OutputDelta], **fields) -> ChatChunk:
         fields["logprobs"] = tuple(fields.get("logprobs") or ())
+        fields["token_ids"], self.pending_ids = self.pending_ids, ()
         if self.parser is None:
             return ChatChunk(index=self.index, text=text, content=text, **fields)
         calls = tuple(call for delta in deltas for call in delta.tool_calls)

@@ -82,6 +82,10 @@ class ChatRepl:
         validate_options(self.model, options)
         self.options = options
 
+    def check_media(self, kind: str) -> None:
+        engine = self.model.engine
+        engine.capabilities.check_media(engine.label or engine.name, **{f"{kind}s": [kind]})
+
     def ask(self, text: str) -> None:
         self.conversation.add_user(text)
         if not self.answer():

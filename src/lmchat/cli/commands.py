@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from lmchat.cli.session import Conversation, merge_options, parse_assignments
@@ -30,6 +31,9 @@ class Session(Protocol):
 
     def answer(self) -> bool:
         """Answer the conversation's last user message; True when an answer was added."""
+
+    def check_media(self, kind: str) -> None:
+        """Raise when the model cannot take ``kind`` (image, video, audio) media."""
 
 
 KEYS_HELP = """\
@@ -124,6 +128,31 @@ def _load(session: Session, argument: str) -> None:
 @command("stats", "/stats", "tokens, time to first token and speed of the last answer")
 def _stats(session: Session, argument: str) -> None:
     session.notice(session.last_stats.describe() if session.last_stats else "No answer yet.")
+
+
+def _attach(kind: str) -> Callable[[Session, str], None]:
+    def attach(session: Session, argument: str) -> None:
+        if not argument:
+            raise InvalidRequestError(f"Give a file or URL: /{kind} PATH (it goes with your next message).")
+        session.check_media(kind)
+        source = argument
+        if not argument.startswith(("http://", "https://", "data:", "file://")):
+            path = Path(argument).expanduser().resolve()
+            if not path.is_file():
+                raise InvalidRequestError(f"No such {kind} file: {argument}.")
+            source = str(path)
+        session.conversation.attach(kind, source)
+        count = len(session.conversation.attachments)
+        session.notice(f"Attached {kind} {argument}; {'it goes' if count == 1 else f'{count} media go'} with your "
+                       "next message.")
+
+    return attach
+
+
+for _kind, _summary in (("image", "attach an image (a file or a URL) to your next message"),
+                        ("video", "attach a video to your next message"),
+                        ("audio", "attach an audio clip to your next message")):
+    command(_kind, f"/{_kind} PATH|URL", _summary)(_attach(_kind))
 
 
 @command("clear", "clear", "forget the history (/clear works too)")

@@ -21,12 +21,24 @@ class Conversation:
 
     system: str | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # media parts for the next user message
 
     def clear(self) -> None:
         self.messages.clear()
+        self.attachments.clear()
+
+    def attach(self, kind: str, source: str) -> None:
+        """``/image PATH``: an OpenAI/vLLM content part (``image_url``, ``video_url``, ``audio_url``) that goes
+        before the text of the next user message (the facade fetches and decodes it)."""
+        self.attachments.append({"type": f"{kind}_url", f"{kind}_url": {"url": source}})
 
     def add_user(self, text: str) -> None:
-        self.messages.append({"role": "user", "content": text})
+        if self.attachments:
+            content: Any = [*self.attachments, {"type": "text", "text": text}]
+            self.attachments = []
+        else:
+            content = text
+        self.messages.append({"role": "user", "content": content})
 
     def add_answer(self, content: str) -> None:
         self.messages.append({"role": "assistant", "content": content})
@@ -41,8 +53,11 @@ class Conversation:
         return None
 
     def drop_last_user(self) -> None:
+        """Take back an unanswered user message; its media stay attached for the next one."""
         if self.ends_with_user():
-            self.messages.pop()
+            content = self.messages.pop()["content"]
+            if isinstance(content, list):
+                self.attachments = [part for part in content if part.get("type") != "text"] + self.attachments
 
     def undo(self) -> int:
         """Drop the last exchange (the last user message and everything after it); the number of messages dropped."""

@@ -88,13 +88,17 @@ class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, Quantiza
     length_penalty: float = Field(1.0, description="Beam-search length penalty: no effect with num_beams 1.")
     skip_special_tokens: bool = Field(True, description="Drop special tokens from the answer text.")
 
-    # --- transformers engine: continuous batching ----------------------------------------------
-    max_batch_size: int = Field(32, ge=1, description="Transformers engine: most requests decoded together; more wait.")
+    # --- transformers and llama.cpp engines: continuous batching ---------------------------------
+    max_batch_size: int = Field(
+        32, ge=1, description="Transformers and llama.cpp engines: most requests decoded together; more wait."
+    )
     kv_cache_tokens: int = Field(
-        32768, ge=1, description="Transformers engine: KV-cache budget in tokens (rows x longest reservation)."
+        32768, ge=1, description="Transformers engine: KV-cache budget in tokens (rows x longest reservation); "
+        "llama.cpp engine: cells of its one KV cache (prompts and answers of all sequences, cached prompts)."
     )
     prefill_chunk_tokens: int = Field(
-        256, ge=1, description="Transformers engine: most prompt tokens prefilled per step, so streams keep flowing."
+        256, ge=1, description="Transformers and llama.cpp engines: most prompt tokens prefilled per step, so "
+        "streams keep flowing."
     )
     packed_weights: Literal["auto", "on", "off"] = Field(
         "auto",

@@ -19,6 +19,9 @@ ENGINE_SETTINGS = ("quantization_bit", "rope_scaling", "flash_attn", "model_max_
 """Settings an engine must declare it honours (``Capabilities.settings``) before they may differ from their default;
 anything else is refused, naming the setting."""
 
+UNHONOURED_MEDIA_SETTINGS = ("image_do_pan_and_scan", "crop_to_patches", "use_audio_in_video")
+"""LLaMA-Factory media keys lmchat accepts but no engine applies yet: refused unless left at their default."""
+
 _REFUSALS = {
     "quantization_bit": "Weight quantization on load (quantization_bit: {value}) is not available for the {engine} "
                         "engine yet; leave quantization_bit out, or load a checkpoint quantized ahead of time.",
@@ -55,6 +58,12 @@ def review_settings(config: ModelConfig, engine: type[BaseEngine]) -> str | None
         if value != ModelConfig.model_fields[name].default and name not in engine.capabilities.settings:
             message = _REFUSALS.get(name, _REFUSAL).format(engine=engine.label or engine.name, name=name, value=value)
             raise ConfigError(message, param=name)
+    for name in UNHONOURED_MEDIA_SETTINGS:
+        if getattr(config, name) != ModelConfig.model_fields[name].default:
+            raise ConfigError(
+                f"{name} is not honoured by any lmchat engine yet (the media are processed with the model's processor "
+                f"defaults); leave {name} out.", param=name,
+            )
     line = ignored_line(config, engine.name)
     if line:
         logger.warning("%s", line)

@@ -56,6 +56,21 @@ class MediaSettings(BaseModel):
     video_maxlen: int = Field(128, ge=1, description="Most frames sampled from one video.")
     use_audio_in_video: bool = Field(False, description="Also feed a video's audio track to the model.")
     audio_sampling_rate: int = Field(16000, ge=1, description="Sampling rate audio is resampled to (Hz).")
+    allowed_local_media_path: str | None = Field(
+        None, description="Folder whose files requests may name as media. Server and web UI: empty means no local "
+        "files; library, chat and infer: empty means any file the caller names."
+    )
+    allowed_media_domains: list[str] | None = Field(
+        None, description="Only fetch media URLs from these hosts ('a.com,*.b.com'); they may resolve to private "
+        "addresses. Empty: any public host."
+    )
+
+    @field_validator("allowed_media_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()] or None
+        return value
 
     @model_validator(mode="after")
     def _min_below_max(self) -> MediaSettings:
@@ -128,7 +143,8 @@ class EngineSettings(BaseModel):
     sglang_config: dict[str, Any] | None = Field(None, description="SGLang: extra engine arguments (mapping or JSON).")
     sglang_lora_backend: str = Field("triton", description="SGLang: LoRA kernel backend.")
     llamacpp_config: dict[str, Any] | None = Field(
-        None, description="llama.cpp: Llama() settings (n_ctx, n_threads, n_gpu_layers, ...) and reuse_prefix."
+        None, description="llama.cpp: context settings by llama.cpp's names (n_ctx, n_batch, n_threads, flash_attn, "
+        "type_k, type_v, n_gpu_layers, ...) and reuse_prefix; see engines/llamacpp/settings.py."
     )
     ktransformers_config: dict[str, Any] | None = Field(
         None, description="KTransformers: further engine settings (gguf_path, ...); they win over the kt_* keys."

@@ -19,7 +19,7 @@ from lmchat.structured.constraint import Constraint
 
 if TYPE_CHECKING:
     from lmchat.config.model_config import ModelConfig
-    from lmchat.engines.events import EngineEvent
+    from lmchat.engines.events import EngineEvent, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Capabilities:
     audios: bool = False
     constraints: frozenset[str] = frozenset()
     """The structured-output kinds (Constraint.kind) it enforces; none by default."""
+    media_notes: tuple[tuple[str, str], ...] = ()  # (kind, why this model cannot take it here)
 
     def check_sampling(self, params: SamplingParams, engine: str) -> None:
         unsupported = sorted(params.non_default_fields() - self.sampling_options - {"constraint"})
@@ -63,7 +64,8 @@ class Capabilities:
     def check_media(self, engine: str, **media: Sequence[Any] | None) -> None:
         for kind, items in media.items():
             if items and not getattr(self, kind):
-                raise UnsupportedError(f"The {engine} engine with this model does not accept {kind}.", param=kind)
+                why = "".join(f" ({note})" for name, note in self.media_notes if name == kind)
+                raise UnsupportedError(f"The {engine} engine with this model does not accept {kind}{why}.", param=kind)
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,29 @@ class ModelInfo:
     special_tokens: dict[str, str] = field(default_factory=dict)
     context_length: int | None = None
     is_reward_model: bool = False
+    vocab_size: int | None = None  # token ids run from 0 to vocab_size - 1 (None: not known)
+    max_token_chars: int | None = None  # no token stands for more characters (None: not known)
+
+
+@dataclass(frozen=True)
+class EngineCapacity:
+    """How much work the engine runs at once: ``max_sequences`` decoded together, and ``kv_cache_tokens`` of KV
+    cache they share (None: not reported). The server admits requests by it; a request with ``n`` answers is
+    ``n`` sequences."""
+
+    max_sequences: int | None = None
+    kv_cache_tokens: int | None = None
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
     """One sequence to generate, as the facade decided it: the rendered prompt and its token ids, the options, and
     ``max_tokens``, the answer's budget (``max_new_tokens`` cut by ``max_length`` and the context). Engines honour
-    these as given and never recompute them. ``n > 1`` is expanded by the facade into several requests."""
+    these as given and never recompute them. ``n > 1`` is expanded by the facade into several requests.
+
+    ``images``/``videos``/``audios`` are decoded media, in prompt order: RGB PIL images,
+    :class:`~lmchat.media.VideoClip` and :class:`~lmchat.media.AudioClip` objects. ``media_inputs`` is what the
+    engine's own :meth:`BaseEngine.encode_media_prompt` made of them (the ``n`` requests of a call share it)."""
 
     request_id: str
     prompt: str
@@ -91,6 +109,19 @@ class GenerationRequest:
     images: tuple[Any, ...] = ()
     videos: tuple[Any, ...] = ()
     audios: tuple[Any, ...] = ()
+    keep_special_tokens: tuple[str, ...] = ()
+    """Special tokens the answer's parsers read (the facade's parsing plan): engines keep them in the text even
+    when ``params.skip_special_tokens`` drops the other special tokens."""
+    media_inputs: Any = None
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """A prompt with media as the engine will run it: its token ids (the media's placeholders expanded to as many
+    tokens as the model gives each medium) and the engine's own encoding of the media (processor outputs)."""
+
+    token_ids: tuple[int, ...]
+    inputs: Any = None
 
 
 class BaseEngine(abc.ABC):
@@ -121,6 +152,15 @@ class BaseEngine(abc.ABC):
         """False for a reward model (it scores, it does not chat), as LLaMA-Factory's engines have it."""
         return not self.info.is_reward_model
 
+    @property
+    def capacity(self) -> EngineCapacity:
+        """What the engine runs at once (engines with a scheduler of their own report its limits)."""
+        return EngineCapacity()
+
+    def check_health(self) -> None:
+        """Raise :class:`~lmchat.errors.EngineDeadError` once the engine can serve no more requests (its model
+        thread or backend died); engines without such a failure mode are always healthy."""
+
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         """Stream one sequence. Closing the iterator early aborts the request at the engine's next step.
@@ -137,11 +177,32 @@ class BaseEngine(abc.ABC):
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` encodes to (no special tokens added)."""
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text`` (special tokens written in it are parsed as such); ``add_special_tokens`` adds
+        what the tokenizer adds to a plain text (a BOS token, for most models)."""
         raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         raise UnsupportedError(f"The {self.name} engine does not expose its tokenizer.")
+
+    async def encode_media_prompt(self, prompt: str, media: Any) -> EncodedPrompt:
+        """The token ids of a rendered prompt whose media (a :class:`~lmchat.chat.messages.Media` of decoded
+        media) the engine will take; called once per chat call, before any generation. Engines whose model expands
+        media placeholders (a processor) override it; by default the prompt is tokenized as it is."""
+        return EncodedPrompt(tuple(self.tokenize(prompt)))
+
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token's own string in the vocabulary (transformers' ``convert_ids_to_tokens``); by default each
+        token's text."""
+        return [self.detokenize([token]) for token in token_ids]
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """Each prompt token's log-probability given those before it (``None`` for the first), with the ``top``
+        most likely alternatives: completions' ``echo`` with ``logprobs``, as evaluation harnesses use them."""
+        raise UnsupportedError(
+            f"The {self.label or self.name} engine cannot compute the prompt's log-probabilities yet (echo with "
+            "logprobs); the transformers engine can.", param="echo",
+        )
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         """Reward scores, one float per text; called only when the loaded model is a reward model."""

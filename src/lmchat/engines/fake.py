@@ -4,7 +4,10 @@
 ("You said: ..."). Script keys: ``replies`` (strings, or ``{text, match, finish_reason, error_after}``),
 ``delay`` (seconds per token), ``chat_template``, ``context_length``, ``unsupported`` (option names it will
 reject), ``log`` (a JSONL file where every request, finish and abort is recorded), ``reward`` (score texts by
-length instead of chatting). Tokens are whitespace-led words, so the streaming is realistic.
+length instead of chatting), ``media`` (the kinds it accepts: ``[image, video, audio]``; the echo reply then
+describes the decoded media it got, e.g. ``[image 64x48]``), ``capacity`` (``{max_sequences, kv_cache_tokens}``
+it reports). A reply with ``die: true`` makes the engine fail for good, as an engine whose model thread died
+(``check_health`` fails, every later request too). Tokens are whitespace-led words, so the streaming is realistic.
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from lmchat.config.sources import load_yaml
-from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.base import BaseEngine, Capabilities, EngineCapacity, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
-from lmchat.errors import EngineError, ModelNotFoundError
+from lmchat.errors import EngineDeadError, EngineError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 _TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['content'] is string %}{{ m['content'] }}{% elif m['content'] %}"
+    "{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% else %}<{{ p['type'] }}>{% endif %}"
+    "{% endfor %}{% endif %}<|end|>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
 
@@ -39,6 +43,7 @@ class ScriptedEngine(BaseEngine):
         self._pieces: list[str] = []
         self._aborted: set[str] = set()
         self._turn = 0
+        self._dead = False
         self.requests: list[GenerationRequest] = []
 
     async def start(self) -> None:
@@ -48,7 +53,10 @@ class ScriptedEngine(BaseEngine):
                 raise ModelNotFoundError(f"Fake engine script not found: {path}")
             self.script = load_yaml(path)
         unsupported = set(self.script.get("unsupported", ()))
-        self.capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - unsupported)
+        kinds = set(self.script.get("media", ()))
+        self.capabilities = Capabilities(
+            sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"} - unsupported,
+            images="image" in kinds, videos="video" in kinds, audios="audio" in kinds)
 
     @property
     def info(self) -> ModelInfo:
@@ -60,8 +68,16 @@ class ScriptedEngine(BaseEngine):
             is_reward_model=bool(self.script.get("reward")),
         )
 
+    @property
+    def capacity(self) -> EngineCapacity:
+        return EngineCapacity(**self.script.get("capacity", {}))
+
+    def check_health(self) -> None:
+        if self._dead:
+            raise EngineDeadError("The scripted engine died (as its script says); restart lmchat.")
+
     # --- tokenizer --------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:  # no special tokens to add
         return [self._token_id(piece) for piece in _split(text)]
 
     def _token_id(self, piece: str) -> int:
@@ -77,7 +93,7 @@ class ScriptedEngine(BaseEngine):
         return len(_split(text))
 
     # --- generation -------------------------------------------------------------------------------
-    def _reply(self, prompt: str) -> dict[str, Any]:
+    def _reply(self, prompt: str, media: str = "") -> dict[str, Any]:
         replies = [r if isinstance(r, dict) else {"text": r} for r in self.script.get("replies", ())]
         for reply in replies:
             if reply.get("match") and reply["match"] in prompt:
@@ -85,15 +101,21 @@ class ScriptedEngine(BaseEngine):
         unmatched = [reply for reply in replies if not reply.get("match")]
         if not unmatched:
             last_user = prompt.rsplit("<|user|>\n", 1)[-1].split("<|end|>", 1)[0]
-            return {"text": f"You said: {last_user}"}
+            return {"text": f"You said: {last_user}{media}"}
         reply = unmatched[self._turn % len(unmatched)]
         self._turn += 1
         return reply
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        self.check_health()
         self.requests.append(request)
-        self._log("request", request, prompt=request.prompt, params=request.params.model_dump(mode="json"))
-        reply = self._reply(request.prompt)
+        media = describe_media(request)
+        self._log("request", request, prompt=request.prompt, params=request.params.model_dump(mode="json"),
+                  **({"media": media} if media else {}))
+        reply = self._reply(request.prompt, "".join(f" [{item}]" for item in media))
+        if reply.get("die"):
+            self._dead = True
+            self.check_health()
         pieces = _split(reply["text"])
         prompt_tokens, budget = len(request.prompt_token_ids), request.max_tokens
         produced = 0
@@ -119,6 +141,12 @@ class ScriptedEngine(BaseEngine):
             if produced < min(len(pieces), budget) and request.request_id not in self._aborted:
                 self._log("abort", request, tokens=produced)
 
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """Scripted: every prompt token after the first has log-probability -1 (and is its own top choice)."""
+        pieces = [self._pieces[i] for i in token_ids]
+        return [None] + [TokenLogprob(piece, token, -1.0, ((piece, token, -1.0),) if top else ())
+                         for piece, token in zip(pieces[1:], token_ids[1:])]
+
     async def abort(self, request_id: str) -> None:
         self._aborted.add(request_id)
 
@@ -132,5 +160,16 @@ class ScriptedEngine(BaseEngine):
                 log.write(json.dumps({"event": event, "request_id": request.request_id, **fields}) + "\n")
 
 
+def describe_media(request: GenerationRequest) -> list[str]:
+    """``image 64x48``, ``video 4x32x24`` (frames x width x height), ``audio 16000@16000`` (samples @ rate): what
+    the decoded media of a request are, in prompt order by kind."""
+    described = [f"image {image.width}x{image.height}" for image in request.images]
+    described += [f"video {len(clip.frames)}x{clip.frames[0].width}x{clip.frames[0].height}" for clip in request.videos]
+    described += [f"audio {len(clip.waveform)}@{clip.sampling_rate}" for clip in request.audios]
+    return described
+
+
 def _split(text: str) -> list[str]:
-    return _TOKEN.findall(text)
+    # token by token, as a real tokenizer works through a text: one findall over a huge prompt would hold the GIL
+    # for the whole of it, which no real tokenizer does
+    return [match.group() for match in _TOKEN.finditer(text)]

@@ -14,11 +14,14 @@ class HFTokenizerMixin:
 
     tokenizer: Any = None
 
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids))
+
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        return list(self.tokenizer.convert_ids_to_tokens(list(token_ids)))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -31,6 +34,39 @@ def special_tokens(tokenizer: Any) -> dict[str, str]:
         if isinstance(value, str):
             tokens[name] = value
     return tokens
+
+
+def max_token_chars(tokenizer: Any) -> int | None:
+    """An upper bound on the characters one token stands for, so that ``len(text) / bound`` is a lower bound on
+    the tokens of ``text`` (the server refuses far too long prompts without tokenizing them). A token's text in the
+    vocabulary is at least as long as the text it decodes to (byte-level tokens have one character per byte); a
+    tokenizer that normalises its input (which may shorten it) gets four times that margin."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except (AttributeError, NotImplementedError):
+        return None
+    if not vocab:
+        return None
+    longest = max(len(token) for token in vocab)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    plain = backend is not None and backend.normalizer is None
+    return max(1, longest) * (1 if plain else 4)
+def _special_by_id(tokenizer: Any) -> dict[int, str]:
+    """The tokens ``skip_special_tokens`` drops: the tokenizer's special tokens, by id."""
+    special = {i: token.content for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    special.update(zip(tokenizer.all_special_ids, tokenizer.all_special_tokens))
+    return special
+
+
+def dropped_special_ids(tokenizer: Any, keep: Sequence[str]) -> frozenset[int]:
+    """The ids ``skip_special_tokens`` drops, but for the tokens in ``keep`` (one not in the vocabulary: none)."""
+    return frozenset(i for i, token in _special_by_id(tokenizer).items() if token not in keep)
+
+
+def special_among(tokenizer: Any, tokens: Sequence[str]) -> tuple[str, ...]:
+    """Those of ``tokens`` that are special tokens of the tokenizer (the others are in the text anyway)."""
+    special = set(_special_by_id(tokenizer).values())
+    return tuple(token for token in tokens if token in special)
 
 
 def token_text(tokenizer: Any, token: int | str | None) -> str | None:

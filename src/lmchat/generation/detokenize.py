@@ -8,6 +8,12 @@ from collections.abc import Callable, Sequence
 PREFIX_TOKENS = 4
 
 
+def decode_dropping(decode: Callable[[list[int]], str], dropped: frozenset[int]) -> Callable[[Sequence[int]], str]:
+    """A decoder of the ids outside ``dropped``: how an engine keeps the special tokens the answer's parsers read
+    (``GenerationRequest.keep_special_tokens``) and drops the others, with ``decode`` keeping special tokens."""
+    return lambda ids: decode([token for token in ids if token not in dropped])
+
+
 class IncrementalDetokenizer:
     """Feed token ids one at a time; get the new text each adds (empty while a character is incomplete)."""
 

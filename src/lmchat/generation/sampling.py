@@ -10,6 +10,8 @@ from lmchat.config.validation import explain
 from lmchat.errors import InvalidRequestError
 from lmchat.structured.constraint import Constraint
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # seeds are 64-bit, as every engine's generator takes them
+GREEDY_TEMPERATURE = 1e-5  # temperatures below this decode greedily
 # Per-call names that mean the same option.
 OPTION_ALIASES = {"num_return_sequences": "n", "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens"}
 
@@ -27,17 +29,20 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="0 keeps all tokens.")
     min_p: float = Field(0.0, ge=0, le=1)
-    repetition_penalty: float = Field(1.0, gt=0)
+    repetition_penalty: float = Field(1.0, ge=0.01, le=100, description="1.0 is off; logits are divided by it.")
     num_beams: int = Field(1, ge=1, description="Beam search is not available: only 1.")
     length_penalty: float = Field(1.0, description="Beam-search length penalty: no effect with num_beams 1.")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI meaning: flat penalty once a token appeared.")
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI meaning: penalty per earlier occurrence.")
     logit_bias: dict[int, float] | None = Field(None, description="Token id -> bias added to its logit.")
-    seed: int | None = Field(None, description="Seed of this request's own random generator.")
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX,
+                             description="Seed of this request's own random generator (answer i uses seed + i).")
     stop: tuple[str, ...] = Field((), description="Strings that end the answer (trimmed from the text).")
     stop_token_ids: tuple[int, ...] = Field((), description="Extra token ids that end the answer.")
     ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0, description="Tokens to generate before the end-of-answer token may end it.")
     skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = Field(False, description="Keep the stop string that ended the answer.")
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
     constraint: Constraint | None = Field(None, description="What the answer must match (structured output).")
@@ -70,7 +75,19 @@ class SamplingParams(BaseModel):
     def _bias_range(cls, value: dict[int, float] | None) -> dict[int, float] | None:
         if value and any(not -100 <= bias <= 100 for bias in value.values()):
             raise ValueError("each bias must lie between -100 and 100")
+        if value and any(token < 0 for token in value):
+            raise ValueError(f"token ids are 0 or more, not {min(value)}")
         return value or None
+
+    @field_validator("seed")
+    @classmethod
+    def _seeds_fit(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """Answer i samples with seed + i, which must stay a 64-bit integer too."""
+        n = info.data.get("n", 1)
+        if value is not None and value + n - 1 > INT64_MAX:
+            raise ValueError(f"with n={n}, seed must be at most {INT64_MAX - n + 1} (answer i samples with seed + i, "
+                             "a 64-bit integer)")
+        return value
 
     @field_validator("top_logprobs")
     @classmethod
@@ -81,7 +98,9 @@ class SamplingParams(BaseModel):
 
     @property
     def is_greedy(self) -> bool:
-        return not self.do_sample or self.temperature == 0
+        """Greedy decoding: ``do_sample`` off, or a temperature so small that sampling is argmax anyway (dividing
+        logits by it would only overflow them; vLLM draws the same line)."""
+        return not self.do_sample or self.temperature < GREEDY_TEMPERATURE
 
     def non_default_fields(self) -> set[str]:
         """The options whose value differs from a plain greedy/sampling request (for capability checks)."""

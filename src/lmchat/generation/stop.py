@@ -11,7 +11,9 @@ class StopMatcher:
 
     stops: tuple[str, ...]
     _pending: str = ""
+    include_stop: bool = False  # vLLM's include_stop_str_in_output: the matched stop string stays in the text
     stopped: bool = field(default=False, init=False)
+    matched: str | None = field(default=None, init=False)
 
     def feed(self, text: str) -> str:
         """Return the part of ``pending + text`` that can be emitted now."""
@@ -22,7 +24,8 @@ class StopMatcher:
         if cut is not None:
             self.stopped = True
             self._pending = ""
-            return buffer[:cut]
+            self.matched = min((stop for stop in self.stops if buffer.find(stop) == cut), key=len)
+            return buffer[: cut + len(self.matched)] if self.include_stop else buffer[:cut]
         keep = self._partial_suffix(buffer)
         self._pending = buffer[len(buffer) - keep :] if keep else ""
         return buffer[: len(buffer) - keep]

@@ -46,6 +46,15 @@ class _Streams:
         return merge_deltas(out)
 
 
+def special_tokens_read(reasoning_parser: str | None, tool_parser: str | None) -> tuple[str, ...]:
+    """The special tokens the named parsers read (their ``special_tokens``), which the engine must keep in the
+    answer's text: gpt-oss's harmony tokens, Kimi-K2's tool-call tokens, ..."""
+    classes = [get_reasoning_parser(reasoning_parser) if reasoning_parser else None,
+               get_tool_parser(tool_parser) if tool_parser else None]
+    tokens = [token for cls in classes if cls is not None for token in getattr(cls, "special_tokens", ())]
+    return tuple(dict.fromkeys(tokens))
+
+
 def reasoning_opens_in(reasoning_parser: str | None, prompt: str) -> bool:
     """Whether the generation prompt left the named parser's reasoning block open (the answer starts in it)."""
     return reasoning_parser is not None and get_reasoning_parser(reasoning_parser).opens_in(prompt)

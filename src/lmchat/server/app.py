@@ -25,11 +25,14 @@ from lmchat.server.errors import (  # noqa: E402
 )
 from lmchat.server.metrics import ServerMetrics  # noqa: E402
 from lmchat.server.middleware import BodyLimitMiddleware, RequestContextMiddleware  # noqa: E402
+from lmchat.server.openapi import publish_real_responses  # noqa: E402
 from lmchat.server.responses import error_response  # noqa: E402
 from lmchat.server.routes import router  # noqa: E402
+from lmchat.server.routes_compat import router as compat_router  # noqa: E402
 from lmchat.server.serving.base import ServerState  # noqa: E402
 from lmchat.server.serving.chat import ServingChat  # noqa: E402
 from lmchat.server.serving.completion import ServingCompletion  # noqa: E402
+from lmchat.server.serving.llamacpp_compat import ServingLlamaCpp  # noqa: E402
 from lmchat.server.serving.score import ServingScore  # noqa: E402
 from lmchat.server.serving.tokenize import ServingTokenize  # noqa: E402
 from lmchat.server.settings import ServerSettings  # noqa: E402
@@ -39,9 +42,12 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     """An OpenAI-compatible app serving ``chat_model`` (which the caller keeps and closes)."""
     settings = settings or ServerSettings()
     served_names = settings.served_model_names or (chat_model.engine.info.name,)
-    admission = Admission(settings.max_concurrent, settings.max_queue)
+    capacity = chat_model.engine.capacity
+    running = settings.running_sequences(capacity.max_sequences)
+    admission = Admission(running, settings.waiting_sequences(running), capacity.kv_cache_tokens)
     metrics = ServerMetrics(admission, served_names[0])
-    state = ServerState(chat_model, settings, served_names, admission, metrics)
+    state = ServerState(chat_model, settings, served_names, admission, metrics,
+                        media_loader=chat_model.new_media_loader(trusted=False))
 
     app = FastAPI(title="lmchat", version=__version__, description="OpenAI-compatible API served by lmchat.")
     app.state.lmchat = state
@@ -49,10 +55,14 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     app.state.serving_completion = ServingCompletion(state)
     app.state.serving_score = ServingScore(state)
     app.state.serving_tokenize = ServingTokenize(state)
+    app.state.serving_llamacpp = ServingLlamaCpp(state)
     app.include_router(router)
+    # llama.cpp's and vLLM's own routes, in their shapes (docs/server.md); the OpenAPI document is the OpenAI API
+    app.include_router(compat_router, include_in_schema=False)
+    publish_real_responses(app)
     _add_exception_handlers(app)
 
-    known_paths = {getattr(route, "path", "") for route in router.routes}
+    known_paths = {getattr(route, "path", "") for route in (*router.routes, *compat_router.routes)}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_keys=settings.api_keys)
     app.add_middleware(
@@ -73,7 +83,7 @@ def _add_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(from_validation_errors(exc.errors()))
+        return error_response(from_validation_errors(exc.errors(), getattr(exc, "body", None)))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

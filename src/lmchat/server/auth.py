@@ -1,4 +1,5 @@
-"""API keys: ``Authorization: Bearer KEY`` on every route but ``/health`` (keys compared in constant time)."""
+"""API keys: ``Authorization: Bearer KEY`` (or llama.cpp's ``X-Api-Key: KEY``) on every route but ``/health``
+and ``/ping`` (keys compared in constant time)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,29 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lmchat.server.errors import AuthenticationError
 from lmchat.server.responses import send_error
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ping"})
 
 
-def is_valid_key(authorization: str | None, keys: Sequence[str]) -> bool:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+def key_forms(key: str) -> tuple[bytes, ...]:
+    """The bytes a client may send for ``key`` in a header: its UTF-8 encoding (what curl, httpx and browsers
+    send) and, where it has one, its Latin-1 encoding (what Python's http.client sends for a str header)."""
+    forms = [key.encode("utf-8")]
+    try:
+        forms.append(key.encode("latin-1"))
+    except UnicodeEncodeError:
+        pass
+    return tuple(dict.fromkeys(forms))
+
+
+def is_valid_key(authorization: bytes | str | None, keys: Sequence[str]) -> bool:
+    """Whether an ``Authorization`` header value (its raw bytes) carries one of ``keys``; bytes are compared, in
+    constant time, with every form of every key (no early exit, so timing tells nothing of a near match)."""
+    raw = authorization.encode("utf-8") if isinstance(authorization, str) else (authorization or b"")
+    scheme, _, token = raw.strip().partition(b" ")
+    if scheme.lower() != b"bearer" or not token.strip():
         return False
-    token_bytes = token.strip().encode()
-    # compare with every key (no early exit), so timing does not tell which key nearly matched
-    matches = [hmac.compare_digest(token_bytes, key.encode()) for key in keys]
+    token = token.strip()
+    matches = [hmac.compare_digest(token, form) for key in keys for form in key_forms(key)]
     return any(matches)
 
 
@@ -33,10 +47,12 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        authorization = headers.get(b"authorization", b"")
+        if not authorization and headers.get(b"x-api-key"):  # llama.cpp's server accepts this header too
+            authorization = b"Bearer " + headers[b"x-api-key"]
         if not is_valid_key(authorization, self.api_keys):
-            message = ("Missing API key: send it as 'Authorization: Bearer KEY'." if not authorization
-                       else "Incorrect API key provided.")
+            message = ("Missing API key: send it as 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY')."
+                       if not authorization else "Incorrect API key provided.")
             await send_error(send, AuthenticationError(message))
             return
         await self.app(scope, receive, send)

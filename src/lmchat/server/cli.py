@@ -17,7 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from lmchat.errors import ConfigError
-from lmchat.server.settings import API_KEY_ENV, LLAMAFACTORY_ENV, LOG_LEVELS, ServerSettings
+from lmchat.server import ray_options
+from lmchat.server.settings import API_KEY_ENV, LOG_LEVELS, ServerSettings, environment_defaults
 
 logger = logging.getLogger("lmchat.server")
 
@@ -40,15 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
                        help="Largest request body accepted; larger ones get 413 (default: %(default)s).")
     group.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
-                       help="Requests running at once (default: %(default)s).")
+                       help="Sequences running at once; a request with n answers counts n (default: what the "
+                            "engine runs at once, e.g. max_batch_size for transformers; 64 if it does not say).")
     group.add_argument("--max-queue", type=int, default=defaults.max_queue,
-                       help="Requests waiting for a slot; more get 429 (default: %(default)s).")
+                       help="Sequences waiting for room; more get 429 with Retry-After (default: twice the running "
+                            "ones, at least 64).")
+    group.add_argument("--request-timeout", type=float, default=defaults.request_timeout, metavar="SECONDS",
+                       help="Stop a generation this long after it arrived (queueing included) and answer with a "
+                            "timeout error (default: no deadline).")
     group.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace, metavar="SECONDS",
                        help="On SIGINT/SIGTERM, let running requests finish this long, then abort them "
                             "(default: %(default)s).")
     group.add_argument("--log-prompts", action="store_true", help="Log rendered prompts (media redacted).")
     group.add_argument("--log-level", choices=LOG_LEVELS, default=defaults.log_level,
                        help="Log level (default: %(default)s).")
+    ray_options.add_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -57,16 +64,16 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     accept any model name, as LLaMA-Factory's does)."""
     environ = os.environ if environ is None else environ
     defaults = ServerSettings()
-    keys = tuple(args.api_key or ()) or tuple(filter(None, (environ.get(API_KEY_ENV) or environ.get("API_KEY"),)))
-    names = tuple(args.served_model_name or ()) or tuple(filter(None, (environ.get("API_MODEL_NAME"),)))
-    accept_any = args.accept_any_model
-    if accept_any is None:
-        accept_any = any(environ.get(name) for name in LLAMAFACTORY_ENV)
+    from_env = environment_defaults(environ)
+    keys = tuple(args.api_key or ()) or from_env["api_keys"]
+    names = tuple(args.served_model_name or ()) or from_env["served_model_names"]
+    accept_any = from_env["accept_any_model"] if args.accept_any_model is None else args.accept_any_model
     return ServerSettings(
         host=args.host or environ.get("API_HOST") or defaults.host, port=_port(args.port, environ, defaults.port),
         api_keys=keys, served_model_names=names, accept_any_model=accept_any,
         cors_origins=tuple(args.cors_origin or ()), max_body_bytes=args.max_body_bytes,
-        max_concurrent=args.max_concurrent, max_queue=args.max_queue, shutdown_grace=args.shutdown_grace,
+        max_concurrent=args.max_concurrent, max_queue=args.max_queue, request_timeout=args.request_timeout,
+        shutdown_grace=args.shutdown_grace,
         log_prompts=args.log_prompts, log_level=args.log_level,
     )
 
@@ -91,24 +98,26 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
     from lmchat.errors import require
 
     require("uvicorn", "serve")
-    import uvicorn
 
     from lmchat.chat.chat_model import ChatModel
     from lmchat.server.app import create_app
+    from lmchat.server.lifecycle import LmchatServer
     from lmchat.server.logs import configure_logging
 
     settings = settings_from_args(args)
+    scaling = ray_options.scaling_from_args(args)
     configure_logging(settings.log_level)
     warning = settings.exposure_warning()
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    if scaling is not None:  # --replicas N: on Ray Serve (server/ray_serve.py)
+        require("ray", "ray")
+        from lmchat.server.ray_serve import run_on_ray
+
+        return run_on_ray(settings, scaling, model_config)
     with ChatModel(model_config) as chat_model:
         app = create_app(chat_model, settings)
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-            timeout_graceful_shutdown=settings.shutdown_grace, lifespan="off",
-        )
-        server = uvicorn.Server(config)
+        server = LmchatServer(app, settings)
         logger.info("Serving %s as %s on http://%s:%d", chat_model.engine.info.name,
                     ", ".join(app.state.lmchat.served_names), settings.host, settings.port)
         try:
@@ -116,7 +125,7 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
                 server.run()
         except SystemExit as exc:  # uvicorn exits this way when it cannot bind
             return int(exc.code or 1)
-        return 0 if server.started else 1
+        return server.exit_code
 
 
 @contextlib.contextmanager

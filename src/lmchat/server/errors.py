@@ -17,6 +17,7 @@ from lmchat.errors import (
     LmchatError,
     ModelNotFoundError,
     QueueFullError,
+    RequestTimeoutError,
     UnsupportedError,
 )
 from lmchat.server.logs import current_request_id
@@ -62,6 +63,7 @@ _CODES: Sequence[tuple[type[LmchatError], str]] = (
     (QueueFullError, "rate_limit_exceeded"),
     (ModelNotFoundError, "model_not_found"),
     (EngineClosedError, "service_unavailable"),
+    (RequestTimeoutError, "request_timeout"),
 )
 
 
@@ -78,7 +80,7 @@ def to_openai_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
     code = getattr(exc, "code", None) or next((c for cls, c in _CODES if isinstance(exc, cls)), None)
     headers = {}
     if exc.http_status == 429:
-        headers["Retry-After"] = "1"
+        headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
     elif exc.http_status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if exc.http_status >= 500:
@@ -86,37 +88,73 @@ def to_openai_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
     return exc.http_status, error_body(exc.message, exc.error_type, exc.param, code), headers
 
 
-def from_validation_errors(errors: Sequence[dict[str, Any]]) -> InvalidRequestError:
-    """The first problem of a request's validation, phrased for the client, naming the parameter."""
-    err = errors[0]
-    loc = [part for part in err.get("loc", ()) if part != "body"]
-    param = _param_name(loc)
-    kind = err.get("type", "")
-    if kind == "json_invalid":
+def from_validation_errors(errors: Sequence[dict[str, Any]], body: Any = None) -> InvalidRequestError:
+    """The most specific problem of a request's validation, phrased for the client, naming the parameter
+    (``messages[0].content[1].type``) as the body spells it; ``body`` is the parsed request body."""
+    if any(err.get("type") == "json_invalid" for err in errors):
         return InvalidRequestError(
             "We could not parse the JSON body of your request: send a JSON object with Content-Type: "
             "application/json."
         )
+    err = max(errors, key=lambda e: len(_param_parts(e.get("loc", ()), body)))  # the first of the deepest
+    kind, ctx = err.get("type", ""), err.get("ctx") or {}
+    loc = [part for part in err.get("loc", ()) if part != "body"]
+    if kind == "lmchat_input":
+        return InvalidRequestError(str(ctx.get("message")), param=ctx.get("param"))
     if not loc and kind in ("model_attributes_type", "dict_type", "model_type", "missing"):
         return InvalidRequestError("The request body must be a JSON object (send Content-Type: application/json).")
+    parts = _param_parts(loc, body)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append(str(ctx.get("discriminator", "type")).strip("'"))
+    param = _format(parts)
     if kind == "extra_forbidden":
         return InvalidRequestError(f"Unrecognized request argument supplied: {param}", param=param)
-    if kind == "missing":
+    if kind in ("missing", "union_tag_not_found"):
         return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
-    message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if kind == "union_tag_invalid":
+        message = f"{ctx.get('tag')} is not one of {ctx.get('expected_tags')}"
+    else:
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     if not param:
         return InvalidRequestError(message)
     return InvalidRequestError(f"Invalid value for '{param}': {message}", param=param)
 
 
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "tuple"})
+def _param_parts(loc: Sequence[Any], body: Any) -> list[str | int]:
+    """The parts of ``loc`` that name places in ``body``: pydantic's union and tag names are left out (a tag is the
+    ``role``/``type`` of the object it stands at; a part that is not a key of the value it should be in is a union
+    name, unless it is the last: a missing or unknown key)."""
+    loc = [part for part in loc if part != "body"]
+    parts: list[str | int] = []
+    value = body
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value):
+            parts.append(part)
+            value = value[part]
+        elif isinstance(value, dict) and not last and _is_tag(value, part, loc[i + 1]):
+            continue  # the tag of a message or content-part union
+        elif isinstance(value, dict) and part in value:
+            parts.append(part)
+            value = value[part]
+        elif last and isinstance(value, dict) and isinstance(part, str):
+            parts.append(part)  # a missing or unknown key of this object
+        elif body is None and isinstance(part, (str, int)) and (isinstance(part, int) or part.isidentifier()):
+            parts.append(part)  # no body to look at: keep what looks like a name
+    return parts
 
 
-def _param_name(loc: Sequence[Any]) -> str | None:
-    """``messages[0].role`` from pydantic's location, without its union tags (``str``, ``list[str]``, ...)."""
+def _is_tag(value: dict, part: Any, following: Any) -> bool:
+    """Whether ``part`` is the union tag of ``value`` (its role or type), not one of its fields: the part after a
+    tag is a field of ``value`` itself."""
+    if part not in (value.get("role"), value.get("type")):
+        return False
+    inner = value.get(part)
+    return not (isinstance(inner, dict) and following in inner) and (following in value or part not in value)
+
+
+def _format(parts: Sequence[str | int]) -> str | None:
     name = ""
-    for part in loc:
-        if isinstance(part, str) and (part in _TYPE_TAGS or not part.isidentifier()):
-            continue
+    for part in parts:
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
     return name or None

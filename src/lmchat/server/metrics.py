@@ -57,3 +57,7 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def arender(self) -> bytes:
+        """What ``GET /metrics`` returns (on Ray Serve: every replica's sum, see ``server/ray_metrics.py``)."""
+        return self.render()

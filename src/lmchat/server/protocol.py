@@ -1,17 +1,30 @@
 """Request and response models, under OpenAI's own names (and vLLM's for tokenize, LLaMA-Factory's for scoring).
 
-Requests reject unknown fields. A field OpenAI defines but lmchat cannot honour yet is accepted only with its
-neutral value; anything else is a 400 naming it (``unsupported_fields``), never silently ignored.
+Requests reject unknown fields and are typed strictly, as OpenAI's are: messages, content parts and tools are the
+typed models of :mod:`lmchat.server.protocol_messages`, numbers carry OpenAI's ranges, and no value is coerced.
+A field OpenAI defines but lmchat cannot honour yet is accepted only with its neutral value; anything else is a
+400 naming it, never silently ignored.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, Field, model_serializer
 
 from lmchat.errors import InvalidRequestError, UnsupportedError
+from lmchat.server.protocol_messages import (
+    ChatCompletionTool,
+    ChatMessageParam,
+    CheckedRequest,
+    StrictModel,
+    as_dicts,
+)
+from lmchat.server.protocol_vllm import VllmChatFields, VllmSamplingFields
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
 
 
 STRUCTURED_FIELDS = ("response_format", "structured_outputs", "guided_json", "guided_regex", "guided_choice",
@@ -19,15 +32,16 @@ STRUCTURED_FIELDS = ("response_format", "structured_outputs", "guided_json", "gu
 
 
 # --- requests ------------------------------------------------------------------------------------------
-class OpenAIRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OpenAIRequest(CheckedRequest):
+    """A request body: strict types, no unknown fields, nesting and text checked first."""
 
 
-class StreamOptions(OpenAIRequest):
+class StreamOptions(StrictModel):
     include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None  # vLLM: usage on every chunk
 
 
-class SamplingRequest(OpenAIRequest):
+class SamplingRequest(OpenAIRequest, VllmSamplingFields):
     """The generation fields chat and completion requests share, plus lmchat's extras (top_k, min_p, ...)."""
 
     model: str | None = None
@@ -36,17 +50,17 @@ class SamplingRequest(OpenAIRequest):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = Field(None, description="Token id (as a string) -> bias from -100 to 100.")
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     # extras beyond OpenAI (vLLM's names)
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 keeps all tokens.")
     min_p: float | None = Field(None, ge=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=100, description="1.0 is off.")
     do_sample: bool | None = None  # LLaMA-Factory's API: false decodes greedily
     # structured output (read by lmchat.structured.requests): OpenAI's, vLLM's (new and older) and llama.cpp's fields
     response_format: dict[str, Any] | None = None
@@ -64,6 +78,10 @@ class SamplingRequest(OpenAIRequest):
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def continuous_usage(self) -> bool:
+        return bool(self.include_usage and self.stream_options and self.stream_options.continuous_usage_stats)
+
     def max_new_tokens(self) -> tuple[int | None, str]:
         """The answer's token limit and the request field it came from."""
         return self.max_tokens, "max_tokens"
@@ -80,6 +98,7 @@ class SamplingRequest(OpenAIRequest):
             "top_k": 0 if self.top_k == -1 else self.top_k, "min_p": self.min_p,
             "repetition_penalty": self.repetition_penalty, "do_sample": self.do_sample,
             **{name: getattr(self, name) for name in STRUCTURED_FIELDS},
+            **self.vllm_sampling_options(),
         }
         return {name: value for name, value in options.items() if value is not None}
 
@@ -96,16 +115,22 @@ class SamplingRequest(OpenAIRequest):
             raise InvalidRequestError("logit_bias keys must be token ids (integers).", param="logit_bias") from None
 
 
-class ChatCompletionRequest(SamplingRequest):
-    messages: list[dict[str, Any]] = Field(min_length=1)
+class ChatCompletionRequest(SamplingRequest, VllmChatFields):
+    messages: list[ChatMessageParam] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ChatCompletionTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     reasoning_effort: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+
+    def message_dicts(self) -> list[dict[str, Any]]:
+        return as_dicts(self.messages) or []
+
+    def tool_dicts(self) -> list[dict[str, Any]] | None:
+        return as_dicts(self.tools)
 
     def max_new_tokens(self) -> tuple[int | None, str]:
         if self.max_completion_tokens is not None and self.max_tokens not in (None, self.max_completion_tokens):
@@ -126,6 +151,7 @@ class ChatCompletionRequest(SamplingRequest):
             options["reasoning_effort"] = self.reasoning_effort
         if self.parallel_tool_calls is not None:  # read with tool_choice by the facade (lmchat.structured)
             options["parallel_tool_calls"] = self.parallel_tool_calls
+        options.update(self.vllm_chat_options())
         return options
 
 
@@ -136,19 +162,18 @@ class CompletionRequest(SamplingRequest):
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
 
-    def prompt_text(self) -> str:
+    def prompts(self) -> list[str | list[int]]:
+        """The request's prompts: a string, a list of token ids, or a list of either (a batch)."""
         prompt = self.prompt
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise UnsupportedError("prompt must be one string; batches and token ids are not supported yet.",
-                                   param="prompt")
-        return prompt
+        if isinstance(prompt, str) or (prompt and all(isinstance(token, int) for token in prompt)):
+            return [prompt]  # type: ignore[list-item]
+        if not prompt:
+            raise InvalidRequestError("prompt must not be empty.", param="prompt")
+        return list(prompt)  # type: ignore[arg-type]
 
     def sampling_options(self) -> dict[str, Any]:
-        for name, neutral in (("echo", False), ("suffix", None)):
-            if getattr(self, name) not in (neutral, None):
-                raise UnsupportedError(f"{name} is not supported yet; leave it out.", param=name)
+        if self.suffix is not None:
+            raise UnsupportedError("suffix is not supported yet; leave it out.", param="suffix")
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise UnsupportedError("best_of is not supported yet (only best_of == n).", param="best_of")
         options = super().sampling_options()
@@ -169,10 +194,13 @@ class ScoreConversationsRequest(OpenAIRequest):
     """Conversations the server renders with the model's chat template, then scores."""
 
     model: str | None = None
-    conversations: list[list[dict[str, Any]]] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
+    conversations: list[list[ChatMessageParam]] = Field(min_length=1)
+    tools: list[ChatCompletionTool] | None = None
     max_length: int | None = Field(None, ge=1)
     chat_template_kwargs: dict[str, Any] | None = None
+
+    def conversation_dicts(self) -> list[list[dict[str, Any]]]:
+        return [as_dicts(conversation) or [] for conversation in self.conversations]
 
 
 class TokenizeRequest(OpenAIRequest):
@@ -180,10 +208,12 @@ class TokenizeRequest(OpenAIRequest):
 
     model: str | None = None
     prompt: str | None = None
-    messages: list[dict[str, Any]] | None = None
-    add_generation_prompt: bool = True
-    add_special_tokens: bool = False
-    tools: list[dict[str, Any]] | None = None
+    messages: list[ChatMessageParam] | None = None
+    add_generation_prompt: bool | None = None  # default true, false with continue_final_message
+    continue_final_message: bool = False
+    add_special_tokens: bool | None = None  # vLLM's defaults: true for a prompt, false for messages
+    return_token_strs: bool = False
+    tools: list[ChatCompletionTool] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
 
@@ -291,6 +321,9 @@ class ChatCompletionResponse(OpenAIResponse):
     model: str
     choices: list[ChatCompletionResponseChoice]
     usage: UsageInfo
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    omit_if_none = frozenset({"service_tier"})
 
 
 class DeltaMessage(OpenAIResponse):
@@ -315,14 +348,15 @@ class ChatCompletionStreamResponse(OpenAIResponse):
     model: str
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
+    system_fingerprint: str | None = None
     omit_if_none = frozenset({"usage"})
 
 
 class CompletionLogprobs(OpenAIResponse):
     text_offset: list[int] = Field(default_factory=list)
-    token_logprobs: list[float] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)  # None: the first prompt token (echo)
     tokens: list[str] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float]] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
 
 
 class CompletionChoice(OpenAIResponse):
@@ -339,6 +373,7 @@ class CompletionResponse(OpenAIResponse):
     model: str
     choices: list[CompletionChoice]
     usage: UsageInfo | None = None
+    system_fingerprint: str | None = None
     omit_if_none = frozenset({"usage"})
 
 
@@ -357,4 +392,9 @@ class TokenizeResponse(OpenAIResponse):
 
 
 class DetokenizeResponse(OpenAIResponse):
-    prompt: str
+    prompt: str  # vLLM's name
+    content: str  # llama.cpp's name
+
+
+class HealthResponse(OpenAIResponse):
+    status: Literal["ok"] = "ok"

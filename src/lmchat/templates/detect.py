@@ -27,6 +27,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("<function=", "<parameter="), "qwen3_coder"),  # Qwen3-Coder, Qwen3.5/3.6, Step-3.5, Nemotron 3
     Rule(("<arg_key>", "<arg_value>"), "glm45"),
     Rule(("tool▁calls▁begin",), "deepseek_v3"),
+    Rule(("<tool_calls>", "<beginning_of_sentence>"), "minimax", "think"),  # MiniMax-M1, MiniMax-Text-01
     Rule(("<tool_calls>", "<|startoftext|>"), "hunyuan_a13b", "hunyuan_a13b"),
     Rule(("<tool_calls>",), "jamba"),
     Rule(("functools",), "phi4_mini_json"),

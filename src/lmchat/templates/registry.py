@@ -44,10 +44,15 @@ class ChatTemplate:
     tool_parser: str | None = None
     reasoning_parser: str | None = None
     special_tokens: dict[str, str] = field(default_factory=dict)
+    named: bool = False
+    """A registered named template: its spec decides the parsers (None: none), never markers in its source (a
+    LLaMA-Factory template's source holds every tool format's markup)."""
 
 
 _SPECS: dict[str, TemplateSpec] = {}
 _ALIASES: dict[str, str] = {}
+_SLOT_TWINS: dict[str, TemplateSpec] = {}
+"""LLaMA-Factory names served by a Jinja file that renders the same: their slots, used for a ``tool_format``."""
 
 
 def register_template(spec: TemplateSpec) -> None:
@@ -81,6 +86,8 @@ def resolve_template(value: str, *, tool_format: str | None = None, preserve_thi
     templates do.
     """
     spec = template_spec(value)
+    if spec is not None and tool_format and spec.slots is None:
+        spec = _SLOT_TWINS.get(spec.name, spec)  # a Jinja file renders no tool_format: LLaMA-Factory's slots do
     if spec is not None:
         source = (_named_source(spec.file or spec.name) if spec.slots is None
                   else slot_template_source(spec.slots, tool_format, preserve_thinking))
@@ -88,9 +95,10 @@ def resolve_template(value: str, *, tool_format: str | None = None, preserve_thi
             name=spec.name,
             source=source,
             stop_words=spec.stop_words,
-            tool_parser=spec.tool_parser,
+            tool_parser=TOOL_PARSERS[tool_format] if tool_format and spec.slots else spec.tool_parser,
             reasoning_parser=spec.reasoning_parser,
             special_tokens=dict(spec.special_tokens),
+            named=True,
         )
     check_template(value)
     if value.endswith((".jinja", ".j2", ".jinja2")):
@@ -157,11 +165,18 @@ _FAMILY_TOKENS = {"llama3": _LLAMA3, "llama4": _LLAMA3, "mllama": _LLAMA3, "llav
                   **{name: {"bos_token": "<bos>"} for name in ("gemma", "gemma2", "gemma3", "gemma3n", "paligemma")}}
 
 
+# The reasoning parser of a reasoning-style LLaMA-Factory template, by its thought words (its opening word).
+_THOUGHT_PARSERS = {"<think>": "think", "<seed:think>": "seed_oss", "<|channel|>analysis<|message|>": "gpt_oss",
+                    "◁think▷": "kimi_vl"}
+# Plain LLaMA-Factory templates of models that always reason: MiniMax-M1 writes <think>...</think> first.
+_ALWAYS_REASONING = {"minimax1": "think"}
+
+
 def _slot_spec(name: str, slots: SlotTemplate) -> TemplateSpec:
-    thinks = slots.style in REASONING_STYLES and [w.strip() for w in slots.thought] == ["<think>", "</think>"]
+    reasoning = (_THOUGHT_PARSERS.get(slots.thought[0].strip()) if slots.style in REASONING_STYLES
+                 else _ALWAYS_REASONING.get(name))
     return TemplateSpec(name, stop_words=slots.stop_words, tool_parser=TOOL_PARSERS.get(slots.tool_format),
-                        reasoning_parser="think" if thinks else None, special_tokens=_FAMILY_TOKENS.get(name, {}),
-                        slots=slots)
+                        reasoning_parser=reasoning, special_tokens=_FAMILY_TOKENS.get(name, {}), slots=slots)
 
 
 def _register_llamafactory() -> None:
@@ -170,6 +185,8 @@ def _register_llamafactory() -> None:
     for name, slots in LLAMAFACTORY_TEMPLATES.items():
         if name not in _SPECS and name not in _ALIASES:
             register_template(_slot_spec(name, slots))
+        elif name in _SPECS:
+            _SLOT_TWINS[name] = _slot_spec(name, slots)
 
 
 _register_llamafactory()

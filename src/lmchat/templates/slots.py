@@ -44,6 +44,14 @@ class SlotTemplate:
     tools_slot: str | None = None  # the tool list as JSON in this slot, instead of tool_format's prompt
     efficient_eos: bool = False
     replace_eos: bool = False  # the first stop word is the end-of-sequence token ({eos} renders it)
+    media: tuple[tuple[str, str], ...] = ()  # (kind, text): its mm_plugin's placeholder before the processor expands it
+
+    @property
+    def media_placeholders(self) -> dict[str, str]:
+        """The text a media part of a turn renders as: LLaMA-Factory's ``<image>``/``<video>``/``<audio>`` unless the
+        template's ``mm_plugin`` writes the model's own placeholder (Qwen2-VL's ``<|vision_start|><|image_pad|>...``),
+        which the model's processor then expands."""
+        return {"image": "<image>", "video": "<video>", "audio": "<audio>", **dict(self.media)}
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -65,6 +73,7 @@ class SlotTemplate:
             "thought_close": self.thought[1], "tools": tool_format or self.tool_format,
             "tools_slot": "" if tool_format else self.tools_slot or "",
             "eos": self.stop_words[0] if self.replace_eos and self.stop_words else "", "preserve": preserve_thinking,
+            "media": self.media_placeholders,
         }
 
 

@@ -45,9 +45,20 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
         page.launch(
             server_name=args.host, server_port=args.port, share=args.share == "on", auth=auth,
             allowed_paths=[str(media_dir)], show_error=True, ssr_mode=False, quiet=True,
-            footer_links=[], inbrowser=False,
+            footer_links=[], inbrowser=False, app_kwargs=login_protection(auth),
         )
     return 0
+
+
+def login_protection(auth: tuple[str, str] | None) -> dict[str, Any]:
+    """Gradio's ``app_kwargs`` that throttle failed logins per client (webui/login.py), when a login is asked for."""
+    if auth is None:
+        return {}
+    from starlette.middleware import Middleware
+
+    from lmchat.webui.login import LoginThrottleMiddleware
+
+    return {"middleware": [Middleware(LoginThrottleMiddleware)]}
 
 
 def _environment_defaults(args: argparse.Namespace, environ: Any) -> None:

@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
-from lmchat.engines.events import EngineEvent
-from lmchat.engines.hf_tokenizer import special_tokens
+from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, EngineCapacity, GenerationRequest, ModelInfo
+from lmchat.engines.events import EngineEvent, TokenLogprob
+from lmchat.engines.hf_tokenizer import dropped_special_ids, max_token_chars, special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
-from lmchat.engines.hf.scoring import score_texts
+from lmchat.engines.hf.processor import encode, media_support
+from lmchat.engines.hf.scoring import prompt_logprobs, score_texts
 from lmchat.engines.hf.sequence import new_request_state
 from lmchat.engines.hf.worker import ModelWorker
-from lmchat.errors import EngineClosedError
+from lmchat.errors import EngineClosedError, UnsupportedError
+from lmchat.generation.detokenize import decode_dropping
 from lmchat.generation.sampling import SamplingParams
 from lmchat.structured import ALL_KINDS
+
+NOT_YET = frozenset({"min_tokens"})  # the sampler cannot hold back the end-of-answer token yet
 
 
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - NOT_YET, lora=True,
                                 settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}),
                                 constraints=ALL_KINDS)
 
@@ -46,13 +51,18 @@ class HuggingFaceEngine(BaseEngine):
             raise
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
         is_reward = self.loaded.kind != "generative"
+        processor = self.loaded.processor
         self._info = ModelInfo(
             name=self.loaded.name,
-            chat_template=getattr(tokenizer, "chat_template", None),
+            chat_template=getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None),
             special_tokens=special_tokens(tokenizer),
-            context_length=self.config.model_max_length or getattr(model.config, "max_position_embeddings", None),
+            context_length=self.config.model_max_length
+            or getattr(model.config.get_text_config(), "max_position_embeddings", None),
             is_reward_model=is_reward,
+            vocab_size=getattr(model.config, "vocab_size", None) or len(tokenizer),
+            max_token_chars=max_token_chars(tokenizer),
         )
+        self.capabilities = media_capabilities(type(self).capabilities, processor)
         self._eos_ids = _eos_ids(model, tokenizer)
         await asyncio.wrap_future(worker.call(lambda: worker.attach(model, tokenizer, self.loaded.device,
                                                                     generative=not is_reward)))
@@ -66,15 +76,34 @@ class HuggingFaceEngine(BaseEngine):
             native_decode=config.native_decode,
         )
 
+    @property
+    def capacity(self) -> EngineCapacity:
+        return EngineCapacity(self.config.max_batch_size, self.config.kv_cache_tokens)
+
+    def check_health(self) -> None:
+        if self.worker is not None:
+            self.worker.check_health()
+
     # --- tokenizer ------------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
-        return self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.loaded.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.loaded.tokenizer.decode(list(token_ids))
 
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        return list(self.loaded.tokenizer.convert_ids_to_tokens(list(token_ids)))
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
+
+    async def encode_media_prompt(self, prompt: str, media: Any) -> EncodedPrompt:
+        """The model's processor on the prompt and its decoded media (on the worker thread, like all torch work):
+        the placeholders expanded, and the pixel values/features kept for the prefill."""
+        worker, processor = self._require_worker(), self.loaded.processor
+        rate = self.config.audio_sampling_rate
+        inputs = await asyncio.wrap_future(worker.call(lambda: encode(processor, prompt, media, rate)))
+        return EncodedPrompt(inputs.token_ids, inputs)
 
     # --- generation -----------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
@@ -83,7 +112,7 @@ class HuggingFaceEngine(BaseEngine):
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self._eos_ids)
         guide = await self._guide(params.constraint, stop_ids) if params.constraint is not None else None
         channel = EventChannel(lambda: worker.abort(request.request_id))
-        decode = self._decoder(params.skip_special_tokens)
+        decode = self._decoder(params.skip_special_tokens, request.keep_special_tokens)
         worker.submit(new_request_state(request, stop_ids, decode, channel.emit, guide))
         async for event in channel.events():
             yield event
@@ -100,8 +129,10 @@ class HuggingFaceEngine(BaseEngine):
                 self._grammars = await asyncio.to_thread(from_hf_tokenizer, tokenizer, vocab)
         return await asyncio.to_thread(Guide, self._grammars, constraint, stop_ids)
 
-    def _decoder(self, skip_special_tokens: bool):
+    def _decoder(self, skip_special_tokens: bool, keep: tuple[str, ...]):
         tokenizer = self.loaded.tokenizer
+        if skip_special_tokens and keep:
+            return decode_dropping(lambda ids: tokenizer.decode(ids), dropped_special_ids(tokenizer, keep))
         return lambda ids: tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     async def abort(self, request_id: str) -> None:
@@ -111,6 +142,12 @@ class HuggingFaceEngine(BaseEngine):
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         worker = self._require_worker()
         return await asyncio.wrap_future(worker.call(lambda: score_texts(self.loaded, texts, max_length)))
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        worker = self._require_worker()
+        if self.info.is_reward_model:
+            raise UnsupportedError("A reward model has no token log-probabilities.", param="model")
+        return await asyncio.wrap_future(worker.call(lambda: prompt_logprobs(self.loaded, token_ids, top)))
 
     def _require_worker(self) -> ModelWorker:
         if self.worker is None:
@@ -122,6 +159,13 @@ class HuggingFaceEngine(BaseEngine):
         if worker is not None:
             await asyncio.to_thread(worker.stop)
         self.loaded = None
+
+
+def media_capabilities(base: Capabilities, processor: Any) -> Capabilities:
+    """The engine's capabilities with the media kinds the loaded model's processor takes."""
+    support = media_support(processor)
+    return dataclasses.replace(base, images=support.images, videos=support.videos, audios=support.audios,
+                               media_notes=support.notes)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

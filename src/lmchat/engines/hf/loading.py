@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from lmchat.config.model_config import ModelConfig
+from lmchat.engines.hf.processor import is_multimodal, load_processor
 from lmchat.errors import ConfigError, ModelNotFoundError, require
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class LoadedModel:
     device: torch.device
     kind: str  # "generative", "sequence_classification" or "value_head"
     value_head: tuple[torch.Tensor, torch.Tensor] | None = None
+    processor: Any = None  # a vision/audio model's processor (lmchat.engines.hf.processor), else None
 
 
 def resolve_source(config: ModelConfig) -> tuple[str, str]:
@@ -91,15 +93,31 @@ def load_model(config: ModelConfig) -> LoadedModel:
     kind = _model_kind(model_config, source)
     if config.rope_scaling:
         scale_rope(model_config, config.rope_scaling, config.model_max_length)
+    processor = None
+    if kind == "generative" and is_multimodal(model_config):
+        processor = load_processor(source, hub)
+        tokenizer = getattr(processor, "tokenizer", tokenizer)
+        model_class = multimodal_model_class(model_config)
+    else:
+        model_class = AutoModelForSequenceClassification if kind == "sequence_classification" else AutoModelForCausalLM
     attention = attention_implementation(config.flash_attn, device)
     if attention:
         hub["attn_implementation"] = attention
-    model_class = AutoModelForSequenceClassification if kind == "sequence_classification" else AutoModelForCausalLM
     model = model_class.from_pretrained(source, config=model_config, dtype=pick_dtype(config, device), **hub)
     model = apply_adapters(model, config.adapter_name_or_path or [])
     model.to(device).eval()
     value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
-    return LoadedModel(name, model, tokenizer, device, kind, value_head)
+    return LoadedModel(name, model, tokenizer, device, kind, value_head, processor)
+
+
+def multimodal_model_class(model_config: Any) -> Any:
+    """The class a vision/audio checkpoint names (``architectures``), else ``AutoModelForImageTextToText``."""
+    import transformers
+
+    for name in getattr(model_config, "architectures", None) or ():
+        if hasattr(transformers, name):
+            return getattr(transformers, name)
+    return transformers.AutoModelForImageTextToText
 
 
 _ATTENTION = {"disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2", "fa3": "flash_attention_3"}

@@ -20,40 +20,83 @@ import torch
 
 from lmchat.engines.hf.kv_cache import SlotKVCache
 from lmchat.engines.hf.lean import Forward, LeanDecoder, packed_weights_wanted, unsupported_reason
+from lmchat.engines.hf.multimodal import PromptEmbeds
 
 logger = logging.getLogger(__name__)
 
 
 # --- pure helpers: the inputs of one forward pass ---------------------------------------------------------
+Mask = torch.Tensor | dict[str, torch.Tensor]
+
+
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Boolean "may attend" -> 0 / most-negative float. CPU attention kernels run a float mask many times faster."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def decode_inputs(tokens: list[int], positions: list[int], device: torch.device, dtype: torch.dtype
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def attention_mask(allowed: torch.Tensor, distance: torch.Tensor, window: int | None, dtype: torch.dtype) -> Mask:
+    """One additive mask, or for a model with sliding-window layers (``window``) transformers' mapping of one mask
+    per layer type: a sliding layer also hides keys ``window`` or more positions behind the query."""
+    full = additive_mask(allowed, dtype)
+    if window is None:
+        return full
+    return {"full_attention": full, "sliding_attention": additive_mask(allowed & (distance < window), dtype)}
+
+
+def sliding_window(model: Any) -> int | None:
+    """The window of a model whose layers are partly sliding-window (transformers' ``layer_types``), else None."""
+    config = model.config.get_text_config()
+    if "sliding_attention" not in (getattr(config, "layer_types", None) or ()):
+        return None
+    return getattr(config, "sliding_window", None)
+
+
+def decode_inputs(tokens: list[int], positions: list[int], device: torch.device, dtype: torch.dtype,
+                  window: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Mask]:
     """One new token per row at its own position -> input_ids [B, 1], position_ids [B, 1], mask [B, 1, 1, L]."""
     input_ids = torch.tensor(tokens, device=device)[:, None]
     position_ids = torch.tensor(positions, device=device)[:, None]
     kv_length = max(positions) + 1
-    allowed = torch.arange(kv_length, device=device)[None, :] <= position_ids  # [B, L]: up to itself
-    return input_ids, position_ids, additive_mask(allowed, dtype)[:, None, None, :]
+    distance = position_ids - torch.arange(kv_length, device=device)[None, :]  # [B, L]
+    mask = attention_mask(distance >= 0, distance, window, dtype)  # up to itself
+    return input_ids, position_ids, _unsqueeze(mask, lambda m: m[:, None, None, :])
 
 
-def prefill_inputs(token_ids: list[int], start: int, device: torch.device, dtype: torch.dtype
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A chunk of q prompt tokens after ``start`` cached ones -> [1, q], [1, q], causal mask [1, 1, q, start + q]."""
+def prefill_inputs(token_ids: list[int], start: int, device: torch.device, dtype: torch.dtype,
+                   window: int | None = None, groups: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, Mask]:
+    """A chunk of q prompt tokens after ``start`` cached ones -> [1, q], [1, q], causal mask [1, 1, q, start + q].
+    ``groups`` [start + q]: positions of one group (>= 0) also see each other (Gemma 3's images)."""
     input_ids = torch.tensor([token_ids], device=device)
-    position_ids = torch.arange(start, start + len(token_ids), device=device)[None, :]
-    allowed = torch.arange(start + len(token_ids), device=device)[None, :] <= position_ids[0, :, None]  # [q, L]
-    return input_ids, position_ids, additive_mask(allowed, dtype)[None, None]
+    end = start + len(token_ids)
+    position_ids = torch.arange(start, end, device=device)[None, :]
+    distance = position_ids[0, :, None] - torch.arange(end, device=device)[None, :]  # [q, L]
+    allowed = distance >= 0
+    if groups is not None:
+        query_groups = groups[start:end, None]
+        allowed = allowed | ((query_groups == groups[None, :end]) & (query_groups >= 0))
+    mask = attention_mask(allowed, distance, window, dtype)
+    return input_ids, position_ids, _unsqueeze(mask, lambda m: m[None, None])
+
+
+def _unsqueeze(mask: Mask, shape: Callable[[torch.Tensor], torch.Tensor]) -> Mask:
+    return {kind: shape(m) for kind, m in mask.items()} if isinstance(mask, dict) else shape(mask)
 
 
 @torch.inference_mode()
-def last_logits(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None,
+def last_logits(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: Mask | None,
                 cache: Any) -> torch.Tensor:
     """Logits of each row's last token, [n, vocab] float32."""
     output = model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1)
+    return output.logits[:, -1].float()
+
+
+@torch.inference_mode()
+def embeds_logits(model: Any, embeds: torch.Tensor, position_ids: torch.Tensor, mask: Mask | None,
+                  cache: Any) -> torch.Tensor:
+    """:func:`last_logits` from input embeddings (a media prompt's chunk, see lmchat.engines.hf.multimodal)."""
+    output = model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, past_key_values=cache,
                    use_cache=True, logits_to_keep=1)
     return output.logits[:, -1].float()
 
@@ -70,21 +113,35 @@ class SlotRunner:
         self.forward: Forward = forward or partial(last_logits, model)
         self.name = name  # which forward pass: "lean" or "transformers"
         self.cache = SlotKVCache()
+        self.window = sliding_window(model)
 
     def reserve(self, rows: int, capacity: int) -> None:
         self.cache.reserve(rows, capacity)
 
     def prefill(self, slot: int, token_ids: list[int], start: int) -> torch.Tensor:
         """Feed a prompt chunk into row ``slot`` -> logits of its last token [vocab]."""
-        input_ids, position_ids, mask = prefill_inputs(token_ids, start, self.device, self.model.dtype)
-        self.cache.plan(slot, position_ids, mask.shape[-1])
+        input_ids, position_ids, mask = prefill_inputs(token_ids, start, self.device, self.model.dtype, self.window)
+        self.cache.plan(slot, position_ids, start + len(token_ids))
         return self.forward(input_ids, position_ids, mask, self.cache)[0]
 
-    def decode(self, tokens: list[int], positions: list[int], active: list[bool]) -> torch.Tensor:
+    def prefill_embeds(self, slot: int, prompt: PromptEmbeds, start: int, end: int) -> torch.Tensor:
+        """Feed prompt[start:end] of a media prompt (its embeddings) into row ``slot`` -> logits of its last token."""
+        embeds, position_ids = prompt.chunk(start, end)
+        groups = prompt.groups(end, self.device)
+        _, cache_positions, mask = prefill_inputs(list(range(start, end)), start, self.device, self.model.dtype,
+                                                  self.window, groups)
+        self.cache.plan(slot, cache_positions, end)
+        return embeds_logits(self.model, embeds, position_ids, mask, self.cache)[0]
+
+    def decode(self, tokens: list[int], positions: list[int], active: list[bool],
+               offsets: list[int] | None = None) -> torch.Tensor:
         """Rows 0..B-1 each feed one token -> logits [B, vocab]. Inactive rows (still prefilling) feed a dummy token
-        at their next free position, which their next prompt chunk overwrites."""
-        input_ids, position_ids, mask = decode_inputs(tokens, positions, self.device, self.model.dtype)
-        self.cache.plan(0, position_ids, mask.shape[-1])
+        at their next free position, which their next prompt chunk overwrites. ``offsets``: each row's position
+        id is its cache position plus this (M-RoPE rows after their media; see multimodal.PromptEmbeds.delta)."""
+        input_ids, position_ids, mask = decode_inputs(tokens, positions, self.device, self.model.dtype, self.window)
+        self.cache.plan(0, position_ids, max(positions) + 1)
+        if offsets is not None and any(offsets):
+            position_ids = position_ids + torch.tensor(offsets, device=self.device)[:, None]
         return self.forward(input_ids, position_ids, mask, self.cache)
 
     def copy_prefix(self, source: int, target: int, length: int) -> None:
@@ -113,17 +170,29 @@ class DynamicRunner:
     def reserve(self, rows: int, capacity: int) -> None:
         pass
 
-    def prefill(self, slot: int, token_ids: list[int], start: int) -> torch.Tensor:
+    def prefill(self, slot: int, token_ids: list[int], start: int, offset: int = 0) -> torch.Tensor:
         from transformers import DynamicCache
 
         if start == 0:
             self.caches[slot] = DynamicCache(config=self.model.config)
         input_ids = torch.tensor([token_ids], device=self.device)
-        return last_logits(self.model, input_ids, None, None, self.caches[slot])[0]
+        # explicit positions: a multimodal model may otherwise derive them from state its last media prompt left
+        positions = torch.arange(start, start + len(token_ids), device=self.device)[None] + offset
+        return last_logits(self.model, input_ids, positions, None, self.caches[slot])[0]
 
-    def decode(self, tokens: list[int], positions: list[int], active: list[bool]) -> torch.Tensor:
-        rows = [self.prefill(slot, [token], position) if is_active else None
-                for slot, (token, position, is_active) in enumerate(zip(tokens, positions, active))]
+    def prefill_embeds(self, slot: int, prompt: PromptEmbeds, start: int, end: int) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        if start == 0:
+            self.caches[slot] = DynamicCache(config=self.model.config)
+        embeds, position_ids = prompt.chunk(start, end)
+        return embeds_logits(self.model, embeds, position_ids, None, self.caches[slot])[0]
+
+    def decode(self, tokens: list[int], positions: list[int], active: list[bool],
+               offsets: list[int] | None = None) -> torch.Tensor:
+        offsets = offsets or [0] * len(tokens)
+        rows = [self.prefill(slot, [token], position, offset) if is_active else None
+                for slot, (token, position, is_active, offset) in enumerate(zip(tokens, positions, active, offsets))]
         template = next(row for row in rows if row is not None)
         return torch.stack([torch.zeros_like(template) if row is None else row for row in rows])
 

@@ -1,4 +1,10 @@
-"""Choose the next token of one sequence from its logits: penalties, bias, temperature, top-k/p, min-p, seed."""
+"""Choose the next token of one sequence from its logits: penalties, bias, temperature, top-k/p, min-p, seed.
+
+Every step keeps the logits usable whatever the options: values that overflow become the largest float (NaN
+becomes -inf), the most likely token always survives top-p and min-p, and a row with nothing left to sample from
+falls back to its argmax. Options that get through validation can therefore never make ``torch.multinomial`` fail
+("probability tensor contains inf/nan") and stop the engine.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +29,18 @@ def apply_penalties(logits: torch.Tensor, params: SamplingParams, seen_ids: torc
     if generated_counts is not None and (params.presence_penalty or params.frequency_penalty):
         counts = generated_counts.to(logits.dtype)
         logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).to(logits.dtype)
-    return logits
+    return finite(logits)
+
+
+def finite(logits: torch.Tensor) -> torch.Tensor:
+    """NaN -> -inf (never chosen), +inf -> the dtype's largest value (so softmax stays defined)."""
+    top = torch.finfo(logits.dtype).max
+    return torch.nan_to_num(logits, nan=float("-inf"), posinf=top, neginf=float("-inf"))
 
 
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Temperature, then top-k, top-p and min-p masking (masked entries become -inf)."""
-    logits = logits / params.temperature
+    logits = finite(logits / params.temperature)
     if params.top_k and params.top_k < logits.numel():
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -36,6 +48,7 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         sorted_logits, order = torch.sort(logits, descending=True)
         cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
         remove = cumulative - torch.softmax(sorted_logits, dim=-1) >= params.top_p  # keep the token crossing top_p
+        remove[0] = False  # the most likely token stays, however small top_p is
         logits = logits.masked_fill(torch.zeros_like(remove).scatter(0, order, remove), float("-inf"))
     if params.min_p > 0:
         probs = torch.softmax(logits, dim=-1)
@@ -47,7 +60,10 @@ def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
     """Greedy argmax, or a sample drawn with this request's own generator."""
     if params.is_greedy:
         return int(torch.argmax(logits))
-    probs = torch.softmax(filter_logits(logits, params), dim=-1)
+    filtered = filter_logits(logits, params)
+    if not torch.isfinite(filtered).any():  # nothing left to sample from (every logit was NaN or -inf)
+        return int(torch.argmax(logits))
+    probs = torch.softmax(filtered, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
 
 

@@ -1,4 +1,5 @@
-"""Reward scores with a sequence-classification model or a LLaMA-Factory value-head checkpoint."""
+"""Reward scores with a sequence-classification model or a LLaMA-Factory value-head checkpoint, and the
+log-probabilities of a prompt's tokens (completions' ``echo`` with ``logprobs``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
+from lmchat.engines.events import TokenLogprob
 from lmchat.engines.hf.loading import LoadedModel
+from lmchat.engines.hf.sampler import top_logprobs
 from lmchat.errors import ContextLengthError
 
 
@@ -30,3 +33,18 @@ def _score_one(loaded: LoadedModel, text: str, max_length: int | None) -> float:
     last_hidden = output.hidden_states[-1][0, -1]
     weight, bias = loaded.value_head
     return float(last_hidden.to(weight.dtype) @ weight[0] + bias[0])
+
+
+@torch.inference_mode()
+def prompt_logprobs(loaded: LoadedModel, token_ids: Sequence[int], top: int) -> list[TokenLogprob | None]:
+    """Each prompt token's log-probability given the tokens before it (the first has none: ``None``), with the
+    ``top`` most likely alternatives; from one forward pass over the raw logits, as generation reports them."""
+    ids = list(token_ids)
+    logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=False).logits[0]
+    decode = loaded.tokenizer.decode
+    result: list[TokenLogprob | None] = [None]
+    for position, token_id in enumerate(ids[1:]):
+        logprob, alternatives = top_logprobs(logits[position], token_id, top)
+        result.append(TokenLogprob(decode([token_id]), token_id, logprob,
+                                   tuple((decode([i]), i, value) for i, value in alternatives)))
+    return result

@@ -35,6 +35,7 @@ class RequestState:
     counts: torch.Tensor | None = None
     last_token: str | None = None
     guide: Any = None  # lmchat.structured.guide.Guide of a constrained request
+    position_offset: int = 0  # decode position ids = cache position + this (M-RoPE after media)
 
     @property
     def request_id(self) -> str:

@@ -21,12 +21,20 @@ from typing import Any
 import torch
 
 from lmchat.engines.events import Finished, TextDelta, TokenLogprob
+from lmchat.engines.hf.multimodal import prefill_media_chunk, shareable_length
 from lmchat.engines.hf.native import NativeBuild
 from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, top_logprobs
 from lmchat.engines.hf.scheduler import Scheduler
 from lmchat.engines.hf.sequence import RequestState
-from lmchat.errors import ConfigError, ContextLengthError, EngineError, InvalidRequestError
+from lmchat.errors import (
+    ConfigError,
+    ContextLengthError,
+    EngineClosedError,
+    EngineDeadError,
+    EngineError,
+    InvalidRequestError,
+)
 from lmchat.structured.masks import StepMasks
 
 logger = logging.getLogger(__name__)
@@ -48,9 +56,13 @@ class ModelWorker:
         self.native_decode = native_decode
         self.native_build: NativeBuild | None = None  # until its module is in use
         self._inbox: queue.Queue[RequestState | tuple[Callable[[], Any], Future] | None] = queue.Queue()
-        self._aborted: set[str] = set()
+        self._aborted: dict[str, int] = {}  # request id -> the step count when its abort arrived
         self._lock = threading.Lock()
+        self._closed: tuple[type[EngineClosedError], str] | None = None  # once the thread stops serving
+        self.failure: BaseException | None = None  # what stopped the thread, when it was not asked to stop
+        self.num_steps = 0
         self.finished: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=256)
+        self.abort_delays: collections.deque[int] = collections.deque(maxlen=1024)  # steps from abort to leaving
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=4096)  # decode rows, per step
         self.peak_cache_bytes = 0
         self._masks = StepMasks()  # constrained rows' token masks (structured output)
@@ -92,17 +104,35 @@ class ModelWorker:
 
     # --- called from other threads ------------------------------------------------------------------
     def submit(self, sequence: RequestState) -> None:
-        self._inbox.put(sequence)
+        """Queue a request; once the thread has stopped (closed, or dead after a failure) it fails at once."""
+        with self._lock:
+            if self._closed is None:
+                self._inbox.put(sequence)
+                return
+        sequence.emit(self._closed_error())
 
     def abort(self, request_id: str) -> None:
         with self._lock:
-            self._aborted.add(request_id)
+            self._aborted.setdefault(request_id, self.num_steps)
 
     def call(self, job: Callable[[], Any]) -> Future:
         """Run ``job`` on the worker thread between steps."""
         future: Future = Future()
-        self._inbox.put((job, future))
+        with self._lock:
+            if self._closed is None:
+                self._inbox.put((job, future))
+                return future
+        future.set_exception(self._closed_error())
         return future
+
+    def check_health(self) -> None:
+        """Raise :class:`EngineDeadError` once the thread has stopped after a failure."""
+        if self.failure is not None:
+            raise self._closed_error()
+
+    def _closed_error(self) -> EngineClosedError:
+        error_class, message = self._closed or (EngineClosedError, "The transformers engine is closed.")
+        return error_class(message)
 
     def stop(self) -> None:
         self._inbox.put(None)
@@ -114,12 +144,45 @@ class ModelWorker:
         return self.scheduler.num_active
 
     # --- the worker thread: scheduling ------------------------------------------------------------------
-    @torch.inference_mode()
     def _run(self) -> None:
+        """Serve until asked to stop. Whatever escapes the per-request and per-step guards stops the thread for
+        good: every request it holds, and every later one, then fails at once with :class:`EngineDeadError`."""
+        failure: BaseException | None = None
+        closed: tuple[type[EngineClosedError], str] = (EngineClosedError, "The transformers engine is closed.")
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - reported to every waiting and later request
+            logger.critical("The transformers engine's worker thread stopped after an internal error; it serves "
+                            "no more requests", exc_info=exc)
+            failure, closed = exc, (EngineDeadError, (
+                f"The transformers engine stopped after an internal error ({type(exc).__name__}: {exc}) and serves "
+                "no more requests; restart lmchat."))
+        with self._lock:
+            self._closed, self.failure = closed, failure
+        self._fail_everything()
+
+    @torch.inference_mode()
+    def _serve(self) -> None:
         while self._take_inbox(block=self.scheduler.is_idle):
             self._drop_aborted()
             if not self.scheduler.is_idle:
-                self._step()
+                self._guarded_step()
+
+    def _fail_everything(self) -> None:
+        """Fail the requests still held and those left in the inbox (nothing is left hanging)."""
+        for sequence in list(self.scheduler):
+            sequence.emit(self._closed_error())
+        self.scheduler.running.clear()
+        self.scheduler.waiting.clear()
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, RequestState):
+                item.emit(self._closed_error())
+            elif item is not None and item[1].set_running_or_notify_cancel():
+                item[1].set_exception(self._closed_error())
 
     def _take_inbox(self, block: bool) -> bool:
         """Take new work from the inbox; False once asked to stop."""
@@ -154,15 +217,33 @@ class ModelWorker:
                 future.set_exception(exc)
 
     def _drop_aborted(self) -> None:
+        """Aborted requests leave before the next step (ids of requests already gone are forgotten)."""
         with self._lock:
             if not self._aborted:
                 return
-            aborted = [s for s in self.scheduler if s.request_id in self._aborted]
-            self._aborted.difference_update(s.request_id for s in aborted)
-        for sequence in aborted:
+            requested, self._aborted = self._aborted, {}
+        for sequence in [s for s in self.scheduler if s.request_id in requested]:
+            self.abort_delays.append(self.num_steps - requested[sequence.request_id])
             self._finish(sequence, "abort")
 
+    def _guarded_step(self) -> None:
+        """One step; a failure outside the per-request guards ends the running requests with an error (the KV
+        cache they share may be inconsistent) and the engine goes on with the waiting ones."""
+        try:
+            self._step()
+        except Exception as exc:  # noqa: BLE001 - reported to the requests it cost
+            failed = list(self.scheduler.running)
+            logger.exception("A step of the transformers engine failed; %d running request(s) end with an error",
+                             len(failed), exc_info=exc)
+            for sequence in failed:
+                self.scheduler.remove(sequence)
+            self.runner.release()
+            for sequence in failed:
+                sequence.emit(EngineError(f"The transformers engine failed during this request "
+                                          f"({type(exc).__name__}: {exc}); other requests go on."))
+
     def _step(self) -> None:
+        self.num_steps += 1
         if self.native_build is not None:
             self._enable_native_when_built()
         self._prefill_step()
@@ -191,12 +272,15 @@ class ModelWorker:
         if sequence.num_cached == 0:
             self._share_prefix(sequence)
         start = sequence.num_cached
-        chunk = sequence.ids[start : min(start + budget, sequence.prompt_tokens)]
-        logits = self.runner.prefill(sequence.slot, chunk, start)
-        sequence.num_cached += len(chunk)
+        end = min(start + budget, sequence.prompt_tokens)
+        if sequence.request.media_inputs is not None:  # images/video/audio: the prompt's embeddings, chunk by chunk
+            logits, end = prefill_media_chunk(self.runner, self.model, sequence, start, end)
+        else:
+            logits = self.runner.prefill(sequence.slot, sequence.ids[start:end], start)
+        sequence.num_cached = end
         if not sequence.is_prefilling:
             self._accept([sequence], logits[None])
-        return len(chunk)
+        return end - start
 
     def _share_prefix(self, sequence: RequestState) -> None:
         """Copy the keys/values of the longest prompt prefix a running sequence already holds."""
@@ -206,6 +290,7 @@ class ModelWorker:
         best, length = None, MIN_SHARED_PREFIX - 1
         for other in self.scheduler.running:
             shared = common_prefix(sequence.ids, other.ids, other.num_cached, limit) if other is not sequence else 0
+            shared = shareable_length(self.model, sequence.request.media_inputs, other.request.media_inputs, shared)
             if shared > length:
                 best, length = other, shared
         if best is not None:
@@ -223,7 +308,7 @@ class ModelWorker:
         positions = [s.num_cached for s in rows]
         self.runner.reserve(len(rows), max(positions) + 1)
         try:
-            logits = self.runner.decode(tokens, positions, active)  # [B, vocab]
+            logits = self.runner.decode(tokens, positions, active, [s.position_offset for s in rows])  # [B, vocab]
         except Exception as exc:  # noqa: BLE001 - the decoding requests fail with an EngineError
             return self._fail([s for s, is_active in zip(rows, active) if is_active], exc)
         decoding = [i for i, is_active in enumerate(active) if is_active]
@@ -243,8 +328,11 @@ class ModelWorker:
             unmasked = self._masks.apply([s.guide for s in sequences], raw, logprobs)
         greedy = raw.argmax(dim=-1).tolist()
         for row, sequence in enumerate(sequences):
-            token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
-            self._emit_token(sequence, unmasked.get(row, raw[row]), token_id)
+            try:
+                token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
+                self._emit_token(sequence, unmasked.get(row, raw[row]), token_id)
+            except Exception as exc:  # noqa: BLE001 - this request ends with an EngineError; the batch goes on
+                self._fail([sequence], exc)
 
     def _sample(self, sequence: RequestState, raw: torch.Tensor) -> int:
         params = sequence.request.params
@@ -302,7 +390,8 @@ class ModelWorker:
         logger.exception("Generation failed for %s", ", ".join(s.request_id for s in sequences), exc_info=exc)
         for sequence in sequences:
             self._leave(sequence)
-            sequence.emit(EngineError(f"The transformers engine failed: {exc}"))
+            sequence.emit(EngineError(f"The transformers engine failed on this request ({type(exc).__name__}: "
+                                      f"{exc}); other requests go on."))
 
     def _drain(self) -> None:
         for sequence in list(self.scheduler):

@@ -13,7 +13,8 @@ from lmchat.generation.sampling import SamplingParams
 # What the engine can honour; the facade rejects everything else before any work starts. ``n`` is run by
 # repetition, ``stop`` strings by the facade, the budget by ``max_new_tokens``.
 SUPPORTED_OPTIONS = frozenset(
-    {"n", "max_new_tokens", "max_length", "do_sample", "temperature", "top_p", "top_k", "stop"}
+    {"n", "max_new_tokens", "max_length", "do_sample", "temperature", "top_p", "top_k", "stop",
+     "include_stop_str_in_output"}  # the last is applied by lmchat itself (chat.sequences), for every engine
 )
 
 # LLaMA-Factory's KTransformers keys (ModelConfig settings); ``ktransformers_config`` may add ``gguf_path``.

@@ -1,72 +1,84 @@
-"""The llama.cpp engine: GGUF models (the default SmolLM2 GGUF as-is) through ``llama-cpp-python``.
+"""The llama.cpp engine: GGUF models (the default SmolLM2 GGUF as-is) through ``llama-cpp-python``'s bindings of
+llama.cpp's own API.
 
 lmchat renders the prompt (the GGUF's own chat template or a named one) and tokenizes it with the GGUF's
-tokenizer; this engine only decodes. Requests are **serialised**: one model thread runs them one after another,
-in arrival order, so concurrent requests never share (and corrupt) the single llama.cpp context. ``n > 1`` is
-run by repetition (the facade expands it into ``n`` requests). A prompt reuses the keys/values of the aligned
-blocks it shares with the previous prompt (multi-turn chats, repeated system prompts, ``n > 1``) without changing
-any answer (see :class:`lmchat.engines.llamacpp.decode.PromptCache`); ``llamacpp_config: {reuse_prefix: false}``
-turns that off.
+tokenizer; this engine only decodes. Requests are batched continuously, the way llama-server's slots are: one
+model thread (:mod:`~lmchat.engines.llamacpp.worker`) evaluates every running sequence in one ``llama_batch`` per
+step, each with its own sequence id in one unified KV cache and its own sampler chain; sequences join and leave at
+every step. A prompt reuses the cells of the longest prefix another sequence holds (multi-turn chats, repeated
+system prompts, ``n > 1``). Settings: ``max_batch_size`` (sequences decoded together), ``kv_cache_tokens`` (cells
+of the KV cache), ``prefill_chunk_tokens`` (prompt tokens per step), and ``llamacpp_config``
+(:mod:`~lmchat.engines.llamacpp.settings`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from llama_cpp import Llama
+import llama_cpp
 
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
-from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
 from lmchat.engines.events import EngineEvent
+from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
+from lmchat.engines.llamacpp.kv_cells import KvCells
+from lmchat.engines.llamacpp.model import ContextShape, LoadedModel
+from lmchat.engines.llamacpp.sequence import LogitsHook, special_token_ids
+from lmchat.engines.llamacpp.sequence import Sequence as BatchSequence
+from lmchat.engines.llamacpp.settings import LlamaCppSettings, settings_from
+from lmchat.engines.llamacpp.worker import BatchWorker
 from lmchat.engines.threaded import EventChannel
-from lmchat.engines.llamacpp.decode import PREFILL_BLOCK, DecodeJob, PromptCache, run_job
-from lmchat.errors import EngineClosedError, EngineError, InvalidRequestError, ModelNotFoundError
+from lmchat.errors import ConfigError, EngineClosedError, InvalidRequestError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.models.default import default_gguf_path
 from lmchat.structured import ALL_KINDS
 
-# Llama() settings lmchat chooses; a ``llamacpp_config`` dict in the model config overrides them. Two keys are
-# lmchat's own: ``reuse_prefix`` (default true) and ``prefill_block`` (default 32), see decode.PromptCache.
-DEFAULT_LLAMA_SETTINGS: dict[str, Any] = {"n_ctx": 0, "verbose": False}  # n_ctx 0: the GGUF's trained context
+logger = logging.getLogger(__name__)
 
 
 class LlamaCppEngine(BaseEngine):
     name = "llamacpp"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), constraints=ALL_KINDS)
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"},
+                                constraints=ALL_KINDS,
+                                media_notes=tuple(
+        (kind, f"llama.cpp reads {kind} only through the vision/audio projector GGUF of the model (its mmproj file, "
+               "llama.cpp's mtmd library), which this engine does not load yet; for now use infer_backend huggingface "
+               "with the original checkpoint")
+        for kind in ("images", "videos", "audios")))
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.llm: Llama | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self.settings: LlamaCppSettings = settings_from(config.llamacpp_config)
+        self.llm: LoadedModel | None = None
+        self.worker: BatchWorker | None = None
         self._aborted: set[str] = set()
         self._closing = False
-        self.prompt_cache = PromptCache()
         self._lock = threading.Lock()
-        self.finished: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=256)  # id, reason, tokens
         self._grammars: Any = None  # (TokenizerGrammars, end-of-generation ids), at the first constraint
+        self._grammars_lock = asyncio.Lock()
 
     async def start(self) -> None:
         path = resolve_gguf_path(self.config.model_name_or_path)
-        settings = {**DEFAULT_LLAMA_SETTINGS, **(self.config.llamacpp_config or {})}
-        self.prompt_cache = prompt_cache_from(settings)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmchat-llamacpp")
+        shape = context_shape(self.config, self.settings.n_batch)
         load_cpu_backend()
-        try:
-            self.llm = await self._call(lambda: Llama(model_path=str(path), **settings))
-        except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
-            raise ModelNotFoundError(f"llama.cpp could not load {path}: {exc}") from None
+        self.llm = await asyncio.to_thread(LoadedModel, path, self.settings, shape)
+        cells = KvCells(shape.num_seq_ids, shape.kv_cells, reuse_prefix=self.settings.reuse_prefix)
+        self.worker = BatchWorker(self.llm, cells, max_running=self.config.max_batch_size,
+                                  prefill_chunk_tokens=self.config.prefill_chunk_tokens,
+                                  max_batch_tokens=shape.n_batch)
         self._info = model_info(self.llm, path)
-
+        logger.info("llama.cpp: %s, up to %d sequences in one batch, a KV cache of %d cells (%s keys, %s values), "
+                    "%d/%d threads.", path.name, self.config.max_batch_size, shape.kv_cells, self.settings.type_k,
+                    self.settings.type_v, *self.llm.threads)
 
     # --- tokenizer (the GGUF's own; special tokens in the rendered prompt are parsed as such) ---------------
-    def tokenize(self, text: str) -> list[int]:
-        return self._require_llm().tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        # add_bos adds the BOS token only where the GGUF's vocabulary asks for one, as llama.cpp's server does
+        return self._require_llm().tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self._require_llm().detokenize(list(token_ids), special=True).decode("utf-8", "replace")
@@ -76,48 +88,39 @@ class LlamaCppEngine(BaseEngine):
 
     # --- generation -------------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
-        llm = self._require_llm()
-        params = request.params
-        prompt_ids = list(request.prompt_token_ids)
-        if not prompt_ids:
+        worker = self._require_worker()
+        if not request.prompt_token_ids:
             raise InvalidRequestError("The prompt is empty.", param="prompt")
-        mask = await self._call(lambda: self._mask(params)) if params.constraint is not None else None
-        channel = EventChannel(lambda: self._mark_aborted(request.request_id))
-        job = DecodeJob(
-            request=request,
-            prompt_ids=prompt_ids,
-            budget=request.max_tokens,
-            stop_ids=frozenset(params.stop_token_ids),
-            stop_at_end_of_generation=not params.ignore_eos,
-            emit=channel.emit,
-            is_aborted=lambda: self._closing or request.request_id in self._aborted,
-            cache=self.prompt_cache,
-            mask=mask,
-        )
-        self._require_executor().submit(self._run, llm, job)
-        async for event in channel.events():
-            yield event
+        request_id = request.request_id
+        hook = await self._logits_hook(request)
+        channel = EventChannel(lambda: self._mark_aborted(request_id))
+        kept = special_token_ids(self._require_llm(), request.keep_special_tokens)
+        worker.submit(BatchSequence(request, channel.emit, lambda: self._closing or request_id in self._aborted,
+                                    logits_hook=hook, kept_ids=kept))
+        try:
+            async for event in channel.events():
+                yield event
+        finally:
+            with self._lock:
+                self._aborted.discard(request_id)
 
-    def _mask(self, params: SamplingParams) -> Any:
-        """A constrained request's logits mask (on the model thread; the grammars are built once)."""
+    async def _logits_hook(self, request: GenerationRequest) -> LogitsHook | None:
+        """The request's own change to its logits before its sampler chain (see
+        :class:`~lmchat.engines.llamacpp.sequence.LogitsHook`): a constrained request's grammar mask
+        (:mod:`lmchat.engines.llamacpp.structured`); none for plain sampling. The vocabulary's grammars are built
+        once (~1 s) and each request's matcher made off the caller's event loop."""
+        params = request.params
+        if params.constraint is None:
+            return None
         from lmchat.engines.llamacpp.structured import build_grammars, new_mask
 
         llm = self._require_llm()
-        if self._grammars is None:
-            self._grammars = build_grammars(llm)
+        async with self._grammars_lock:
+            if self._grammars is None:
+                self._grammars = await asyncio.to_thread(build_grammars, llm)
         grammars, end_ids = self._grammars
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else end_ids)
-        return new_mask(grammars, params.constraint, stop_ids, llm.n_vocab())
-
-    def _run(self, llm: Llama, job: DecodeJob) -> None:
-        try:
-            finished = run_job(llm, job)
-            self.finished.append((job.request.request_id, finished.reason, finished.completion_tokens))
-        except Exception as exc:  # noqa: BLE001  (handed to the waiting caller as a typed error)
-            job.emit(EngineError(f"The llamacpp engine failed: {exc}"))
-        finally:
-            with self._lock:
-                self._aborted.discard(job.request.request_id)
+        return await asyncio.to_thread(new_mask, grammars, params.constraint, stop_ids, llm.n_vocab())
 
     async def abort(self, request_id: str) -> None:
         self._mark_aborted(request_id)
@@ -126,29 +129,46 @@ class LlamaCppEngine(BaseEngine):
         with self._lock:
             self._aborted.add(request_id)
 
-    # --- lifecycle --------------------------------------------------------------------------------------
-    async def _call(self, job):
-        return await asyncio.wrap_future(self._require_executor().submit(job))
+    @property
+    def finished(self):
+        """(request id, finish reason, completion tokens) of the last requests, oldest first."""
+        return self.worker.finished if self.worker is not None else ()
 
-    def _require_llm(self) -> Llama:
+    # --- lifecycle --------------------------------------------------------------------------------------
+    def _require_llm(self) -> LoadedModel:
         if self.llm is None:
             raise EngineClosedError("The llamacpp engine is closed.")
         return self.llm
 
-    def _require_executor(self) -> ThreadPoolExecutor:
-        if self._executor is None:
+    def _require_worker(self) -> BatchWorker:
+        if self.worker is None or self._closing:
             raise EngineClosedError("The llamacpp engine is closed.")
-        return self._executor
+        return self.worker
 
     async def close(self) -> None:
         """Abort every running and queued request (each still gets its Finished event), then free the model."""
         self._closing = True
-        executor, self._executor = self._executor, None
-        llm, self.llm = self.llm, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True)
+        worker, llm = self.worker, self.llm
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+        self.llm = None
         if llm is not None:
             llm.close()
+
+
+def context_shape(config, n_batch: int) -> ContextShape:
+    """The context's size from the engine-independent keys: ``max_batch_size`` sequences at once (at most
+    llama.cpp's sequence ids, and what one llama_decode can hold), ``kv_cache_tokens`` cells. One llama_decode
+    holds at most the whole cache, and llama.cpp sizes its output buffer for one token of each sequence id in one
+    batch: more ids than ``n_batch`` abort the process (GGML_ASSERT), so the ids are at most ``n_batch``."""
+    n_batch = min(n_batch, config.kv_cache_tokens)
+    num_seq_ids = min(llama_cpp.llama_max_parallel_sequences(), n_batch)
+    if config.max_batch_size > num_seq_ids:
+        raise ConfigError(f"max_batch_size {config.max_batch_size} is more than the llamacpp engine can decode at "
+                          f"once: at most {num_seq_ids} (llama.cpp's {llama_cpp.llama_max_parallel_sequences()} "
+                          f"sequence ids, and the {n_batch} tokens one llama_decode holds: llamacpp_config.n_batch, "
+                          "at most kv_cache_tokens).")
+    return ContextShape(kv_cells=config.kv_cache_tokens, num_seq_ids=num_seq_ids, n_batch=n_batch)
 
 
 def resolve_gguf_path(model_name_or_path: str | None) -> Path:
@@ -168,7 +188,7 @@ def resolve_gguf_path(model_name_or_path: str | None) -> Path:
     return path
 
 
-def model_info(llm: Llama, path: Path) -> ModelInfo:
+def model_info(llm: LoadedModel, path: Path) -> ModelInfo:
     """Name, chat template, special tokens and context length, all from the GGUF."""
     metadata = llm.metadata
     special = {}
@@ -180,15 +200,5 @@ def model_info(llm: Llama, path: Path) -> ModelInfo:
         chat_template=metadata.get("tokenizer.chat_template"),
         special_tokens=special,
         context_length=llm.n_ctx(),
+        vocab_size=llm.n_vocab(),
     )
-
-
-def prompt_cache_from(settings: dict[str, Any]) -> PromptCache:
-    """Take lmchat's own ``reuse_prefix`` / ``prefill_block`` keys out of the ``Llama()`` settings."""
-    block = settings.pop("prefill_block", PREFILL_BLOCK)
-    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
-        raise InvalidRequestError(
-            f"llamacpp_config.prefill_block must be a positive whole number of tokens, got {block!r}.",
-            param="llamacpp_config",
-        )
-    return PromptCache(block=block, enabled=bool(settings.pop("reuse_prefix", True)))

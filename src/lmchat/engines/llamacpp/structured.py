@@ -1,8 +1,9 @@
 """Structured output in the llama.cpp engine: the same grammar library and request state as the transformers
 engine (:mod:`lmchat.structured`), so both enforce exactly what the facade checked.
 
-Before each sampled token, a constrained request's mask is written into llama.cpp's logits buffer (disallowed
-tokens at -inf) and the request's sampler chain then samples as usual (penalties, temperature, top-k/p, seed).
+Before each sampled token, a constrained request's mask is written into its own row of llama.cpp's batch logits
+(disallowed tokens at -inf; the engine's ``LogitsHook``) and the request's sampler chain then samples as usual
+(penalties, temperature, top-k/p, seed).
 llama.cpp's own GBNF sampler (``LlamaGrammar``) is not used: its JSON-schema conversion covers another subset of
 JSON Schema than the one the facade checks against.
 """
@@ -14,13 +15,13 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp import Llama
 
+from lmchat.engines.llamacpp.model import LoadedModel
 from lmchat.structured.backend import TokenizerGrammars, llguidance
 from lmchat.structured.guide import Guide
 
 
-def build_grammars(llm: Llama) -> tuple[TokenizerGrammars, frozenset[int]]:
+def build_grammars(llm: LoadedModel) -> tuple[TokenizerGrammars, frozenset[int]]:
     """The GGUF vocabulary's grammars (~1 s, once per engine) and its end-of-generation token ids."""
     llguidance()  # installed, or the install command
     from llguidance.llamacpp import lltokenizer_from_vocab
@@ -35,27 +36,30 @@ def build_grammars(llm: Llama) -> tuple[TokenizerGrammars, frozenset[int]]:
 
 
 class LogitsMask:
-    """One request's mask, applied in place to the llama.cpp context's last logits."""
+    """One request's grammar mask: the engine's :class:`~lmchat.engines.llamacpp.sequence.LogitsHook` for a
+    constrained request (on the model thread)."""
 
     def __init__(self, guide: Guide, vocab_size: int) -> None:
         self.guide = guide
         self.vocab_size = vocab_size
         self._bitmask = np.zeros((1, (vocab_size + 31) // 32), dtype=np.int32)
 
-    def apply(self, llm: Llama) -> np.ndarray | None:
-        """Mask the logits for this step; returns the unmasked copy (for logprobs), or None when not masked."""
+    def apply(self, logits: np.ndarray) -> None:
+        """Mask this sequence's row of logits in place (forbidden tokens at -inf); unchanged while the guide needs
+        no mask (e.g. in the reasoning before the constraint starts)."""
         if not self.guide.needs_mask():
-            return None
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(self.vocab_size,))
-        raw = logits.copy()
+            return
         self._bitmask.fill(0)
         if self.guide.uses_grammar:
             self.guide.grammars.fill([(self.guide.matcher, 0)], _Pointer(self._bitmask))
         words = self._bitmask.view(np.uint32)
         self.guide.finish_mask(words[0])
         allowed = np.unpackbits(words.view(np.uint8), bitorder="little")[: self.vocab_size]
-        logits[allowed == 0] = -np.inf
-        return raw
+        logits[: self.vocab_size][allowed == 0] = -np.inf
+
+    def accept(self, token: int) -> bool:
+        """The sampled token; True when the constraint is complete (the answer ends with ``stop``)."""
+        return self.guide.accept(token)
 
 
 class _Pointer:

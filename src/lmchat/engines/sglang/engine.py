@@ -22,7 +22,7 @@ from lmchat.engines.sglang.sampling import (
     to_sglang_generate_kwargs,
     to_sglang_sampling_params,
 )
-from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_tokens, token_text
+from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_among, special_tokens, token_text
 from lmchat.errors import EngineClosedError
 from lmchat.generation.sampling import SamplingParams
 
@@ -70,7 +70,8 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
         prompt_ids, budget = list(request.prompt_token_ids), request.max_tokens
         stream = await self.engine.async_generate(
             input_ids=prompt_ids,
-            sampling_params=to_sglang_sampling_params(params, budget),
+            sampling_params=to_sglang_sampling_params(
+                params, budget, special_among(self.tokenizer, request.keep_special_tokens)),
             image_data=list(request.images) or None,
             video_data=list(request.videos) or None,
             audio_data=list(request.audios) or None,

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmchat.engines.sglang.parallel import sglang_parallel_kwargs
 from lmchat.errors import ConfigError
 from lmchat.generation.sampling import SamplingParams
 
 ADAPTER_NAME = "lmchat-adapter"
 
 
-def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None = None) -> dict[str, Any]:
-    """The ``sampling_params`` dict of ``Engine.async_generate`` for one sequence of ``params``."""
+def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None = None,
+                              keep_special_tokens: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``sampling_params`` dict of ``Engine.async_generate`` for one sequence of ``params`` (special tokens the
+    parsers read keep them all: SGLang keeps all or none)."""
     sampling: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "temperature": 0.0 if params.is_greedy else params.temperature,  # SGLang: 0 means greedy (top_k=1)
@@ -26,7 +29,8 @@ def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
         "ignore_eos": params.ignore_eos,
-        "skip_special_tokens": params.skip_special_tokens,
+        "min_new_tokens": params.min_tokens,
+        "skip_special_tokens": params.skip_special_tokens and not keep_special_tokens,
     }
     if params.stop_token_ids:
         sampling["stop_token_ids"] = list(params.stop_token_ids)
@@ -46,14 +50,13 @@ def to_sglang_generate_kwargs(params: SamplingParams) -> dict[str, Any]:
 
 def to_sglang_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
     """``sglang.Engine`` (``ServerArgs``) keyword arguments from lmchat's (LLaMA-Factory's) ``sglang_*`` settings."""
-    tp_size = config.sglang_tp_size if config.sglang_tp_size > 0 else max(1, num_gpus)
     kwargs: dict[str, Any] = {
         "model_path": config.model_name_or_path,
         "trust_remote_code": config.trust_remote_code,
         "dtype": config.infer_dtype,
         "context_length": config.sglang_maxlen,
         "mem_fraction_static": config.sglang_mem_fraction,
-        "tp_size": tp_size,
+        **sglang_parallel_kwargs(config.sglang_tp_size, config.sglang_config or {}, num_gpus),
         "log_level": "error",
     }
     if config.model_revision != "main":

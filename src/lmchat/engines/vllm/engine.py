@@ -26,7 +26,7 @@ from vllm.sampling_params import RequestOutputKind
 
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta
-from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_tokens, token_text
+from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_among, special_tokens, token_text
 from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error
 from lmchat.engines.vllm.sampling import ADAPTER_NAME, finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
 from lmchat.errors import (
@@ -84,6 +84,7 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             special_tokens=special_tokens(self.tokenizer),
             context_length=model_config.max_model_len,
             is_reward_model=is_reward,
+            vocab_size=getattr(model_config, "get_vocab_size", lambda: None)(),
         )
 
     async def _load_adapter(self, path: str) -> LoRARequest:
@@ -100,7 +101,7 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         engine = self._require_engine()
         prompt_ids, budget = list(request.prompt_token_ids), request.max_tokens
-        stream = engine.generate(_prompt(prompt_ids), self._sampling(request.params, budget), request.request_id,
+        stream = engine.generate(_prompt(prompt_ids), self._sampling(request, budget), request.request_id,
                                  lora_request=self._lora)
         generated, reason, rejected = 0, "abort", False
         try:
@@ -124,9 +125,11 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             if not rejected:
                 self.finished.append((request.request_id, reason, generated))
 
-    def _sampling(self, params: SamplingParams, budget: int) -> VllmSamplingParams:
+    def _sampling(self, request: GenerationRequest, budget: int) -> VllmSamplingParams:
+        keep = special_among(self.tokenizer, request.keep_special_tokens)
+        kwargs = to_vllm_sampling_kwargs(request.params, budget, keep)
         try:
-            return VllmSamplingParams(**to_vllm_sampling_kwargs(params, budget), output_kind=RequestOutputKind.DELTA)
+            return VllmSamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
         except LmchatError:
             raise  # lmchat's own refusal (the mapping's), already clear
         except ValueError as exc:

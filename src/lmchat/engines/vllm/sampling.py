@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+from lmchat.engines.vllm.parallel import vllm_parallel_kwargs
 from lmchat.errors import ConfigError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.structured.constraint import Constraint
@@ -26,8 +27,10 @@ CPU_KV_CACHE_BYTES = 2 << 30
 _MEMORY_KEYS = ("gpu_memory_utilization", "kv_cache_memory_bytes")
 
 
-def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = None) -> dict[str, Any]:
-    """``vllm.SamplingParams`` keyword arguments for one sequence of ``params``."""
+def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = None,
+                            keep_special_tokens: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``vllm.SamplingParams`` keyword arguments for one sequence of ``params``. vLLM keeps all special tokens or
+    none, so the ones the parsers read (``keep_special_tokens``) keep them all, as vLLM's own server does."""
     return {
         "n": 1,
         "max_tokens": max_tokens,
@@ -42,7 +45,8 @@ def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = Non
         "seed": params.seed,
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
-        "skip_special_tokens": params.skip_special_tokens,
+        "min_tokens": params.min_tokens,
+        "skip_special_tokens": params.skip_special_tokens and not keep_special_tokens,
         "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token itself
         **({"structured_outputs": _structured_outputs(params.constraint)} if params.constraint else {}),
     }
@@ -111,7 +115,7 @@ def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
         "trust_remote_code": config.trust_remote_code,
         "dtype": config.infer_dtype,
         "max_model_len": config.vllm_maxlen,
-        "tensor_parallel_size": max(1, num_gpus),
+        **vllm_parallel_kwargs(extra, num_gpus),
         "gpu_memory_utilization": config.vllm_gpu_util,
         "enforce_eager": config.vllm_enforce_eager,
         "disable_log_stats": True,

@@ -24,6 +24,7 @@ _BUILTINS: dict[str, str] = {
     "granite": f"{_TAGGED}:GraniteReasoningParser",
     "hunyuan_a13b": f"{_TAGGED}:HunyuanReasoningParser",
     "seed_oss": f"{_TAGGED}:SeedOssReasoningParser",
+    "kimi_vl": f"{_TAGGED}:KimiVlReasoningParser",
     "gpt_oss": "lmchat.parsing.reasoning.harmony:HarmonyReasoningParser",
 }
 _ALIASES: dict[str, str] = {
@@ -34,6 +35,7 @@ _ALIASES: dict[str, str] = {
     "harmony": "gpt_oss",
     "hunyuan": "hunyuan_a13b",
     "seed": "seed_oss",
+    "kimi": "kimi_vl",  # SGLang's name
 }
 _registered: dict[str, Any] = {}
 

@@ -9,7 +9,7 @@ tool call, its recipient) and a body::
 their headers and end tokens dropped. A message with a recipient is a tool call: it is passed on as content in one
 canonical form, ``<|channel|>commentary to=functions.NAME<|message|>BODY<|call|>``, for the ``openai`` tool parser
 to read. Text that is not in a message (a model that writes no headers) is content. These tokens are special
-tokens: the engine must keep them in the text (``skip_special_tokens: false``).
+tokens: the parser declares them (``special_tokens``), so the facade has the engine keep them in the text.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ START, CHANNEL, MESSAGE, CONSTRAIN = "<|start|>", "<|channel|>", "<|message|>", 
 END, CALL, RETURN = "<|end|>", "<|call|>", "<|return|>"
 HEADER_OPENINGS = (START, CHANNEL, CONSTRAIN, " to=", "to=")
 MESSAGE_ENDS = (END, CALL, RETURN)
+HARMONY_TOKENS = (START, CHANNEL, MESSAGE, CONSTRAIN, END, CALL, RETURN)
+"""Every harmony token the parsers read: special tokens of gpt-oss's tokenizer (o200k_harmony)."""
 _RECIPIENT = re.compile(r"(?:^|\s|>)to=([^\s<]+)")
 _CHANNEL = re.compile(r"<\|channel\|>\s*([\w.\-]+)")
 _LONGEST_HEADER = 400
@@ -47,6 +49,7 @@ class HarmonyReasoningParser:
     """gpt-oss: the analysis channel is reasoning, final and commentary are content, tool calls pass on."""
 
     name: ClassVar[str] = "gpt_oss"
+    special_tokens: ClassVar[tuple[str, ...]] = HARMONY_TOKENS
 
     @classmethod
     def opens_in(cls, prompt: str) -> bool:

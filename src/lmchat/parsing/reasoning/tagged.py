@@ -3,6 +3,7 @@
 Rules (:class:`ThinkReasoningParser`; subclasses change only the tags):
 
 * A start tag opens reasoning only at the very start of the answer (after whitespace); elsewhere it is content.
+  An end tag alone at the very start is an empty thought (GLM-4.7 writes one so) and is dropped.
 * ``starts_in_reasoning=True`` is for templates whose generation prompt already opened the reasoning
   (:meth:`ThinkReasoningParser.opens_in` tells from the prompt): the answer starts inside it (a repeated start
   tag at its start is dropped). Such a block also ends at a marker of the request's tool parser that only a call
@@ -39,6 +40,8 @@ class ThinkReasoningParser:
     """Tags that close the content (dropped, with the whitespace before them)."""
     prompt_suffixes: ClassVar[tuple[str, ...]] = ()
     """Text a template may write after the start tag that opens the reasoning in the prompt."""
+    special_tokens: ClassVar[tuple[str, ...]] = ()
+    """Special tokens of the tags that the engine must keep in the text (as :attr:`ToolParser.special_tokens`)."""
 
     @classmethod
     def start_tags(cls) -> tuple[str, ...]:
@@ -70,6 +73,7 @@ class ReasoningStream(TextStream):
     def __init__(self, tags: type[ThinkReasoningParser], starts_in_reasoning: bool, ends: tuple[str, ...] = ()) -> None:
         self._starts = tags.start_tags()
         self._ends = tags.end_tags()
+        self._end_tag = tags.end_tag
         self._implicit_ends = tuple(ends) if starts_in_reasoning else ()
         self._content_open = tags.content_open
         self._content_close = tags.content_close
@@ -98,14 +102,20 @@ class ReasoningStream(TextStream):
             pass
 
     def _opening(self, final: bool) -> bool:
-        """Before anything else: is the answer opening with a start tag?"""
+        """Before anything else: is the answer opening with a start tag (or with the end tag alone: an empty
+        thought written as its closing tag, as GLM-4.7 and LLaMA-Factory's glm4_7 template write it)?"""
         stripped = self._buffer.lstrip()
         tag = next((tag for tag in self._starts if stripped.startswith(tag)), None)
         if tag is not None:
             self._buffer = stripped[len(tag) :]
             self._state = "reasoning"
             return True
-        if (not stripped or any(is_partial(stripped, tag) for tag in self._starts)) and not final:
+        if stripped.startswith(self._end_tag):
+            self._buffer = stripped[len(self._end_tag) :]
+            self._state = "after"
+            return True
+        openings = (*self._starts, self._end_tag)
+        if (not stripped or any(is_partial(stripped, tag) for tag in openings)) and not final:
             return False
         self._state = "wrapper"
         return True
@@ -221,3 +231,11 @@ class SeedOssReasoningParser(ThinkReasoningParser):
     start_tag = "<seed:think>"
     end_tag = "</seed:think>"
     prompt_suffixes = ("<seed:cot_budget_reflect>",)
+
+
+class KimiVlReasoningParser(ThinkReasoningParser):
+    """Kimi-VL-Thinking: ``◁think▷...◁/think▷`` (SGLang's ``kimi`` reasoning parser)."""
+
+    name = "kimi_vl"
+    start_tag = "◁think▷"
+    end_tag = "◁/think▷"

@@ -151,6 +151,10 @@ class ToolParser:
     ends_reasoning: ClassVar[tuple[str, ...]] = ()
     """Markers that end a reasoning block the prompt opened even without its closing tag (a model that calls a
     tool straight from its thoughts); they stay in the text, for this parser."""
+    special_tokens: ClassVar[tuple[str, ...]] = ()
+    """Tokens of the family's markup that its models' tokenizers mark special. Engines drop special tokens from
+    the text by default (``skip_special_tokens``), so the facade's parsing plan has them keep these (a token a
+    tokenizer does not mark special is in the text anyway)."""
 
     def parse(self, text: str, tools: Sequence[Mapping[str, Any]] | None = None) -> ParsedOutput:
         """Split a whole answer into content and tool calls (never raises for model output)."""

@@ -77,6 +77,7 @@ _CODE_ENDS = ("<|eom_id|>", "<|eot_id|>")
 class FunctionaryV31ToolParser(ToolParser):
     name = "functionary_v3_1"
     markers = (FUNCTION, PYTHON_TAG)
+    special_tokens = (PYTHON_TAG,)
 
     def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
         if text.startswith(PYTHON_TAG):

@@ -20,6 +20,7 @@ from lmchat.parsing.reasoning.harmony import (
     CHANNEL,
     CONSTRAIN,
     END,
+    HARMONY_TOKENS,
     MESSAGE,
     RETURN,
     START,
@@ -36,6 +37,7 @@ _CALL_END = "call end"  # state after a call's arguments
 class OpenAIToolParser(ToolParser):
     name = "openai"
     markers = (START, CHANNEL, END, CALL, RETURN)
+    special_tokens = HARMONY_TOKENS
 
     def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
         if text.startswith(("to=", CONSTRAIN)):

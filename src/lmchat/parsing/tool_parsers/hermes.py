@@ -67,6 +67,7 @@ class HermesToolParser(ToolParser):
     start_tag: ClassVar[str] = START
     end_tag: ClassVar[str] = END
     markers = (START,)
+    special_tokens = (START, END)  # special in some Hermes tokenizers (not Qwen's), as vLLM's hermes parser says
 
     def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
         start, end_tag = self.start_tag, self.end_tag
@@ -138,6 +139,7 @@ class LongCatToolParser(HermesToolParser):
     name = "longcat"
     start_tag, end_tag = "<longcat_tool_call>", "</longcat_tool_call>"
     markers = (start_tag,)
+    special_tokens = ()
 
 
 class InternLm2ToolParser(HermesToolParser):
@@ -146,3 +148,4 @@ class InternLm2ToolParser(HermesToolParser):
     name = "internlm"
     start_tag, end_tag = "<|action_start|><|plugin|>", "<|action_end|>"
     markers = (start_tag,)
+    special_tokens = ("<|action_start|>", "<|plugin|>", "<|action_end|>")

@@ -127,6 +127,7 @@ def _up_to(text: str, final: bool, state: _UpTo) -> Rest | None:
 class GraniteToolParser(JsonListToolParser):
     name = "granite"
     openers = {"<|tool_call|>": "", "<tool_call>": "</tool_call>"}
+    special_tokens = ("<|tool_call|>",)
     markers = tuple(openers)
     list_at_start = True
     single_object = True

@@ -73,6 +73,7 @@ def open_call(text: str, pos: int, final: bool, ctx: MatchContext) -> Open | boo
 class KimiK2ToolParser(ToolParser):
     name = "kimi_k2"
     markers = (SECTION_BEGIN, CALL_BEGIN)
+    special_tokens = (SECTION_BEGIN, SECTION_END, CALL_BEGIN, ARGUMENTS, CALL_END)
     ends_reasoning = (SECTION_BEGIN,)
 
     def match_marker(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:

@@ -58,6 +58,7 @@ def object_call(text: str, pos: int, final: bool, ctx: MatchContext) -> Match | 
 class Llama3JsonToolParser(ToolParser):
     name = "llama3_json"
     markers = (PYTHON_TAG, "{")
+    special_tokens = (PYTHON_TAG,)
     separator = ";"
 
     def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:

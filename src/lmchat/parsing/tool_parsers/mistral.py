@@ -42,6 +42,7 @@ def calls_from_json(value: object) -> tuple[FoundCall, ...]:
 class MistralToolParser(ToolParser):
     name = "mistral"
     markers = (MARKER,)
+    special_tokens = (MARKER, ARGS, CALL_ID)  # control tokens of Mistral's tokenizers
 
     def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
         if is_partial(text, MARKER):

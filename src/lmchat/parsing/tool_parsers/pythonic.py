@@ -6,12 +6,13 @@ shows ``[`` (or ``,`` after the list's previous call), a dotted name and ``(`` f
 its ``=`` (not ``==``); the decision depends on that prefix only. Its arguments then stream one complete argument at
 a time (``{``, ``"k": v``, ``, "k2": v2``, ``}``): a value is complete at the ``,`` or ``)`` after it (found by a
 resumable scanner that skips brackets and strings) and is converted with ``ast.literal_eval`` (``True``/``None`` ->
-``true``/``null``, tuples -> lists), so joined they are the arguments reading the whole call with ``ast`` gives (but
-for a repeated keyword, which is passed on as written). An argument that cannot be read (not a literal,
-positional, ``**kw``, cut by the end of the answer or of the tag) closes the arguments, and the text from it on is
-content, as is anything after a call that is neither the next call nor the list's end (in the tagged form: up to
-``<|python_end|>``). A list whose first call is written another way (a positional argument, a comment...) is read
-whole, with ``ast``, once complete, and stays content when it is not a list of such calls.
+``true``/``null``, tuples -> lists; JSON's ``true``/``false``/``null`` are read too), so joined they are the
+arguments reading the whole call with ``ast`` gives (but for a repeated keyword, which is passed on as written).
+An argument that cannot be read (not a literal, positional, ``**kw``, cut by the end of the answer or of the tag)
+closes the arguments, and the text from it on is content, as is anything after a call that is neither the next
+call nor the list's end (in the tagged form: up to ``<|python_end|>``). A list whose first call is written another
+way (a positional argument, a comment...) is read whole, with ``ast``, once complete, and stays content when it is
+not a list of such calls.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _call(node: ast.expr) -> FoundCall | None:
     if name is None or any(keyword.arg is None for keyword in node.keywords):
         return None
     try:
-        arguments = {keyword.arg: ast.literal_eval(keyword.value) for keyword in node.keywords}
+        arguments = {keyword.arg: literal(keyword.value) for keyword in node.keywords}
         return FoundCall(name, dumps(arguments))
     except (ValueError, TypeError, SyntaxError, RecursionError):
         return None
@@ -196,9 +197,25 @@ def _literal_json(source: str) -> str | None:
     if not source.strip(" \t\f\r\n"):
         return None
     try:
-        return dumps(ast.literal_eval("(" + source + "\n)"))
+        return dumps(literal(ast.parse("(" + source + "\n)", mode="eval")))
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
+
+
+_JSON_NAMES = {"true": True, "false": False, "null": None}
+
+
+class _JsonNames(ast.NodeTransformer):
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in _JSON_NAMES:
+            return ast.copy_location(ast.Constant(_JSON_NAMES[node.id]), node)
+        return node
+
+
+def literal(node: ast.AST) -> Any:
+    """``ast.literal_eval`` of ``node`` (never evaluated), with JSON's ``true``/``false``/``null`` read as Python's
+    (LLaMA-Factory's ``lfm2`` tool format writes values that are not strings as JSON)."""
+    return ast.literal_eval(_JsonNames().visit(node))
 
 
 def _balanced(source: str) -> bool:
@@ -210,6 +227,7 @@ class PythonicToolParser(ToolParser):
     name = "pythonic"
     tags: ClassVar[Tags] = LLAMA4
     markers = (START,)
+    special_tokens = (START, END)  # Llama 4's
     list_at_start: ClassVar[bool] = True
 
     def match_start(self, text: str, final: bool, ctx: MatchContext) -> Match | Open | None:
@@ -271,6 +289,7 @@ class Lfm2ToolParser(PythonicToolParser):
     name = "lfm2"
     tags = Tags("<|tool_call_start|>", "<|tool_call_end|>")
     markers = (tags.start,)
+    special_tokens = (tags.start, tags.end)
     list_at_start = False
 
 
@@ -280,6 +299,7 @@ class Olmo3ToolParser(PythonicToolParser):
     name = "olmo3"
     tags = Tags("<function_calls>", "</function_calls>", bracketed=False)
     markers = (tags.start,)
+    special_tokens = ()
     list_at_start = False
 
 

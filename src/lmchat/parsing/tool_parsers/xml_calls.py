@@ -6,9 +6,12 @@
 
   (one newline after ``<parameter=KEY>`` and one before ``</parameter>`` are layout, not value; a call written
   without ``<tool_call>`` is read too, as vLLM and llama.cpp do);
-* ``seed_oss`` (Seed-OSS): the same inside ``<seed:tool_call>...</seed:tool_call>``;
+* ``seed_oss`` (Seed-OSS): the same inside ``<seed:tool_call>...</seed:tool_call>``; also with the name ended by a
+  newline instead of ``>`` (``<function=NAME\\n<parameter=...``), as LLaMA-Factory's ``seed_oss`` tool format
+  writes it, so a model fine-tuned with it is read too;
 * ``minimax_m2`` (MiniMax-M2): ``<minimax:tool_call><invoke name="NAME"><parameter name="KEY">VALUE</parameter>
-  </invoke>...</minimax:tool_call>``, several invokes per block;
+  </invoke>...</minimax:tool_call>``, several invokes per block; also bare ``<invoke ...>`` calls without the
+  block, as LLaMA-Factory's ``minimax2`` tool format writes them;
 * ``step3`` (Step-3): ``<｜tool_calls_begin｜><｜tool_call_begin｜>[function<｜tool_sep｜>NAME\\n]<steptml:invoke
   name="NAME"><steptml:parameter name="KEY">VALUE</steptml:parameter></steptml:invoke><｜tool_call_end｜>``, calls
   separated by ``<｜tool_sep｜>``, the block closed by ``<｜tool_calls_end｜>``.
@@ -212,8 +215,10 @@ class XmlToolParser(ToolParser):
             return pos
 
 
-def _tag(prefix: str, quoted: bool) -> re.Pattern[str]:
-    name = r'"([^"<>\n]+)"\s*>' if quoted else r"([^<>\n]+)>"
+def _tag(prefix: str, quoted: bool, newline_ends: bool = False) -> re.Pattern[str]:
+    """An opening tag ``PREFIX NAME>`` (``PREFIX"NAME">`` when ``quoted``); with ``newline_ends`` a newline may end
+    the name instead of ``>`` (the newline is not part of the tag)."""
+    name = r'"([^"<>\n]+)"\s*>' if quoted else r"([^<>\n]+)(?:>|(?=\n))" if newline_ends else r"([^<>\n]+)>"
     return re.compile(re.escape(prefix) + name)
 
 
@@ -237,7 +242,8 @@ class Step3p5ToolParser(Qwen3CoderToolParser):
 class SeedOssToolParser(XmlToolParser):
     name = "seed_oss"
     syntax = XmlSyntax(
-        "<seed:tool_call>", "</seed:tool_call>", "<function=", _tag("<function=", False), "</function>",
+        "<seed:tool_call>", "</seed:tool_call>", "<function=", _tag("<function=", False, newline_ends=True),
+        "</function>",
         "<parameter=", _tag("<parameter=", False), "</parameter>",
     )
     markers = ("<seed:tool_call>",)
@@ -250,7 +256,7 @@ class MiniMaxM2ToolParser(XmlToolParser):
         "<minimax:tool_call>", "</minimax:tool_call>", "<invoke name=", _tag("<invoke name=", True), "</invoke>",
         "<parameter name=", _tag("<parameter name=", True), "</parameter>", trim_newlines=False,
     )
-    markers = ("<minimax:tool_call>",)
+    markers = ("<minimax:tool_call>", "<invoke name=")
     ends_reasoning = ("<minimax:tool_call>",)
 
 

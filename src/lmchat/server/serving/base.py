@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import anyio
 from starlette.responses import Response
 
-from lmchat.chat.assemble import AnswerAssembler
+from lmchat import __version__
 from lmchat.chat.prepare import PreparedChat
 from lmchat.chat.response import ChatChunk
 from lmchat.chat.response import Response as ChatResponse
-from lmchat.errors import EngineClosedError, EngineError, ModelNotFoundError
-from lmchat.server.admission import Admission, Lease
+from lmchat.errors import EngineClosedError, ModelNotFoundError
+from lmchat.server.admission import Admission
 from lmchat.server.logs import redact_media
 from lmchat.server.metrics import ServerMetrics
 from lmchat.server.responses import EventStreamResponse, json_response
+from lmchat.server.serving.live import LiveGeneration, new_answers
 from lmchat.server.settings import ServerSettings
+
+__all__ = ["GenerationEndpoint", "LiveGeneration", "ServerState", "new_answers", "usage_counts"]
 
 if TYPE_CHECKING:
     from lmchat.chat.chat_model import ChatModel
+    from lmchat.media import MediaLoader
 
 logger = logging.getLogger("lmchat.server")
 
@@ -38,10 +41,35 @@ class ServerState:
     served_names: tuple[str, ...]
     admission: Admission
     metrics: ServerMetrics
+    media_loader: MediaLoader | None = None  # the clients' media: local files only under allowed_local_media_path
+    live: set[LiveGeneration] = field(default_factory=set)
+    draining: bool = False
 
     @property
     def model_name(self) -> str:
         return self.served_names[0]
+
+    @property
+    def system_fingerprint(self) -> str:
+        """OpenAI's ``system_fingerprint``: what produced the answer (lmchat's version and the engine)."""
+        return f"lmchat-{__version__}-{self.chat_model.engine.name}"
+    def check_ready(self) -> None:
+        """Raise a 503 error once the server is shutting down or the engine can serve no more requests."""
+        if self.draining:
+            raise EngineClosedError("The server is shutting down; send the request to another replica.")
+        self.chat_model.check_health()
+
+    def begin_shutdown(self) -> None:
+        """New requests get 503; running and queued ones go on (for the grace period)."""
+        self.draining = True
+
+    def end_requests(self) -> None:
+        """The grace period is over: queued requests fail and running ones stop, each with a 503 error (an error
+        event then ``[DONE]`` for a stream)."""
+        message = "The server is shutting down; the answer was cut short."
+        self.admission.close(EngineClosedError(message))
+        for live in list(self.live):
+            live.stop(EngineClosedError(message))
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name not in self.served_names and not self.settings.accept_any_model:
@@ -60,65 +88,22 @@ class ServerState:
             logger.info("%s prompt: %s", kind, redact_media(prepared.prompt))
 
 
-class LiveGeneration:
-    """A generation whose first chunk has arrived, so it is known to run (errors before this are plain HTTP
-    errors). Iterate :meth:`chunks`, and always :meth:`aclose` it: that aborts the engine request if unfinished
-    and frees the slot."""
+class RunningUsage:
+    """vLLM's ``continuous_usage_stats``: the usage so far, on every streamed chunk (tokens counted from the
+    chunks' token ids until an answer's last chunk gives its true count)."""
 
-    def __init__(self, state: ServerState, stream: AsyncIterator[ChatChunk], first: ChatChunk, lease: Lease,
-                 began: float) -> None:
-        self._state, self._stream, self._first, self._lease, self._began = state, stream, first, lease, began
+    def __init__(self, prepared: PreparedChat) -> None:
+        self.prompt_tokens = prepared.prompt_tokens
+        self.completion = [0] * prepared.params.n
 
-    @classmethod
-    async def start(cls, state: ServerState, prepared: PreparedChat, request_id: str) -> LiveGeneration:
-        began = time.perf_counter()
-        lease = await state.admission.acquire()
-        stream = state.chat_model.astream_chunks(prepared, request_id)
-        try:
-            first = await stream.__anext__()
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
-            lease.release()
-            if isinstance(exc, StopAsyncIteration):
-                raise EngineError("The engine ended the request without an answer.") from None
-            raise
-        state.metrics.time_to_first_token.observe(time.perf_counter() - began)
-        state.metrics.prompt_tokens.inc(prepared.prompt_tokens)
-        return cls(state, stream, first, lease, began)
-
-    async def chunks(self) -> AsyncIterator[ChatChunk]:
-        chunk: ChatChunk | None = self._first
-        while chunk is not None:
-            if chunk.finish_reason == "abort":
-                raise EngineClosedError("The server is shutting down; the answer was cut short.")
-            if chunk.finish_reason is not None:
-                self._state.metrics.generation_tokens.inc(chunk.completion_tokens)
-            yield chunk
-            chunk = await anext(self._stream, None)
-
-    async def collect(self, prepared: PreparedChat) -> list[ChatResponse]:
-        """The whole of a non-streamed request: its ``n`` answers, assembled from every chunk."""
-        answers = new_answers(prepared)
-        try:
-            async for chunk in self.chunks():
-                answers[chunk.index].add(chunk)
-        finally:
-            await self.aclose()
-        return [answer.response() for answer in answers]
-
-    async def aclose(self) -> None:
-        if self._lease is None:
-            return
-        self._lease.release()
-        self._lease = None
-        self._state.metrics.request_latency.observe(time.perf_counter() - self._began)
-        with anyio.CancelScope(shield=True):
-            await self._stream.aclose()
-
-
-def new_answers(prepared: PreparedChat) -> list[AnswerAssembler]:
-    return [AnswerAssembler(i, prepared.prompt_tokens) for i in range(prepared.params.n)]
+    def add(self, chunk: ChatChunk) -> dict[str, int]:
+        if chunk.finish_reason is not None:
+            self.completion[chunk.index] = chunk.completion_tokens
+        else:
+            self.completion[chunk.index] += len(chunk.token_ids)
+        completion = sum(self.completion)
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": self.prompt_tokens + completion}
 
 
 def usage_counts(answers: list[ChatResponse]) -> dict[str, Any]:
@@ -139,17 +124,18 @@ class GenerationEndpoint:
         self.state = state
 
     async def create(self, body: Any) -> Response:
+        self.state.check_ready()  # a dead engine fails the request at once, not after a wait
         self.state.check_model(body.model)
-        prepared = self.prepare(body)
+        prepared = await self.prepare(body)
         self.state.log_request(self.kind, prepared, bool(body.stream), body.user)
-        completion_id = f"{self.id_prefix}-{uuid.uuid4().hex}"
+        completion_id = f"{self.id_prefix}-{body.request_id or uuid.uuid4().hex}"  # vLLM's request_id
         live = await LiveGeneration.start(self.state, prepared, completion_id)
         if body.stream:
             return EventStreamResponse(self._stream(body, prepared, live, completion_id))
-        answers = await live.collect(prepared)
+        answers = await live.collect()
         return json_response(self._response(body, answers, completion_id))
 
-    def prepare(self, body: Any) -> PreparedChat:
+    async def prepare(self, body: Any) -> PreparedChat:
         raise NotImplementedError
 
     def _stream(self, body: Any, prepared: PreparedChat, live: LiveGeneration, completion_id: str

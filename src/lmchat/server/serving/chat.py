@@ -29,7 +29,7 @@ from lmchat.server.protocol import (
     now,
 )
 from lmchat.server.responses import DONE_EVENT, sse_error, sse_event
-from lmchat.server.serving.base import GenerationEndpoint, LiveGeneration, new_answers, usage_counts
+from lmchat.server.serving.base import GenerationEndpoint, LiveGeneration, RunningUsage, new_answers, usage_counts
 
 _MEDIA_ARGUMENTS = ("images", "videos", "audios")  # errors about media name the request's messages
 
@@ -37,12 +37,14 @@ _MEDIA_ARGUMENTS = ("images", "videos", "audios")  # errors about media name the
 class ServingChat(GenerationEndpoint):
     kind, id_prefix = "chat.completion", "chatcmpl"
 
-    def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
-        """Every check and the template rendering; raises (a 400) before any generation starts."""
+    async def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
+        """Every check, the media fetched and decoded (the clients' policy), and the template rendering; raises
+        (a 400) before any generation starts."""
         try:
             options = body.sampling_options()
-            return self.state.chat_model.prepare(
-                body.messages, tools=body.tools, tool_choice=body.tool_choice,
+            return await self.state.chat_model.aprepare(
+                body.message_dicts(), tools=body.tool_dicts(), tool_choice=body.tool_choice,
+                media_loader=self.state.media_loader,
                 chat_template_kwargs=body.chat_template_kwargs, **options,
             )
         except LmchatError as exc:
@@ -61,6 +63,7 @@ class ServingChat(GenerationEndpoint):
         ]
         return ChatCompletionResponse(
             id=completion_id, model=self.state.model_name, choices=choices, usage=UsageInfo(**usage_counts(answers)),
+            system_fingerprint=self.state.system_fingerprint, service_tier="default" if body.service_tier else None,
         )
 
     # --- streamed -------------------------------------------------------------------------------------
@@ -71,17 +74,20 @@ class ServingChat(GenerationEndpoint):
         def event(choices: list[ChatCompletionStreamChoice], usage: UsageInfo | None = None) -> str:
             return sse_event(ChatCompletionStreamResponse(
                 id=completion_id, created=created, model=self.state.model_name, choices=choices, usage=usage,
+                system_fingerprint=self.state.system_fingerprint,
             ))
 
         answers = new_answers(prepared)
+        running = RunningUsage(prepared)
         try:
             for index in range(len(answers)):
                 yield event([ChatCompletionStreamChoice(index=index, delta=DeltaMessage(role="assistant", content=""))])
             async for chunk in live.chunks():
                 answers[chunk.index].add(chunk)
+                usage = running.add(chunk)
                 choice = _stream_choice(chunk, bool(body.logprobs))
                 if choice is not None:
-                    yield event([choice])
+                    yield event([choice], UsageInfo(**usage) if body.continuous_usage else None)
             if body.include_usage:
                 yield event([], UsageInfo(**usage_counts([answer.response() for answer in answers])))
         except Exception as exc:  # the stream has started: the error becomes an event, then [DONE]

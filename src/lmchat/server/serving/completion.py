@@ -1,8 +1,16 @@
-"""``POST /v1/completions``: a raw prompt, no chat template (the model's end-of-turn tokens still stop it)."""
+"""``POST /v1/completions``: raw prompts, no chat template (the model's end-of-turn tokens still stop them).
+
+``prompt`` is a string, token ids, or a list of either; prompt i's answers are choices ``i * n ... i * n + n - 1``
+(OpenAI's and vLLM's order). Every prompt is validated before any generation starts.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.responses import Response
 
 from lmchat.chat.prepare import PreparedChat
 from lmchat.chat.response import Response as ChatResponse
@@ -16,71 +24,138 @@ from lmchat.server.protocol import (
     UsageInfo,
     now,
 )
-from lmchat.server.responses import DONE_EVENT, sse_error, sse_event
-from lmchat.server.serving.base import GenerationEndpoint, LiveGeneration, new_answers, usage_counts
+from lmchat.server.responses import DONE_EVENT, EventStreamResponse, json_response, sse_error, sse_event
+from lmchat.server.serving.base import GenerationEndpoint, LiveGeneration, RunningUsage, new_answers
 
 
 class ServingCompletion(GenerationEndpoint):
     kind, id_prefix = "completion", "cmpl"
 
-    def _response(self, body: CompletionRequest, answers: list[ChatResponse], completion_id: str
-                  ) -> CompletionResponse:
-        choices = [
-            CompletionChoice(index=answer.index, text=answer.response_text, finish_reason=answer.finish_reason,
-                             logprobs=_logprobs(answer.logprobs or (), 0) if body.logprobs is not None else None)
-            for answer in answers
-        ]
-        return CompletionResponse(
-            id=completion_id, model=self.state.model_name, choices=choices, usage=UsageInfo(**usage_counts(answers)),
-        )
-
-    def prepare(self, body: CompletionRequest) -> PreparedChat:
+    async def create(self, body: CompletionRequest) -> Response:
+        self.state.check_ready()  # a dead engine fails the request at once, not after a wait
+        self.state.check_model(body.model)
+        prompts = body.prompts()  # tokenizing, off the event loop
+        batch = await asyncio.to_thread(lambda: [self.prepare(body, prompt) for prompt in prompts])
+        for prepared in batch:
+            self.state.log_request(self.kind, prepared, bool(body.stream), body.user)
+        completion_id = f"{self.id_prefix}-{body.request_id or uuid.uuid4().hex}"
+        echoed = await self._prompt_logprobs(body, batch)
+        lives: list[LiveGeneration] = []
         try:
-            return self.state.chat_model.prepare_completion(body.prompt_text(), **body.sampling_options())
+            for i, prepared in enumerate(batch):
+                lives.append(await LiveGeneration.start(self.state, prepared, f"{completion_id}-{i}"))
+        except BaseException:
+            for live in lives:
+                await live.aclose()
+            raise
+        if body.stream:
+            return EventStreamResponse(self._stream_batch(body, batch, lives, completion_id, echoed))
+        answers = await asyncio.gather(*(live.collect() for live in lives))
+        return json_response(self._batch_response(body, batch, list(answers), completion_id, echoed))
+
+    async def _prompt_logprobs(self, body: CompletionRequest, batch: list[PreparedChat]
+                               ) -> list[list[TokenLogprob | None]]:
+        """With ``echo`` and ``logprobs``: each prompt's token log-probabilities (the first ``None``), computed
+        before any generation starts, so an engine that cannot gives a 400."""
+        if not (body.echo and body.logprobs is not None):
+            return [[] for _ in batch]
+        engine = self.state.chat_model.engine
+        lease = await self.state.admission.acquire()
+        try:
+            return [await engine.prompt_logprobs(prepared.prompt_token_ids, body.logprobs) for prepared in batch]
+        finally:
+            lease.release()
+
+    def prepare(self, body: CompletionRequest, prompt: str | list[int]) -> PreparedChat:
+        try:
+            return self.state.chat_model.prepare_completion(prompt, **body.sampling_options())
         except LmchatError as exc:
             exc.param = "prompt" if exc.param == "messages" else body.request_field(exc.param)
             raise
 
-    async def _stream(self, body: CompletionRequest, prepared: PreparedChat, live: LiveGeneration,
-                      completion_id: str) -> AsyncIterator[str]:
+    def _batch_response(self, body: CompletionRequest, batch: list[PreparedChat], answers: list[list[ChatResponse]],
+                        completion_id: str, echoed: list[list[TokenLogprob | None]]) -> CompletionResponse:
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for i, (prepared, prompt_answers) in enumerate(zip(batch, answers)):
+            prompt_tokens += prepared.prompt_tokens
+            for answer in prompt_answers:
+                completion_tokens += answer.response_length
+                text = (prepared.prompt if body.echo else "") + answer.response_text
+                choices.append(CompletionChoice(
+                    index=i * prepared.params.n + answer.index, text=text, finish_reason=answer.finish_reason,
+                    logprobs=_logprobs([*echoed[i], *(answer.logprobs or ())], 0, self._first_token(prepared))
+                    if body.logprobs is not None else None,
+                ))
+        usage = UsageInfo(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          total_tokens=prompt_tokens + completion_tokens)
+        return CompletionResponse(id=completion_id, model=self.state.model_name, choices=choices, usage=usage,
+                                  system_fingerprint=self.state.system_fingerprint)
+
+    async def _stream_batch(self, body: CompletionRequest, batch: list[PreparedChat], lives: list[LiveGeneration],
+                            completion_id: str, echoed: list[list[TokenLogprob | None]]) -> AsyncIterator[str]:
+        """The prompts' answers one prompt after the other (each choice carries its index)."""
         created = now()
-        answers = new_answers(prepared)
-        offsets = [0] * len(answers)
+        totals = [0, 0]
         try:
-            async for chunk in live.chunks():
-                answers[chunk.index].add(chunk)
-                if not chunk.text and chunk.finish_reason is None and not chunk.logprobs:
-                    continue
-                logprobs = None
-                if body.logprobs is not None:
-                    logprobs = _logprobs(chunk.logprobs, offsets[chunk.index])
-                offsets[chunk.index] += len(chunk.text)
-                choice = CompletionChoice(
-                    index=chunk.index, text=chunk.text, logprobs=logprobs,
-                    finish_reason=chunk.finish_reason,
-                )
-                yield sse_event(CompletionResponse(
-                    id=completion_id, created=created, model=self.state.model_name, choices=[choice]
-                ))
+            for i, (prepared, live) in enumerate(zip(batch, lives)):
+                async for event in self._stream_one(body, prepared, live, (i, echoed[i]), completion_id, created,
+                                                    totals):
+                    yield event
             if body.include_usage:
-                yield sse_event(CompletionResponse(
-                    id=completion_id, created=created, model=self.state.model_name, choices=[],
-                    usage=UsageInfo(**usage_counts([answer.response() for answer in answers])),
-                ))
+                usage = UsageInfo(prompt_tokens=totals[0], completion_tokens=totals[1], total_tokens=sum(totals))
+                yield sse_event(self._chunk(completion_id, created, [], usage))
         except Exception as exc:  # the stream has started: the error becomes an event, then [DONE]
             yield sse_error(exc)
         finally:
-            await live.aclose()
+            for live in lives:
+                await live.aclose()
         yield DONE_EVENT
 
+    async def _stream_one(self, body: CompletionRequest, prepared: PreparedChat, live: LiveGeneration,
+                          prompt: tuple[int, list[TokenLogprob | None]], completion_id: str, created: int,
+                          totals: list[int]) -> AsyncIterator[str]:
+        (i, prompt_logprobs), n = prompt, prepared.params.n
+        answers, running = new_answers(prepared), RunningUsage(prepared)
+        echoed = [False] * n
+        offsets = [0] * n
+        async for chunk in live.chunks():
+            answers[chunk.index].add(chunk)
+            usage = running.add(chunk)
+            text, tokens = chunk.text, list(chunk.logprobs)
+            if body.echo and not echoed[chunk.index]:
+                text, echoed[chunk.index] = prepared.prompt + text, True
+                tokens = [*prompt_logprobs, *tokens]
+            if not text and chunk.finish_reason is None and not tokens:
+                continue
+            logprobs = None
+            if body.logprobs is not None:
+                logprobs = _logprobs(tokens, offsets[chunk.index], self._first_token(prepared))
+            offsets[chunk.index] += len(text)
+            choice = CompletionChoice(index=i * n + chunk.index, text=text, logprobs=logprobs,
+                                      finish_reason=chunk.finish_reason)
+            yield sse_event(self._chunk(completion_id, created, [choice],
+                                        UsageInfo(**usage) if body.continuous_usage else None))
+        totals[0] += prepared.prompt_tokens
+        totals[1] += sum(answer.completion_tokens for answer in answers)
 
-def _logprobs(tokens: list[TokenLogprob] | tuple[TokenLogprob, ...], offset: int) -> CompletionLogprobs:
-    """The legacy completions shape: parallel lists, top alternatives as ``{token: logprob}``."""
+    def _first_token(self, prepared: PreparedChat) -> str:
+        return self.state.chat_model.engine.detokenize(prepared.prompt_token_ids[:1])
+
+    def _chunk(self, completion_id: str, created: int, choices: list[CompletionChoice],
+               usage: UsageInfo | None) -> CompletionResponse:
+        return CompletionResponse(id=completion_id, created=created, model=self.state.model_name, choices=choices,
+                                  usage=usage, system_fingerprint=self.state.system_fingerprint)
+
+
+def _logprobs(tokens: Sequence[TokenLogprob | None], offset: int, first_token: str = "") -> CompletionLogprobs:
+    """The legacy completions shape: parallel lists, top alternatives as ``{token: logprob}``. ``None`` stands for
+    the first prompt token (echo), which has no log-probability: OpenAI's ``null``."""
     logprobs = CompletionLogprobs()
     for token in tokens:
-        logprobs.tokens.append(token.token)
-        logprobs.token_logprobs.append(token.logprob)
-        logprobs.top_logprobs.append({text: value for text, _, value in token.top})
+        text = token.token if token is not None else first_token
+        logprobs.tokens.append(text)
+        logprobs.token_logprobs.append(None if token is None else token.logprob)
+        logprobs.top_logprobs.append(None if token is None else {alt: value for alt, _, value in token.top})
         logprobs.text_offset.append(offset)
-        offset += len(token.token)
+        offset += len(text)
     return logprobs

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
 
 from lmchat.chat.messages import build_conversation
+from lmchat.chat.options import check_template_kwargs
 from lmchat.errors import LmchatError
 from lmchat.server.protocol import ScoreConversationsRequest, ScoreEvaluationRequest, ScoreResponse
+from lmchat.server.protocol_messages import as_dicts
 from lmchat.server.serving.base import ServerState
 
 
@@ -25,20 +28,25 @@ class ServingScore:
 
     async def score_conversations(self, body: ScoreConversationsRequest) -> ScoreResponse:
         self.state.check_model(body.model)
+        texts = await asyncio.to_thread(self._render, body)  # templates: off the event loop
+        scores = await self._scores(texts, body.max_length, param="conversations")
+        return ScoreResponse(id=f"scoreconv-{uuid.uuid4().hex}", object="score.conversations",
+                             model=self.state.model_name, scores=scores)
+
+    def _render(self, body: ScoreConversationsRequest) -> list[str]:
         model = self.state.chat_model
+        tools = as_dicts(body.tools)
+        kwargs = check_template_kwargs(body.chat_template_kwargs or {})
         texts = []
-        for i, conversation in enumerate(body.conversations):
+        for i, conversation in enumerate(body.conversation_dicts()):
             try:
                 messages = build_conversation(conversation, None, model.config.default_system)
-                texts.append(model.render(messages, body.tools, add_generation_prompt=False,
-                                          **(body.chat_template_kwargs or {})))
+                texts.append(model.render(messages, tools, add_generation_prompt=False, **kwargs))
             except LmchatError as exc:
                 exc.message = f"conversations[{i}]: {exc.message}"
                 exc.param = "conversations"
                 raise
-        scores = await self._scores(texts, body.max_length, param="conversations")
-        return ScoreResponse(id=f"scoreconv-{uuid.uuid4().hex}", object="score.conversations",
-                             model=self.state.model_name, scores=scores)
+        return texts
 
     async def _scores(self, texts: Sequence[str], max_length: int | None, param: str) -> list[float]:
         lease = await self.state.admission.acquire()

@@ -145,7 +145,8 @@ TEMPLATES: dict[str, SlotTemplate] = {
     "fewshot": SlotTemplate(assistant="{content}\n\n", efficient_eos=True),
     "gemma": _gemma(prefix="{bos}", stop_words=("<end_of_turn>",), style="fused", replace_eos=True),
     "gemma2": _gemma(prefix="{bos}", stop_words=("<eos>", "<end_of_turn>"), style="fused", efficient_eos=True),
-    "gemma3": _gemma(prefix="{bos}", stop_words=("<end_of_turn>",), style="fused", replace_eos=True),
+    "gemma3": _gemma(prefix="{bos}", stop_words=("<end_of_turn>",), style="fused", replace_eos=True,
+                     media=(("image", "<start_of_image>"),)),
     "gemma3n": _gemma(prefix="{bos}", stop_words=("<end_of_turn>",), style="fused", replace_eos=True),
     "gemma4": SlotTemplate(
         user="<|turn>user\n{content}<turn|>\n<|turn>model\n", assistant="{content}<turn|>\n",

@@ -10,6 +10,10 @@ from lmchat.templates.llamafactory.families import (
 )
 from lmchat.templates.slots import SlotTemplate
 
+# Qwen2-VL's mm_plugin (also Qwen2.5-VL, Qwen3-VL): each medium as the processor's own unexpanded placeholder
+QWEN_VL_MEDIA = (("image", "<|vision_start|><|image_pad|><|vision_end|>"),
+                 ("video", "<|vision_start|><|video_pad|><|vision_end|>"))
+
 TEMPLATES: dict[str, SlotTemplate] = {
     "llava": SlotTemplate(
         user="USER: {content} ASSISTANT:",
@@ -187,6 +191,7 @@ TEMPLATES: dict[str, SlotTemplate] = {
     ),
     "qwen2_audio": _chatml(
         default_system="You are a helpful assistant.", stop_words=("<|im_end|>",), replace_eos=True,
+        media=(("audio", "<|audio_bos|><|AUDIO|><|audio_eos|>"),),
     ),
     "qwen2_omni": _chatml(
         observation=QWEN_TOOL_RESULT, function=CHATML_ASSISTANT, default_system="You are a helpful assistant.",
@@ -194,7 +199,7 @@ TEMPLATES: dict[str, SlotTemplate] = {
     ),
     "qwen2_vl": _chatml(
         observation=QWEN_TOOL_RESULT, function=CHATML_ASSISTANT, default_system="You are a helpful assistant.",
-        stop_words=("<|im_end|>",), tool_format="qwen", replace_eos=True,
+        stop_words=("<|im_end|>",), tool_format="qwen", replace_eos=True, media=QWEN_VL_MEDIA,
     ),
     "qwen3": _chatml(
         observation=QWEN_TOOL_RESULT, function=CHATML_ASSISTANT, stop_words=("<|im_end|>",), style="reasoning",
@@ -226,11 +231,11 @@ TEMPLATES: dict[str, SlotTemplate] = {
     ),
     "qwen3_vl": _chatml(
         observation=QWEN_TOOL_RESULT, function=CHATML_ASSISTANT, stop_words=("<|im_end|>",), style="reasoning",
-        tool_format="qwen", replace_eos=True,
+        tool_format="qwen", replace_eos=True, media=QWEN_VL_MEDIA,
     ),
     "qwen3_vl_nothink": _chatml(
         observation=QWEN_TOOL_RESULT, function=CHATML_ASSISTANT, stop_words=("<|im_end|>",), tool_format="qwen",
-        replace_eos=True,
+        replace_eos=True, media=QWEN_VL_MEDIA,
     ),
     "sailor": SlotTemplate(
         user="<|im_start|>question\n{content}<|im_end|>\n<|im_start|>answer\n", assistant=CHATML_ASSISTANT,
