@@ -7,6 +7,7 @@ The generating tests share the session's one engine (``vllm_model`` in vllm_supp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -95,8 +96,17 @@ def test_greedy_logprobs_rank_the_chosen_token_first(vllm_model):
 
 def test_a_request_vllm_rejects_fails_before_any_answer(vllm_model):
     before = list(vllm_model.engine.finished)
-    with pytest.raises(InvalidRequestError, match="vLLM rejected the request.*logit_bias"):
+    with pytest.raises(InvalidRequestError, match="vocabulary has ids 0 to"):  # the facade checks it first
         vllm_model.chat(MESSAGES, logit_bias={10**7: 5.0})
+    # the same request sent to the engine itself: vLLM's own refusal, before any answer
+    [request] = vllm_model.prepare(MESSAGES, max_new_tokens=2, **GREEDY).requests()
+    params = request.params.model_copy(update={"logit_bias": {10**7: 5.0}})
+
+    async def generate():
+        return [event async for event in vllm_model.engine.generate(dataclasses.replace(request, params=params))]
+
+    with pytest.raises(InvalidRequestError, match="vLLM rejected the request.*logit_bias"):
+        vllm_model._loop.run(generate())
     assert list(vllm_model.engine.finished) == before  # it never ran
     assert vllm_model.chat(MESSAGES, max_new_tokens=2, **GREEDY)[0].response_length == 2
 
