@@ -48,8 +48,8 @@ def test_tools_reach_the_prompt_and_tool_choice_none_removes_them(fake_script):
 @pytest.mark.parametrize(
     ("tool_choice", "error", "message"),
     [
-        ("required", UnsupportedError, "needs constrained decoding"),
-        ({"type": "function", "function": {"name": "get_weather"}}, UnsupportedError, "needs constrained decoding"),
+        ("required", UnsupportedError, "cannot constrain its output"),
+        ({"type": "function", "function": {"name": "get_weather"}}, UnsupportedError, "cannot constrain its output"),
         ("sometimes", InvalidRequestError, "tool_choice must be"),
     ],
 )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 
 import pytest
 
@@ -36,8 +38,8 @@ def direct():
 
 def test_greedy_answer_equals_llama_cpp_python_called_directly(model, direct):
     prepared = model.prepare(MESSAGES)
-    [response] = model.chat(MESSAGES)
-    expected = direct.create_completion(list(prepared.prompt_token_ids), max_tokens=24, temperature=0.0)
+    [response] = model.chat(MESSAGES, max_new_tokens=48)  # the haiku takes 39 tokens (llama-cpp-python 0.3.36)
+    expected = direct.create_completion(list(prepared.prompt_token_ids), max_tokens=48, temperature=0.0)
     assert response.response_text == expected["choices"][0]["text"]
     assert response.finish_reason == expected["choices"][0]["finish_reason"] == "stop"
     assert response.response_length == expected["usage"]["completion_tokens"] + 1  # lmchat counts the <|im_end|>
@@ -106,6 +108,31 @@ def test_default_threads_follow_omp_num_threads_else_physical_cores(monkeypatch,
     assert settings.default_threads() == (expected if expected is not None else settings.physical_cores())
     assert 1 <= settings.physical_cores() <= (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                               else os.cpu_count())
+
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 150}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+def test_a_json_schema_answer_parses_and_is_valid_streamed_and_not(model):
+    """The llguidance mask written into llama.cpp's logits: the default GGUF's answer, greedy and sampled."""
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("llguidance")
+    ask = [{"role": "user", "content": "Describe a cat named Tom as a JSON object."}]  # unconstrained: ```json ...
+    form = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    [greedy] = model.chat(ask, response_format=form, max_new_tokens=64)
+    assert greedy.finish_reason == "stop", greedy.response_text
+    jsonschema.validate(json.loads(greedy.response_text), PERSON)
+    prepared = model.prepare(ask, response_format=form, max_new_tokens=64)
+    assert "".join(chunk.text for chunk in model.stream_chunks(prepared)) == greedy.response_text
+    for seed in (1, 2):
+        [sampled] = model.chat(ask, json_schema=PERSON, do_sample=True, temperature=1.0, seed=seed,
+                               max_new_tokens=64)
+        assert sampled.finish_reason == "stop", sampled.response_text
+        jsonschema.validate(json.loads(sampled.response_text), PERSON)
+    [code] = model.chat(ask, grammar='root ::= [A-Z] [0-9] [0-9]', max_new_tokens=8)
+    assert re.fullmatch("[A-Z][0-9]{2}", code.response_text) and code.finish_reason == "stop"
 
 
 @pytest.mark.parametrize("kind", ["images", "videos", "audios"])

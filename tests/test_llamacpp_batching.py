@@ -6,6 +6,7 @@ positions each sequence id holds (``llama_memory_seq_pos_max``)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -273,4 +274,27 @@ def test_a_logits_hook_changes_only_its_own_row(model):
     assert hooked[-1].reason == "stop" and hooked[-1].completion_tokens == 5  # the hook ended it
     neighbour_text = "".join(event.text for event in neighbour if isinstance(event, TextDelta))
     assert neighbour_text == plain.response_text  # the other row of the same batch is untouched
+    assert_cells_agree_with_llama_cpp(model)
+
+
+def test_a_constrained_answer_beside_plain_ones_in_one_batch(model):
+    """Structured output's grammar mask is a logits hook: the constrained row follows its regex (and its
+    log-probabilities stay the model's own, before the mask), the plain rows of the same batch are unchanged."""
+    pytest.importorskip("llguidance")
+    alone = [model.chat(ask(text))[0] for text in QUESTIONS[:2]]
+    worker = idle(model)
+    worker.largest_batch = 0
+    constrained = {"structured_outputs": {"regex": "[A-Z][a-z]{2,8}"}, "logprobs": True, "top_logprobs": 5}
+    answers = run(model, gather_chats(model, [(QUESTIONS[0], {}), (QUESTIONS[3], constrained),
+                                              (QUESTIONS[1], {})]))
+    assert worker.largest_batch >= 2
+    plain = [answers[0], answers[2]]
+    assert [a.response_text for a in plain] == [a.response_text for a in alone]
+    city = answers[1]
+    assert re.fullmatch("[A-Z][a-z]{2,8}", city.response_text) and city.finish_reason == "stop", city
+    # the model's own log-probabilities (from before the mask): those of the same tokens unconstrained
+    forced = [entry.token_id for entry in city.logprobs]
+    [free] = model.chat(ask(QUESTIONS[3]), logprobs=True, top_logprobs=20, max_new_tokens=1)
+    top = {token_id: logprob for _, token_id, logprob in free.logprobs[0].top}
+    assert city.logprobs[0].logprob == pytest.approx(top[forced[0]], abs=1e-2)
     assert_cells_agree_with_llama_cpp(model)

@@ -241,7 +241,7 @@ def test_tools_reach_the_template_unless_tool_choice_none(client, http, script):
         assert ("<|tools|>weather" in request["prompt"]) == (choice != "none")
     for choice in ("required", {"type": "function", "function": {"name": "weather"}}):
         response = http.post("/v1/chat/completions", json={"messages": GREET, "tools": tools, "tool_choice": choice})
-        assert "not supported yet" in assert_error(response, 400, param="tool_choice")["message"]
+        assert "cannot constrain its output" in assert_error(response, 400, param="tool_choice")["message"]
 
 
 def test_chat_template_kwargs_reach_the_template(http, script):
@@ -260,7 +260,10 @@ def test_chat_template_kwargs_reach_the_template(http, script):
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"min_p": 0.1}, "min_p"),
-        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+        ({"parallel_tool_calls": "maybe"}, "parallel_tool_calls"),
+        ({"guided_regex": "[a-z]+"}, "guided_regex"),
+        ({"structured_outputs": {"choice": ["a"], "regex": "a"}}, "structured_outputs"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"n": 0}, "n"),

@@ -118,6 +118,40 @@ def test_get_scores_on_a_generative_model_is_rejected(vllm_model):
         vllm_model.get_scores(["hello"])
 
 
+# --- structured output: lmchat's constraint as vLLM's own structured outputs ---------------------------------
+READING = {"type": "object", "properties": {"unit": {"enum": ["C", "F"]},
+                                            "value": {"type": "integer", "minimum": -50, "maximum": 60}},
+           "required": ["unit", "value"], "additionalProperties": False}
+
+
+def test_constraints_reach_vllms_structured_outputs(vllm_model, vllm_tiny_dir):
+    """The random model's answers are junk unless vLLM enforces the constraint (greedy, streamed, sampled)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import re
+
+    ask = [{"role": "user", "content": "Reply in JSON."}]
+    # (vLLM allows any run of JSON whitespace, which the random model picks forever: whitespace tokens are biased
+    # away, and a nudge to quote and close; it changes which valid answer comes out, never whether it is valid)
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(vllm_tiny_dir).get_vocab()
+    blank = set("\u0120\u010a\u0109\u010d")  # byte-level BPE's space, newline, tab, carriage return
+    bias = {token_id: -100.0 for token, token_id in vocab.items() if token and set(token) <= blank}
+    bias.update({vllm_model.engine.tokenize(text)[0]: weight for text, weight in (('"', 10.0), ("}", 4.0))})
+    form = {"response_format": {"type": "json_schema", "json_schema": {"name": "reading", "schema": READING}}}
+    [reading] = vllm_model.chat(ask, max_new_tokens=48, logit_bias=bias, **form, **GREEDY)
+    assert reading.finish_reason == "stop", reading.response_text
+    jsonschema.validate(json.loads(reading.response_text), READING)
+    streamed = vllm_model.stream_chunks(vllm_model.prepare(ask, max_new_tokens=48, logit_bias=bias, **form, **GREEDY))
+    assert "".join(chunk.text for chunk in streamed) == reading.response_text
+    with pytest.raises(UnsupportedError, match="disable_any_whitespace, which vLLM does not apply per request"):
+        vllm_model.chat(ask, structured_outputs={"json": READING, "disable_any_whitespace": True})
+    [code] = vllm_model.chat(ask, guided_regex="[A-Z]{2}-[0-9]{3}", max_new_tokens=16, temperature=1.0, seed=4)
+    assert re.fullmatch("[A-Z]{2}-[0-9]{3}", code.response_text) and code.finish_reason == "stop"
+    [pick] = vllm_model.chat(ask, response_format={"type": "text"}, guided_choice=["left", "right"], **GREEDY)
+    assert pick.response_text in ("left", "right") and pick.finish_reason == "stop"
+
+
 class _Borrowed:
     """The session's ChatModel for a ThreadServer, which must not close it."""
 

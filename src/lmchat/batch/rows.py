@@ -18,9 +18,9 @@ from lmchat.errors import ConfigError, LmchatError
 
 Format = Literal["alpaca", "sharegpt", "openai", "openai_batch"]
 FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "openai", "openai_batch")
-# Body keys of an OpenAI Batch request that are not generation options.
-_BATCH_BODY_KEYS = {"model", "messages", "tools", "tool_choice", "stream", "user", "metadata", "store",
-                    "parallel_tool_calls", "stream_options"}
+# Body keys of an OpenAI Batch request that are not generation options (tool_choice, parallel_tool_calls and
+# response_format are: the facade reads them with the tools).
+_BATCH_BODY_KEYS = {"model", "messages", "tools", "stream", "user", "metadata", "store", "stream_options"}
 
 
 @dataclass(frozen=True)

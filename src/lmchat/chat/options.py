@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from lmchat.chat.inputs import check_input
 from lmchat.errors import InvalidRequestError
 from lmchat.generation.sampling import OPTION_ALIASES, SamplingParams, resolve_sampling
+from lmchat.structured import Constraint
+from lmchat.structured.requests import REQUEST_FIELDS, pop_constraint
 from lmchat.templates.continuation import generation_prompt_flags
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort", "add_generation_prompt",
                     "continue_final_message")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
-TOOL_OPTIONS = ("tool_choice",)
+TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")
 # What the renderer passes to every chat template itself (templates/render.py): not settable per call.
 RESERVED_TEMPLATE_NAMES = frozenset({"messages", "tools", "documents", "add_generation_prompt", "special_tokens",
                                      "template"})
@@ -33,6 +35,10 @@ class CallOptions:
     params: SamplingParams
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     tool_choice: Any = None
+    parallel_tool_calls: Any = None
+    constraint: Constraint | None = None
+    """Structured output asked for by its request fields (response_format, guided_json...: REQUEST_FIELDS);
+    checked with the prompt (lmchat.structured.prepare)."""
     explicit: frozenset[str] = frozenset()
     """The sampling options the user set (in this call or in the config), as opposed to defaults."""
 
@@ -43,13 +49,17 @@ class CallOptions:
 
 def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[str, Any]) -> CallOptions:
     """Split ``options`` (``ChatModel.chat``'s keyword arguments) and validate each part; raises before any work."""
-    sampling = {key: value for key, value in options.items() if key not in (*TEMPLATE_OPTIONS, *TOOL_OPTIONS)}
+    skipped = (*TEMPLATE_OPTIONS, *TOOL_OPTIONS, *REQUEST_FIELDS)
+    sampling = {key: value for key, value in options.items() if key not in skipped}
+    constraint = pop_constraint({key: options[key] for key in REQUEST_FIELDS if key in options})
     params = resolve_sampling(config.generation_defaults(), sampling)
     engine.capabilities.check_sampling(params, engine.name)
     check_logit_bias(params, engine.info.vocab_size)
     explicit = {OPTION_ALIASES.get(key, key) for key, value in sampling.items() if value is not None}
     explicit |= config.model_fields_set & set(config.generation_defaults())
-    return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"), frozenset(explicit))
+    return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"),
+                       parallel_tool_calls=options.get("parallel_tool_calls"), constraint=constraint,
+                       explicit=frozenset(explicit))
 
 
 def check_logit_bias(params: SamplingParams, vocab_size: int | None) -> None:

@@ -7,8 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from lmchat.errors import InvalidRequestError, UnsupportedError
-from lmchat.parsing import OutputParser, reasoning_opens_in, special_tokens_read
+from lmchat.parsing import OutputDelta, OutputParser, reasoning_opens_in, special_tokens_read
 from lmchat.templates.detect import detect_reasoning_parser, detect_tool_parser
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER
@@ -24,6 +23,7 @@ class ParsingPlan:
     tool_parser: str | None = None
     tools: tuple[dict[str, Any], ...] = ()
     starts_in_reasoning: bool = False
+    max_tool_calls: int | None = None  # parallel_tool_calls: false keeps the first call (as vLLM does)
     keep_special_tokens: tuple[str, ...] = ()
     """Special tokens the parsers read: every engine keeps them in the decoded text (``GenerationRequest``), while
     the other special tokens are still dropped; the parsers consume them, so the visible content has none."""
@@ -31,8 +31,28 @@ class ParsingPlan:
     def new_parser(self) -> OutputParser | None:
         if self.reasoning_parser is None and self.tool_parser is None:
             return None
-        return OutputParser(self.reasoning_parser, self.tool_parser, list(self.tools) or None,
-                            self.starts_in_reasoning)
+        parser = OutputParser(self.reasoning_parser, self.tool_parser, list(self.tools) or None,
+                              self.starts_in_reasoning)
+        if self.max_tool_calls is not None and self.tool_parser is not None:
+            return FirstCalls(parser, self.max_tool_calls)
+        return parser
+
+
+class FirstCalls:
+    """An output parser that passes on only the first ``limit`` tool calls of an answer."""
+
+    def __init__(self, parser: OutputParser, limit: int) -> None:
+        self._parser, self._limit = parser, limit
+
+    def feed(self, delta: str) -> list[OutputDelta]:
+        return self._keep(self._parser.feed(delta))
+
+    def finish(self) -> list[OutputDelta]:
+        return self._keep(self._parser.finish())
+
+    def _keep(self, deltas: list[OutputDelta]) -> list[OutputDelta]:
+        return [OutputDelta(d.content, d.reasoning, [c for c in d.tool_calls if c.index < self._limit])
+                for d in deltas]
 
 
 def plan_parsing(template: ChatTemplate, configured_tool_parser: str | None, tools: list[dict[str, Any]] | None,
@@ -49,7 +69,8 @@ def plan_parsing(template: ChatTemplate, configured_tool_parser: str | None, too
         own = template.tool_parser if template.named else detect_tool_parser(template.source)
         tool_parser = configured_tool_parser or own
     keep = _kept_special_tokens(reasoning, tool_parser, skip_special_tokens)
-    return ParsingPlan(reasoning, tool_parser, tuple(tools or ()), reasoning_opens_in(reasoning, prompt), keep)
+    return ParsingPlan(reasoning, tool_parser, tuple(tools or ()), reasoning_opens_in(reasoning, prompt),
+                       keep_special_tokens=keep)
 
 
 _warned: set[tuple[str | None, str | None]] = set()
@@ -70,24 +91,3 @@ def _kept_special_tokens(reasoning: str | None, tool_parser: str | None, skip: b
             parsers, " ".join(needed))
     return ()
 
-
-def apply_tool_choice(tools: list[dict[str, Any]] | None, tool_choice: Any, engine_name: str):
-    """OpenAI's ``tool_choice``: ``auto`` (default) and ``none`` are honoured; a forced call is refused, since no
-    engine here constrains decoding to guarantee it."""
-    if tool_choice in (None, "auto"):
-        return tools
-    if tool_choice == "none":
-        return None
-    named = isinstance(tool_choice, dict) and tool_choice.get("type") == "function"
-    if tool_choice == "required" or named:
-        if not tools:
-            raise InvalidRequestError("tool_choice asks for a tool call but no tools were given.", param="tool_choice")
-        raise UnsupportedError(
-            f"tool_choice={tool_choice!r} is not supported yet: it needs constrained decoding to guarantee a call, "
-            f"which the {engine_name} engine does not offer; use 'auto' (the model decides) or 'none'.",
-            param="tool_choice",
-        )
-    raise InvalidRequestError(
-        "tool_choice must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
-        param="tool_choice",
-    )

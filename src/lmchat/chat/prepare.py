@@ -17,18 +17,20 @@ import functools
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lmchat.chat.inputs import check_input
 from lmchat.chat.media import MediaItem, bind_media, count_by_kind, load_media
 from lmchat.chat.messages import Media, build_conversation, normalise_tools
 from lmchat.chat.options import CallOptions, check_logit_bias
-from lmchat.chat.output import ParsingPlan, apply_tool_choice, plan_parsing
+from lmchat.chat.output import ParsingPlan, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine, GenerationRequest
 from lmchat.errors import ContextLengthError, InvalidRequestError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
+from lmchat.structured.prepare import StructuredRequest
+from lmchat.structured.requests import pop_constraint
 from lmchat.templates.continuation import cut_after_final_message
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER, render_chat
@@ -146,12 +148,10 @@ def plan_chat(
     offset = len(conversation) - len(messages)
     conversation, items = bind_media(conversation, media, offset)
     engine.capabilities.check_media(engine.name, **count_by_kind(items))
-    params = options.params
-    params = params.model_copy(
-        update={"stop": params.stop + stops.strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
-    )
     check_input(tools, "tools")
-    tool_list = apply_tool_choice(normalise_tools(tools), options.tool_choice, engine.name)
+    structured = StructuredRequest.of(options.constraint, normalise_tools(tools), options.tool_choice,
+                                      options.parallel_tool_calls)
+    tool_list = structured.prompt_tools
     rendered = render_chat(conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens,
                            **options.template_kwargs)
     if rendered.tool_fallback:
@@ -159,9 +159,20 @@ def plan_chat(
     prompt = rendered.prompt
     if options.template_kwargs.get("continue_final_message"):
         prompt = cut_after_final_message(prompt, conversation)
-    return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items,
-                    plan_parsing(template, config.tool_parser, tool_list, prompt, rendered.tool_fallback,
-                                 options.user_value("skip_special_tokens")))
+    plan = replace(plan_parsing(template, config.tool_parser, tool_list, prompt, rendered.tool_fallback,
+                                options.user_value("skip_special_tokens")), **structured.parsing_changes())
+    params = structured.constrain(options.params, engine, prompt, plan.reasoning_parser, plan.starts_in_reasoning)
+    params = with_stops(params, stops)
+    return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items, plan)
+
+
+def with_stops(params: SamplingParams, stops: TemplateStops) -> SamplingParams:
+    """The template's end-of-turn tokens and strings added (a constrained answer ends with its constraint, so
+    stop strings, which could cut it, are not added to it)."""
+    strings = () if params.constraint is not None else stops.strings
+    return params.model_copy(
+        update={"stop": params.stop + strings, "stop_token_ids": params.stop_token_ids + stops.token_ids}
+    )
 
 
 def prepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatTemplate, stops: TemplateStops,
@@ -292,11 +303,14 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
                        generation: Mapping[str, Any]) -> PreparedChat:
     """A raw-prompt request (no chat template), validated like a chat request. ``prompt`` is text, or the token
     ids themselves (sent to the engine as they are)."""
-    params = resolve_sampling(config.generation_defaults(), dict(generation))
+    generation = dict(generation)
+    structured = StructuredRequest.of(pop_constraint(generation))
+    params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
     check_logit_bias(params, engine.info.vocab_size)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
     prompt, token_ids = _prompt_and_ids(engine, prompt, refuse_long=config.cutoff_len is None)
     prompt, token_ids = cut_prompt(engine, prompt, token_ids, config.cutoff_len)
+    params = structured.constrain(params, engine, prompt)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)

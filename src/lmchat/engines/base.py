@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
+from lmchat.structured.constraint import Constraint
 
 if TYPE_CHECKING:
     from lmchat.config.model_config import ModelConfig
@@ -28,7 +29,8 @@ class Capabilities:
     ``sampling_options`` and the media kinds are checked for every call (``check_sampling``, ``check_media``);
     ``lora`` and ``settings`` (the engine-dependent config settings it honours, see
     :data:`lmchat.config.review.ENGINE_SETTINGS`) when the model is chosen, before loading. Streaming and abort are not capabilities: every engine streams and aborts. Reward scoring
-    follows the loaded model (:attr:`ModelInfo.is_reward_model`).
+    follows the loaded model (:attr:`ModelInfo.is_reward_model`). ``constraints``: the structured-output kinds
+    it enforces (``check_constraint``, for a call with a constraint).
     """
 
     sampling_options: frozenset[str] = frozenset(SamplingParams.model_fields)
@@ -37,15 +39,26 @@ class Capabilities:
     images: bool = False
     videos: bool = False
     audios: bool = False
+    constraints: frozenset[str] = frozenset()
+    """The structured-output kinds (Constraint.kind) it enforces; none by default."""
     media_notes: tuple[tuple[str, str], ...] = ()  # (kind, why this model cannot take it here)
 
     def check_sampling(self, params: SamplingParams, engine: str) -> None:
-        unsupported = sorted(params.non_default_fields() - self.sampling_options)
+        unsupported = sorted(params.non_default_fields() - self.sampling_options - {"constraint"})
         if unsupported:
             raise UnsupportedError(
                 f"The {engine} engine cannot honour the option(s) {', '.join(unsupported)}; remove them or choose "
                 f"another infer_backend.",
                 param=unsupported[0],
+            )
+
+    def check_constraint(self, constraint: Constraint | None, engine: str) -> None:
+        if constraint is not None and constraint.kind not in self.constraints:
+            can = f"it enforces {', '.join(sorted(self.constraints))}" if self.constraints else "it cannot"
+            raise UnsupportedError(
+                f"The {engine} engine cannot constrain its output to a {constraint.kind.replace('_', ' ')} ({can}); "
+                f"leave {constraint.param} out or choose another infer_backend (huggingface, llamacpp, vllm).",
+                param=constraint.param,
             )
 
     def check_media(self, engine: str, **media: Sequence[Any] | None) -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from lmchat.config.validation import explain
 from lmchat.errors import InvalidRequestError
+from lmchat.structured.constraint import Constraint
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # seeds are 64-bit, as every engine's generator takes them
 GREEDY_TEMPERATURE = 1e-5  # temperatures below this decode greedily
@@ -44,6 +45,7 @@ class SamplingParams(BaseModel):
     include_stop_str_in_output: bool = Field(False, description="Keep the stop string that ended the answer.")
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
+    constraint: Constraint | None = Field(None, description="What the answer must match (structured output).")
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -27,6 +27,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
 
 
+STRUCTURED_FIELDS = ("response_format", "structured_outputs", "guided_json", "guided_regex", "guided_choice",
+                     "guided_grammar", "guided_decoding_backend", "guided_whitespace_pattern", "grammar", "json_schema")
+
+
 # --- requests ------------------------------------------------------------------------------------------
 class OpenAIRequest(CheckedRequest):
     """A request body: strict types, no unknown fields, nesting and text checked first."""
@@ -58,6 +62,17 @@ class SamplingRequest(OpenAIRequest, VllmSamplingFields):
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, ge=0.01, le=100, description="1.0 is off.")
     do_sample: bool | None = None  # LLaMA-Factory's API: false decodes greedily
+    # structured output (read by lmchat.structured.requests): OpenAI's, vLLM's (new and older) and llama.cpp's fields
+    response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    guided_decoding_backend: str | None = None
+    guided_whitespace_pattern: str | None = None
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -82,6 +97,7 @@ class SamplingRequest(OpenAIRequest, VllmSamplingFields):
             "frequency_penalty": self.frequency_penalty, "logit_bias": self._logit_bias(),
             "top_k": 0 if self.top_k == -1 else self.top_k, "min_p": self.min_p,
             "repetition_penalty": self.repetition_penalty, "do_sample": self.do_sample,
+            **{name: getattr(self, name) for name in STRUCTURED_FIELDS},
             **self.vllm_sampling_options(),
         }
         return {name: value for name, value in options.items() if value is not None}
@@ -107,7 +123,6 @@ class ChatCompletionRequest(SamplingRequest, VllmChatFields):
     tools: list[ChatCompletionTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
@@ -127,7 +142,6 @@ class ChatCompletionRequest(SamplingRequest, VllmChatFields):
         return self.max_tokens, "max_tokens"
 
     def sampling_options(self) -> dict[str, Any]:
-        self.check_supported()
         options = super().sampling_options()
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequestError("top_logprobs needs logprobs: true.", param="top_logprobs")
@@ -135,18 +149,10 @@ class ChatCompletionRequest(SamplingRequest, VllmChatFields):
             options.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
         if self.reasoning_effort is not None:  # to the chat template, like enable_thinking
             options["reasoning_effort"] = self.reasoning_effort
+        if self.parallel_tool_calls is not None:  # read with tool_choice by the facade (lmchat.structured)
+            options["parallel_tool_calls"] = self.parallel_tool_calls
         options.update(self.vllm_chat_options())
         return options
-
-    def check_supported(self) -> None:
-        response_type = (self.response_format or {}).get("type", "text")
-        if response_type != "text":
-            raise UnsupportedError(
-                f"response_format of type '{response_type}' is not supported yet; leave it out or use 'text'.",
-                param="response_format",
-            )
-        if self.parallel_tool_calls is False:
-            raise UnsupportedError("parallel_tool_calls: false is not supported yet.", param="parallel_tool_calls")
 
 
 class CompletionRequest(SamplingRequest):

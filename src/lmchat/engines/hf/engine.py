@@ -19,6 +19,7 @@ from lmchat.engines.hf.worker import ModelWorker
 from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.detokenize import decode_dropping
 from lmchat.generation.sampling import SamplingParams
+from lmchat.structured import ALL_KINDS
 
 NOT_YET = frozenset({"min_tokens"})  # the sampler cannot hold back the end-of-answer token yet
 
@@ -28,13 +29,16 @@ class HuggingFaceEngine(BaseEngine):
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
     capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - NOT_YET, lora=True,
-                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}))
+                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}),
+                                constraints=ALL_KINDS)
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.loaded: LoadedModel | None = None
         self.worker: ModelWorker | None = None
         self._eos_ids: frozenset[int] = frozenset()
+        self._grammars: Any = None  # lmchat.structured.backend.TokenizerGrammars, built at the first constraint
+        self._grammars_lock = asyncio.Lock()
 
     async def start(self) -> None:
         # The worker thread loads the model and runs every forward pass of it (see ModelWorker.attach).
@@ -106,11 +110,24 @@ class HuggingFaceEngine(BaseEngine):
         worker = self._require_worker()
         params = request.params
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self._eos_ids)
+        guide = await self._guide(params.constraint, stop_ids) if params.constraint is not None else None
         channel = EventChannel(lambda: worker.abort(request.request_id))
         decode = self._decoder(params.skip_special_tokens, request.keep_special_tokens)
-        worker.submit(new_request_state(request, stop_ids, decode, channel.emit))
+        worker.submit(new_request_state(request, stop_ids, decode, channel.emit, guide))
         async for event in channel.events():
             yield event
+
+    async def _guide(self, constraint: Any, stop_ids: frozenset[int]) -> Any:
+        """A request's constrained-decoding state; the tokenizer's grammars are built once (~1 s), off the loop."""
+        from lmchat.structured.backend import from_hf_tokenizer
+        from lmchat.structured.guide import Guide
+
+        async with self._grammars_lock:
+            if self._grammars is None:
+                tokenizer, config = self.loaded.tokenizer, self.loaded.model.config
+                vocab = max(len(tokenizer), getattr(config, "vocab_size", 0) or 0)
+                self._grammars = await asyncio.to_thread(from_hf_tokenizer, tokenizer, vocab)
+        return await asyncio.to_thread(Guide, self._grammars, constraint, stop_ids)
 
     def _decoder(self, skip_special_tokens: bool, keep: tuple[str, ...]):
         tokenizer = self.loaded.tokenizer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,6 +34,7 @@ class RequestState:
     slot: int = -1
     counts: torch.Tensor | None = None
     last_token: str | None = None
+    guide: Any = None  # lmchat.structured.guide.Guide of a constrained request
     position_offset: int = 0  # decode position ids = cache position + this (M-RoPE after media)
 
     @property
@@ -55,9 +57,10 @@ class RequestState:
 
 
 def new_request_state(request: GenerationRequest, stop_ids: frozenset[int], decode: Callable[[list[int]], str],
-                      emit: Emit) -> RequestState:
+                      emit: Emit, guide: Any = None) -> RequestState:
     prompt_ids = list(request.prompt_token_ids)
     return RequestState(
+        guide=guide,
         request=request,
         budget=request.max_tokens,
         stop_ids=stop_ids,

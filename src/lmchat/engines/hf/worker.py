@@ -35,6 +35,7 @@ from lmchat.errors import (
     EngineError,
     InvalidRequestError,
 )
+from lmchat.structured.masks import StepMasks
 
 logger = logging.getLogger(__name__)
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are recomputed rather than copied
@@ -64,6 +65,7 @@ class ModelWorker:
         self.abort_delays: collections.deque[int] = collections.deque(maxlen=1024)  # steps from abort to leaving
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=4096)  # decode rows, per step
         self.peak_cache_bytes = 0
+        self._masks = StepMasks()  # constrained rows' token masks (structured output)
         self._thread = threading.Thread(target=self._run, name="lmchat-hf-worker", daemon=True)
         self._thread.start()
 
@@ -317,13 +319,18 @@ class ModelWorker:
 
     # --- sampling and events ----------------------------------------------------------------------------
     def _accept(self, sequences: list[RequestState], logits: torch.Tensor) -> None:
-        """Choose each sequence's next token from its logits row [n, vocab] and emit it."""
-        raw = logits.float().cpu()
+        """Choose each sequence's next token from its logits row [n, vocab] and emit it (the batch-wide argmax for
+        plain-greedy rows, their own sampling otherwise), after the constrained rows' masks."""
+        raw = logits.float().cpu().contiguous()
+        unmasked = {}
+        if any(s.guide for s in sequences):  # constrained rows: their masks written into their logits
+            logprobs = [s.request.params.logprobs for s in sequences]
+            unmasked = self._masks.apply([s.guide for s in sequences], raw, logprobs)
         greedy = raw.argmax(dim=-1).tolist()
         for row, sequence in enumerate(sequences):
             try:
                 token_id = greedy[row] if is_plain_greedy(sequence) else self._sample(sequence, raw[row])
-                self._emit_token(sequence, raw[row], token_id)
+                self._emit_token(sequence, unmasked.get(row, raw[row]), token_id)
             except Exception as exc:  # noqa: BLE001 - this request ends with an EngineError; the batch goes on
                 self._fail([sequence], exc)
 
@@ -345,6 +352,13 @@ class ModelWorker:
             return self._finish(sequence, "stop")
         text = sequence.detokenizer.add(token_id)
         sequence.emit(TextDelta(text, 1, (token_id,), self._logprobs(sequence, raw, token_id)))
+        if sequence.guide is not None:  # a constrained answer ends as soon as its constraint is complete
+            try:
+                complete = sequence.guide.accept(token_id)
+            except EngineError as exc:
+                return self._fail([sequence], exc)
+            if complete:
+                return self._finish(sequence, "stop")
         if sequence.generated >= sequence.budget:
             self._finish(sequence, "length")
 

@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 
@@ -34,6 +35,7 @@ from lmchat.engines.threaded import EventChannel
 from lmchat.errors import ConfigError, EngineClosedError, InvalidRequestError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.models.default import default_gguf_path
+from lmchat.structured import ALL_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 class LlamaCppEngine(BaseEngine):
     name = "llamacpp"
     capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"},
+                                constraints=ALL_KINDS,
                                 media_notes=tuple(
         (kind, f"llama.cpp reads {kind} only through the vision/audio projector GGUF of the model (its mmproj file, "
                "llama.cpp's mtmd library), which this engine does not load yet; for now use infer_backend huggingface "
@@ -55,6 +58,8 @@ class LlamaCppEngine(BaseEngine):
         self._aborted: set[str] = set()
         self._closing = False
         self._lock = threading.Lock()
+        self._grammars: Any = None  # (TokenizerGrammars, end-of-generation ids), at the first constraint
+        self._grammars_lock = asyncio.Lock()
 
     async def start(self) -> None:
         path = resolve_gguf_path(self.config.model_name_or_path)
@@ -87,10 +92,11 @@ class LlamaCppEngine(BaseEngine):
         if not request.prompt_token_ids:
             raise InvalidRequestError("The prompt is empty.", param="prompt")
         request_id = request.request_id
+        hook = await self._logits_hook(request)
         channel = EventChannel(lambda: self._mark_aborted(request_id))
         kept = special_token_ids(self._require_llm(), request.keep_special_tokens)
         worker.submit(BatchSequence(request, channel.emit, lambda: self._closing or request_id in self._aborted,
-                                    logits_hook=self._logits_hook(request), kept_ids=kept))
+                                    logits_hook=hook, kept_ids=kept))
         try:
             async for event in channel.events():
                 yield event
@@ -98,11 +104,23 @@ class LlamaCppEngine(BaseEngine):
             with self._lock:
                 self._aborted.discard(request_id)
 
-    def _logits_hook(self, request: GenerationRequest) -> LogitsHook | None:
+    async def _logits_hook(self, request: GenerationRequest) -> LogitsHook | None:
         """The request's own change to its logits before its sampler chain (see
-        :class:`~lmchat.engines.llamacpp.sequence.LogitsHook`); none for plain sampling. Structured output's grammar
-        masks plug in here."""
-        return None
+        :class:`~lmchat.engines.llamacpp.sequence.LogitsHook`): a constrained request's grammar mask
+        (:mod:`lmchat.engines.llamacpp.structured`); none for plain sampling. The vocabulary's grammars are built
+        once (~1 s) and each request's matcher made off the caller's event loop."""
+        params = request.params
+        if params.constraint is None:
+            return None
+        from lmchat.engines.llamacpp.structured import build_grammars, new_mask
+
+        llm = self._require_llm()
+        async with self._grammars_lock:
+            if self._grammars is None:
+                self._grammars = await asyncio.to_thread(build_grammars, llm)
+        grammars, end_ids = self._grammars
+        stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else end_ids)
+        return await asyncio.to_thread(new_mask, grammars, params.constraint, stop_ids, llm.n_vocab())
 
     async def abort(self, request_id: str) -> None:
         self._mark_aborted(request_id)

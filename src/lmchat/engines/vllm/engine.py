@@ -35,9 +35,11 @@ from lmchat.errors import (
     EngineClosedError,
     EngineError,
     InvalidRequestError,
+    LmchatError,
     closest,
 )
 from lmchat.generation.sampling import SamplingParams
+from lmchat.structured import ALL_KINDS
 
 logger = logging.getLogger("lmchat.engines.vllm")
 ALL_OPTIONS = frozenset(SamplingParams.model_fields)
@@ -45,7 +47,7 @@ ALL_OPTIONS = frozenset(SamplingParams.model_fields)
 
 class VllmEngine(HFTokenizerMixin, BaseEngine):
     name = "vllm"
-    capabilities = Capabilities(sampling_options=ALL_OPTIONS, lora=True)
+    capabilities = Capabilities(sampling_options=ALL_OPTIONS, lora=True, constraints=ALL_KINDS)  # vLLM's own
     reward_hint = (" (a sequence-classification checkpoint with one label, which vLLM runs on its pooling runner; "
                    "for a LLaMA-Factory value-head checkpoint use infer_backend: huggingface)")
 
@@ -128,6 +130,8 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         kwargs = to_vllm_sampling_kwargs(request.params, budget, keep)
         try:
             return VllmSamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
+        except LmchatError:
+            raise  # lmchat's own refusal (the mapping's), already clear
         except ValueError as exc:
             raise InvalidRequestError(f"vLLM rejected the sampling options: {exc}") from None
 

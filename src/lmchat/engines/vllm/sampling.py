@@ -1,9 +1,10 @@
-"""Map lmchat's config and :class:`SamplingParams` to vLLM's native arguments, as plain dicts (no vllm import).
+"""Map lmchat's config and :class:`SamplingParams` to vLLM's native arguments, as plain dicts (no vllm import,
+except vLLM's own ``StructuredOutputsParams`` for a request with a constraint).
 
 The engine builds ``vllm.SamplingParams(**to_vllm_sampling_kwargs(...))`` and
 ``AsyncEngineArgs(**to_vllm_engine_kwargs(...))``; the dicts are unit-tested against those classes where vLLM
 is installed. Stop strings and ``n`` are not passed: the facade trims stop strings and expands ``n`` itself.
-Structured output (vLLM's ``structured_outputs``) is added to the sampling dict here when that issue lands.
+A constraint (structured output) becomes vLLM's structured outputs (:func:`to_vllm_structured_outputs_kwargs`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import os
 from typing import Any
 
 from lmchat.engines.vllm.parallel import vllm_parallel_kwargs
-from lmchat.errors import ConfigError
+from lmchat.errors import ConfigError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
+from lmchat.structured.constraint import Constraint
 
 ADAPTER_NAME = "lmchat-adapter"
 
@@ -46,7 +48,55 @@ def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = Non
         "min_tokens": params.min_tokens,
         "skip_special_tokens": params.skip_special_tokens and not keep_special_tokens,
         "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token itself
+        **({"structured_outputs": _structured_outputs(params.constraint)} if params.constraint else {}),
     }
+
+
+def to_vllm_structured_outputs_kwargs(constraint: Constraint) -> dict[str, Any]:
+    """``vllm.sampling_params.StructuredOutputsParams`` keyword arguments for a constraint (one kind each).
+
+    vLLM applies it from the answer's first token unless the engine was started with a reasoning parser for
+    structured outputs (``structured_outputs_config``); lmchat's reasoning gate is not passed per request."""
+    kwargs: dict[str, Any] = {}
+    kind = constraint.kind
+    if kind == "json_schema":
+        kwargs["json"] = constraint.schema
+    elif kind == "json_object":
+        kwargs["json_object"] = True
+    elif kind == "regex":
+        kwargs["regex"] = constraint.regex
+    elif kind == "choice":
+        kwargs["choice"] = list(constraint.choices)
+    elif kind == "grammar":
+        kwargs["grammar"] = constraint.grammar
+    else:
+        kwargs["structural_tag"] = constraint.structural_tag
+    _refuse_engine_level_options(constraint)
+    return kwargs
+
+
+# Options of vLLM's StructuredOutputsParams that vLLM 0.32's backends never read from the request (a request's
+# own value is dropped): refused per request, never ignored. The first two are engine settings there.
+_ENGINE_LEVEL_OPTIONS = (("disable_any_whitespace", lambda c: not c.whitespace_flexible),
+                         ("disable_additional_properties", lambda c: not c.additional_properties),
+                         ("whitespace_pattern", lambda c: c.whitespace_pattern is not None))
+
+
+def _refuse_engine_level_options(constraint: Constraint) -> None:
+    for name, is_set in _ENGINE_LEVEL_OPTIONS:
+        if not is_set(constraint):
+            continue
+        advice = ("vLLM has no such setting; use the huggingface or llamacpp engine for it" if name ==
+                  "whitespace_pattern" else f'or start the engine with vllm_config: {{"structured_outputs_config": '
+                  f'{{"{name}": true}}}}')
+        raise UnsupportedError(f"{constraint.param} sets {name}, which vLLM does not apply per request: leave it "
+                               f"out of the request, {advice}.", param=constraint.param)
+
+
+def _structured_outputs(constraint: Constraint) -> Any:
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(**to_vllm_structured_outputs_kwargs(constraint))
 
 
 def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:

@@ -46,6 +46,9 @@ _BUILTINS: dict[str, str] = {
     "functionary_v3_2": f"{_PACKAGE}.functionary:FunctionaryV32ToolParser",
     "functionary_v3_1": f"{_PACKAGE}.functionary:FunctionaryV31ToolParser",
     "openai": f"{_PACKAGE}.harmony:OpenAIToolParser",
+    # forced calls (tool_choice required / a named function), constrained to plain JSON: structured/tool_choice.py
+    "tool_choice_required": f"{_PACKAGE}.forced:RequiredCallsToolParser",
+    "tool_choice_named": f"{_PACKAGE}.forced:NamedCallToolParser",
 }
 _ALIASES: dict[str, str] = {
     "qwen": "hermes",
