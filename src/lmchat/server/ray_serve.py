@@ -95,7 +95,10 @@ def metrics_board(name: str):
 def build_app(model_config: Mapping[str, Any], settings: ServerSettings, scaling: ServeScaling,
               app_name: str = APP_NAME):
     """The Ray Serve application: the replica deployment with its scaling and resources."""
-    options = scaling.deployment_options(settings.max_concurrent, settings.max_queue, settings.shutdown_grace)
+    # the replica admits by its engine's capacity; Serve's bound on ongoing requests is set before the engine
+    # loads, so it takes the same default as one process with no --max-concurrent
+    running = settings.running_sequences(None)
+    options = scaling.deployment_options(running, settings.waiting_sequences(running), settings.shutdown_grace)
     deployment = serve.deployment(LmchatReplica, name="LmchatReplica").options(**options)
     return deployment.bind(dict(model_config), settings, app_name)
 
