@@ -76,7 +76,7 @@ def test_streaming_through_ray_serve(client):
 def test_requests_spread_over_both_replicas_and_metrics_sum_them(server, client):
     import ray
 
-    before = chat_requests(scrape(server))
+    before = settled_chat_requests(server)  # the board lags the replicas by up to a second: earlier tests' too
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: ask(client, PROMPTS[i % 4], max_tokens=12), range(16)))
     assert len(answers) == 16
@@ -122,6 +122,17 @@ def scrape(server) -> str:
     response = httpx.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
     assert response.status_code == 200
     return response.text
+
+
+def settled_chat_requests(server) -> float:
+    """The answered chat requests once the summed count stops changing (the replicas report every second)."""
+    value = chat_requests(scrape(server))
+    for _ in range(20):
+        time.sleep(1.5)
+        value, previous = chat_requests(scrape(server)), value
+        if value == previous:
+            break
+    return value
 
 
 def chat_requests(text: str) -> float:
