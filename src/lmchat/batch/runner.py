@@ -159,7 +159,7 @@ def _answer_rows(rows: list[Row], model: ChatModel | Mapping[str, Any], options:
                 tally.stop()
                 if bar is not None:
                     bar.close()
-                if getattr(sampler, "capped_rows", 0):
+                if sampler.capped_rows:
                     print(f"{sampler.capped_rows} rows asked for more than this run's max_new_tokens "
                           f"({sampler.max_new_tokens_cap}) and were capped to it.", file=log)
         return sampler.summary() if options.executor == "ray" else None

@@ -57,6 +57,23 @@ class Sample:
         return sum(answer.response_length for answer in self.answers)
 
 
+def run_token_cap(config: Any) -> int | None:
+    """The run's own ``max_new_tokens`` (given by the user, not the default): what caps a row's answer budget."""
+    return config.max_new_tokens if "max_new_tokens" in config.model_fields_set else None
+
+
+def capped_generation(generation: Mapping[str, Any], row_generation: Mapping[str, Any],
+                      cap: int | None) -> tuple[dict[str, Any], bool]:
+    """The run's options with a row's own on top, its answer budget cut to ``cap``; and whether it was cut."""
+    merged = {**generation, **row_generation}
+    over = False
+    for key in ROW_TOKEN_BUDGETS if cap is not None else ():
+        value = merged.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            merged[key], over = cap, True
+    return merged, over
+
+
 class Sampler:
     """Sample answers from a :class:`ChatModel`: one conversation streamed, or a dataset in one call.
 
@@ -72,9 +89,7 @@ class Sampler:
         self.model = ChatModel(dict(model)) if self._owns_model else model
         self.concurrency = concurrency
         self.generation = generation
-        # the run's own max_new_tokens (given by the user, not the default) caps what a row may ask for
-        config = self.model.config
-        self.max_new_tokens_cap = config.max_new_tokens if "max_new_tokens" in config.model_fields_set else None
+        self.max_new_tokens_cap = run_token_cap(self.model.config)
         self.capped_rows = 0
         try:  # a bad option fails here, once, not on every row
             self.model.resolve_options(**generation)
@@ -115,15 +130,7 @@ class Sampler:
 
     def _row_generation(self, row: Row) -> dict[str, Any]:
         """The run's options with the row's own on top; a row's token budget cannot exceed the run's cap."""
-        generation = {**self.generation, **row.generation}
-        cap = self.max_new_tokens_cap
-        if cap is None:
-            return generation
-        over = False
-        for key in ROW_TOKEN_BUDGETS:
-            value = generation.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-                generation[key], over = cap, True
+        generation, over = capped_generation(self.generation, row.generation, self.max_new_tokens_cap)
         self.capped_rows += over
         return generation
 

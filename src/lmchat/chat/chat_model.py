@@ -17,9 +17,9 @@ from lmchat.chat.prepare import (
     PreparedChat,
     TemplateStops,
     aprepare_chat,
-    check_fallback_parser,
     prepare_chat,
     prepare_completion,
+    render_conversation,
 )
 from lmchat.chat.response import ChatChunk, Response
 from lmchat.chat.sequences import stream_answers
@@ -31,7 +31,6 @@ from lmchat.engines.registry import get_engine_class
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError
 from lmchat.parsing import get_tool_parser
 from lmchat.templates.registry import ChatTemplate, resolve_template
-from lmchat.templates.tool_fallback import render_chat
 
 if TYPE_CHECKING:
     from lmchat.media import MediaLoader
@@ -181,12 +180,9 @@ class ChatModel:
         check_input(tools, "tools")
         kwargs = check_template_kwargs(kwargs)
         kwargs.setdefault("enable_thinking", self.config.enable_thinking)
-        rendered = render_chat(messages, self.template, tools=normalise_tools(tools),
-                               add_generation_prompt=add_generation_prompt,
-                               special_tokens=self.engine.info.special_tokens, **kwargs)
-        if rendered.tool_fallback:
-            check_fallback_parser(self.template, self.config.tool_parser)
-        return rendered.prompt
+        return render_conversation(messages, self.template, self.config.tool_parser, self.engine,
+                                   tools=normalise_tools(tools), add_generation_prompt=add_generation_prompt,
+                                   **kwargs).prompt
 
     # --- async API ------------------------------------------------------------------------------------
     async def astream_chunks(self, prepared: PreparedChat, request_id: str | None = None) -> AsyncIterator[ChatChunk]:
