@@ -51,6 +51,7 @@ FILE_TIERS = {
         "test_vllm_cli.py", "test_hf_multimodal.py", "test_batch_media.py", "test_hf_faults.py",
         "test_hf_special_tokens.py", "test_structured_server.py",
         "test_server_compat_models.py", "test_lm_eval_harness.py", "test_pooling_models.py",
+        "test_llamacpp_embeddings.py",
         # a real two-node Ray cluster on loopback (tests/ray_support.py): real processes, the full venv
         "test_ray_batch.py", "test_ray_serve.py", "test_ray_serve_faults.py",
     ),

@@ -15,7 +15,7 @@ import llama_cpp
 from llama_cpp import _internals
 
 from lmchat.engines.llamacpp.model import LoadedModel
-from lmchat.engines.llamacpp.settings import LlamaCppSettings, default_threads
+from lmchat.engines.llamacpp.settings import GGML_TYPES, LlamaCppSettings, default_threads
 from lmchat.errors import EngineError, UnsupportedError
 
 POOLING = {"mean": llama_cpp.LLAMA_POOLING_TYPE_MEAN, "cls": llama_cpp.LLAMA_POOLING_TYPE_CLS,
@@ -74,6 +74,9 @@ def _new_context(llm: LoadedModel, settings: LlamaCppSettings, n_ctx: int, pooli
     params.n_seq_max = 1
     params.embeddings = True
     params.pooling_type = pooling
+    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if settings.flash_attn
+                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)  # as the generation context
+    params.type_k, params.type_v = GGML_TYPES[settings.type_k], GGML_TYPES[settings.type_v]
     threads = settings.n_threads or default_threads()
     params.n_threads, params.n_threads_batch = threads, settings.n_threads_batch or threads
     params.no_perf = True
