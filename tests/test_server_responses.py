@@ -121,3 +121,53 @@ def test_what_a_stateless_server_refuses(server):
         response, events = stream_post(http, "/v1/responses", {"input": "Say hello", "stream": True})
         assert response.headers["content-type"].startswith("text/event-stream")
         assert events[-1]["type"] == "response.completed" and "[DONE]" not in events
+
+
+# --- the event stream's items, unit by unit (assertions ported from vLLM's responses/test_streaming_events.py) -----
+def _events(*chunks):
+    from lmchat.server.protocol_responses import ResponsesRequest
+    from lmchat.server.serving.responses_api import ResponseEvents
+
+    stream = ResponseEvents("m", ResponsesRequest(input="x"), "resp-1")
+    texts = [event for chunk in chunks for event in stream.add(chunk)] + stream.finish()
+    return [json.loads(text.split("data: ", 1)[1]) for text in texts], stream
+
+
+def _chunk(reasoning="", content="", calls=()):
+    from lmchat.chat.response import ChatChunk
+
+    return ChatChunk(index=0, reasoning=reasoning, content=content, tool_calls=tuple(calls))
+
+
+def _call(index, name=None, arguments=""):
+    from lmchat.parsing.types import ToolCallDelta
+
+    return ToolCallDelta(index=index, id=f"call_{index}" if name else None, name=name, arguments=arguments)
+
+
+def test_one_chunk_with_reasoning_content_and_a_call_keeps_that_order():
+    events, stream = _events(_chunk("r", "c", [_call(0, "f", "{}")]))
+    kinds = [event["type"] for event in events]
+    assert kinds.index("response.reasoning_text.delta") < kinds.index("response.output_text.delta") \
+        < kinds.index("response.function_call_arguments.delta")
+    assert [item.type for item in stream.items] == ["reasoning", "message", "function_call"]
+    assert [event["output_index"] for event in events if event["type"] == "response.output_item.added"] == [0, 1, 2]
+
+
+def test_parallel_calls_and_a_name_before_its_arguments():
+    events, stream = _events(_chunk(calls=[_call(0, "f1", '{"a":1}'), _call(1, "f2", '{"b":2}')]))
+    assert sum(event["type"] == "response.output_item.added" for event in events) == 2
+    assert [event["delta"] for event in events if event["type"].endswith("arguments.delta")] == ['{"a":1}', '{"b":2}']
+    events, stream = _events(_chunk(calls=[_call(0, "get_weather"), _call(0, arguments='{"city":"SF"}')]))
+    assert [event["delta"] for event in events if event["type"].endswith("arguments.delta")] == ['{"city":"SF"}']
+    assert stream.items[0].arguments == '{"city":"SF"}' and stream.items[0].call_id == "call_0"
+
+
+def test_a_call_without_arguments_and_reasoning_then_content():
+    events, _ = _events(_chunk(calls=[_call(0, "noop")]))
+    assert [event["type"] for event in events] == [
+        "response.output_item.added", "response.function_call_arguments.done", "response.output_item.done"]
+    events, stream = _events(_chunk("think"), _chunk("more", "answer"))
+    kinds = [event["type"] for event in events]
+    assert kinds.count("response.reasoning_text.delta") == 2 and "response.output_text.delta" in kinds
+    assert stream.items[0].content[0].text == "thinkmore" and stream.items[1].content[0].text == "answer"
