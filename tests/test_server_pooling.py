@@ -147,6 +147,18 @@ def test_rerank_orders_documents_by_relevance(http):
         assert error["param"].startswith("documents")
 
 
+def test_rerank_in_tei_shape_as_llamacpp_takes_it(http):
+    for top_n, expected in ((None, 4), (2, 2), (99, 4)):
+        body = {"query": "the cat and dog", "texts": DOCUMENTS, **({} if top_n is None else {"top_n": top_n})}
+        results = http.post("/rerank", json=body).json()
+        assert [item["index"] for item in results] == [2, 0, 1, 3][:expected]
+        assert all(set(item) == {"index", "score"} for item in results)
+    raw = http.post("/rerank", json={"query": "the cat", "texts": DOCUMENTS, "raw_scores": True,
+                                     "return_text": True}).json()
+    assert raw[0] == {"index": 0, "score": 2.0, "text": DOCUMENTS[0]}
+    assert_error(http.post("/rerank", json={"query": "x", "texts": []}), 400, param="texts")
+
+
 def test_an_engine_without_pooling_says_why(tmp_path):
     script = write_script(tmp_path, name="fake-chat")
     with ThreadServer({"infer_backend": "fake", "model_name_or_path": script}) as live, live.http() as http:

@@ -72,6 +72,20 @@ class RerankRequest(PoolingFields):
     use_activation: bool | None = Field(None, description="Sigmoid of a classifier's score (default: true).")
 
 
+class TeiRerankRequest(PoolingFields):
+    """Text Embeddings Inference's rerank, which llama.cpp's ``/rerank`` also takes: ``texts`` for documents."""
+
+    query: str
+    texts: Annotated[list[str], Field(min_length=1)]
+    top_n: int | None = Field(None, ge=0)
+    return_text: bool = False
+    raw_scores: bool = False
+
+    def rerank_request(self) -> RerankRequest:
+        return RerankRequest(model=self.model, truncate_prompt_tokens=self.truncate_prompt_tokens, query=self.query,
+                             documents=self.texts, top_n=self.top_n, use_activation=not self.raw_scores)
+
+
 # --- responses -----------------------------------------------------------------------------------------
 class EmbeddingUsage(OpenAIResponse):
     prompt_tokens: int

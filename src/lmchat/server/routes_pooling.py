@@ -18,8 +18,10 @@ from lmchat.server.protocol_pooling import (
     RerankResponse,
     ScoreListResponse,
     ScoreRequest,
+    TeiRerankRequest,
 )
 from lmchat.server.responses import json_response
+from lmchat.server.routes_compat import json_object, validated
 
 router = APIRouter()
 compat_router = APIRouter()
@@ -53,7 +55,18 @@ async def llamacpp_embeddings(body: LlamaCppEmbeddingRequest, request: Request) 
     return JSONResponse(await cancel_on_disconnect(request, serving.llamacpp_embeddings(body)))
 
 
-for _path in ("/score",):
-    compat_router.add_api_route(_path, create_score, methods=["POST"], include_in_schema=False)
-for _path in ("/rerank", "/v2/rerank", "/reranking", "/v1/reranking"):
+@compat_router.post("/rerank")
+async def rerank_either_shape(request: Request) -> Response:
+    """llama.cpp's ``/rerank``: Jina's shape (``documents``), or TEI's (``texts`` -> ``[{"index", "score"}]``)."""
+    body = await json_object(request)
+    if "texts" not in body:
+        return await create_rerank(validated(RerankRequest, body), request)
+    tei = validated(TeiRerankRequest, body)
+    result = await cancel_on_disconnect(request, request.app.state.serving_pooling.rerank(tei.rerank_request()))
+    return JSONResponse([{"index": item.index, "score": item.relevance_score,
+                          **({"text": tei.texts[item.index]} if tei.return_text else {})} for item in result.results])
+
+
+compat_router.add_api_route("/score", create_score, methods=["POST"], include_in_schema=False)
+for _path in ("/v2/rerank", "/reranking", "/v1/reranking"):
     compat_router.add_api_route(_path, create_rerank, methods=["POST"], include_in_schema=False)
