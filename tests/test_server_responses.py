@@ -171,3 +171,43 @@ def test_a_call_without_arguments_and_reasoning_then_content():
     kinds = [event["type"] for event in events]
     assert kinds.count("response.reasoning_text.delta") == 2 and "response.output_text.delta" in kinds
     assert stream.items[0].content[0].text == "thinkmore" and stream.items[1].content[0].text == "answer"
+
+
+def test_input_items_map_to_chat_messages():
+    from lmchat.errors import UnsupportedError
+    from lmchat.server.protocol_responses import ResponsesRequest
+
+    request = ResponsesRequest.model_validate({"instructions": "Be brief.", "input": [
+        {"role": "developer", "content": "Use tools."},
+        {"role": "user", "content": [{"type": "input_text", "text": "What is "},
+                                     {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "hm"}]},
+        {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+         "content": [{"type": "output_text", "text": "Let me look.", "annotations": []}]},
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+        {"type": "function_call", "call_id": "call_2", "name": "g", "arguments": '{"x": 1}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": "one"},
+        {"type": "function_call_output", "call_id": "call_2",
+         "output": [{"type": "input_text", "text": "t"}, {"type": "input_text", "text": "wo"}]}],
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "tool_choice": {"type": "function", "name": "f"}, "text": {"format": {"type": "json_object"}},
+        "max_output_tokens": 7, "reasoning": {"effort": "low"}})
+    assert request.chat_messages() == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Use tools."},
+        {"role": "user", "content": [{"type": "text", "text": "What is "},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+        {"role": "assistant", "content": "Let me look.", "reasoning_content": "hm", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": '{"x": 1}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "one"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "two"}]
+    assert request.chat_tools() == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert request.chat_tool_choice() == {"type": "function", "function": {"name": "f"}}
+    assert request.sampling_options() == {"max_new_tokens": 7, "response_format": {"type": "json_object"},
+                                          "reasoning_effort": "low"}
+    system_image = ResponsesRequest.model_validate({"input": [{"role": "system", "content": [
+        {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]})
+    with pytest.raises(UnsupportedError) as error:
+        system_image.chat_messages()
+    assert error.value.param == "input[0].content[0]"
