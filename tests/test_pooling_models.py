@@ -87,6 +87,8 @@ def test_mean_pooling_equals_transformers_hidden_states(encoder_server, encoder_
         assert math.fsum(x * x for x in cut) == pytest.approx(1.0)
         assert_error(http.post("/v1/embeddings", json={"input": "a", "dimensions": 12}), 400, param="dimensions")
         assert_error(http.post("/v1/embeddings", json={"input": "word " * 80}), 400, param="input")
+        cut = http.post("/v1/embeddings", json={"input": "word " * 80, "truncate_prompt_tokens": 10}).json()
+        assert cut["usage"]["prompt_tokens"] == 10
         chat = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
         assert "embedding model" in assert_error(chat, 400, param="model")["message"]
 
@@ -127,6 +129,11 @@ def test_cross_encoder_scores_equal_its_own_forward(tmp_path, tiny_tokenizer_dir
         assert raw["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] == tokens
         error = assert_error(http.post("/v1/embeddings", json={"input": "a"}), 400, param="model")
         assert "classifier" in error["message"]
+        long = {"text_1": QUERY, "text_2": ["short", "word " * 80]}
+        error = assert_error(http.post("/v1/score", json=long), 400, param="text_2")
+        assert error["message"].startswith("Text pair 1 is") and "truncate_prompt_tokens" in error["message"]
+        cut = http.post("/v1/score", json={**long, "truncate_prompt_tokens": -1}).json()
+        assert cut["usage"]["prompt_tokens"] == len(tokenizer(QUERY, "short")["input_ids"]) + 64
 
 
 def test_reward_model_scores_pairs_through_its_head(tiny_reward_dir):

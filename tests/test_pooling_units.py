@@ -65,3 +65,17 @@ def test_vllm_pooling_follows_its_supported_tasks():
     assert pooling_params_kwargs("embed") == {"task": "embed", "use_activation": False}
     assert matryoshka_sizes(False, [4]) is None and matryoshka_sizes(True, None) == ()
     assert matryoshka_sizes(True, [64, 128]) == (64, 128)
+
+
+def test_truncation_keeps_the_special_tokens_around_a_text():
+    from lmchat.chat.pooling import _cut_text
+
+    class Tokenizer:  # a BERT-like tokenizer: [CLS]=0 text [SEP]=1, each character a token
+        def tokenize(self, text, add_special_tokens=False):
+            ids = [ord(c) for c in text]
+            return [0, *ids, 1] if add_special_tokens else ids
+
+    engine = Tokenizer()
+    assert _cut_text(engine, "abcdef", 4, EmbedOptions()) == [0, ord("e"), ord("f"), 1]
+    assert _cut_text(engine, "abcdef", 3, EmbedOptions(add_special_tokens=False)) == [ord(c) for c in "def"]
+    assert _cut_text(engine, "abcdef", 1, EmbedOptions()) == [0]

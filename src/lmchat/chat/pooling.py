@@ -131,11 +131,23 @@ def _input_ids(engine: BaseEngine, items: list[str | list[int]], options: EmbedO
                 raise ContextLengthError(f"input[{i}] is {len(ids)} tokens, too large for the model's context of "
                                          f"{limit} tokens; shorten it or set truncate_prompt_tokens.",
                                          param="input")
-            ids = ids[len(ids) - limit:]
+            ids = _cut_text(engine, item, limit, options) if isinstance(item, str) else ids[len(ids) - limit:]
         if not ids:
             raise InvalidRequestError(f"input[{i}] is empty (no tokens to pool).", param=f"input[{i}]")
         result.append(tuple(ids))
     return result
+
+
+def _cut_text(engine: BaseEngine, text: str, limit: int, options: EmbedOptions) -> list[int]:
+    """A text's last tokens, within the special tokens the tokenizer puts around it (a CLS token stays first)."""
+    plain = engine.tokenize(text)
+    if not options.add_special_tokens:
+        return plain[len(plain) - limit:]
+    probe, marked = engine.tokenize("a"), engine.tokenize("a", add_special_tokens=True)
+    start = next((j for j in range(len(marked) - len(probe) + 1) if marked[j:j + len(probe)] == probe), 0)
+    prefix, suffix = marked[:start], marked[start + len(probe):]
+    keep = max(limit - len(prefix) - len(suffix), 0)
+    return [*prefix, *plain[len(plain) - keep:], *suffix] if keep else (prefix + suffix)[:limit]
 
 
 async def embed(engine: BaseEngine, value: Any, options: EmbedOptions) -> Embeddings:

@@ -151,12 +151,24 @@ class HuggingFaceEngine(BaseEngine):
         return await asyncio.wrap_future(worker.call(lambda: score_texts(self.loaded, texts, max_length)))
 
     async def embed(self, request: EmbedRequest) -> list[list[float]]:
-        worker, pooling_type = self._require_worker(), self.info.pooling.pooling_type
-        return await asyncio.wrap_future(worker.call(lambda: embed_ids(self.loaded, request.inputs, pooling_type)))
+        """One worker job per input, so running generations keep stepping between them."""
+        worker, loaded, pooling_type = self._require_worker(), self.loaded, self.info.pooling.pooling_type
+        vectors = []
+        for ids in request.inputs:
+            job = worker.call(lambda ids=ids: embed_ids(loaded, [ids], pooling_type)[0])
+            vectors.append(await asyncio.wrap_future(job))
+        return vectors
 
     async def score_pairs(self, request: PairScoreRequest) -> PairScores:
-        worker = self._require_worker()
-        return await asyncio.wrap_future(worker.call(lambda: score_pairs(self.loaded, request)))
+        """One worker job per pair (see :meth:`embed`); an error names the pair by its index."""
+        worker, loaded = self._require_worker(), self.loaded
+        scores, tokens = [], 0
+        for i, pair in enumerate(request.pairs):
+            one = dataclasses.replace(request, pairs=(pair,))
+            result = await asyncio.wrap_future(worker.call(lambda one=one, i=i: score_pairs(loaded, one, first=i)))
+            scores += result.scores
+            tokens += result.prompt_tokens
+        return PairScores(tuple(scores), tokens)
 
     async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
         worker = self._require_worker()

@@ -96,12 +96,13 @@ def pool(states: torch.Tensor, pooling_type: str) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def score_pairs(loaded: LoadedModel, request: PairScoreRequest) -> PairScores:
+def score_pairs(loaded: LoadedModel, request: PairScoreRequest, first: int = 0) -> PairScores:
     """The model's head on each pair as its tokenizer pairs texts (a cross-encoder's ``[CLS] a [SEP] b [SEP]``
-    with token types): raw logits of a one-label classifier, or a value head's reward."""
+    with token types): raw logits of a one-label classifier, or a value head's reward. Errors name a pair by its
+    index, counted from ``first``."""
     scores, tokens = [], 0
-    for i, (first, second) in enumerate(request.pairs):
-        encoded = loaded.tokenizer(first, second, add_special_tokens=True, truncation=request.truncate or False,
+    for i, (text_1, text_2) in enumerate(request.pairs, start=first):
+        encoded = loaded.tokenizer(text_1, text_2, add_special_tokens=True, truncation=request.truncate or False,
                                    max_length=request.max_tokens if request.truncate else None)
         length = len(encoded["input_ids"])
         if length > request.max_tokens:
