@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
+from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
 from lmchat.structured.constraint import Constraint
 
