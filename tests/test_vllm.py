@@ -208,3 +208,23 @@ def test_reward_scores_equal_transformers(vllm_reward_dir):
         assert expected_cut != pytest.approx(expected[:1])  # the cut mattered
         with pytest.raises(UnsupportedError, match="reward model"):
             model.chat(MESSAGES)
+
+
+def test_embeddings_on_vllms_pooling_runner_equal_transformers(vllm_tiny_dir):
+    """The tiny Llama converted to an embedding model by vLLM (its last token's final hidden state) gives the
+    vectors the transformers engine pools from the same checkpoint (last-token pooling), normalised by the facade."""
+    texts = ["The sea is calm tonight.", "A cat learns to sail."]
+    tiny = {"model_name_or_path": str(vllm_tiny_dir), "infer_dtype": "float32"}
+    with ChatModel({"infer_backend": "huggingface", "native_decode": "off", "pooling_type": "last", **tiny}) as ref:
+        expected = ref.embed(texts)
+    pooling = {"vllm_config": {**VLLM_TEST_SETTINGS.get("vllm_config", {}), "runner": "pooling", "convert": "embed"}}
+    with ChatModel({**VLLM_TEST_SETTINGS, **tiny, **pooling}) as model:
+        got = model.embed(texts)
+        assert got.token_counts == expected.token_counts
+        for vector, reference in zip(got.vectors, expected.vectors):
+            assert vector == pytest.approx(reference, abs=2e-4)
+            assert sum(v * v for v in vector) == pytest.approx(1.0, rel=1e-5)
+        raw = model.embed(texts[:1], normalize=False).vectors[0]
+        assert sum(v * v for v in raw) != pytest.approx(1.0, rel=1e-3)  # vLLM's own normalisation stayed off
+        with pytest.raises(UnsupportedError, match="is an embedding model: use embed"):
+            model.chat(MESSAGES)
