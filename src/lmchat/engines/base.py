@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmchat.errors import EngineClosedError, UnsupportedError
-from lmchat.generation.sampling import SamplingParams
+from lmchat.generation.sampling import FACADE_OPTIONS, SamplingParams
 from lmchat.structured.constraint import Constraint
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Capabilities:
     media_notes: tuple[tuple[str, str], ...] = ()  # (kind, why this model cannot take it here)
 
     def check_sampling(self, params: SamplingParams, engine: str) -> None:
-        unsupported = sorted(params.non_default_fields() - self.sampling_options - {"constraint"})
+        unsupported = sorted(params.non_default_fields() - self.sampling_options - FACADE_OPTIONS)
         if unsupported:
             raise UnsupportedError(
                 f"The {engine} engine cannot honour the option(s) {', '.join(unsupported)}; remove them or choose "
@@ -113,6 +113,8 @@ class GenerationRequest:
     """Special tokens the answer's parsers read (the facade's parsing plan): engines keep them in the text even
     when ``params.skip_special_tokens`` drops the other special tokens."""
     media_inputs: Any = None
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    """``params.bad_words`` as token sequences (the facade tokenized them: :mod:`lmchat.generation.token_rules`)."""
 
 
 @dataclass(frozen=True)

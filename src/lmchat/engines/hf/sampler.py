@@ -32,6 +32,15 @@ def apply_penalties(logits: torch.Tensor, params: SamplingParams, seen_ids: torc
     return finite(logits)
 
 
+def mask_tokens(logits: torch.Tensor, banned: list[int], allowed: torch.Tensor | None) -> None:
+    """In place: the ``banned`` ids and, with an ``allowed`` mask (vocab,) bool, every id outside it at -inf
+    (:class:`~lmchat.generation.token_rules.TokenRules`). Should nothing be left, the row's argmax is taken."""
+    if allowed is not None:
+        logits.masked_fill_(~allowed[: logits.numel()], float("-inf"))
+    if banned:
+        logits[banned] = float("-inf")
+
+
 def finite(logits: torch.Tensor) -> torch.Tensor:
     """NaN -> -inf (never chosen), +inf -> the dtype's largest value (so softmax stays defined)."""
     top = torch.finfo(logits.dtype).max
@@ -75,6 +84,12 @@ def make_generator(seed: int | None) -> torch.Generator:
     else:
         generator.manual_seed(seed)
     return generator
+
+
+def vocabulary_texts(tokenizer, vocab_size: int) -> list[str]:
+    """Every token id's text (ids past the tokenizer's own, in a padded vocabulary, as empty strings)."""
+    size = min(vocab_size, len(tokenizer))
+    return list(tokenizer.batch_decode([[i] for i in range(size)])) + [""] * (vocab_size - size)
 
 
 def top_logprobs(raw_logits: torch.Tensor, token_id: int, k: int) -> tuple[float, list[tuple[int, float]]]:

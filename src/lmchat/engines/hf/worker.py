@@ -24,7 +24,7 @@ from lmchat.engines.events import Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf.multimodal import prefill_media_chunk, shareable_length
 from lmchat.engines.hf.native import NativeBuild
 from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
-from lmchat.engines.hf.sampler import apply_penalties, choose_token, top_logprobs
+from lmchat.engines.hf.sampler import apply_penalties, choose_token, mask_tokens, top_logprobs, vocabulary_texts
 from lmchat.engines.hf.scheduler import Scheduler
 from lmchat.engines.hf.sequence import RequestState
 from lmchat.errors import (
@@ -66,6 +66,7 @@ class ModelWorker:
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=4096)  # decode rows, per step
         self.peak_cache_bytes = 0
         self._masks = StepMasks()  # constrained rows' token masks (structured output)
+        self._vocabulary_texts: list[str] | None = None  # every token's text, for top_logprobs -1
         self._thread = threading.Thread(target=self._run, name="lmchat-hf-worker", daemon=True)
         self._thread.start()
 
@@ -295,7 +296,7 @@ class ModelWorker:
                 best, length = other, shared
         if best is not None:
             self.runner.copy_prefix(best.slot, sequence.slot, length)
-            sequence.num_cached = length
+            sequence.num_cached = sequence.reused = length
 
     # --- decode -----------------------------------------------------------------------------------------
     def _decode_step(self) -> None:
@@ -340,6 +341,11 @@ class ModelWorker:
         if needs_counts and sequence.counts is None:
             sequence.counts = torch.zeros(raw.numel(), dtype=torch.int32)
         logits = apply_penalties(raw, params, torch.tensor(sequence.ids), sequence.counts)
+        if sequence.rules is not None:
+            if sequence.rules.allowed is not None and sequence.allowed is None:
+                sequence.allowed = torch.zeros(raw.numel(), dtype=torch.bool)
+                sequence.allowed[list(sequence.rules.allowed)] = True
+            mask_tokens(logits, sequence.rules.banned(sequence.answer_ids), sequence.allowed)
         return choose_token(logits, params, sequence.generator)
 
     def _emit_token(self, sequence: RequestState, raw: torch.Tensor, token_id: int) -> None:
@@ -366,6 +372,10 @@ class ModelWorker:
         params = sequence.request.params
         if not params.logprobs:
             return ()
+        if params.top_logprobs == -1:  # the whole vocabulary: every token's text decoded once per engine
+            texts = self._vocabulary_texts = self._vocabulary_texts or vocabulary_texts(self.tokenizer, raw.numel())
+            logprob, top = top_logprobs(raw, token_id, raw.numel())
+            return (TokenLogprob(texts[token_id], token_id, logprob, tuple((texts[i], i, lp) for i, lp in top)),)
         logprob, top = top_logprobs(raw, token_id, params.top_logprobs)
         token = self.tokenizer.decode([token_id])
         alternatives = tuple((self.tokenizer.decode([i]), i, lp) for i, lp in top)
@@ -377,7 +387,8 @@ class ModelWorker:
             sequence.emit(TextDelta(tail, 0))
         self._leave(sequence)
         self.finished.append((sequence.request_id, reason, sequence.generated))
-        sequence.emit(Finished(reason, sequence.prompt_tokens, sequence.generated, sequence.last_token))
+        sequence.emit(Finished(reason, sequence.prompt_tokens, sequence.generated, sequence.last_token,
+                               cached_tokens=sequence.reused))
 
     def _leave(self, sequence: RequestState) -> None:
         """Free the sequence's slot; the last running sequence's keys/values move into it."""
@@ -403,8 +414,8 @@ class ModelWorker:
 def is_plain_greedy(sequence: RequestState) -> bool:
     """Greedy with nothing that changes the logits: the batch-wide argmax is this sequence's token."""
     params = sequence.request.params
-    return params.is_greedy and not (params.logit_bias or params.repetition_penalty != 1.0
-                                     or params.presence_penalty or params.frequency_penalty)
+    return params.is_greedy and sequence.rules is None and not (
+        params.logit_bias or params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty)
 
 
 def common_prefix(ids: list[int], other: list[int], other_length: int, limit: int) -> int:

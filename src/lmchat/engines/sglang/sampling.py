@@ -13,6 +13,8 @@ from lmchat.errors import ConfigError
 from lmchat.generation.sampling import SamplingParams
 
 ADAPTER_NAME = "lmchat-adapter"
+# What the engine honours: SGLang's sampling parameters have no bad-word list and no allowed-token list
+SGLANG_OPTIONS = frozenset(SamplingParams.model_fields) - {"bad_words", "allowed_token_ids"}
 
 
 def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None = None,
