@@ -54,6 +54,17 @@ def answer_ids(client, **extra) -> tuple[list[int], object]:
     return [int(token.token.removeprefix("token_id:")) for token in tokens], chat
 
 
+def word_of(engine, ids: list[int], length: int) -> tuple[str, tuple[tuple[int, ...], ...]]:
+    """A word of ``length`` tokens in the answer ``ids`` that tokenizes back to tokens found there (a random model
+    writes tokens that may spell another tokenization), and the token sequences banning it bans."""
+    for start in range(len(ids) - length + 1):
+        word = engine.detokenize(ids[start:start + length])
+        banned = bad_words_token_ids([word], engine.tokenize) if word.strip() else ()
+        if any(len(sequence) == length and contains(ids, sequence) for sequence in banned):
+            return word, banned
+    raise AssertionError(f"no {length}-token word of the answer {ids} tokenizes back to its tokens")
+
+
 def contains(ids: list[int], sequence: tuple[int, ...]) -> bool:
     return any(tuple(ids[i:i + len(sequence)]) == sequence for i in range(len(ids) - len(sequence) + 1))
 
@@ -86,12 +97,10 @@ def test_min_tokens_defers_stop_strings(server, client):
 # --- bad_words and allowed_token_ids --------------------------------------------------------------------------
 def test_bad_words_are_never_completed(server, client):
     engine = server.chat_model.engine
-    ids, _ = answer_ids(client, max_tokens=6)
-    words = [engine.detokenize(ids[:1]), engine.detokenize(ids[1:3])]  # a one-token and a two-token word
-    for word in words:
-        banned = bad_words_token_ids([word], engine.tokenize)
-        assert banned and any(contains(ids, sequence) for sequence in banned)  # the plain answer has it
-        new_ids, _ = answer_ids(client, max_tokens=6, extra_body={"bad_words": [word]})
+    ids, _ = answer_ids(client, max_tokens=8)
+    for length in (1, 2):  # a one-token and a two-token word of the plain answer
+        word, banned = word_of(engine, ids, length)
+        new_ids, _ = answer_ids(client, max_tokens=8, extra_body={"bad_words": [word]})
         assert not any(contains(new_ids, sequence) for sequence in banned), (word, new_ids)
         assert new_ids != ids
 
@@ -209,9 +218,7 @@ def test_llamacpp_min_tokens_bad_words_and_allowed_ids(llamacpp):
     assert (held.response_length, held.finish_reason) == (5, "stop")
     [plain] = model.chat(MESSAGES, logprobs=True)
     ids = [token.token_id for token in plain.logprobs]
-    word = model.engine.detokenize(ids[1:3])
-    banned = bad_words_token_ids([word], model.engine.tokenize)
-    assert any(contains(ids, sequence) for sequence in banned)
+    word, banned = word_of(model.engine, ids, 2)
     [avoided] = model.chat(MESSAGES, logprobs=True, bad_words=[word])
     assert not any(contains([t.token_id for t in avoided.logprobs], sequence) for sequence in banned)
     allowed = sorted({ids[0], ids[3], 1234})
