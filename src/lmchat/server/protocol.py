@@ -21,7 +21,7 @@ from lmchat.server.protocol_messages import (
     StrictModel,
     as_dicts,
 )
-from lmchat.server.protocol_vllm import VllmChatFields, VllmSamplingFields
+from lmchat.server.protocol_vllm import PromptLogprobs, VllmChatFields, VllmSamplingFields
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
@@ -261,16 +261,6 @@ class UsageInfo(OpenAIResponse):
     prompt_tokens_details: PromptTokensDetails | None = None  # cached_tokens: prompt tokens the engine reused
     omit_if_none = frozenset({"prompt_tokens_details"})
 
-
-class PromptLogprob(OpenAIResponse):
-    """vLLM's prompt log-probability of one token (``prompt_logprobs``: ``{token_id: PromptLogprob}``)."""
-
-    logprob: float
-    rank: int | None = None
-    decoded_token: str | None = None
-
-
-PromptLogprobs = list[dict[str, PromptLogprob] | None]
 
 
 class FunctionCall(OpenAIResponse):

@@ -74,6 +74,17 @@ class VllmSamplingFields(BaseModel):
         return {name: value for name, value in options.items() if value is not None}
 
 
+class PromptLogprob(BaseModel):
+    """vLLM's log-probability of one prompt token (``prompt_logprobs``: ``{token_id: PromptLogprob}``)."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
+
+
 class VllmChatFields(BaseModel):
     """vLLM's chat-only extras: how the template renders the conversation."""
 

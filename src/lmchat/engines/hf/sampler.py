@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from lmchat.engines.events import TokenLogprob
 from lmchat.generation.sampling import SamplingParams
 
 
@@ -90,6 +91,17 @@ def vocabulary_texts(tokenizer, vocab_size: int) -> list[str]:
     """Every token id's text (ids past the tokenizer's own, in a padded vocabulary, as empty strings)."""
     size = min(vocab_size, len(tokenizer))
     return list(tokenizer.batch_decode([[i] for i in range(size)])) + [""] * (vocab_size - size)
+
+
+def logprob_event(tokenizer, raw_logits: torch.Tensor, token_id: int, k: int, texts: list[str] | None) -> TokenLogprob:
+    """The chosen token's log-probability and its ``k`` best alternatives (-1: the whole vocabulary, named by
+    ``texts``, every token's text)."""
+    if k == -1:
+        logprob, top = top_logprobs(raw_logits, token_id, raw_logits.numel())
+        return TokenLogprob(texts[token_id], token_id, logprob, tuple((texts[i], i, value) for i, value in top))
+    logprob, top = top_logprobs(raw_logits, token_id, k)
+    alternatives = tuple((tokenizer.decode([i]), i, value) for i, value in top)
+    return TokenLogprob(tokenizer.decode([token_id]), token_id, logprob, alternatives)
 
 
 def top_logprobs(raw_logits: torch.Tensor, token_id: int, k: int) -> tuple[float, list[tuple[int, float]]]:

@@ -10,7 +10,7 @@ import torch
 
 from lmchat.engines.base import GenerationRequest
 from lmchat.engines.events import EngineEvent
-from lmchat.engines.hf.sampler import make_generator
+from lmchat.engines.hf.sampler import make_generator, mask_tokens
 from lmchat.generation.detokenize import IncrementalDetokenizer
 from lmchat.generation.token_rules import TokenRules
 
@@ -41,9 +41,12 @@ class RequestState:
     allowed: torch.Tensor | None = None  # allowed_token_ids as a mask over the logits (made at the first step)
     reused: int = 0  # prompt tokens whose keys/values were copied from another sequence
 
-    @property
-    def answer_ids(self) -> list[int]:
-        return self.ids[self.prompt_tokens:]
+    def mask_by_rules(self, logits: torch.Tensor) -> None:
+        """Write this answer's token rules (min_tokens, bad_words, allowed_token_ids) into its logits, in place."""
+        if self.rules.allowed is not None and self.allowed is None:
+            self.allowed = torch.zeros(logits.numel(), dtype=torch.bool)
+            self.allowed[list(self.rules.allowed)] = True
+        mask_tokens(logits, self.rules.banned(self.ids[self.prompt_tokens:]), self.allowed)
 
     @property
     def request_id(self) -> str:

@@ -24,7 +24,7 @@ from lmchat.engines.events import Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf.multimodal import prefill_media_chunk, shareable_length
 from lmchat.engines.hf.native import NativeBuild
 from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
-from lmchat.engines.hf.sampler import apply_penalties, choose_token, mask_tokens, top_logprobs, vocabulary_texts
+from lmchat.engines.hf.sampler import apply_penalties, choose_token, logprob_event, vocabulary_texts
 from lmchat.engines.hf.scheduler import Scheduler
 from lmchat.engines.hf.sequence import RequestState
 from lmchat.errors import (
@@ -342,10 +342,7 @@ class ModelWorker:
             sequence.counts = torch.zeros(raw.numel(), dtype=torch.int32)
         logits = apply_penalties(raw, params, torch.tensor(sequence.ids), sequence.counts)
         if sequence.rules is not None:
-            if sequence.rules.allowed is not None and sequence.allowed is None:
-                sequence.allowed = torch.zeros(raw.numel(), dtype=torch.bool)
-                sequence.allowed[list(sequence.rules.allowed)] = True
-            mask_tokens(logits, sequence.rules.banned(sequence.answer_ids), sequence.allowed)
+            sequence.mask_by_rules(logits)
         return choose_token(logits, params, sequence.generator)
 
     def _emit_token(self, sequence: RequestState, raw: torch.Tensor, token_id: int) -> None:
@@ -372,14 +369,9 @@ class ModelWorker:
         params = sequence.request.params
         if not params.logprobs:
             return ()
-        if params.top_logprobs == -1:  # the whole vocabulary: every token's text decoded once per engine
-            texts = self._vocabulary_texts = self._vocabulary_texts or vocabulary_texts(self.tokenizer, raw.numel())
-            logprob, top = top_logprobs(raw, token_id, raw.numel())
-            return (TokenLogprob(texts[token_id], token_id, logprob, tuple((texts[i], i, lp) for i, lp in top)),)
-        logprob, top = top_logprobs(raw, token_id, params.top_logprobs)
-        token = self.tokenizer.decode([token_id])
-        alternatives = tuple((self.tokenizer.decode([i]), i, lp) for i, lp in top)
-        return (TokenLogprob(token, token_id, logprob, alternatives),)
+        if params.top_logprobs == -1 and self._vocabulary_texts is None:  # every token's text, decoded once
+            self._vocabulary_texts = vocabulary_texts(self.tokenizer, raw.numel())
+        return (logprob_event(self.tokenizer, raw, token_id, params.top_logprobs, self._vocabulary_texts),)
 
     def _finish(self, sequence: RequestState, reason: str) -> None:
         tail = sequence.detokenizer.flush()

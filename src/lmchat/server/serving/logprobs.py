@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from lmchat.engines.events import TokenLogprob
 from lmchat.errors import UnsupportedError
-from lmchat.server.protocol import PromptLogprob, PromptLogprobs
+from lmchat.server.protocol_vllm import PromptLogprob, PromptLogprobs
 
 if TYPE_CHECKING:
     from lmchat.chat.prepare import PreparedChat
