@@ -99,10 +99,13 @@ def test_our_engines_honour_the_token_rules(name, package):
     assert {"min_tokens", "bad_words", "allowed_token_ids"} <= options
 
 
-def test_sglang_refuses_the_token_lists_it_has_no_parameter_for():
-    from lmchat.engines.sglang.sampling import SGLANG_OPTIONS
+def test_sglang_refuses_the_token_lists_and_the_whole_vocabulary():
+    from lmchat.engines.sglang.sampling import SGLANG_OPTIONS, to_sglang_generate_kwargs
+    from lmchat.errors import UnsupportedError
 
     assert not {"bad_words", "allowed_token_ids"} & SGLANG_OPTIONS and "min_tokens" in SGLANG_OPTIONS
+    with pytest.raises(UnsupportedError, match="top_logprobs -1"):
+        to_sglang_generate_kwargs(SamplingParams(logprobs=True, top_logprobs=-1))
 
 
 def test_vllm_sampling_defaults_greedy_and_no_logprobs():

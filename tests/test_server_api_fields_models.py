@@ -241,3 +241,6 @@ def test_llamacpp_cached_tokens_whole_vocabulary_and_no_prompt_logprobs(llamacpp
                      param="prompt_logprobs")
         usage = http.post("/v1/chat/completions", json={"messages": conversation, "max_tokens": 1}).json()["usage"]
         assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+        native = [http.post("/completion", json={"prompt": PROMPT, "n_predict": 1}).json() for _ in range(2)]
+        timings = native[1]["timings"]  # llama-server's split: cells reused, tokens computed
+        assert (timings["cache_n"], timings["prompt_n"]) == (native[1]["tokens_evaluated"] - 1, 1)
