@@ -215,6 +215,9 @@ def test_vllm_mapping_builds_real_sampling_params():
     vllm = pytest.importorskip("vllm")
     native = vllm.SamplingParams(**to_vllm_sampling_kwargs(FULL, max_tokens=100))
     assert native.top_k == 40 and native.seed == 42 and native.logprobs == 3 and native.min_tokens == 4
+    rules = SamplingParams(bad_words=["foo"], allowed_token_ids=[3, 5])
+    native = vllm.SamplingParams(**to_vllm_sampling_kwargs(rules, max_tokens=10))
+    assert native.bad_words == ["foo"] and native.allowed_token_ids == [3, 5]
 
 
 # --- SGLang ---------------------------------------------------------------------------------------------
