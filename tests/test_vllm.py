@@ -94,6 +94,18 @@ def test_greedy_logprobs_rank_the_chosen_token_first(vllm_model):
     assert [lp for chunk in chunks for lp in chunk.logprobs] == list(response.logprobs)
 
 
+def test_vllm_honours_allowed_token_ids_and_bad_words(vllm_model):
+    """vLLM's own token lists, mapped (not lmchat's token rules): only allowed ids come; a banned token never."""
+    [plain] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, **GREEDY)
+    ids = [token.token_id for token in plain.logprobs]
+    allowed = sorted(set(ids[1:3]))
+    [only] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, allowed_token_ids=allowed, **GREEDY)
+    assert {token.token_id for token in only.logprobs} <= set(allowed)
+    word = vllm_model.engine.detokenize(ids[:1])
+    [avoided] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, bad_words=[word], **GREEDY)
+    assert avoided.logprobs[0].token_id != ids[0] or vllm_model.engine.tokenize(word.lstrip()) != ids[:1]
+
+
 def test_a_request_vllm_rejects_fails_before_any_answer(vllm_model):
     before = list(vllm_model.engine.finished)
     with pytest.raises(InvalidRequestError, match="logit_bias names token id 10000000"):  # the facade's check
