@@ -286,6 +286,12 @@ def test_sglang_incremental_chunks_and_logprobs():
     assert reader.read(last) == [TextDelta(" there", 1, logprobs=(there,)), Finished("length", 5, 2, None)]
 
 
+def test_sglang_reports_the_prompt_tokens_its_cache_reused():
+    reader = ChunkReader(prompt_tokens=5, incremental=True, logprobs=False)
+    [*_, finished] = reader.read(_chunk("Hi", 1, {"type": "length", "length": 1}, cached_tokens=4))
+    assert finished == Finished("length", 5, 1, None, cached_tokens=4)
+
+
 def test_sglang_cumulative_logprobs_are_sent_once():
     reader = ChunkReader(prompt_tokens=5, incremental=False, logprobs=True)
     one = [(-0.1, 11, "a")]
