@@ -25,7 +25,7 @@ import time, json, sys
 t0 = float(sys.argv[1])
 from lmchat import ChatModel
 t_import = time.time()
-model = ChatModel({"max_new_tokens": 8, "do_sample": False})
+model = ChatModel({"max_new_tokens": 8, "do_sample": False, "infer_backend": %r})
 t_ready = time.time()
 for piece in model.stream_chat([{"role": "user", "content": %r}]):
     if piece:
@@ -35,7 +35,7 @@ runner = getattr(getattr(model.engine, "worker", None), "runner", None)
 print(json.dumps({"import": t_import - t0, "ready": t_ready - t0, "first": t_first - t0,
                   "runner": getattr(runner, "name", "")}))
 model.close()
-""" % QUESTION
+"""
 
 TRANSFORMERS = """
 import time, json, sys, threading
@@ -80,7 +80,8 @@ t_first = time.time()
 print(json.dumps({"import": t_import - t0, "ready": t_ready - t0, "first": t_first - t0, "runner": variant}))
 """ % QUESTION
 
-CONTENDERS = {"lmchat (transformers engine)": LMCHAT, "transformers from_pretrained + generate": TRANSFORMERS,
+CONTENDERS = {"lmchat (transformers engine)": LMCHAT % ("hf", QUESTION),
+              "lmchat (llama.cpp engine)": LMCHAT % ("llamacpp", QUESTION), "transformers from_pretrained + generate": TRANSFORMERS,
               "llama-cpp-python (GGUF)": LLAMA_CPP}
 
 

@@ -93,6 +93,19 @@ def test_sampler_api_on_ray_equals_the_local_sampler(ray_cluster, fake_script):
     assert sampler.model_name == "fake-echo"
 
 
+def test_rows_over_the_runs_token_cap_are_counted_on_ray_as_locally(ray_cluster, fake_script):
+    script = fake_script()
+    config = {"infer_backend": "fake", "model_name_or_path": script, "max_new_tokens": 12}
+    rows = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": budget}}
+            for i, budget in enumerate([1000, 2, 50, 12])]
+    with Sampler(config) as local:
+        local.batch_infer(rows)
+    with RaySampler(config, replicas=2, address=ray_cluster.address) as sampler:
+        sampler.batch_infer(rows)
+    assert local.capped_rows == sampler.capped_rows == 2  # 1000 and 50 cut to 12; 2 and 12 kept
+
+
 def test_a_killed_replica_loses_no_row_and_writes_none_twice(ray_cluster, fake_script, tmp_path):
     script = fake_script(delay=0.02, replies=["a b c d e f g h i j"])
     rows = load_rows(inputs=[write_jsonl(tmp_path / "in.jsonl",

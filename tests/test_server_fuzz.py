@@ -29,8 +29,10 @@ EXAMPLES = 115  # per route with a body, valid and broken each, and for GET /v1/
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
-    chat = write_script(folder / "chat", name="fake-model", chat_template=TEMPLATE, context_length=512)
-    reward = write_script(folder / "reward", name="fake-model", reward=True)
+    pooling = {"embedding_size": 8}  # /v1/embeddings, /v1/score and /v1/rerank answer 200s too
+    chat = write_script(folder / "chat", name="fake-model", chat_template=TEMPLATE, context_length=512,
+                        pooling=pooling)
+    reward = write_script(folder / "reward", name="fake-model", reward=True, pooling=pooling)
     with ThreadServer({"infer_backend": "fake", "model_name_or_path": chat}, max_queue=256) as chat_server, \
             ThreadServer({"infer_backend": "fake", "model_name_or_path": reward}) as reward_server:
         yield chat_server, reward_server
@@ -63,6 +65,13 @@ class Fuzzer:
 
     def check_stream(self, text: str, path: str) -> None:
         events = sse_data(text.splitlines())
+        if path.endswith("/responses"):  # Responses events: typed, numbered, no [DONE]; the last one ends it
+            assert events and events[-1]["type"] in ("response.completed", "response.incomplete", "error"), text
+            assert [event["sequence_number"] for event in events] == list(range(len(events)))
+            for event in events:
+                if "response" in event:
+                    self.validate(event["response"], {"$ref": "#/components/schemas/ResponseObject"})
+            return
         assert events and events[-1] == "[DONE]", text[-500:]
         chunk = "ChatCompletionStreamResponse" if "chat" in path else "CompletionResponse"
         for event in events[:-1]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmchat.batch.rows import Row
-from lmchat.batch.sampler import DEFAULT_CONCURRENCY, Sample, as_rows
+from lmchat.batch.sampler import DEFAULT_CONCURRENCY, Sample, as_rows, capped_generation, run_token_cap
 from lmchat.errors import ConfigError, InvalidRequestError
 
 
@@ -114,7 +114,9 @@ class RaySampler:
         if not isinstance(model, Mapping):
             raise ConfigError("The Ray executor needs the model's config (a dict); each replica opens its own "
                               "ChatModel from it.", param="model")
-        self.model_config = _checked_config(model, generation)
+        self.model_config, config = _checked_config(model, generation)
+        self.max_new_tokens_cap = run_token_cap(config)  # each replica's Sampler caps rows by it; counted here
+        self.capped_rows = 0
         self.plan = RayPlan(replicas, concurrency, gpus_per_replica, cpus_per_replica, start_timeout)
         self.generation = generation
         self.address = address
@@ -171,6 +173,8 @@ class RaySampler:
                     continue  # a batch run again after its replica died: its rows are already written
                 seen.add(sample.id)
                 self._count(item)
+                self.capped_rows += capped_generation(self.generation, sample.row.generation,
+                                                      self.max_new_tokens_cap)[1]
                 yield sample
         except ray.exceptions.GetTimeoutError:
             raise ConfigError(
@@ -226,15 +230,16 @@ def _configure(context: Any, plan: RayPlan) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _checked_config(model: Mapping[str, Any], generation: Mapping[str, Any]) -> dict[str, Any]:
-    """The config, validated here (unknown keys, bad generation options) before any replica starts."""
+def _checked_config(model: Mapping[str, Any], generation: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The config, validated here (unknown keys, bad generation options) before any replica starts: the dict the
+    replicas open, and its ModelConfig."""
     from lmchat.config.model_config import ModelConfig
     from lmchat.generation.sampling import resolve_sampling
 
     config = ModelConfig.from_dict(dict(model))
     template_keys = ("chat_template_kwargs", "enable_thinking")
     resolve_sampling(config.generation_defaults(), {k: v for k, v in generation.items() if k not in template_keys})
-    return dict(model)
+    return dict(model), config
 
 
 def _check(condition: bool, message: str, param: str) -> None:

@@ -57,6 +57,32 @@ class Sample:
         return sum(answer.response_length for answer in self.answers)
 
 
+def run_token_cap(config: Any) -> int | None:
+    """The run's own ``max_new_tokens`` (given by the user, not the default): what caps a row's answer budget."""
+    return config.max_new_tokens if "max_new_tokens" in config.model_fields_set else None
+
+
+def capped_generation(generation: Mapping[str, Any], row_generation: Mapping[str, Any],
+                      cap: int | None) -> tuple[dict[str, Any], bool]:
+    """The run's options with a row's own on top, cut to the run's limits; and whether anything was cut. The
+    limits: ``cap`` (the run's max_new_tokens) for a row's answer budget, and the run's own ``n`` for a row's
+    ``n`` (a row cannot ask for more answers than the run was given)."""
+    merged = {**generation, **row_generation}
+    limits = {key: cap for key in ROW_TOKEN_BUDGETS} if cap is not None else {}
+    if _is_count(generation.get("n")):
+        limits["n"] = generation["n"]
+    over = False
+    for key, limit in limits.items():
+        value = merged.get(key)
+        if _is_count(value) and value > limit:
+            merged[key], over = limit, True
+    return merged, over
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class Sampler:
     """Sample answers from a :class:`ChatModel`: one conversation streamed, or a dataset in one call.
 
@@ -72,9 +98,7 @@ class Sampler:
         self.model = ChatModel(dict(model)) if self._owns_model else model
         self.concurrency = concurrency
         self.generation = generation
-        # the run's own max_new_tokens (given by the user, not the default) caps what a row may ask for
-        config = self.model.config
-        self.max_new_tokens_cap = config.max_new_tokens if "max_new_tokens" in config.model_fields_set else None
+        self.max_new_tokens_cap = run_token_cap(self.model.config)
         self.capped_rows = 0
         try:  # a bad option fails here, once, not on every row
             self.model.resolve_options(**generation)
@@ -115,15 +139,7 @@ class Sampler:
 
     def _row_generation(self, row: Row) -> dict[str, Any]:
         """The run's options with the row's own on top; a row's token budget cannot exceed the run's cap."""
-        generation = {**self.generation, **row.generation}
-        cap = self.max_new_tokens_cap
-        if cap is None:
-            return generation
-        over = False
-        for key in ROW_TOKEN_BUDGETS:
-            value = generation.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-                generation[key], over = cap, True
+        generation, over = capped_generation(self.generation, row.generation, self.max_new_tokens_cap)
         self.capped_rows += over
         return generation
 

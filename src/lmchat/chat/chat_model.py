@@ -13,13 +13,16 @@ from lmchat.chat.inputs import check_input
 from lmchat.chat.media import fetch_policy, media_options
 from lmchat.chat.messages import TEXT_PARTS, Media, normalise_tools
 from lmchat.chat.options import CallOptions, check_template_kwargs, resolve_options
+from lmchat.chat.pooling import EmbedOptions, Embeddings, PairScoreResult, text_pairs
+from lmchat.chat.pooling import embed as embed_inputs
+from lmchat.chat.pooling import score_pairs as score_text_pairs
 from lmchat.chat.prepare import (
     PreparedChat,
     TemplateStops,
     aprepare_chat,
-    check_fallback_parser,
     prepare_chat,
     prepare_completion,
+    render_conversation,
 )
 from lmchat.chat.response import ChatChunk, Response
 from lmchat.chat.sequences import stream_answers
@@ -31,7 +34,6 @@ from lmchat.engines.registry import get_engine_class
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError
 from lmchat.parsing import get_tool_parser
 from lmchat.templates.registry import ChatTemplate, resolve_template
-from lmchat.templates.tool_fallback import render_chat
 
 if TYPE_CHECKING:
     from lmchat.media import MediaLoader
@@ -147,15 +149,20 @@ class ChatModel:
                            audios: Any, generation: dict[str, Any]) -> tuple[bool, ChatTemplate, dict[str, Any]]:
         """The checks every chat call starts with, the call's template and ``prepare_chat``'s keyword arguments;
         also whether the call has media (given, or as content parts)."""
+        self._require_generative()
         template = self._call_template(generation.pop("chat_template", None))
-        if self.engine.info.is_reward_model:
-            raise UnsupportedError(
-                f"'{self.engine.info.name}' is a reward model: use get_scores, not chat.", param="model"
-            )
         media = Media(*(_media_items(value, name) for value, name in
                         ((images, "images"), (videos, "videos"), (audios, "audios"))))
         kwargs = {"system": system, "tools": tools, "media": media, "options": self.resolve_options(**generation)}
         return bool(media) or has_media_parts(messages), template, kwargs
+
+    def _require_generative(self) -> None:
+        info = self.engine.info
+        if info.is_reward_model:
+            raise UnsupportedError(f"'{info.name}' is a reward model: use get_scores, not chat.", param="model")
+        if not self.engine.can_generate:
+            raise UnsupportedError(f"'{info.name}' is an embedding model: use embed (the server's /v1/embeddings), "
+                                   "not chat.", param="model")
 
     def _call_template(self, source: str | None) -> ChatTemplate:
         if source is None:
@@ -182,12 +189,9 @@ class ChatModel:
         check_input(tools, "tools")
         kwargs = check_template_kwargs(kwargs)
         kwargs.setdefault("enable_thinking", self.config.enable_thinking)
-        rendered = render_chat(messages, self.template, tools=normalise_tools(tools),
-                               add_generation_prompt=add_generation_prompt,
-                               special_tokens=self.engine.info.special_tokens, **kwargs)
-        if rendered.tool_fallback:
-            check_fallback_parser(self.template, self.config.tool_parser)
-        return rendered.prompt
+        return render_conversation(messages, self.template, self.config.tool_parser, self.engine,
+                                   tools=normalise_tools(tools), add_generation_prompt=add_generation_prompt,
+                                   **kwargs).prompt
 
     # --- async API ------------------------------------------------------------------------------------
     async def astream_chunks(self, prepared: PreparedChat, request_id: str | None = None) -> AsyncIterator[ChatChunk]:
@@ -238,6 +242,22 @@ class ChatModel:
             )
         return await self.engine.score(list(batch_input), generation.get("max_length"))
 
+    async def aembed(self, input: Any, *, normalize: bool | None = None, dimensions: int | None = None,
+                     truncate_prompt_tokens: int | None = None, add_special_tokens: bool = True) -> Embeddings:
+        """Embeddings of ``input`` (a string, token ids, or a list of either), one vector per input, normalised
+        unless ``normalize=False``; ``dimensions`` keeps the first N values of a matryoshka model's vectors."""
+        options = EmbedOptions(normalize=normalize is not False, dimensions=dimensions,
+                               truncate_prompt_tokens=truncate_prompt_tokens, add_special_tokens=add_special_tokens)
+        return await embed_inputs(self.engine, input, options)
+
+    async def ascore_pairs(self, text_1: str | Sequence[str], text_2: str | Sequence[str], *,
+                           truncate_prompt_tokens: int | None = None, use_activation: bool | None = None
+                           ) -> PairScoreResult:
+        """Relevance scores of text pairs (vLLM's pairing of ``text_1`` and ``text_2``): a cross-encoder's or reward
+        model's head on each pair (sigmoid unless ``use_activation=False``), or an embedding model's cosine."""
+        return await score_text_pairs(self.engine, text_pairs(text_1, text_2), truncate_prompt_tokens,
+                                      use_activation)
+
     # --- sync API -------------------------------------------------------------------------------------
     def chat(self, messages: Messages, system: str | None = None, tools: Any = None, images=None, videos=None,
              audios=None, **generation: Any) -> list[Response]:
@@ -257,6 +277,15 @@ class ChatModel:
 
     def get_scores(self, batch_input: Sequence[str], **generation: Any) -> list[float]:
         return self._loop.run(self.aget_scores(batch_input, **generation))
+
+    def embed(self, input: Any, **options: Any) -> Embeddings:
+        """:meth:`aembed` from synchronous code."""
+        return self._loop.run(self.aembed(input, **options))
+
+    def score_pairs(self, text_1: str | Sequence[str], text_2: str | Sequence[str], **options: Any
+                    ) -> PairScoreResult:
+        """:meth:`ascore_pairs` from synchronous code."""
+        return self._loop.run(self.ascore_pairs(text_1, text_2, **options))
 
     def run_sync(self, coroutine: Any) -> Any:
         """Run a coroutine of this model's async API on its background loop (for sync wrappers built on it)."""

@@ -35,7 +35,7 @@ from lmchat.structured.requests import pop_constraint
 from lmchat.templates.continuation import cut_after_final_message
 from lmchat.templates.fim import fill_in_middle_prompt
 from lmchat.templates.registry import ChatTemplate
-from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER, render_chat
+from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER, RenderedChat, render_chat
 
 if TYPE_CHECKING:
     from lmchat.media import MediaLoader
@@ -156,10 +156,8 @@ def plan_chat(
     structured = StructuredRequest.of(options.constraint, normalise_tools(tools), options.tool_choice,
                                       options.parallel_tool_calls)
     tool_list = structured.prompt_tools
-    rendered = render_chat(conversation, template, tools=tool_list, special_tokens=engine.info.special_tokens,
-                           documents=options.documents, **options.template_kwargs)
-    if rendered.tool_fallback:
-        check_fallback_parser(template, config.tool_parser)
+    rendered = render_conversation(conversation, template, config.tool_parser, engine, tools=tool_list,
+                                   documents=options.documents, **options.template_kwargs)
     prompt = rendered.prompt
     if options.template_kwargs.get("continue_final_message"):
         prompt = cut_after_final_message(prompt, conversation)
@@ -241,6 +239,16 @@ def prompt_cutoff(config: ModelConfig, params: SamplingParams, context_length: i
         )
     limits = [limit for limit in (config.cutoff_len, keep) if limit is not None]
     return min(limits) if limits else None
+
+
+def render_conversation(conversation: Sequence[Mapping[str, Any]], template: ChatTemplate,
+                        tool_parser: str | None, engine: BaseEngine, **render: Any) -> RenderedChat:
+    """The template's rendering of ``conversation`` (``render``: tools, add_generation_prompt, the template's
+    keyword arguments), refused where tools fell back to the default tool prompt that ``tool_parser`` cannot read."""
+    rendered = render_chat(conversation, template, special_tokens=engine.info.special_tokens, **render)
+    if rendered.tool_fallback:
+        check_fallback_parser(template, tool_parser)
+    return rendered
 
 
 def check_fallback_parser(template: ChatTemplate, configured_tool_parser: str | None) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("lmchat.config")
 
-ENGINE_SETTINGS = ("quantization_bit", "rope_scaling", "flash_attn", "model_max_length")
+ENGINE_SETTINGS = ("quantization_bit", "rope_scaling", "flash_attn", "model_max_length", "pooling_type")
 """Settings an engine must declare it honours (``Capabilities.settings``) before they may differ from their default;
 anything else is refused, naming the setting."""
 

@@ -28,9 +28,10 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     device: torch.device
-    kind: str  # "generative", "sequence_classification" or "value_head"
+    kind: str  # "generative", "sequence_classification", "value_head" or "embedding" (an encoder: no head)
     value_head: tuple[torch.Tensor, torch.Tensor] | None = None
     processor: Any = None  # a vision/audio model's processor (lmchat.engines.hf.processor), else None
+    source: str = ""  # the folder (or hub id) it was loaded from
 
 
 def resolve_source(config: ModelConfig) -> tuple[str, str]:
@@ -74,6 +75,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     """Load tokenizer and weights, apply LoRA adapters, and detect reward models."""
     from transformers import (
         AutoConfig,
+        AutoModel,
         AutoModelForCausalLM,
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -99,7 +101,8 @@ def load_model(config: ModelConfig) -> LoadedModel:
         tokenizer = getattr(processor, "tokenizer", tokenizer)
         model_class = multimodal_model_class(model_config)
     else:
-        model_class = AutoModelForSequenceClassification if kind == "sequence_classification" else AutoModelForCausalLM
+        model_class = {"sequence_classification": AutoModelForSequenceClassification,
+                       "embedding": AutoModel}.get(kind, AutoModelForCausalLM)
     attention = attention_implementation(config.flash_attn, device)
     if attention:
         hub["attn_implementation"] = attention
@@ -107,7 +110,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     model = apply_adapters(model, config.adapter_name_or_path or [])
     model.to(device).eval()
     value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
-    return LoadedModel(name, model, tokenizer, device, kind, value_head, processor)
+    return LoadedModel(name, model, tokenizer, device, kind, value_head, processor, source)
 
 
 def multimodal_model_class(model_config: Any) -> Any:
@@ -175,6 +178,9 @@ def _model_kind(model_config: Any, source: str) -> str:
         return "sequence_classification"
     if any((Path(source) / name).is_file() for name in VALUE_HEAD_FILES):
         return "value_head"
+    if (Path(source) / "modules.json").is_file() or (architectures and all(
+            arch.endswith("Model") and not arch.endswith("LMHeadModel") for arch in architectures)):
+        return "embedding"  # a sentence-transformers folder, or a bare encoder (BertModel, LlamaModel, ...)
     return "generative"
 
 

@@ -80,7 +80,7 @@ def _video_processor(config: dict[str, Any]) -> Any:
     from lmchat.engines.hf.frames import frame_processor
 
     made = frame_processor(config)
-    return made if made is not None else UnavailableVideoProcessor(NO_TORCHVISION)
+    return made if made is not None else unavailable_video_processor(NO_TORCHVISION)
 
 
 @functools.cache
@@ -98,25 +98,32 @@ def _lenient(cls: type) -> type:
                                        "__module__": cls.__module__})
 
 
-def _unavailable_base() -> type:
+@functools.cache
+def _unavailable_video_processor_class() -> type:
+    """The stand-in class, made on first use: its base comes from transformers' video processing module, whose
+    import (~3 s, with the image-processing stack) a text-only model never needs."""
     from transformers.video_processing_utils import VideoProcessorMixin
 
-    return VideoProcessorMixin
+    class UnavailableVideoProcessor(VideoProcessorMixin):
+        """Stands in for a video processor that cannot run here; refuses video with the reason."""
+
+        model_input_names: list[str] = []
+
+        def __init__(self, reason: str) -> None:
+            self.unavailable = reason
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            raise UnsupportedError(f"This model cannot take video here: {self.unavailable}.", param="videos")
+
+        def to_dict(self) -> dict[str, Any]:
+            return {}
+
+    return UnavailableVideoProcessor
 
 
-class UnavailableVideoProcessor(_unavailable_base()):
-    """Stands in for a video processor that cannot run here; refuses video with the reason."""
-
-    model_input_names: list[str] = []
-
-    def __init__(self, reason: str) -> None:
-        self.unavailable = reason
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise UnsupportedError(f"This model cannot take video here: {self.unavailable}.", param="videos")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {}
+def unavailable_video_processor(reason: str) -> Any:
+    """A video processor that refuses video, saying ``reason``."""
+    return _unavailable_video_processor_class()(reason)
 
 
 def _json(source: str, name: str, hub: dict[str, Any]) -> dict[str, Any]:

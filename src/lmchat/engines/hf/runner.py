@@ -261,21 +261,42 @@ def enable_native(runner: SlotRunner, module: Any) -> bool:
     return True
 
 
+# The startup check's two prompts (token ids, taken modulo the vocabulary) and the five prefixes whose last logits
+# it compares: after the chunked prefill, the second prefill, the batched decode step, and the one-row step.
+_CHECK_FIRST, _CHECK_SECOND = [7 * i + 3 for i in range(10)], [5 * i + 11 for i in range(5)]
+
+
 @torch.inference_mode()
 def _slot_runner_matches(model: Any, runner: SlotRunner, device: torch.device) -> bool:
     """Two prompts of different lengths, one prefilled in two chunks, one batched decode step, then a step of the
     first prompt alone (one row: the most common step, which may take another path)."""
     vocab = model.config.get_text_config().vocab_size
-    first, second = [(7 * i + 3) % vocab for i in range(10)], [(5 * i + 11) % vocab for i in range(5)]
+    first, second = [i % vocab for i in _CHECK_FIRST], [i % vocab for i in _CHECK_SECOND]
     runner.reserve(2, 16)
     runner.prefill(0, first[:4], 0)
     got = [runner.prefill(0, first[4:8], 4), runner.prefill(1, second[:4], 0)]
     got.extend(runner.decode([first[8], second[4]], [8, 4], [True, True]))
     got.extend(runner.decode([first[9]], [9], [True]))
-    expected = [_plain_last_logits(model, ids, device) for ids in (first[:8], second[:4], first[:9], second, first)]
+    expected = _plain_check_logits(model, device)
     tolerance = 1e-3 if model.dtype == torch.float32 else 5e-2
     return all(torch.allclose(a, b, atol=tolerance * b.abs().max().item(), rtol=0) for a, b in zip(got, expected))
 
 
-def _plain_last_logits(model: Any, ids: list[int], device: torch.device) -> torch.Tensor:
-    return model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1].float()
+def _plain_check_logits(model: Any, device: torch.device) -> list[torch.Tensor]:
+    """The plain forward's last logits for the check's five prefixes, computed once per model (the lean check and
+    the native check compare against the same ones). The mask is causal, so two forward passes over the two whole
+    prompts give every prefix's last logits: ``first[:8]``, ``second[:4]``, ``first[:9]``, ``second``, ``first``."""
+    cached = getattr(model, "_lmchat_check_logits", None)
+    if cached is not None:
+        return cached
+    vocab = model.config.get_text_config().vocab_size
+    first = _plain_logits(model, [i % vocab for i in _CHECK_FIRST], device)
+    second = _plain_logits(model, [i % vocab for i in _CHECK_SECOND], device)
+    expected = [first[7], second[3], first[8], second[4], first[9]]
+    model._lmchat_check_logits = expected
+    return expected
+
+
+def _plain_logits(model: Any, ids: list[int], device: torch.device) -> torch.Tensor:
+    """Every position's logits of one plain forward pass (no cache), as float32 ``[len(ids), vocab]``."""
+    return model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0].float()

@@ -26,10 +26,15 @@ def _score_one(loaded: LoadedModel, text: str, max_length: int | None) -> float:
     limit = max_length or getattr(loaded.model.config, "max_position_embeddings", None)
     if limit:
         ids = ids[:limit]
-    inputs = torch.tensor([ids], device=loaded.device)
+    return head_score(loaded, {"input_ids": torch.tensor([ids], device=loaded.device)})
+
+
+def head_score(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> float:
+    """The reward or relevance head on one encoded text (a batch of one): a one-label classifier's logit, or
+    LLaMA-Factory's value head on the last token's state."""
     if loaded.kind == "sequence_classification":
-        return float(loaded.model(input_ids=inputs).logits[0, 0])
-    output = loaded.model(input_ids=inputs, output_hidden_states=True, use_cache=False)
+        return float(loaded.model(**inputs).logits[0, 0])
+    output = loaded.model(**inputs, output_hidden_states=True, use_cache=False)
     last_hidden = output.hidden_states[-1][0, -1]
     weight, bias = loaded.value_head
     return float(last_hidden.to(weight.dtype) @ weight[0] + bias[0])

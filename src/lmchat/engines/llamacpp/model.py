@@ -60,6 +60,11 @@ class LoadedModel:
         return self._model.model
 
     @property
+    def llama_model(self) -> _internals.LlamaModel:
+        """The model's wrapper (a second context, for embeddings, is made on it)."""
+        return self._model
+
+    @property
     def ctx(self):
         return self._context.ctx
 

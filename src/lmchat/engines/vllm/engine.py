@@ -25,9 +25,11 @@ from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_among, special_tokens, token_text
 from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error
+from lmchat.engines.vllm.pooling import matryoshka_sizes, pooling_params_kwargs, pooling_support
 from lmchat.engines.vllm.sampling import ADAPTER_NAME, finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
 from lmchat.errors import (
     ConfigError,
@@ -75,7 +77,10 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
     async def _describe(self) -> None:
         self.tokenizer = self.engine.get_tokenizer()
         model_config = self.engine.model_config
-        is_reward = model_config.runner_type == "pooling"
+        tasks = await self.engine.get_supported_tasks() if model_config.runner_type == "pooling" else ()
+        pooling, pair_scores, notes = pooling_support(tasks)
+        is_reward = model_config.runner_type == "pooling" and pair_scores == "classifier"
+        self.capabilities = dataclasses.replace(type(self).capabilities, pooling=pooling, pooling_notes=notes)
         if self.config.adapter_name_or_path:
             self._lora = await self._load_adapter(self.config.adapter_name_or_path[0])
         self._info = ModelInfo(
@@ -85,6 +90,11 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             context_length=model_config.max_model_len,
             is_reward_model=is_reward,
             vocab_size=getattr(model_config, "get_vocab_size", lambda: None)(),
+            pooling=PoolingInfo(
+                embedding_size=model_config.get_hidden_size(), pooling_type="vllm",
+                matryoshka_dimensions=matryoshka_sizes(getattr(model_config, "is_matryoshka", False),
+                                                       getattr(model_config, "matryoshka_dimensions", None)),
+                embedding_model=pair_scores == "cosine", pair_scores=pair_scores) if pooling else None,
         )
 
     async def _load_adapter(self, path: str) -> LoRARequest:
@@ -159,6 +169,41 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         except VLLMError as exc:
             raise EngineError(f"The vllm engine failed: {exc}") from exc
         return float(data.reshape(-1)[0])
+
+    # --- pooling --------------------------------------------------------------------------------------
+    async def embed(self, request: EmbedRequest) -> list[list[float]]:
+        engine = self._require_engine()
+        return list(await asyncio.gather(*(self._pool(engine, ids, "embed") for ids in request.inputs)))
+
+    async def score_pairs(self, request: PairScoreRequest) -> PairScores:
+        """A classifier's raw score of each pair, as the tokenizer pairs the texts (no token types: a checkpoint
+        whose tokenizer gives them, a BERT cross-encoder, is refused)."""
+        engine, encoded = self._require_engine(), []
+        for i, (first, second) in enumerate(request.pairs):
+            pair = self.tokenizer(first, second, add_special_tokens=True)
+            if any(pair.get("token_type_ids") or ()):
+                raise InvalidRequestError("The vllm engine cannot score pairs with token types (a BERT cross-encoder) "
+                                          "yet; use infer_backend huggingface.", param="model")
+            ids = pair["input_ids"]
+            if len(ids) > request.max_tokens:
+                if not request.truncate:
+                    raise ContextLengthError(f"Text pair {i} is {len(ids)} tokens, too large for the model's context "
+                                             f"of {request.max_tokens} tokens.", param="text_2")
+                ids = ids[len(ids) - request.max_tokens:]
+            encoded.append(ids)
+        scores = await asyncio.gather(*(self._pool(engine, ids, "classify") for ids in encoded))
+        return PairScores(tuple(float(score[0]) for score in scores), sum(map(len, encoded)))
+
+    async def _pool(self, engine: Any, ids: Sequence[int], task: str) -> list[float]:
+        params = PoolingParams(**pooling_params_kwargs(task))
+        try:
+            async for output in engine.encode({"prompt_token_ids": list(ids)}, params, f"pool-{uuid.uuid4().hex}"):
+                data = output.outputs.data
+        except VLLMClientError as exc:
+            raise InvalidRequestError(f"vLLM rejected the pooling request: {exc}") from None
+        except VLLMError as exc:
+            raise EngineError(f"The vllm engine failed: {exc}") from exc
+        return [float(x) for x in data.reshape(-1).tolist()]
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def _require_engine(self) -> Any:

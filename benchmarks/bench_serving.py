@@ -1,0 +1,282 @@
+"""Serving side by side: lmchat (library and server, each engine) against llama.cpp's own ``llama-server`` (and
+vLLM's OpenAI server on CPU when given), at 1, 16 and 64 concurrent streams, in one run.
+
+The table of issue 23 (one stream >= llama-server; 16 streams >= 2x the best peer; 64 streams >= 2x vLLM CPU and
+>= 400 tok/s; the server within 5 % of the library at 1 and 16 streams; TTFT p50 at 16 streams <= 1 s) and of
+issue 15 (the library vs the server vs the peer at 64 streams).
+
+Every contender gets the same 64 distinct questions (rendered by the model's chat template), greedy, and must
+generate exactly ``--new-tokens`` tokens per request (``ignore_eos``); all S requests arrive at once. Tokens/s =
+completion tokens of the S requests / wall time from sending them to the last token; TTFT = time to the first
+streamed token of each request (p50 over the S requests). Contenders run one at a time (a server is started,
+warmed up, measured at every stream count, and stopped), so none competes with another for the cores; each figure
+is the median of ``--repeats`` rounds.
+
+Contenders (``--only`` picks some):
+- ``lmchat library hf`` / ``lmchat library llamacpp``: ``ChatModel.astream_chunks`` on S prepared chats at once,
+  in a subprocess of its own (the transformers engine on the converted checkpoint; the llama.cpp engine on the GGUF)
+- ``lmchat serve hf`` / ``lmchat serve llamacpp``: ``lmchat serve`` on loopback, S streamed chat completions
+- ``llama-server``: llama.cpp's server built from the llama.cpp that llama-cpp-python vendors
+  (``sh tools/llama-server-build.sh``), the same GGUF, ``--parallel`` slots for the largest S, flash attention
+  and q8_0 K/V like lmchat's llama.cpp engine, the same thread count
+- ``vllm serve`` (``--vllm-python .venv-vllm/bin/python``): vLLM's OpenAI server on the converted checkpoint
+
+    python benchmarks/bench_serving.py --llama-server "$(sh tools/llama-server-build.sh)"
+    python benchmarks/bench_serving.py --streams 1 16 --new-tokens 32 --repeats 1 --only "lmchat serve hf"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TOPICS = ["the ocean", "volcanoes", "honey bees", "the moon", "trains", "coffee", "chess", "the Roman empire",
+          "rainforests", "jazz", "glaciers", "bicycles", "owls", "the printing press", "deserts", "octopuses"]
+ASKS = ["Tell me an interesting fact about {}.", "Write a short paragraph about {}.",
+        "Why do people find {} fascinating?", "Explain {} to a ten-year-old."]
+PROMPTS = [ask.format(topic) for ask in ASKS for topic in TOPICS]  # 64 distinct questions
+HOST = "127.0.0.1"
+CONTENDERS = ("lmchat library hf", "lmchat serve hf", "lmchat library llamacpp", "lmchat serve llamacpp",
+              "llama-server", "vllm serve")
+
+
+def messages(i: int) -> list[dict]:
+    return [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def summary(runs: list[tuple[int, float, list[float]]]) -> dict:
+    """runs: (tokens, seconds, per-request TTFTs) per round -> the medians."""
+    rates = [tokens / seconds for tokens, seconds, _ in runs]
+    return {"tokens_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "tokens": runs[0][0],
+            "ttft_p50": statistics.median(statistics.median(ttfts) for _, _, ttfts in runs)}
+
+
+def measure(run_streams, args: argparse.Namespace) -> dict[int, dict]:
+    """One warm-up, then ``repeats`` rounds at each stream count; run_streams(S) -> (tokens, seconds, ttfts)."""
+    run_streams(2)
+    return {streams: summary([run_streams(streams) for _ in range(args.repeats)]) for streams in args.streams}
+
+
+# --- the library, in a subprocess of its own ---------------------------------------------------------------
+LIBRARY = r"""
+import asyncio, json, sys, time
+from lmchat import ChatModel
+args = json.loads(sys.argv[1])
+model = ChatModel(args["config"])
+prompts = [[{"role": "user", "content": p}] for p in args["prompts"]]
+prepared = [model.prepare(m, ignore_eos=True) for m in prompts]
+
+async def one(i, began):
+    ttft, tokens = None, 0
+    async for chunk in model.astream_chunks(prepared[i % len(prepared)]):
+        if ttft is None and chunk.text:
+            ttft = time.perf_counter() - began
+        if chunk.finish_reason is not None:
+            tokens = chunk.completion_tokens
+    return tokens, ttft
+
+async def round_(streams):
+    began = time.perf_counter()
+    done = await asyncio.gather(*(one(i, began) for i in range(streams)))
+    return sum(t for t, _ in done), time.perf_counter() - began, [f for _, f in done]
+
+for line in sys.stdin:
+    print(json.dumps(model.run_sync(round_(int(line)))), flush=True)
+model.close()
+"""
+
+
+class Library:
+    """A ChatModel in a subprocess, driven one round at a time over its stdin/stdout."""
+
+    def __init__(self, config: dict) -> None:
+        payload = json.dumps({"config": config, "prompts": PROMPTS})
+        self.process = subprocess.Popen([sys.executable, "-c", LIBRARY, payload], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def __call__(self, streams: int) -> tuple[int, float, list[float]]:
+        self.process.stdin.write(f"{streams}\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the library subprocess exited ({self.process.wait()})")
+        return tuple(json.loads(line))
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=120)
+
+
+# --- servers -----------------------------------------------------------------------------------------------
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 900) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"a server exited while starting: {' '.join(map(str, process.args))}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{url} did not start within {timeout} s")
+
+
+async def stream_one(client, i: int, new_tokens: int, began: float) -> tuple[int, float | None]:
+    body = {"model": "m", "messages": messages(i), "max_tokens": new_tokens, "temperature": 0, "stream": True,
+            "ignore_eos": True, "stream_options": {"include_usage": True}}
+    tokens, chunks, ttft = 0, 0, None
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            raise SystemExit(f"{response.status_code}: {(await response.aread()).decode()[:400]}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            for choice in event.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    chunks += 1
+                    ttft = ttft if ttft is not None else time.perf_counter() - began
+    return tokens or chunks, ttft
+
+
+def server_load(url: str, new_tokens: int):
+    import httpx
+
+    async def run(streams: int) -> tuple[int, float, list[float]]:
+        limits = httpx.Limits(max_connections=streams + 4)
+        async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as client:
+            began = time.perf_counter()
+            done = await asyncio.gather(*(stream_one(client, i, new_tokens, began) for i in range(streams)))
+            return sum(t for t, _ in done), time.perf_counter() - began, [f for _, f in done]
+
+    return lambda streams: asyncio.run(run(streams))
+
+
+def server_command(name: str, args: argparse.Namespace, port: int) -> list[str]:
+    most = max(args.streams)
+    if name.startswith("lmchat serve"):
+        engine = name.split()[-1]
+        command = [str(Path(sys.executable).with_name("lmchat")), "serve", "--host", HOST, "--port", str(port),
+                   "--served-model-name", "m", "--max-concurrent", str(most), "--log-level", "warning"]
+        for key, value in engine_config(engine, args).items():
+            command += [f"--{key}", str(value)]
+        return command
+    if name == "llama-server":
+        # llama-server splits -c over its slots: each of the S slots gets the context lmchat's requests need
+        return [args.llama_server, "-m", str(gguf_path()), "--host", HOST, "--port", str(port), "--parallel",
+                str(most), "-c", str(most * 512), "-t", str(args.threads), "-tb", str(args.threads),
+                "-fa", "on", "-ctk", "q8_0", "-ctv", "q8_0", "--no-webui", "-a", "m"]
+    if name == "vllm serve":
+        return [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--host", HOST, "--port", str(port),
+                "--model", str(checkpoint_dir()), "--served-model-name", "m", "--max-model-len", "2048",
+                "--dtype", "float32", "--enforce-eager", "--max-num-seqs", str(max(most, 16)),
+                "--disable-log-stats"]
+    raise ValueError(name)
+
+
+def run_server(name: str, args: argparse.Namespace) -> dict[int, dict]:
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if name == "vllm serve":
+        env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+    process = subprocess.Popen(server_command(name, args, port), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
+    try:
+        url = f"http://{HOST}:{port}"
+        wait_ready(url, process)
+        return measure(server_load(url, args.new_tokens), args)
+    finally:
+        process.terminate()
+        process.wait(timeout=120)
+
+
+def run_library(engine: str, args: argparse.Namespace) -> dict[int, dict]:
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    library = Library(engine_config(engine, args))
+    try:
+        return measure(library, args)
+    finally:
+        library.close()
+
+
+# --- models ------------------------------------------------------------------------------------------------
+def gguf_path() -> Path:
+    from lmchat.models.default import default_gguf_path
+
+    return default_gguf_path()
+
+
+def checkpoint_dir() -> Path:
+    from lmchat.models.default import default_model_dir
+
+    return default_model_dir()
+
+
+def engine_config(engine: str, args: argparse.Namespace) -> dict:
+    """The same sampling for every lmchat contender: greedy, exactly --new-tokens tokens."""
+    config = {"infer_backend": engine, "do_sample": False, "max_new_tokens": args.new_tokens}
+    if engine == "hf":
+        config["max_batch_size"] = max(args.streams)
+    return config
+
+
+# --- report ------------------------------------------------------------------------------------------------
+def report(results: dict[str, dict[int, dict]], args: argparse.Namespace, load_before: tuple[float, ...]) -> None:
+    load = ["/".join(f"{value:.1f}" for value in values) for values in (load_before, os.getloadavg())]
+    print(f"load average (1/5/15 min) {load[0]} at the start, {load[1]} at the end; {os.cpu_count()} CPUs, "
+          f"{args.threads} threads per contender; {args.new_tokens} new tokens per request, greedy, ignore_eos; "
+          f"median of {args.repeats}")
+    print("| contender | streams | tokens/s | min-max | TTFT p50 s | vs llama-server | server / library |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    for name, by_streams in results.items():
+        for streams, row in by_streams.items():
+            peer = results.get("llama-server", {}).get(streams)
+            versus = f"{100 * row['tokens_per_s'] / peer['tokens_per_s']:.0f} %" if peer else ""
+            library = results.get(name.replace("serve", "library"), {}).get(streams) if "serve" in name else None
+            ratio = f"{100 * row['tokens_per_s'] / library['tokens_per_s']:.0f} %" if library else ""
+            print(f"| {name} | {streams} | {row['tokens_per_s']:.1f} | {row['min']:.1f}-{row['max']:.1f} | "
+                  f"{row['ttft_p50']:.2f} | {versus} | {ratio} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--llama-server", help="path of a llama-server binary (tools/llama-server-build.sh)")
+    parser.add_argument("--vllm-python", help="a Python with vLLM (e.g. .venv-vllm/bin/python) for 'vllm serve'")
+    parser.add_argument("--only", nargs="+", choices=CONTENDERS, help="run these contenders only")
+    args = parser.parse_args()
+    chosen = [name for name in args.only or CONTENDERS
+              if (name != "llama-server" or args.llama_server) and (name != "vllm serve" or args.vllm_python)]
+    load_before, results = os.getloadavg(), {}
+    for name in chosen:
+        engine = name.split()[-1]
+        results[name] = run_library(engine, args) if " library " in name else run_server(name, args)
+        for streams, row in results[name].items():
+            print(json.dumps({"contender": name, "streams": streams, **row}), file=sys.stderr, flush=True)
+    report(results, args, load_before)
+
+
+if __name__ == "__main__":
+    main()
