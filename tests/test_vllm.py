@@ -25,6 +25,7 @@ from lmchat.config.model_config import ModelConfig  # noqa: E402
 from lmchat.engines.vllm.engine import _engine_args  # noqa: E402
 from lmchat.engines.vllm.sampling import CPU_KV_CACHE_BYTES, to_vllm_engine_kwargs  # noqa: E402
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError  # noqa: E402
+from lmchat.generation.token_rules import bad_words_token_ids  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a cat who learns to sail."}]
 GREEDY = {"do_sample": False}
@@ -92,6 +93,22 @@ def test_greedy_logprobs_rank_the_chosen_token_first(vllm_model):
     chunks = list(vllm_model.stream_chunks(vllm_model.prepare(MESSAGES, logprobs=True, top_logprobs=3,
                                                               max_new_tokens=5, **GREEDY)))
     assert [lp for chunk in chunks for lp in chunk.logprobs] == list(response.logprobs)
+
+
+def test_vllm_honours_allowed_token_ids_and_bad_words(vllm_model):
+    """vLLM's own token lists, mapped (not lmchat's token rules): only allowed ids come; a banned token never."""
+    [plain] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, **GREEDY)
+    ids = [token.token_id for token in plain.logprobs]
+    allowed = sorted(set(ids[1:3]))
+    [only] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, allowed_token_ids=allowed, **GREEDY)
+    assert {token.token_id for token in only.logprobs} <= set(allowed)
+    engine = vllm_model.engine
+    # a one-token word of the answer that tokenizes back to its token (lmchat's rule is vLLM's)
+    word = next(word for token in ids if (word := engine.detokenize([token])).strip()
+                and (token,) in bad_words_token_ids([word], engine.tokenize))
+    banned = {sequence[0] for sequence in bad_words_token_ids([word], engine.tokenize)}
+    [avoided] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, bad_words=[word], **GREEDY)
+    assert not banned & {token.token_id for token in avoided.logprobs}
 
 
 def test_a_request_vllm_rejects_fails_before_any_answer(vllm_model):

@@ -176,10 +176,11 @@ class ChatModel:
         """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""
         return resolve_options(self.config, self.engine, generation)
 
-    def prepare_completion(self, prompt: str | Sequence[int], **generation: Any) -> PreparedChat:
+    def prepare_completion(self, prompt: str | Sequence[int], suffix: str | None = None,
+                           **generation: Any) -> PreparedChat:
         """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it.
-        ``prompt`` may be token ids."""
-        return prepare_completion(self.config, self.engine, self._stops, prompt, generation)
+        ``prompt`` may be token ids; ``suffix`` makes the answer fill the middle (a model with FIM tokens)."""
+        return prepare_completion(self.config, self.engine, self._stops, prompt, generation, suffix=suffix)
 
     def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:
         """The prompt text this model's template makes of ``messages`` (no generation)."""

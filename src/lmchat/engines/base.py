@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
 from lmchat.errors import EngineClosedError, UnsupportedError
-from lmchat.generation.sampling import SamplingParams
+from lmchat.generation.sampling import FACADE_OPTIONS, SamplingParams
 from lmchat.structured.constraint import Constraint
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Capabilities:
     pooling_notes: tuple[tuple[str, str], ...] = ()  # (task, why this model or engine cannot run it)
 
     def check_sampling(self, params: SamplingParams, engine: str) -> None:
-        unsupported = sorted(params.non_default_fields() - self.sampling_options - {"constraint"})
+        unsupported = sorted(params.non_default_fields() - self.sampling_options - FACADE_OPTIONS)
         if unsupported:
             raise UnsupportedError(
                 f"The {engine} engine cannot honour the option(s) {', '.join(unsupported)}; remove them or choose "
@@ -124,6 +124,8 @@ class GenerationRequest:
     """Special tokens the answer's parsers read (the facade's parsing plan): engines keep them in the text even
     when ``params.skip_special_tokens`` drops the other special tokens."""
     media_inputs: Any = None
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    """``params.bad_words`` as token sequences (the facade tokenized them: :mod:`lmchat.generation.token_rules`)."""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ reject), ``log`` (a JSONL file where every request, finish and abort is recorded
 length instead of chatting), ``media`` (the kinds it accepts: ``[image, video, audio]``; the echo reply then
 describes the decoded media it got, e.g. ``[image 64x48]``), ``capacity`` (``{max_sequences, kv_cache_tokens}``
 it reports), ``pooling`` (``{embedding_size, matryoshka_dimensions, pair_scores, embedding_model}``: embeddings
-that count each token id at ``id % embedding_size``, and pair scores that count the words two texts share). A
-reply with ``die: true`` makes the engine fail for good, as an engine whose model thread died
+that count each token id at ``id % embedding_size``, and pair scores that count the words two texts share),
+``start_delay`` (seconds its start, the model's "loading", takes). A reply with ``die: true`` makes the engine fail
+for good, as an engine whose model thread died
 (``check_health`` fails, every later request too). Tokens are whitespace-led words, so the streaming is realistic.
 """
 
@@ -36,6 +37,9 @@ _TEMPLATE = (
 )
 
 
+NOT_SCRIPTED = frozenset({"min_tokens", "bad_words", "allowed_token_ids"})  # options that change which tokens come
+
+
 class ScriptedEngine(BaseEngine):
     name = "fake"
 
@@ -55,10 +59,11 @@ class ScriptedEngine(BaseEngine):
             if not Path(path).is_file():
                 raise ModelNotFoundError(f"Fake engine script not found: {path}")
             self.script = load_yaml(path)
+        await asyncio.sleep(self.script.get("start_delay", 0))
         unsupported = set(self.script.get("unsupported", ()))
         kinds = set(self.script.get("media", ()))
         self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"} - unsupported,
+            sampling_options=frozenset(SamplingParams.model_fields) - NOT_SCRIPTED - unsupported,
             images="image" in kinds, videos="video" in kinds, audios="audio" in kinds,
             pooling=frozenset({"embed", "score"} if self.script.get("pooling") else ()))
 
@@ -159,7 +164,7 @@ class ScriptedEngine(BaseEngine):
     async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
         """Scripted: every prompt token after the first has log-probability -1 (and is its own top choice)."""
         pieces = [self._pieces[i] for i in token_ids]
-        return [None] + [TokenLogprob(piece, token, -1.0, ((piece, token, -1.0),) if top else ())
+        return [None] + [TokenLogprob(piece, token, -1.0, ((piece, token, -1.0),) if top else (), rank=1)
                          for piece, token in zip(pieces[1:], token_ids[1:])]
 
     async def abort(self, request_id: str) -> None:

@@ -23,14 +23,11 @@ from lmchat.generation.detokenize import decode_dropping
 from lmchat.generation.sampling import SamplingParams
 from lmchat.structured import ALL_KINDS
 
-NOT_YET = frozenset({"min_tokens"})  # the sampler cannot hold back the end-of-answer token yet
-
-
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - NOT_YET, lora=True,
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
                                 settings=frozenset({"rope_scaling", "flash_attn", "model_max_length", "pooling_type"}),
                                 constraints=ALL_KINDS)
 

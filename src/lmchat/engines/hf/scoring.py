@@ -48,8 +48,15 @@ def prompt_logprobs(loaded: LoadedModel, token_ids: Sequence[int], top: int) -> 
     logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=False).logits[0]
     decode = loaded.tokenizer.decode
     result: list[TokenLogprob | None] = [None]
+    ranks = token_ranks(logits[:-1], ids[1:])
     for position, token_id in enumerate(ids[1:]):
         logprob, alternatives = top_logprobs(logits[position], token_id, top)
         result.append(TokenLogprob(decode([token_id]), token_id, logprob,
-                                   tuple((decode([i]), i, value) for i, value in alternatives)))
+                                   tuple((decode([i]), i, value) for i, value in alternatives), rank=ranks[position]))
     return result
+
+
+def token_ranks(logits: torch.Tensor, token_ids: Sequence[int]) -> list[int]:
+    """Each token's rank in its row of logits [n, vocab] (1: the likeliest; ties rank alike)."""
+    chosen = logits.float().gather(1, torch.tensor(token_ids, device=logits.device)[:, None])
+    return ((logits.float() > chosen).sum(dim=1) + 1).tolist()

@@ -36,6 +36,7 @@ from lmchat.engines.llamacpp.worker import BatchWorker
 from lmchat.engines.threaded import EventChannel
 from lmchat.errors import ConfigError, EngineClosedError, InvalidRequestError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
+from lmchat.generation.token_rules import TokenRules
 from lmchat.models.default import default_gguf_path
 from lmchat.structured import ALL_KINDS
 
@@ -44,8 +45,7 @@ logger = logging.getLogger(__name__)
 
 class LlamaCppEngine(BaseEngine):
     name = "llamacpp"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"},
-                                constraints=ALL_KINDS,
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), constraints=ALL_KINDS,
                                 media_notes=tuple(
         (kind, f"llama.cpp reads {kind} only through the vision/audio projector GGUF of the model (its mmproj file, "
                "llama.cpp's mtmd library), which this engine does not load yet; for now use infer_backend huggingface "
@@ -107,7 +107,7 @@ class LlamaCppEngine(BaseEngine):
         channel = EventChannel(lambda: self._mark_aborted(request_id))
         kept = special_token_ids(self._require_llm(), request.keep_special_tokens)
         worker.submit(BatchSequence(request, channel.emit, lambda: self._closing or request_id in self._aborted,
-                                    logits_hook=hook, kept_ids=kept))
+                                    logits_hook=hook, kept_ids=kept, rules=await self._token_rules(request)))
         try:
             async for event in channel.events():
                 yield event
@@ -132,6 +132,16 @@ class LlamaCppEngine(BaseEngine):
         grammars, end_ids = self._grammars
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else end_ids)
         return await asyncio.to_thread(new_mask, grammars, params.constraint, stop_ids, llm.n_vocab())
+
+    async def _token_rules(self, request: GenerationRequest) -> TokenRules | None:
+        """min_tokens, bad_words and allowed_token_ids; the vocabulary's end-of-generation ids are read once, off
+        the caller's event loop, by the first request with min_tokens."""
+        params = request.params
+        end_ids: frozenset[int] = frozenset(params.stop_token_ids)
+        if params.min_tokens and not params.ignore_eos:
+            llm = self._require_llm()
+            end_ids |= await asyncio.to_thread(lambda: llm.end_of_generation_ids)
+        return TokenRules.of(params, end_ids, request.bad_words_ids)
 
     async def embed(self, request: EmbedRequest) -> list[list[float]]:
         """Pooled vectors from a second, embeddings-only context on the model (made at the first call)."""

@@ -124,7 +124,8 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                 if output.finished:
                     reason = finish_reason(completion.finish_reason)
                     stop = token_text(self.tokenizer, completion.stop_reason) if reason == "stop" else None
-                    yield Finished(reason, len(prompt_ids), generated, stop)
+                    yield Finished(reason, len(prompt_ids), generated, stop,
+                                   cached_tokens=getattr(output, "num_cached_tokens", None) or 0)
         except VLLMClientError as exc:
             rejected = True
             raise InvalidRequestError(f"vLLM rejected the request: {exc}") from None

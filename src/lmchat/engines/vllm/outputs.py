@@ -15,6 +15,7 @@ def completion_logprobs(completion: Any, top: int) -> tuple[TokenLogprob, ...]:
     result = []
     for token_id, entry in zip(completion.token_ids, completion.logprobs):
         chosen = entry[token_id]
+        top = len(entry) if top == -1 else top  # -1: the whole vocabulary
         ranked = sorted(((lp.rank, tid, lp) for tid, lp in entry.items() if lp.rank is not None and lp.rank <= top),
                         key=lambda item: item[0])
         alternatives = tuple((lp.decoded_token or "", tid, lp.logprob) for _, tid, lp in ranked)[:top]

@@ -48,7 +48,8 @@ class ServingResponses(GenerationEndpoint):
             exc.param = "input" if exc.param in _MEDIA_ARGUMENTS else body.request_field(exc.param)
             raise
 
-    def _response(self, body: ResponsesRequest, answers: list[ChatResponse], completion_id: str) -> ResponseObject:
+    def _response(self, body: ResponsesRequest, answers: list[ChatResponse], completion_id: str,
+                  extra: Any = None) -> ResponseObject:
         [answer] = answers
         output: list[Any] = []
         if answer.reasoning_text:
@@ -96,7 +97,8 @@ def response_object(model: str, body: ResponsesRequest, response_id: str, create
     usage = incomplete = None
     if answer is not None:
         usage = ResponseUsage(input_tokens=answer.prompt_length, output_tokens=answer.response_length,
-                              total_tokens=answer.prompt_length + answer.response_length)
+                              total_tokens=answer.prompt_length + answer.response_length,
+                              input_tokens_details={"cached_tokens": answer.cached_tokens})
         status = _status(answer.finish_reason)
         incomplete = IncompleteDetails(reason="max_output_tokens") if status == "incomplete" else None
     tool_choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
