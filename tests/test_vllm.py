@@ -103,12 +103,21 @@ def test_vllm_honours_allowed_token_ids_and_bad_words(vllm_model):
     [only] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, allowed_token_ids=allowed, **GREEDY)
     assert {token.token_id for token in only.logprobs} <= set(allowed)
     engine = vllm_model.engine
-    # a one-token word of the answer that tokenizes back to its token (lmchat's rule is vLLM's)
-    word = next(word for token in ids if (word := engine.detokenize([token])).strip()
-                and (token,) in bad_words_token_ids([word], engine.tokenize))
-    banned = {sequence[0] for sequence in bad_words_token_ids([word], engine.tokenize)}
-    [avoided] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, bad_words=[word], **GREEDY)
-    assert not banned & {token.token_id for token in avoided.logprobs}
+    # two words that are one token each, either way lmchat's rule (vLLM's) tokenizes them; only they are allowed,
+    # so the answer is made of them; banning the one greedy picks leaves only the other
+    words = [word for word in ("hello", "world", "the", "cat", "sea", "boat")
+             if len({sequence for sequence in bad_words_token_ids([word], engine.tokenize)}) >= 1
+             and all(len(sequence) == 1 for sequence in bad_words_token_ids([word], engine.tokenize))][:2]
+    assert len(words) == 2, words
+    token_sets = [{sequence[0] for sequence in bad_words_token_ids([word], engine.tokenize)} for word in words]
+    pair = sorted(token_sets[0] | token_sets[1])
+    [free] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=4, allowed_token_ids=pair, **GREEDY)
+    first = free.logprobs[0].token_id
+    chosen = 0 if first in token_sets[0] else 1
+    [avoided] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=4, allowed_token_ids=pair,
+                                bad_words=[words[chosen]], **GREEDY)
+    got = {token.token_id for token in avoided.logprobs}
+    assert got and not got & token_sets[chosen] and got <= token_sets[1 - chosen]
 
 
 def test_a_request_vllm_rejects_fails_before_any_answer(vllm_model):
