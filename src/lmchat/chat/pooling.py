@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lmchat.chat.prepare import kept_prompt_tokens
 from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PoolingInfo
 from lmchat.errors import ContextLengthError, InvalidRequestError, UnsupportedError
 
@@ -102,15 +103,7 @@ def token_limit(engine: BaseEngine, truncate: int | None) -> tuple[int | None, b
     context = engine.info.context_length
     if truncate is None:
         return context, False
-    if truncate == -1:
-        return context, True
-    if truncate < 1:
-        raise InvalidRequestError("truncate_prompt_tokens must be -1 (the context length) or a positive number.",
-                                  param="truncate_prompt_tokens")
-    if context is not None and truncate > context:
-        raise InvalidRequestError(f"truncate_prompt_tokens ({truncate}) is more than the model's context of "
-                                  f"{context} tokens.", param="truncate_prompt_tokens")
-    return truncate, True
+    return kept_prompt_tokens(truncate, context), True
 
 
 def _input_ids(engine: BaseEngine, items: list[str | list[int]], options: EmbedOptions) -> list[tuple[int, ...]]:

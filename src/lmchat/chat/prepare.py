@@ -229,16 +229,28 @@ def _prepared(engine: BaseEngine, plan: ChatPlan, prompt: str, token_ids: tuple[
 def prompt_cutoff(config: ModelConfig, params: SamplingParams, context_length: int | None) -> int | None:
     """How many of the prompt's last tokens it keeps: the config's ``cutoff_len`` and the call's
     ``truncate_prompt_tokens`` (vLLM's; -1: the model's context length), the smaller of them; None: all."""
-    keep = params.truncate_prompt_tokens
+    keep = kept_prompt_tokens(params.truncate_prompt_tokens, context_length)
+    limits = [limit for limit in (config.cutoff_len, keep) if limit is not None]
+    return min(limits) if limits else None
+
+
+def kept_prompt_tokens(truncate_prompt_tokens: int | None, context_length: int | None) -> int | None:
+    """vLLM's ``truncate_prompt_tokens`` as the number of last tokens a prompt keeps (-1: the context length;
+    None: not asked), for every kind of prompt (chats, completions, embedding inputs, scored pairs)."""
+    keep = truncate_prompt_tokens
+    if keep is None:
+        return None
     if keep == -1:
-        keep = context_length
-    elif keep is not None and context_length is not None and keep > context_length:
+        return context_length
+    if keep < 1:
+        raise InvalidRequestError("truncate_prompt_tokens must be -1 (the context length) or a positive number.",
+                                  param="truncate_prompt_tokens")
+    if context_length is not None and keep > context_length:
         raise InvalidRequestError(
             f"truncate_prompt_tokens ({keep}) is more than the model's context length ({context_length}).",
             param="truncate_prompt_tokens",
         )
-    limits = [limit for limit in (config.cutoff_len, keep) if limit is not None]
-    return min(limits) if limits else None
+    return keep
 
 
 def render_conversation(conversation: Sequence[Mapping[str, Any]], template: ChatTemplate,
