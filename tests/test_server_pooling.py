@@ -173,3 +173,17 @@ def test_library_embed_and_score_pairs(server):
     result = model.embed(["hello world"], normalize=False)
     assert result.vectors == [raw_vector(server, "hello world")] and result.prompt_tokens == 2
     assert model.score_pairs("a dog", ["dog", "cat"], use_activation=False).scores == [1.0, 0.0]
+
+
+def test_invocations_dispatch_embeddings_rerank_and_score_bodies(http):
+    """SageMaker's /invocations (vLLM's dispatch): the same answers as the pooling routes themselves."""
+    embed = {"input": ["hello world"], "encoding_format": "float"}
+    assert http.post("/invocations", json=embed).json()["data"] == \
+        http.post("/v1/embeddings", json=embed).json()["data"]
+    rerank = {"query": "the cat", "documents": DOCUMENTS, "top_n": 2}
+    assert http.post("/invocations", json=rerank).json()["results"] == \
+        http.post("/v1/rerank", json=rerank).json()["results"]
+    score = {"text_1": "the cat", "text_2": DOCUMENTS[:2]}
+    assert http.post("/invocations", json=score).json()["data"] == http.post("/v1/score", json=score).json()["data"]
+    refused = http.post("/invocations", json={"query": "only a query"})
+    assert refused.status_code == 400 and "'query' and 'documents'" in refused.json()["error"]["message"]
