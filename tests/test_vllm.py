@@ -227,11 +227,14 @@ def test_reward_scores_equal_transformers(vllm_reward_dir):
     with ChatModel({"infer_backend": "huggingface", "native_decode": "off", **reward}) as reference:
         expected = reference.get_scores(TEXTS)
         expected_cut = reference.get_scores(TEXTS[:1], max_length=7)
+        expected_pairs = reference.score_pairs("Is the sea calm?", ["It is.", "A cat sails."])
     with ChatModel({**VLLM_TEST_SETTINGS, **reward}) as model:
         assert model.engine.info.is_reward_model
         assert model.get_scores(TEXTS) == pytest.approx(expected, rel=1e-4, abs=1e-5)
         assert model.get_scores(TEXTS[:1], max_length=7) == pytest.approx(expected_cut, rel=1e-4, abs=1e-5)
         assert expected_cut != pytest.approx(expected[:1])  # the cut mattered
+        pairs = model.score_pairs("Is the sea calm?", ["It is.", "A cat sails."])  # /v1/score and /v1/rerank's path
+        assert pairs.scores == pytest.approx(expected_pairs.scores, rel=1e-4, abs=1e-5)
         with pytest.raises(UnsupportedError, match="reward model"):
             model.chat(MESSAGES)
 
