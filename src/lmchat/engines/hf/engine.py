@@ -28,7 +28,8 @@ class HuggingFaceEngine(BaseEngine):
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
     capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
-                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length", "pooling_type"}),
+                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length", "pooling_type",
+                                                   "image_do_pan_and_scan"}),
                                 constraints=ALL_KINDS)
 
     def __init__(self, config) -> None:
@@ -104,9 +105,10 @@ class HuggingFaceEngine(BaseEngine):
     async def encode_media_prompt(self, prompt: str, media: Any) -> EncodedPrompt:
         """The model's processor on the prompt and its decoded media (on the worker thread, like all torch work):
         the placeholders expanded, and the pixel values/features kept for the prefill."""
-        worker, processor = self._require_worker(), self.loaded.processor
+        worker, loaded = self._require_worker(), self.loaded
         rate = self.config.audio_sampling_rate
-        inputs = await asyncio.wrap_future(worker.call(lambda: encode(processor, prompt, media, rate)))
+        inputs = await asyncio.wrap_future(
+            worker.call(lambda: encode(loaded.processor, prompt, media, rate, loaded.image_options)))
         return EncodedPrompt(inputs.token_ids, inputs)
 
     # --- generation -----------------------------------------------------------------------------------

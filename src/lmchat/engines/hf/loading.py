@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lmchat.config.model_config import ModelConfig
-from lmchat.engines.hf.processor import is_multimodal, load_processor
+from lmchat.engines.hf.processor import is_multimodal, load_processor, processor_options
 from lmchat.errors import ConfigError, ModelNotFoundError, require
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class LoadedModel:
     value_head: tuple[torch.Tensor, torch.Tensor] | None = None
     processor: Any = None  # a vision/audio model's processor (lmchat.engines.hf.processor), else None
     source: str = ""  # the folder (or hub id) it was loaded from
+    image_options: dict[str, Any] = field(default_factory=dict)  # every processor call's (processor_options)
 
 
 def resolve_source(config: ModelConfig) -> tuple[str, str]:
@@ -103,6 +104,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     else:
         model_class = {"sequence_classification": AutoModelForSequenceClassification,
                        "embedding": AutoModel}.get(kind, AutoModelForCausalLM)
+    image_options = processor_options(processor, config, source)  # before the weights: a refusal fails fast
     attention = attention_implementation(config.flash_attn, device)
     if attention:
         hub["attn_implementation"] = attention
@@ -110,7 +112,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     model = apply_adapters(model, config.adapter_name_or_path or [])
     model.to(device).eval()
     value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
-    return LoadedModel(name, model, tokenizer, device, kind, value_head, processor, source)
+    return LoadedModel(name, model, tokenizer, device, kind, value_head, processor, source, image_options)
 
 
 def multimodal_model_class(model_config: Any) -> Any:
