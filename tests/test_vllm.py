@@ -95,6 +95,24 @@ def test_greedy_logprobs_rank_the_chosen_token_first(vllm_model):
     assert [lp for chunk in chunks for lp in chunk.logprobs] == list(response.logprobs)
 
 
+def test_prompt_logprobs_equal_the_transformers_engines(vllm_model, vllm_tiny_dir):
+    """vLLM's own prompt_logprobs (completions' echo with logprobs, vLLM's prompt_logprobs field) give the prompt
+    tokens' log-probabilities, ranks and alternatives the transformers engine computes on the same checkpoint."""
+    ids = vllm_model.engine.tokenize("The sea is calm tonight and the cat")
+    got = vllm_model.run_sync(vllm_model.engine.prompt_logprobs(ids, 3))
+    with ChatModel({"model_name_or_path": str(vllm_tiny_dir), "infer_dtype": "float32",
+                    "native_decode": "off"}) as reference:
+        expected = reference.run_sync(reference.engine.prompt_logprobs(ids, 3))
+    assert got[0] is None and expected[0] is None and len(got) == len(expected) == len(ids)
+    for mine, theirs in zip(got[1:], expected[1:]):
+        assert mine.token_id == theirs.token_id
+        # a random model's distribution is flat: far down it, rounding reorders near-equal tokens
+        assert abs(mine.rank - theirs.rank) <= max(1, theirs.rank // 50), (mine.rank, theirs.rank)
+        assert mine.logprob == pytest.approx(theirs.logprob, abs=2e-2)  # vLLM's CPU kernels round differently
+        assert len(mine.top) == 3 and mine.top[0][1] == theirs.top[0][1]  # near-ties below it may swap
+        assert [alt[2] for alt in mine.top] == pytest.approx([alt[2] for alt in theirs.top], abs=2e-2)
+
+
 def test_vllm_honours_allowed_token_ids_and_bad_words(vllm_model):
     """vLLM's own token lists, mapped (not lmchat's token rules): only allowed ids come; a banned token never."""
     [plain] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, **GREEDY)

@@ -26,9 +26,9 @@ from vllm.sampling_params import RequestOutputKind
 
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
-from lmchat.engines.events import EngineEvent, Finished, TextDelta
+from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_among, special_tokens, token_text
-from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error
+from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error, prompt_token_logprobs
 from lmchat.engines.vllm.pooling import matryoshka_sizes, pooling_params_kwargs, pooling_support
 from lmchat.engines.vllm.sampling import ADAPTER_NAME, finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
 from lmchat.errors import (
@@ -38,6 +38,7 @@ from lmchat.errors import (
     EngineError,
     InvalidRequestError,
     LmchatError,
+    UnsupportedError,
     closest,
 )
 from lmchat.generation.sampling import SamplingParams
@@ -135,6 +136,27 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             await stream.aclose()  # an unfinished vLLM stream aborts its request when closed
             if not rejected:
                 self.finished.append((request.request_id, reason, generated))
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """The prompt's token log-probabilities from vLLM's own ``prompt_logprobs`` (raw logits, as generation
+        reports them): one request that generates a single token, which is dropped."""
+        engine = self._require_engine()
+        if not self.can_generate:
+            raise UnsupportedError("A reward or embedding model has no token log-probabilities.", param="model")
+        prompt_ids = list(token_ids)
+        params = VllmSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top,
+                                    output_kind=RequestOutputKind.FINAL_ONLY)
+        final = None
+        try:
+            async for output in engine.generate(_prompt(prompt_ids), params, f"prompt-logprobs-{uuid.uuid4().hex}"):
+                final = output
+        except VLLMClientError as exc:
+            raise InvalidRequestError(f"vLLM rejected the request: {exc}") from None
+        except VLLMError as exc:
+            raise EngineError(f"The vllm engine failed: {exc}") from exc
+        if final is None:
+            raise EngineError("vLLM ended the prompt log-probability request without an output.")
+        return prompt_token_logprobs(prompt_ids, final.prompt_logprobs, top)
 
     def _sampling(self, request: GenerationRequest, budget: int) -> VllmSamplingParams:
         keep = special_among(self.tokenizer, request.keep_special_tokens)
