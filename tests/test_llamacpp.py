@@ -71,6 +71,39 @@ def test_logprobs_match_the_chosen_tokens(model):
         assert entry.top[0][1] == entry.token_id
 
 
+def test_prompt_logprobs_equal_llama_cpp_pythons_own_logits(model, monkeypatch):
+    """The prompt's log-probabilities (echo with logprobs, prompt_logprobs) from the engine's scoring context equal
+    the log-softmax of llama-cpp-python's own logits for every position (Llama with logits_all, same KV cache),
+    over a prompt longer than one of the scorer's chunks (made small here: the scorer is made at this first call)."""
+    import numpy as np
+
+    from lmchat.engines.llamacpp import prompt_scoring
+
+    monkeypatch.setattr(prompt_scoring, "CHUNK", 32)
+    text = " ".join(f"The sea number {i} is calm." for i in range(10))
+    ids = model.engine.tokenize(text)
+    assert len(ids) > 2 * 32
+    got = model.run_sync(model.engine.prompt_logprobs(ids, 2))
+    llm = llama_cpp.Llama(model_path=str(default_gguf_path()), logits_all=True, n_batch=32, n_ubatch=32,
+                          **{**DIRECT_SETTINGS, "n_ctx": 1024})  # its scores array holds n_ctx rows of the vocabulary
+    try:
+        llm.eval(ids)
+        logits = np.asarray(llm.scores[:len(ids)], dtype=np.float64)
+    finally:
+        llm.close()
+    logprobs = logits - logits.max(axis=1, keepdims=True)
+    logprobs -= np.log(np.exp(logprobs).sum(axis=1, keepdims=True))
+    assert got[0] is None and len(got) == len(ids)
+    for position, token in enumerate(got[1:]):
+        expected = logprobs[position]
+        assert token.token_id == ids[position + 1]
+        assert token.logprob == pytest.approx(expected[token.token_id], abs=1e-3)
+        assert token.rank == int((expected > expected[token.token_id]).sum()) + 1 or token.rank > 100
+        assert [alt[1] for alt in token.top][:1] == [int(np.argmax(expected))]
+    with pytest.raises(Exception, match="context holds"):
+        model.run_sync(model.engine.prompt_logprobs(ids * (model.engine.info.context_length // len(ids) + 1), 0))
+
+
 def test_path_resolution():
     assert resolve_gguf_path(None) == default_gguf_path()
     assert resolve_gguf_path(str(default_gguf_path().parent)) == default_gguf_path()

@@ -227,7 +227,7 @@ def test_llamacpp_min_tokens_bad_words_and_allowed_ids(llamacpp):
 
 
 @pytest.mark.slow
-def test_llamacpp_cached_tokens_whole_vocabulary_and_no_prompt_logprobs(llamacpp):
+def test_llamacpp_cached_tokens_whole_vocabulary_and_prompt_logprobs(llamacpp):
     model = llamacpp.chat_model
     conversation = [{"role": "user", "content": PROMPT}]
     model.chat(conversation, max_new_tokens=1)
@@ -237,8 +237,13 @@ def test_llamacpp_cached_tokens_whole_vocabulary_and_no_prompt_logprobs(llamacpp
     [token] = one.logprobs
     assert len(token.top) == model.engine.info.vocab_size and token.top[0][1] == token.token_id
     with llamacpp.http() as http:
-        assert_error(http.post("/v1/completions", json={"prompt": "a", "prompt_logprobs": 1}), 400,
-                     param="prompt_logprobs")
+        body = {"prompt": "The sea is calm", "max_tokens": 1, "prompt_logprobs": 1}
+        [choice] = http.post("/v1/completions", json=body).json()["choices"]
+        entries = choice["prompt_logprobs"]  # vLLM's shape, from the engine's prompt-scoring context
+        prompt_ids = model.engine.tokenize("The sea is calm")
+        assert entries[0] is None and len(entries) == len(prompt_ids)
+        for token_id, entry in zip(prompt_ids[1:], entries[1:]):
+            assert str(token_id) in entry and entry[str(token_id)]["logprob"] <= 0
         usage = http.post("/v1/chat/completions", json={"messages": conversation, "max_tokens": 1}).json()["usage"]
         assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
         native = [http.post("/completion", json={"prompt": PROMPT, "n_predict": 1}).json() for _ in range(2)]

@@ -25,7 +25,7 @@ import llama_cpp
 
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
 from lmchat.engines.pooling import EmbedRequest, PoolingInfo
-from lmchat.engines.events import EngineEvent
+from lmchat.engines.events import EngineEvent, TokenLogprob
 from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
 from lmchat.engines.llamacpp.kv_cells import KvCells
 from lmchat.engines.llamacpp.model import ContextShape, LoadedModel
@@ -66,7 +66,8 @@ class LlamaCppEngine(BaseEngine):
         self._grammars: Any = None  # (TokenizerGrammars, end-of-generation ids), at the first constraint
         self._grammars_lock = asyncio.Lock()
         self._embedding: Any = None  # lmchat.engines.llamacpp.embedding.EmbeddingContext, at the first embedding
-        self._embedding_lock = asyncio.Lock()
+        self._embedding_lock = asyncio.Lock()  # also guards making the prompt scorer
+        self._scorer: Any = None  # lmchat.engines.llamacpp.prompt_scoring.PromptScorer, at the first prompt scoring
 
     async def start(self) -> None:
         path = resolve_gguf_path(self.config.model_name_or_path)
@@ -154,6 +155,17 @@ class LlamaCppEngine(BaseEngine):
                                                           self.info.pooling.pooling_type)
         return await asyncio.to_thread(self._embedding.embed, request.inputs)
 
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """From a second context on the model that keeps every position's logits (made at the first call; the
+        batch worker's context is untouched), one prompt at a time, off the event loop."""
+        from lmchat.engines.llamacpp.prompt_scoring import PromptScorer
+
+        llm = self._require_llm()
+        async with self._embedding_lock:
+            if self._scorer is None:
+                self._scorer = await asyncio.to_thread(PromptScorer, llm, self.settings)
+        return await asyncio.to_thread(self._scorer.score, token_ids, top)
+
     async def abort(self, request_id: str) -> None:
         self._mark_aborted(request_id)
 
@@ -185,8 +197,10 @@ class LlamaCppEngine(BaseEngine):
             await asyncio.to_thread(worker.stop)
         self.llm = None
         embedding, self._embedding = self._embedding, None
-        if embedding is not None:
-            embedding.close()
+        scorer, self._scorer = self._scorer, None
+        for context in (embedding, scorer):
+            if context is not None:
+                context.close()
         if llm is not None:
             llm.close()
 
