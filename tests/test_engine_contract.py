@@ -201,3 +201,87 @@ def test_unsupported_sampling_option_of_a_fake_engine(tmp_path):
         with pytest.raises(UnsupportedError, match="logit_bias"):
             model.chat(MESSAGES, logit_bias={1: 1.0})
         assert model.engine.requests == []
+
+
+# --- media: the same contract with an image, on each engine's image-taking model ----------------------------------
+MEDIA_ENGINES = [
+    pytest.param("fake", id="fake"),
+    pytest.param("huggingface", id="huggingface", marks=[_needs("torch"), pytest.mark.models]),
+    pytest.param("llamacpp", id="llamacpp", marks=[_needs("llama_cpp"), pytest.mark.slow, pytest.mark.models]),
+]
+IMAGE_QUESTION = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "IMAGE"}},
+                                                {"type": "text", "text": "What is in this picture?"}]}]
+
+
+def _with_image(image) -> list[dict]:
+    """The question with ``image`` (a PIL image) as an OpenAI image part, a data URL as clients send it."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return [{"role": "user", "content": [{**IMAGE_QUESTION[0]["content"][0], "image_url": {"url": url}},
+                                         IMAGE_QUESTION[0]["content"][1]]}]
+
+
+@pytest.fixture(scope="module", params=MEDIA_ENGINES)
+def media_model(request, tmp_path_factory):
+    name = request.param
+    if name == "fake":
+        script = tmp_path_factory.mktemp("fake-media") / "script.json"
+        script.write_text(json.dumps({"media": ["image"], "delay": 0.001}), encoding="utf-8")
+        args = {"model_name_or_path": str(script)}
+    elif name == "huggingface":  # a tiny random Qwen2-VL with its real processor config (tests/tiny_vlms.py)
+        import tiny_vlms
+
+        out = tmp_path_factory.mktemp("contract-vlm")
+        args = {"model_name_or_path": str(tiny_vlms.FAMILIES["qwen2_vl"](out, request.getfixturevalue(
+            "tiny_tokenizer_dir")))}
+    else:
+        args = {}  # the default GGUF has no vision projector: the contract is a clear refusal
+    with ChatModel({"infer_backend": name, "max_new_tokens": 16, **args}) as chat_model:
+        yield chat_model
+
+
+def test_media_an_engine_cannot_take_is_refused_naming_why(media_model):
+    from media_files import pattern_image
+
+    if media_model.engine.capabilities.images:
+        pytest.skip("this engine's model takes images (the tests below)")
+    with pytest.raises(UnsupportedError, match="does not accept images.*mmproj") as refused:
+        media_model.prepare(_with_image(pattern_image((64, 48), 1)))
+    assert refused.value.param == "images"
+
+
+def test_media_streamed_equals_non_streamed_and_the_image_matters(media_model):
+    from media_files import pattern_image
+
+    if not media_model.engine.capabilities.images:
+        pytest.skip("this engine's model does not take images (refused: the test above)")
+    first, second = _with_image(pattern_image((64, 48), 1)), _with_image(pattern_image((56, 40), 2))
+    [whole] = media_model.chat(first, **GREEDY)
+    chunks = list(media_model.stream_chunks(media_model.prepare(first, **GREEDY)))
+    assert "".join(chunk.text for chunk in chunks) == whole.response_text and whole.response_length > 0
+    assert chunks[-1].finish_reason == whole.finish_reason
+    [other] = media_model.chat(second, **GREEDY, logprobs=True)
+    [again] = media_model.chat(first, **GREEDY, logprobs=True)
+    assert again.response_text == whole.response_text  # greedy with the same image: the same answer
+    assert (other.response_text, [t.logprob for t in other.logprobs]) != \
+        (again.response_text, [t.logprob for t in again.logprobs])  # another image: another answer
+
+
+def test_media_and_text_requests_share_one_engine(media_model):
+    from media_files import pattern_image
+
+    if not media_model.engine.capabilities.images:
+        pytest.skip("this engine's model does not take images")
+    image = _with_image(pattern_image((64, 48), 1))
+    [alone] = media_model.chat(image, **GREEDY)
+
+    async def together():
+        return await asyncio.gather(media_model.achat(image, **GREEDY), media_model.achat(MESSAGES, **GREEDY))
+
+    [with_image], [text] = media_model.run_sync(together())
+    assert with_image.response_text == alone.response_text  # batched next to a text request: the same answer
+    assert text.response_length > 0
