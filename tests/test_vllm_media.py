@@ -21,7 +21,7 @@ from vllm_support import VLLM_TEST_SETTINGS  # noqa: E402
 
 from lmchat import ChatModel  # noqa: E402
 from lmchat.batch import BatchOptions, load_rows, run_batch  # noqa: E402
-from lmchat.errors import UnsupportedError  # noqa: E402
+from lmchat.errors import EngineError, UnsupportedError  # noqa: E402
 
 ASK = [{"role": "user", "content": "What is in the picture?"}]
 GREEDY = {"do_sample": False, "max_new_tokens": 8}
@@ -113,3 +113,21 @@ def test_batch_rows_with_images(vllm_vlm, images, tmp_path):
     expected = [vllm_vlm.chat(ASK, images=[image], **GREEDY)[0] for image in images]
     assert [line["predict"] for line in lines] == [r.response_text for r in expected]
     assert [line["prompt_tokens"] for line in lines] == [r.prompt_length for r in expected]
+
+
+def test_a_request_vllm_fails_is_an_error_not_an_empty_answer(vllm_vlm, images):
+    """vLLM ends a request it cannot run with finish reason 'error' (here: an image its sender-side cache says the
+    engine core holds, which it never received; lmchat's own rendering bypasses that cache)."""
+    import dataclasses
+
+    from lmchat.engines.vllm.media import multi_modal_data
+
+    engine = vllm_vlm.engine.engine
+    prepared = vllm_vlm.run_sync(vllm_vlm.aprepare(ASK, images=[pattern_image((40, 40), seed=9)], **GREEDY))
+    prompt = {"prompt_token_ids": vllm_vlm.engine.tokenize(prepared.prompt),
+              "multi_modal_data": multi_modal_data(prepared.media)}
+    vllm_vlm.run_sync(engine.renderer.render_cmpl_async([prompt]))  # cached by the sender, never sent
+    (cached,) = vllm_vlm.run_sync(engine.renderer.render_cmpl_async([prompt]))
+    with pytest.raises(EngineError, match="finish reason 'error'"):
+        vllm_vlm.run_sync(vllm_vlm.agenerate(dataclasses.replace(prepared, media_inputs=cached)))
+    assert vllm_vlm.chat(ASK, images=[images[0]], **GREEDY)[0].response_length == 8  # the engine serves on

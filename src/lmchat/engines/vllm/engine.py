@@ -129,6 +129,8 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                     logprobs = completion_logprobs(completion, request.params.top_logprobs)
                     yield TextDelta(completion.text, len(completion.token_ids), tuple(completion.token_ids), logprobs)
                 if output.finished:
+                    if completion.finish_reason == "error":  # vLLM's request-level failure: never an answer
+                        raise EngineError("vLLM failed the request (finish reason 'error'); its log names the cause.")
                     reason = finish_reason(completion.finish_reason)
                     stop = token_text(self.tokenizer, completion.stop_reason) if reason == "stop" else None
                     yield Finished(reason, len(prompt_ids), generated, stop)
