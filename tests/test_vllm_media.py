@@ -3,7 +3,7 @@ config with its real processor (tests/tiny_vlms.py; vLLM 0.32's Qwen2-VL and LLa
 not). vLLM's own processor expands the placeholders the model's chat template wrote; the image reaches the model
 (different images, different greedy answers), and in float32 the answers and prompt token counts equal the
 transformers engine's on the same model and images. Through ``ChatModel.chat``, the server (``image_url``) and
-batch inference. One vLLM engine for the module (~60 s to start)."""
+batch inference. Audio the same way with a tiny Qwen2-Audio. Two vLLM engines for the module (~40-60 s each)."""
 
 from __future__ import annotations
 
@@ -131,3 +131,29 @@ def test_a_request_vllm_fails_is_an_error_not_an_empty_answer(vllm_vlm, images):
     with pytest.raises(EngineError, match="finish reason 'error'"):
         vllm_vlm.run_sync(vllm_vlm.agenerate(dataclasses.replace(prepared, media_inputs=cached)))
     assert vllm_vlm.chat(ASK, images=[images[0]], **GREEDY)[0].response_length == 8  # the engine serves on
+
+
+@pytest.fixture(scope="module")
+def qwen2_audio_dir(tmp_path_factory, tiny_tokenizer_dir):
+    return tiny_vlms.qwen2_audio(tmp_path_factory.mktemp("qwen2-audio-vllm"), tiny_tokenizer_dir, head_dim=32,
+                                 hub_layout=True)
+
+
+def test_audio_reaches_vllm_and_answers_as_transformers(qwen2_audio_dir):
+    import numpy as np
+
+    times = np.arange(8000) / 16000
+    clips = [(np.sin(2 * np.pi * pitch * times).astype("float32"), 16000) for pitch in (220, 880)]
+    ask = [{"role": "user", "content": "What is this sound?"}]
+    reference = {"model_name_or_path": str(qwen2_audio_dir), "infer_dtype": "float32"}
+    with ChatModel({"infer_backend": "huggingface", "native_decode": "off", **reference}) as model:
+        expected = [model.chat(ask, audios=[clip], **GREEDY)[0] for clip in clips]
+    with ChatModel({**VLLM_TEST_SETTINGS, **reference}) as model:
+        capabilities = model.engine.capabilities
+        assert (capabilities.images, capabilities.audios) == (False, True)
+        answers = [model.chat(ask, audios=[clip], **GREEDY)[0] for clip in clips]
+        with pytest.raises(UnsupportedError, match="does not accept images"):
+            model.chat(ask, images=[pattern_image((32, 32))])
+    assert [(a.response_text, a.prompt_length) for a in answers] == [(e.response_text, e.prompt_length)
+                                                                     for e in expected]
+    assert answers[0].response_text != answers[1].response_text

@@ -218,9 +218,11 @@ def gemma3(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
                  {"processor_class": "Gemma3Processor", "image_seq_length": 4}, image_processor)
 
 
-def qwen2_audio(out: Path, tokenizer_dir: Path, seed: int = 0, head_dim: int = 16) -> Path:
+def qwen2_audio(out: Path, tokenizer_dir: Path, seed: int = 0, head_dim: int = 16, hub_layout: bool = False) -> Path:
     """Qwen2-Audio: a Whisper encoder (log-mel features), pooled 2x, before a Qwen2 text model (``head_dim`` 32:
-    two heads, one KV head, for vLLM's CPU attention)."""
+    two heads, one KV head, for vLLM's CPU attention). ``hub_layout``: weights named as the Hub checkpoint names
+    them (``language_model.model.layers...``), which vLLM 0.32 reads; transformers 5 saves
+    ``language_model.model.model...``, which it does not."""
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, WhisperFeatureExtractor
 
     tokenizer = _tokenizer(tokenizer_dir, ["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"])
@@ -235,8 +237,16 @@ def qwen2_audio(out: Path, tokenizer_dir: Path, seed: int = 0, head_dim: int = 1
                                        n_fft=400)
     processor_config = {"processor_class": "Qwen2AudioProcessor", "audio_token": "<|AUDIO|>",
                         "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}
-    return _save(out, _seeded(Qwen2AudioForConditionalGeneration, config, seed), tokenizer, QWEN2_AUDIO_TEMPLATE,
-                 processor_config, feature_extractor=features)
+    _save(out, _seeded(Qwen2AudioForConditionalGeneration, config, seed), tokenizer, QWEN2_AUDIO_TEMPLATE,
+          processor_config, feature_extractor=features)
+    if hub_layout:
+        from safetensors.torch import load_file, save_file
+
+        weights = out / "model.safetensors"
+        tensors = {name.replace("language_model.model.model.", "language_model.model."): tensor
+                   for name, tensor in load_file(weights).items()}
+        save_file(tensors, weights, metadata={"format": "pt"})
+    return out
 
 
 FAMILIES = {"qwen2_vl": qwen2_vl, "qwen2_5_vl": lambda out, tok: qwen2_vl(out, tok, "2.5"), "llava": llava,
