@@ -72,7 +72,7 @@ def reasoning_setup(config: Any, kwargs: dict[str, Any]) -> ReasoningSetup:
         return ReasoningSetup(name, None)
     try:
         lmchat_parser = template_reasoning_parser(config)
-    except LmchatError as exc:
+    except (LmchatError, OSError, ValueError) as exc:  # (vLLM names a model it cannot read itself, at start)
         return ReasoningSetup(why_not=f"its template could not be read ({exc})")
     if lmchat_parser is None:
         return ReasoningSetup()
