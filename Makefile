@@ -40,7 +40,7 @@ test-deps: setup
 	sh tests/webui_setup.sh $(BIN)/python
 
 test: test-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-gpu: setup
 	$(BIN)/python -m pytest -q -m gpu
@@ -120,7 +120,7 @@ $(VLLM_STAMP): pyproject.toml constraints.txt tests/vllm_setup.py
 	touch $(VLLM_STAMP)
 
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_BIN)/python -m pytest -q -m vllm
+	$(VLLM_BIN)/python -m pytest -q -m vllm --durations=10
 
 test: test-vllm
 # --- end of vLLM on CPU -----------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ FILE_TIERS = {
         "test_server_compat.py", "test_server_vllm_fields.py", "test_server_reliability.py",
         "test_tool_fallback.py", "test_server_validation.py", "test_webui_login.py", "test_server_fuzz.py",
         "test_templates_tool_roundtrip.py", "test_structured.py", "test_structured_schemas.py",
+        "test_server_pooling.py", "test_server_responses.py", "test_pooling_units.py", "test_server_api_fields.py",
     ),
     "adapters": ("test_engine_mappings.py", "test_backend_stream.py", "test_engine_parallel.py"),
     "models": (
@@ -49,7 +50,8 @@ FILE_TIERS = {
         "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_llamacpp_batching.py", "test_vllm.py",
         "test_vllm_cli.py", "test_vllm_media.py", "test_hf_multimodal.py", "test_batch_media.py", "test_hf_faults.py",
         "test_hf_special_tokens.py", "test_structured_server.py",
-        "test_server_compat_models.py", "test_lm_eval_harness.py",
+        "test_server_compat_models.py", "test_lm_eval_harness.py", "test_pooling_models.py",
+        "test_llamacpp_embeddings.py", "test_server_api_fields_models.py",
         # a real two-node Ray cluster on loopback (tests/ray_support.py): real processes, the full venv
         "test_ray_batch.py", "test_ray_serve.py", "test_ray_serve_faults.py",
     ),

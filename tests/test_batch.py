@@ -376,6 +376,23 @@ def test_resume_keeps_one_line_per_row(tmp_path, fake_script, capsys):
     assert "Removed 3 repeated lines" in capsys.readouterr().err
 
 
+def test_a_rows_own_n_cannot_exceed_the_runs(tmp_path, fake_script, capsys):
+    rows = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}}
+            for i, extra in enumerate([{"n": 50}, {"n": 2}, {}])]
+    path = write_jsonl(tmp_path / "batch.jsonl", rows)
+    script = fake_script()
+    lines = infer(tmp_path, script, "--input", path, "--n", "2")
+    assert [len(line["response"]["body"]["choices"]) for line in lines] == [2, 2, 2]  # 50 capped to the run's 2
+    assert len(requests(script)) == 6  # one engine request per answer
+    assert "1 rows asked for more than this run's n (2) and were capped to it." in capsys.readouterr().err
+    before = len(requests(script))
+    (tmp_path / "b").mkdir()
+    again = infer(tmp_path / "b", script, "--input", path)  # no --n: a row's own n holds
+    assert [len(line["response"]["body"]["choices"]) for line in again] == [50, 2, 1]
+    assert len(requests(script)) - before == 53
+
+
 def test_a_rows_own_token_budget_cannot_exceed_the_runs(tmp_path, fake_script, capsys):
     rows = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
              "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}], key: value}}

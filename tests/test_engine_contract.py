@@ -190,7 +190,8 @@ def test_unsupported_sampling_options_are_rejected(model):
 
 
 def _non_default(option: str):
-    return {"logit_bias": {1: 1.0}, "seed": 1, "logprobs": True, "stop_token_ids": [1], "min_p": 0.1}.get(option, 2)
+    return {"logit_bias": {1: 1.0}, "seed": 1, "logprobs": True, "stop_token_ids": [1], "min_p": 0.1,
+            "bad_words": ["x"], "allowed_token_ids": [1]}.get(option, 2)
 
 
 def test_unsupported_sampling_option_of_a_fake_engine(tmp_path):

@@ -78,9 +78,34 @@ def test_vllm_sampling_mapping():
         "n": 1, "max_tokens": 100, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
         "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25, "logit_bias": {5: -2.0},
         "seed": 42, "stop_token_ids": [2], "ignore_eos": True, "skip_special_tokens": False, "logprobs": 3,
-        "min_tokens": 4,
+        "min_tokens": 4, "bad_words": None, "allowed_token_ids": None,
     }
     assert "stop" not in mapped  # stop strings are the facade's job
+
+
+def test_vllm_maps_bad_words_allowed_ids_and_the_whole_vocabulary():
+    params = SamplingParams(bad_words=["foo bar", "baz"], allowed_token_ids=[3, 5], logprobs=True, top_logprobs=-1,
+                            truncate_prompt_tokens=8)
+    mapped = to_vllm_sampling_kwargs(params)
+    assert mapped["bad_words"] == ["foo bar", "baz"]  # vLLM tokenizes them itself, by the same rule as lmchat
+    assert mapped["allowed_token_ids"] == [3, 5] and mapped["logprobs"] == -1
+    assert "truncate_prompt_tokens" not in mapped  # the facade cut the prompt already
+
+
+@pytest.mark.parametrize("name, package", [("huggingface", "torch"), ("llamacpp", "llama_cpp")])
+def test_our_engines_honour_the_token_rules(name, package):
+    pytest.importorskip(package)
+    options = get_engine_class(name).capabilities.sampling_options
+    assert {"min_tokens", "bad_words", "allowed_token_ids"} <= options
+
+
+def test_sglang_refuses_the_token_lists_and_the_whole_vocabulary():
+    from lmchat.engines.sglang.sampling import SGLANG_OPTIONS, to_sglang_generate_kwargs
+    from lmchat.errors import UnsupportedError
+
+    assert not {"bad_words", "allowed_token_ids"} & SGLANG_OPTIONS and "min_tokens" in SGLANG_OPTIONS
+    with pytest.raises(UnsupportedError, match="top_logprobs -1"):
+        to_sglang_generate_kwargs(SamplingParams(logprobs=True, top_logprobs=-1))
 
 
 def test_vllm_sampling_defaults_greedy_and_no_logprobs():
@@ -175,6 +200,8 @@ def test_vllm_logprobs_keep_the_top_alternatives_in_rank_order():
     assert completion_logprobs(completion, 2) == (
         TokenLogprob("b", 7, -0.5, (("a", 3, -0.1), ("b", 7, -0.5))), TokenLogprob("", 9, -0.2, (("", 9, -0.2),)))
     assert completion_logprobs(SimpleNamespace(token_ids=[1], logprobs=None), 0) == ()
+    everything = completion_logprobs(completion, -1)  # top_logprobs -1: every entry vLLM returned, in rank order
+    assert [alt[1] for alt in everything[0].top] == [3, 7, 4]
 
 
 def test_vllm_start_failures_become_lmchat_errors():
@@ -188,6 +215,9 @@ def test_vllm_mapping_builds_real_sampling_params():
     vllm = pytest.importorskip("vllm")
     native = vllm.SamplingParams(**to_vllm_sampling_kwargs(FULL, max_tokens=100))
     assert native.top_k == 40 and native.seed == 42 and native.logprobs == 3 and native.min_tokens == 4
+    rules = SamplingParams(bad_words=["foo"], allowed_token_ids=[3, 5])
+    native = vllm.SamplingParams(**to_vllm_sampling_kwargs(rules, max_tokens=10))
+    assert native.bad_words == ["foo"] and native.allowed_token_ids == [3, 5]
 
 
 # --- SGLang ---------------------------------------------------------------------------------------------
@@ -254,6 +284,12 @@ def test_sglang_incremental_chunks_and_logprobs():
     assert reader.read(first) == [TextDelta("Hi", 1, logprobs=(TokenLogprob("Hi", 11, -0.1, (("Hi", 11, -0.1),)),))]
     there = TokenLogprob(" there", 12, -0.3, ((" there", 12, -0.3), (" you", 13, -1.0)))
     assert reader.read(last) == [TextDelta(" there", 1, logprobs=(there,)), Finished("length", 5, 2, None)]
+
+
+def test_sglang_reports_the_prompt_tokens_its_cache_reused():
+    reader = ChunkReader(prompt_tokens=5, incremental=True, logprobs=False)
+    [*_, finished] = reader.read(_chunk("Hi", 1, {"type": "length", "length": 1}, cached_tokens=4))
+    assert finished == Finished("length", 5, 1, None, cached_tokens=4)
 
 
 def test_sglang_cumulative_logprobs_are_sent_once():

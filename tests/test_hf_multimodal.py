@@ -226,3 +226,27 @@ def test_llamafactory_template_names_write_the_models_placeholders(models, built
     if family == "qwen2_vl":
         own = models(family).prepare(question(kind), **{kind + "s": [medium(kind)]})
         assert own.prompt == prepared.prompt and own.prompt_token_ids == prepared.prompt_token_ids
+
+
+def test_gemma3_pan_and_scan_adds_crops_and_answers_as_generate(built, models):
+    """image_do_pan_and_scan (LLaMA-Factory's key): Gemma 3's processor adds crops of a long image beside the whole
+    one, so the prompt holds more image tokens; the answer still equals generate on the same processor outputs."""
+    wide = pattern_image((768, 256), 3)  # 3:1, crops of at least 256 pixels: pan and scan makes 3 of them
+    plain = models("gemma3").prepare(question("image"), images=[wide])
+    with ChatModel({"model_name_or_path": built("gemma3"), "do_sample": False, "max_new_tokens": NEW_TOKENS,
+                    "image_do_pan_and_scan": True}) as model:
+        prepared = model.prepare(question("image"), images=[wide])
+        assert prepared.media_inputs.features["pixel_values"].shape[0] == 4  # the whole image and 3 crops
+        assert plain.media_inputs.features["pixel_values"].shape[0] == 1
+        assert prepared.prompt_tokens > plain.prompt_tokens
+        [answer] = model.chat(question("image"), images=[wide])
+        assert answer.response_text == generated(model, prepared)
+
+
+def test_pan_and_scan_on_a_model_that_cannot_is_a_config_error(built):
+    from lmchat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="image_do_pan_and_scan applies to models whose image processor pans") \
+            as error:
+        ChatModel({"model_name_or_path": built("qwen2_vl"), "image_do_pan_and_scan": True})
+    assert error.value.param == "image_do_pan_and_scan"

@@ -181,5 +181,7 @@ def test_invocations_dispatch_on_the_body(http):
     assert completion["object"] == "text_completion" and completion["choices"][0]["text"] == "w0 w1"
     _, events = stream_post(http, "/invocations", {**chat_body, "stream": True})
     assert events[-1] == "[DONE]"
-    assert_error(http.post("/invocations", json={"input": "hello"}), 400, "messages")
+    assert_error(http.post("/invocations", json={"nothing": "hello"}), 400, "messages")
+    refused = http.post("/invocations", json={"input": "hello"})  # an embedding body: this chat model cannot embed
+    assert refused.status_code == 400 and "embed" in refused.json()["error"]["message"]
     assert_error(http.post("/invocations", json={"messages": []}), 400, "messages")

@@ -15,7 +15,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from schema_strategies import TEXT, SchemaStrategies, invalid_bodies  # noqa: E402
+from schema_strategies import ANY_JSON, TEXT, SchemaStrategies, invalid_bodies  # noqa: E402
 from test_server_support import ThreadServer, httpx, jsonschema, sse_data, write_script  # noqa: E402
 
 TEMPLATE = (
@@ -29,8 +29,10 @@ EXAMPLES = 115  # per route with a body, valid and broken each, and for GET /v1/
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
-    chat = write_script(folder / "chat", name="fake-model", chat_template=TEMPLATE, context_length=512)
-    reward = write_script(folder / "reward", name="fake-model", reward=True)
+    pooling = {"embedding_size": 8}  # /v1/embeddings, /v1/score and /v1/rerank answer 200s too
+    chat = write_script(folder / "chat", name="fake-model", chat_template=TEMPLATE, context_length=512,
+                        pooling=pooling)
+    reward = write_script(folder / "reward", name="fake-model", reward=True, pooling=pooling)
     with ThreadServer({"infer_backend": "fake", "model_name_or_path": chat}, max_queue=256) as chat_server, \
             ThreadServer({"infer_backend": "fake", "model_name_or_path": reward}) as reward_server:
         yield chat_server, reward_server
@@ -63,6 +65,13 @@ class Fuzzer:
 
     def check_stream(self, text: str, path: str) -> None:
         events = sse_data(text.splitlines())
+        if path.endswith("/responses"):  # Responses events: typed, numbered, no [DONE]; the last one ends it
+            assert events and events[-1]["type"] in ("response.completed", "response.incomplete", "error"), text
+            assert [event["sequence_number"] for event in events] == list(range(len(events)))
+            for event in events:
+                if "response" in event:
+                    self.validate(event["response"], {"$ref": "#/components/schemas/ResponseObject"})
+            return
         assert events and events[-1] == "[DONE]", text[-500:]
         chunk = "ChatCompletionStreamResponse" if "chat" in path else "CompletionResponse"
         for event in events[:-1]:
@@ -117,3 +126,71 @@ def test_no_generated_request_gets_a_server_error(servers):
         assert tally[(operation, 200)] > 0, operation  # valid requests got through, not only refusals
     for operation in routes & with_body:  # and broken bodies were refused as such
         assert sum(n for (op, status), n in tally.items() if op == operation and status == 400) > 0, operation
+
+
+# --- llama.cpp's and vLLM's own routes (kept out of the published document) -------------------------------------
+COMPAT_EXAMPLES = 25  # per route, valid and broken each: ~1,000 requests over the compat routes
+
+
+def compat_document(app) -> dict[str, Any]:
+    """An OpenAPI document of the app's routes that the published one leaves out (llama.cpp's and vLLM's shapes)."""
+    import copy
+
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    hidden = []
+    for context in iter_route_contexts(app.routes):  # FastAPI keeps included routers whole: their routes' contexts
+        route = context.original_route
+        if isinstance(route, APIRoute) and not context.include_in_schema:
+            shown = copy.copy(route)
+            shown.include_in_schema = True
+            hidden.append(shown)
+    return get_openapi(title="compat", version="0", routes=hidden)
+
+
+def test_no_generated_request_to_a_compat_route_gets_a_server_error(servers):
+    """The same fuzzing over /tokenize, /detokenize, /completion, /props, /version, /ping, /invocations, the routes
+    without /v1 and the other compat routes: a body from the route's own model where it declares one, any JSON
+    where it reads the raw body; no status of 500 or more, JSON answers are JSON, streams end with [DONE]."""
+    chat, _ = servers
+    document = compat_document(chat.app)
+    strategies = SchemaStrategies(document, overrides={"model": st.one_of(st.none(), st.just("fake-model"))})
+    tally: collections.Counter = collections.Counter()
+    with chat.http() as client:
+        def send(method: str, path: str, body: Any) -> None:
+            content = None if body is None else json.dumps(body).encode()
+            response = client.request(method.upper(), path, content=content,
+                                      headers={"Content-Type": "application/json"} if content else {})
+            tally[(f"{method.upper()} {path}", response.status_code)] += 1
+            assert response.status_code < 500, (path, body, response.text)
+            kind = response.headers.get("content-type", "").split(";")[0]
+            if kind == "application/json":
+                response.json()
+            elif kind == "text/event-stream":
+                events = sse_data(response.text.splitlines())
+                if path.endswith("/responses"):  # Responses events end with their last typed event, no [DONE]
+                    ends = ("response.completed", "response.incomplete", "error")
+                    assert events and events[-1]["type"] in ends, (path, response.text[-500:])
+                else:
+                    assert events and events[-1] == "[DONE]", (path, response.text[-500:])
+
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+                schema = schema.get("schema")
+                if method == "get":
+                    send(method, path, None)
+                    continue
+                if schema:  # the route's own model: valid bodies and bodies broken in one place
+                    valid = strategies.valid_values(schema)
+                    bodies = (valid, invalid_bodies(valid))
+                else:  # the route reads the raw body: any JSON, and objects of any keys
+                    bodies = (ANY_JSON, st.dictionaries(TEXT, ANY_JSON, max_size=4))
+                for strategy in bodies:
+                    _run(lambda body, m=method, p=path: send(m, p, body), strategy, COMPAT_EXAMPLES)
+    total = sum(tally.values())
+    print(f"\n{total} generated compat requests over {len(document['paths'])} paths")
+    assert len(document["paths"]) >= 10 and total >= 500
+    assert {"/tokenize", "/detokenize", "/completion", "/chat/completions"} <= set(document["paths"])
+    assert all(status < 500 for _, status in tally)

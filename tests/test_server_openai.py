@@ -96,7 +96,8 @@ def test_chat_answer_usage_and_refusal(client, http):
     assert choice["message"] == {"role": "assistant", "content": "Hello there, friend!", "refusal": None}
     assert choice["finish_reason"] == "stop" and choice["logprobs"] is None
     prompt_tokens = fake_token_count(GREET_PROMPT)
-    assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 4, "total_tokens": prompt_tokens + 4}
+    assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 4, "total_tokens": prompt_tokens + 4,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
     assert body["model"] == "fake-model" and body["id"].startswith("chatcmpl-")
 
     completion = client.chat.completions.create(model="fake-model", messages=GREET)

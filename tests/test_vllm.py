@@ -25,6 +25,7 @@ from lmchat.config.model_config import ModelConfig  # noqa: E402
 from lmchat.engines.vllm.engine import _engine_args  # noqa: E402
 from lmchat.engines.vllm.sampling import CPU_KV_CACHE_BYTES, to_vllm_engine_kwargs  # noqa: E402
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError  # noqa: E402
+from lmchat.generation.token_rules import bad_words_token_ids  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a cat who learns to sail."}]
 GREEDY = {"do_sample": False}
@@ -92,6 +93,49 @@ def test_greedy_logprobs_rank_the_chosen_token_first(vllm_model):
     chunks = list(vllm_model.stream_chunks(vllm_model.prepare(MESSAGES, logprobs=True, top_logprobs=3,
                                                               max_new_tokens=5, **GREEDY)))
     assert [lp for chunk in chunks for lp in chunk.logprobs] == list(response.logprobs)
+
+
+def test_prompt_logprobs_equal_the_transformers_engines(vllm_model, vllm_tiny_dir):
+    """vLLM's own prompt_logprobs (completions' echo with logprobs, vLLM's prompt_logprobs field) give the prompt
+    tokens' log-probabilities, ranks and alternatives the transformers engine computes on the same checkpoint."""
+    ids = vllm_model.engine.tokenize("The sea is calm tonight and the cat")
+    got = vllm_model.run_sync(vllm_model.engine.prompt_logprobs(ids, 3))
+    with ChatModel({"model_name_or_path": str(vllm_tiny_dir), "infer_dtype": "float32",
+                    "native_decode": "off"}) as reference:
+        expected = reference.run_sync(reference.engine.prompt_logprobs(ids, 3))
+    assert got[0] is None and expected[0] is None and len(got) == len(expected) == len(ids)
+    for mine, theirs in zip(got[1:], expected[1:]):
+        assert mine.token_id == theirs.token_id
+        # a random model's distribution is flat: far down it, rounding reorders near-equal tokens
+        assert abs(mine.rank - theirs.rank) <= max(1, theirs.rank // 50), (mine.rank, theirs.rank)
+        assert mine.logprob == pytest.approx(theirs.logprob, abs=2e-2)  # vLLM's CPU kernels round differently
+        assert len(mine.top) == 3 and mine.top[0][1] == theirs.top[0][1]  # near-ties below it may swap
+        assert [alt[2] for alt in mine.top] == pytest.approx([alt[2] for alt in theirs.top], abs=2e-2)
+
+
+def test_vllm_honours_allowed_token_ids_and_bad_words(vllm_model):
+    """vLLM's own token lists, mapped (not lmchat's token rules): only allowed ids come; a banned token never."""
+    [plain] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, **GREEDY)
+    ids = [token.token_id for token in plain.logprobs]
+    allowed = sorted(set(ids[1:3]))
+    [only] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=6, allowed_token_ids=allowed, **GREEDY)
+    assert {token.token_id for token in only.logprobs} <= set(allowed)
+    engine = vllm_model.engine
+    # two words that are one token each, either way lmchat's rule (vLLM's) tokenizes them; only they are allowed,
+    # so the answer is made of them; banning the one greedy picks leaves only the other
+    words = [word for word in ("hello", "world", "the", "cat", "sea", "boat")
+             if len({sequence for sequence in bad_words_token_ids([word], engine.tokenize)}) >= 1
+             and all(len(sequence) == 1 for sequence in bad_words_token_ids([word], engine.tokenize))][:2]
+    assert len(words) == 2, words
+    token_sets = [{sequence[0] for sequence in bad_words_token_ids([word], engine.tokenize)} for word in words]
+    pair = sorted(token_sets[0] | token_sets[1])
+    [free] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=4, allowed_token_ids=pair, **GREEDY)
+    first = free.logprobs[0].token_id
+    chosen = 0 if first in token_sets[0] else 1
+    [avoided] = vllm_model.chat(MESSAGES, logprobs=True, max_new_tokens=4, allowed_token_ids=pair,
+                                bad_words=[words[chosen]], **GREEDY)
+    got = {token.token_id for token in avoided.logprobs}
+    assert got and not got & token_sets[chosen] and got <= token_sets[1 - chosen]
 
 
 def test_a_request_vllm_rejects_fails_before_any_answer(vllm_model):
@@ -310,10 +354,33 @@ def test_reward_scores_equal_transformers(vllm_reward_dir):
     with ChatModel({"infer_backend": "huggingface", "native_decode": "off", **reward}) as reference:
         expected = reference.get_scores(TEXTS)
         expected_cut = reference.get_scores(TEXTS[:1], max_length=7)
+        expected_pairs = reference.score_pairs("Is the sea calm?", ["It is.", "A cat sails."])
     with ChatModel({**VLLM_TEST_SETTINGS, **reward}) as model:
         assert model.engine.info.is_reward_model
         assert model.get_scores(TEXTS) == pytest.approx(expected, rel=1e-4, abs=1e-5)
         assert model.get_scores(TEXTS[:1], max_length=7) == pytest.approx(expected_cut, rel=1e-4, abs=1e-5)
         assert expected_cut != pytest.approx(expected[:1])  # the cut mattered
+        pairs = model.score_pairs("Is the sea calm?", ["It is.", "A cat sails."])  # /v1/score and /v1/rerank's path
+        assert pairs.scores == pytest.approx(expected_pairs.scores, rel=1e-4, abs=1e-5)
         with pytest.raises(UnsupportedError, match="reward model"):
+            model.chat(MESSAGES)
+
+
+def test_embeddings_on_vllms_pooling_runner_equal_transformers(vllm_tiny_dir):
+    """The tiny Llama converted to an embedding model by vLLM (its last token's final hidden state) gives the
+    vectors the transformers engine pools from the same checkpoint (last-token pooling), normalised by the facade."""
+    texts = ["The sea is calm tonight.", "A cat learns to sail."]
+    tiny = {"model_name_or_path": str(vllm_tiny_dir), "infer_dtype": "float32"}
+    with ChatModel({"infer_backend": "huggingface", "native_decode": "off", "pooling_type": "last", **tiny}) as ref:
+        expected = ref.embed(texts)
+    pooling = {"vllm_config": {**VLLM_TEST_SETTINGS.get("vllm_config", {}), "runner": "pooling", "convert": "embed"}}
+    with ChatModel({**VLLM_TEST_SETTINGS, **tiny, **pooling}) as model:
+        got = model.embed(texts)
+        assert got.token_counts == expected.token_counts
+        for vector, reference in zip(got.vectors, expected.vectors):
+            assert vector == pytest.approx(reference, abs=2e-4)
+            assert sum(v * v for v in vector) == pytest.approx(1.0, rel=1e-5)
+        raw = model.embed(texts[:1], normalize=False).vectors[0]
+        assert sum(v * v for v in raw) != pytest.approx(1.0, rel=1e-3)  # vLLM's own normalisation stayed off
+        with pytest.raises(UnsupportedError, match="is an embedding model: use embed"):
             model.chat(MESSAGES)

@@ -94,6 +94,23 @@ def test_download_embeds_media_and_upload_restores_everything(tmp_path):
         import_conversation({"nothing": 1}, tmp_path)
 
 
+@pytest.mark.parametrize("url", ["/etc/passwd", "file:///etc/hostname", "../secret.png", "C:\\photo.png"])
+def test_an_uploaded_file_cannot_name_a_local_path(tmp_path, url):
+    """The uploaded JSON comes from the browser: a media part naming a path of the server's machine would let the
+    model read it and Download JSON embed it, so it is refused, naming the part; nothing is written."""
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "see"},
+                                                      {"type": "image_url", "image_url": {"url": url}}]}]}
+    with pytest.raises(InvalidRequestError, match=r"content\[1\]\.image_url names .*never as paths"):
+        import_conversation(body, tmp_path / "media")
+    assert not (tmp_path / "media").exists()
+    kept = {"messages": [{"role": "user", "content": [{"type": "image_url",
+                                                       "image_url": {"url": "https://example.com/a.png"}}]}]}
+    assert import_conversation(kept, tmp_path / "media")[0][0]["content"][0]["image_url"]["url"] == \
+        "https://example.com/a.png"  # fetched later under the media fetch guard
+    with pytest.raises(InvalidRequestError, match="has no 'url' string"):
+        import_conversation({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, tmp_path)
+
+
 def test_display_shows_blocks_and_maps_back_to_the_conversation():
     messages = [conv.user_message("q", ["/x/a.png"]),
                 {"role": "assistant", "content": "answer", "reasoning_content": "think", "tool_calls": [CALL]},

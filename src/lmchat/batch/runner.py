@@ -75,7 +75,8 @@ class BatchOptions(BaseModel):
         return Path(self.summary) if self.summary else output.with_name(output.stem + ".summary.json")
 
     def generation(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"n": self.n} if self.n != 1 else {}
+        # a given n (even 1) is also the most answers a row may ask for (batch/sampler.py capped_generation)
+        options: dict[str, Any] = {"n": self.n} if self.n != 1 or "n" in self.model_fields_set else {}
         if self.seed is not None:
             options["seed"] = self.seed
         if self.stop:
@@ -160,9 +161,15 @@ def _answer_rows(rows: list[Row], model: ChatModel | Mapping[str, Any], options:
                 if bar is not None:
                     bar.close()
                 if sampler.capped_rows:
-                    print(f"{sampler.capped_rows} rows asked for more than this run's max_new_tokens "
-                          f"({sampler.max_new_tokens_cap}) and were capped to it.", file=log)
+                    print(f"{sampler.capped_rows} rows asked for more than this run's "
+                          f"{_limits(sampler.max_new_tokens_cap, options)} and were capped to it.", file=log)
         return sampler.summary() if options.executor == "ray" else None
+
+
+def _limits(max_new_tokens: int | None, options: BatchOptions) -> str:
+    """The run's limits a row cannot exceed, for the capped-rows notice."""
+    limits = [f"max_new_tokens ({max_new_tokens})"] if max_new_tokens is not None else []
+    return " or ".join(limits + ([f"n ({options.n})"] if "n" in options.generation() else []))
 
 
 def _open_sampler(model: ChatModel | Mapping[str, Any], options: BatchOptions):

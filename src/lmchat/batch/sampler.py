@@ -64,14 +64,23 @@ def run_token_cap(config: Any) -> int | None:
 
 def capped_generation(generation: Mapping[str, Any], row_generation: Mapping[str, Any],
                       cap: int | None) -> tuple[dict[str, Any], bool]:
-    """The run's options with a row's own on top, its answer budget cut to ``cap``; and whether it was cut."""
+    """The run's options with a row's own on top, cut to the run's limits; and whether anything was cut. The
+    limits: ``cap`` (the run's max_new_tokens) for a row's answer budget, and the run's own ``n`` for a row's
+    ``n`` (a row cannot ask for more answers than the run was given)."""
     merged = {**generation, **row_generation}
+    limits = {key: cap for key in ROW_TOKEN_BUDGETS} if cap is not None else {}
+    if _is_count(generation.get("n")):
+        limits["n"] = generation["n"]
     over = False
-    for key in ROW_TOKEN_BUDGETS if cap is not None else ():
+    for key, limit in limits.items():
         value = merged.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-            merged[key], over = cap, True
+        if _is_count(value) and value > limit:
+            merged[key], over = limit, True
     return merged, over
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Sampler:

@@ -20,6 +20,7 @@ class AnswerAssembler:
         self.index = index
         self.prompt_tokens = prompt_tokens  # until the final chunk reports the engine's count
         self.completion_tokens = 0
+        self.cached_tokens = 0
         self.finish_reason: FinishReason | None = None
         self._text: list[str] = []
         self._deltas: list[OutputDelta] = []
@@ -34,6 +35,7 @@ class AnswerAssembler:
             self.finish_reason = chunk.finish_reason
             self.prompt_tokens = chunk.prompt_tokens or self.prompt_tokens
             self.completion_tokens = chunk.completion_tokens
+            self.cached_tokens = chunk.cached_tokens
 
     @property
     def text(self) -> str:
@@ -57,6 +59,7 @@ class AnswerAssembler:
             reasoning_text=parsed.reasoning,
             tool_calls=parsed.tool_calls,
             logprobs=list(self._logprobs) or None,
+            cached_tokens=self.cached_tokens,
         )
 
 

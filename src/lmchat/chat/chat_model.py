@@ -13,6 +13,9 @@ from lmchat.chat.inputs import check_input
 from lmchat.chat.media import fetch_policy, media_options
 from lmchat.chat.messages import TEXT_PARTS, Media, normalise_tools
 from lmchat.chat.options import CallOptions, check_template_kwargs, resolve_options
+from lmchat.chat.pooling import EmbedOptions, Embeddings, PairScoreResult, text_pairs
+from lmchat.chat.pooling import embed as embed_inputs
+from lmchat.chat.pooling import score_pairs as score_text_pairs
 from lmchat.chat.prepare import (
     PreparedChat,
     TemplateStops,
@@ -146,15 +149,20 @@ class ChatModel:
                            audios: Any, generation: dict[str, Any]) -> tuple[bool, ChatTemplate, dict[str, Any]]:
         """The checks every chat call starts with, the call's template and ``prepare_chat``'s keyword arguments;
         also whether the call has media (given, or as content parts)."""
+        self._require_generative()
         template = self._call_template(generation.pop("chat_template", None))
-        if self.engine.info.is_reward_model:
-            raise UnsupportedError(
-                f"'{self.engine.info.name}' is a reward model: use get_scores, not chat.", param="model"
-            )
         media = Media(*(_media_items(value, name) for value, name in
                         ((images, "images"), (videos, "videos"), (audios, "audios"))))
         kwargs = {"system": system, "tools": tools, "media": media, "options": self.resolve_options(**generation)}
         return bool(media) or has_media_parts(messages), template, kwargs
+
+    def _require_generative(self) -> None:
+        info = self.engine.info
+        if info.is_reward_model:
+            raise UnsupportedError(f"'{info.name}' is a reward model: use get_scores, not chat.", param="model")
+        if not self.engine.can_generate:
+            raise UnsupportedError(f"'{info.name}' is an embedding model: use embed (the server's /v1/embeddings), "
+                                   "not chat.", param="model")
 
     def _call_template(self, source: str | None) -> ChatTemplate:
         if source is None:
@@ -168,10 +176,11 @@ class ChatModel:
         """Validate one call's options (sampling, chat-template and tool_choice) against the config and engine."""
         return resolve_options(self.config, self.engine, generation)
 
-    def prepare_completion(self, prompt: str | Sequence[int], **generation: Any) -> PreparedChat:
+    def prepare_completion(self, prompt: str | Sequence[int], suffix: str | None = None,
+                           **generation: Any) -> PreparedChat:
         """Validate a raw-prompt completion (no chat template); the model's end-of-turn tokens still stop it.
-        ``prompt`` may be token ids."""
-        return prepare_completion(self.config, self.engine, self._stops, prompt, generation)
+        ``prompt`` may be token ids; ``suffix`` makes the answer fill the middle (a model with FIM tokens)."""
+        return prepare_completion(self.config, self.engine, self._stops, prompt, generation, suffix=suffix)
 
     def render(self, messages: Messages, tools: Any = None, add_generation_prompt: bool = True, **kwargs: Any) -> str:
         """The prompt text this model's template makes of ``messages`` (no generation)."""
@@ -233,6 +242,22 @@ class ChatModel:
             )
         return await self.engine.score(list(batch_input), generation.get("max_length"))
 
+    async def aembed(self, input: Any, *, normalize: bool | None = None, dimensions: int | None = None,
+                     truncate_prompt_tokens: int | None = None, add_special_tokens: bool = True) -> Embeddings:
+        """Embeddings of ``input`` (a string, token ids, or a list of either), one vector per input, normalised
+        unless ``normalize=False``; ``dimensions`` keeps the first N values of a matryoshka model's vectors."""
+        options = EmbedOptions(normalize=normalize is not False, dimensions=dimensions,
+                               truncate_prompt_tokens=truncate_prompt_tokens, add_special_tokens=add_special_tokens)
+        return await embed_inputs(self.engine, input, options)
+
+    async def ascore_pairs(self, text_1: str | Sequence[str], text_2: str | Sequence[str], *,
+                           truncate_prompt_tokens: int | None = None, use_activation: bool | None = None
+                           ) -> PairScoreResult:
+        """Relevance scores of text pairs (vLLM's pairing of ``text_1`` and ``text_2``): a cross-encoder's or reward
+        model's head on each pair (sigmoid unless ``use_activation=False``), or an embedding model's cosine."""
+        return await score_text_pairs(self.engine, text_pairs(text_1, text_2), truncate_prompt_tokens,
+                                      use_activation)
+
     # --- sync API -------------------------------------------------------------------------------------
     def chat(self, messages: Messages, system: str | None = None, tools: Any = None, images=None, videos=None,
              audios=None, **generation: Any) -> list[Response]:
@@ -252,6 +277,15 @@ class ChatModel:
 
     def get_scores(self, batch_input: Sequence[str], **generation: Any) -> list[float]:
         return self._loop.run(self.aget_scores(batch_input, **generation))
+
+    def embed(self, input: Any, **options: Any) -> Embeddings:
+        """:meth:`aembed` from synchronous code."""
+        return self._loop.run(self.aembed(input, **options))
+
+    def score_pairs(self, text_1: str | Sequence[str], text_2: str | Sequence[str], **options: Any
+                    ) -> PairScoreResult:
+        """:meth:`ascore_pairs` from synchronous code."""
+        return self._loop.run(self.ascore_pairs(text_1, text_2, **options))
 
     def run_sync(self, coroutine: Any) -> Any:
         """Run a coroutine of this model's async API on its background loop (for sync wrappers built on it)."""

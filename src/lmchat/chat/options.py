@@ -25,6 +25,7 @@ TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort
                     "continue_final_message")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")
+DOCUMENT_OPTIONS = ("documents",)  # vLLM's: passed to the chat template as ``documents`` (RAG templates)
 # What the renderer passes to every chat template itself (templates/render.py): not settable per call.
 RESERVED_TEMPLATE_NAMES = frozenset({"messages", "tools", "documents", "add_generation_prompt", "special_tokens",
                                      "template"})
@@ -41,6 +42,8 @@ class CallOptions:
     checked with the prompt (lmchat.structured.prepare)."""
     explicit: frozenset[str] = frozenset()
     """The sampling options the user set (in this call or in the config), as opposed to defaults."""
+    documents: list[dict[str, Any]] | None = None
+    """vLLM's ``documents``: the chat template's ``documents`` (a template that ignores them is refused)."""
 
     def user_value(self, name: str) -> Any:
         """The option's value when the user set it, else None."""
@@ -49,27 +52,40 @@ class CallOptions:
 
 def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[str, Any]) -> CallOptions:
     """Split ``options`` (``ChatModel.chat``'s keyword arguments) and validate each part; raises before any work."""
-    skipped = (*TEMPLATE_OPTIONS, *TOOL_OPTIONS, *REQUEST_FIELDS)
+    skipped = (*TEMPLATE_OPTIONS, *TOOL_OPTIONS, *DOCUMENT_OPTIONS, *REQUEST_FIELDS)
     sampling = {key: value for key, value in options.items() if key not in skipped}
     constraint = pop_constraint({key: options[key] for key in REQUEST_FIELDS if key in options})
     params = resolve_sampling(config.generation_defaults(), sampling)
     engine.capabilities.check_sampling(params, engine.name)
-    check_logit_bias(params, engine.info.vocab_size)
+    check_token_ids(params, engine.info.vocab_size)
     explicit = {OPTION_ALIASES.get(key, key) for key, value in sampling.items() if value is not None}
     explicit |= config.model_fields_set & set(config.generation_defaults())
     return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"),
                        parallel_tool_calls=options.get("parallel_tool_calls"), constraint=constraint,
-                       explicit=frozenset(explicit))
+                       explicit=frozenset(explicit), documents=_documents(options.get("documents")))
 
 
-def check_logit_bias(params: SamplingParams, vocab_size: int | None) -> None:
-    """Every biased token id must be one of the model's (ids 0 .. vocab_size - 1)."""
-    outside = sorted(token for token in params.logit_bias or () if vocab_size is not None and token >= vocab_size)
-    if outside:
-        raise InvalidRequestError(
-            f"logit_bias names token id {outside[0]}, but the model's vocabulary has ids 0 to {vocab_size - 1}.",
-            param="logit_bias",
-        )
+def check_token_ids(params: SamplingParams, vocab_size: int | None) -> None:
+    """Every token id an option names (``logit_bias``, ``allowed_token_ids``) must be one of the model's (ids
+    0 .. vocab_size - 1)."""
+    for name, ids in (("logit_bias", params.logit_bias or ()), ("allowed_token_ids", params.allowed_token_ids or ())):
+        outside = sorted(token for token in ids if vocab_size is not None and token >= vocab_size)
+        if outside:
+            raise InvalidRequestError(
+                f"{name} names token id {outside[0]}, but the model's vocabulary has ids 0 to {vocab_size - 1}.",
+                param=name,
+            )
+
+
+def _documents(documents: Any) -> list[dict[str, Any]] | None:
+    """vLLM's ``documents``: a list of dicts (``{"title": ..., "text": ...}`` in most RAG templates)."""
+    if documents is None:
+        return None
+    if not isinstance(documents, list) or not all(isinstance(doc, Mapping) for doc in documents):
+        raise InvalidRequestError("documents must be a list of objects (for example {\"title\": ..., \"text\": ...}).",
+                                  param="documents")
+    check_input(documents, "documents")
+    return [dict(doc) for doc in documents] or None
 
 
 def check_template_kwargs(kwargs: Any) -> dict[str, Any]:

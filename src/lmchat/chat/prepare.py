@@ -23,15 +23,17 @@ from typing import TYPE_CHECKING, Any
 from lmchat.chat.inputs import check_input
 from lmchat.chat.media import MediaItem, bind_media, count_by_kind, load_media
 from lmchat.chat.messages import Media, build_conversation, normalise_tools
-from lmchat.chat.options import CallOptions, check_logit_bias
+from lmchat.chat.options import CallOptions, check_token_ids
 from lmchat.chat.output import ParsingPlan, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine, GenerationRequest
 from lmchat.errors import ContextLengthError, InvalidRequestError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams, resolve_sampling
+from lmchat.generation.token_rules import bad_words_token_ids
 from lmchat.structured.prepare import StructuredRequest
 from lmchat.structured.requests import pop_constraint
 from lmchat.templates.continuation import cut_after_final_message
+from lmchat.templates.fim import fill_in_middle_prompt
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.tool_fallback import FALLBACK_TOOL_PARSER, RenderedChat, render_chat
 
@@ -58,6 +60,7 @@ class PreparedChat:
     media: Media = Media()
     parsing: ParsingPlan = ParsingPlan()
     media_inputs: Any = None
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()  # params.bad_words as token sequences
 
     @property
     def prompt_tokens(self) -> int:
@@ -82,6 +85,7 @@ class PreparedChat:
                 audios=self.media.audios,
                 keep_special_tokens=self.parsing.keep_special_tokens,
                 media_inputs=self.media_inputs,
+                bad_words_ids=self.bad_words_ids,
             )
             for i, engine_id in enumerate(self.request_ids(request_id or uuid.uuid4().hex))
         ]
@@ -153,7 +157,7 @@ def plan_chat(
                                       options.parallel_tool_calls)
     tool_list = structured.prompt_tools
     rendered = render_conversation(conversation, template, config.tool_parser, engine, tools=tool_list,
-                                   **options.template_kwargs)
+                                   documents=options.documents, **options.template_kwargs)
     prompt = rendered.prompt
     if options.template_kwargs.get("continue_final_message"):
         prompt = cut_after_final_message(prompt, conversation)
@@ -194,28 +198,59 @@ async def aprepare_chat(config: ModelConfig, engine: BaseEngine, template: ChatT
     media = await load_media(loader, plan.media)
     encoded = await engine.encode_media_prompt(plan.prompt, media)
     token_ids = tuple(encoded.token_ids)
-    if config.cutoff_len is not None and len(token_ids) > config.cutoff_len:
+    cutoff = prompt_cutoff(config, plan.params, engine.info.context_length)
+    if cutoff is not None and len(token_ids) > cutoff:
         raise ContextLengthError(
-            f"The prompt with its media has {len(token_ids)} tokens, more than cutoff_len ({config.cutoff_len}); a "
-            "prompt with media is not cut (that would cut a medium's tokens apart). Send smaller or fewer media "
-            "(image_max_pixels, video_maxlen), a shorter conversation, or raise cutoff_len.", param="messages",
+            f"The prompt with its media has {len(token_ids)} tokens, more than the {cutoff} it may keep "
+            "(cutoff_len, truncate_prompt_tokens); a prompt with media is not cut (that would cut a medium's tokens "
+            "apart). Send smaller or fewer media (image_max_pixels, video_maxlen), a shorter conversation, or keep "
+            "more tokens.", param="messages",
         )
-    return _prepared(plan, plan.prompt, token_ids, engine.info.context_length, media, encoded.inputs)
+    return _prepared(engine, plan, plan.prompt, token_ids, media, encoded.inputs)
 
 
 def _text_prepared(config: ModelConfig, engine: BaseEngine, plan: ChatPlan) -> PreparedChat:
-    token_ids = tokenize_prompt(engine, plan.prompt, refuse_long=config.cutoff_len is None)
-    prompt, token_ids = cut_prompt(engine, plan.prompt, token_ids, config.cutoff_len)
-    return _prepared(plan, prompt, token_ids, engine.info.context_length)
+    cutoff = prompt_cutoff(config, plan.params, engine.info.context_length)
+    token_ids = tokenize_prompt(engine, plan.prompt, refuse_long=cutoff is None)
+    prompt, token_ids = cut_prompt(engine, plan.prompt, token_ids, cutoff)
+    return _prepared(engine, plan, prompt, token_ids)
 
 
-def _prepared(plan: ChatPlan, prompt: str, token_ids: tuple[int, ...], context_length: int | None,
-              media: Media = Media(), media_inputs: Any = None) -> PreparedChat:
+def _prepared(engine: BaseEngine, plan: ChatPlan, prompt: str, token_ids: tuple[int, ...], media: Media = Media(),
+              media_inputs: Any = None) -> PreparedChat:
     return PreparedChat(
         plan.conversation, plan.tools, prompt, token_ids, plan.params,
-        max_tokens=answer_budget(len(token_ids), plan.params, context_length),
+        max_tokens=answer_budget(len(token_ids), plan.params, engine.info.context_length),
         template_kwargs=plan.template_kwargs, media=media, parsing=plan.parsing, media_inputs=media_inputs,
+        bad_words_ids=bad_words_token_ids(plan.params.bad_words, engine.tokenize),
     )
+
+
+def prompt_cutoff(config: ModelConfig, params: SamplingParams, context_length: int | None) -> int | None:
+    """How many of the prompt's last tokens it keeps: the config's ``cutoff_len`` and the call's
+    ``truncate_prompt_tokens`` (vLLM's; -1: the model's context length), the smaller of them; None: all."""
+    keep = kept_prompt_tokens(params.truncate_prompt_tokens, context_length)
+    limits = [limit for limit in (config.cutoff_len, keep) if limit is not None]
+    return min(limits) if limits else None
+
+
+def kept_prompt_tokens(truncate_prompt_tokens: int | None, context_length: int | None) -> int | None:
+    """vLLM's ``truncate_prompt_tokens`` as the number of last tokens a prompt keeps (-1: the context length;
+    None: not asked), for every kind of prompt (chats, completions, embedding inputs, scored pairs)."""
+    keep = truncate_prompt_tokens
+    if keep is None:
+        return None
+    if keep == -1:
+        return context_length
+    if keep < 1:
+        raise InvalidRequestError("truncate_prompt_tokens must be -1 (the context length) or a positive number.",
+                                  param="truncate_prompt_tokens")
+    if context_length is not None and keep > context_length:
+        raise InvalidRequestError(
+            f"truncate_prompt_tokens ({keep}) is more than the model's context length ({context_length}).",
+            param="truncate_prompt_tokens",
+        )
+    return keep
 
 
 def render_conversation(conversation: Sequence[Mapping[str, Any]], template: ChatTemplate,
@@ -256,12 +291,12 @@ def tokenize_prompt(engine: BaseEngine, prompt: str, param: str = "messages",
 
 def cut_prompt(engine: BaseEngine, prompt: str, token_ids: tuple[int, ...],
                cutoff_len: int | None) -> tuple[str, tuple[int, ...]]:
-    """LLaMA-Factory's ``cutoff_len``: a longer prompt keeps its last ``cutoff_len`` tokens (the answer's opening
-    stays), and the prompt text becomes what those tokens spell."""
+    """A longer prompt keeps its last ``cutoff_len`` tokens (:func:`prompt_cutoff`: LLaMA-Factory's ``cutoff_len``,
+    vLLM's ``truncate_prompt_tokens``; the answer's opening stays), and the prompt text becomes what they spell."""
     if cutoff_len is None or len(token_ids) <= cutoff_len:
         return prompt, token_ids
     kept = token_ids[-cutoff_len:]
-    logger.info("The prompt has %d tokens; cutoff_len keeps its last %d.", len(token_ids), cutoff_len)
+    logger.info("The prompt has %d tokens; it keeps its last %d.", len(token_ids), cutoff_len)
     return engine.detokenize(kept), kept
 
 
@@ -308,17 +343,22 @@ def _size(vocab_size: int | None) -> str:
 
 
 def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateStops, prompt: str | Sequence[int],
-                       generation: Mapping[str, Any]) -> PreparedChat:
+                       generation: Mapping[str, Any], suffix: str | None = None) -> PreparedChat:
     """A raw-prompt request (no chat template), validated like a chat request. ``prompt`` is text, or the token
-    ids themselves (sent to the engine as they are)."""
+    ids themselves (sent to the engine as they are). ``suffix``: the answer fills the middle between the prompt
+    and it, in the model's fill-in-the-middle format (:mod:`lmchat.templates.fim`)."""
     generation = dict(generation)
     structured = StructuredRequest.of(pop_constraint(generation))
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
-    check_logit_bias(params, engine.info.vocab_size)
+    check_token_ids(params, engine.info.vocab_size)
     params = params.model_copy(update={"stop_token_ids": params.stop_token_ids + stops.token_ids})
-    prompt, token_ids = _prompt_and_ids(engine, prompt, refuse_long=config.cutoff_len is None)
-    prompt, token_ids = cut_prompt(engine, prompt, token_ids, config.cutoff_len)
+    if suffix is not None:
+        prompt = fill_in_middle_prompt(engine, prompt, suffix)
+    cutoff = prompt_cutoff(config, params, engine.info.context_length)
+    prompt, token_ids = _prompt_and_ids(engine, prompt, refuse_long=cutoff is None)
+    prompt, token_ids = cut_prompt(engine, prompt, token_ids, cutoff)
     params = structured.constrain(params, engine, prompt)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
-    return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)
+    return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget,
+                        bad_words_ids=bad_words_token_ids(params.bad_words, engine.tokenize))

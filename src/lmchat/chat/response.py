@@ -23,6 +23,7 @@ class Response:
     reasoning_text: str | None = None
     tool_calls: list[Any] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    cached_tokens: int = 0  # prompt tokens the engine reused rather than computed (usage.prompt_tokens_details)
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,4 @@ class ChatChunk:
     logprobs: tuple[TokenLogprob, ...] = ()
     token_ids: tuple[int, ...] = ()  # the generated tokens since the previous chunk (where the engine reports them)
     stop_string: str | None = None  # on the last chunk: the stop string that ended the answer, if one did
+    cached_tokens: int = 0  # on the last chunk: the prompt tokens the engine reused

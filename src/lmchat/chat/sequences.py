@@ -28,6 +28,7 @@ class _AnswerState:
         self.index = index
         params = request.params
         self.matcher = StopMatcher(params.stop, include_stop=params.include_stop_str_in_output) if params.stop else None
+        self.min_tokens = params.min_tokens  # vLLM: no stop string ends the answer before min_tokens tokens
         self.pending_ids: tuple[int, ...] = ()  # token ids of text held back, sent with the next chunk
         self.parser = parser
         self.prompt_tokens = len(request.prompt_token_ids)
@@ -37,7 +38,8 @@ class _AnswerState:
     def text_chunk(self, event: TextDelta) -> ChatChunk | None:
         self.completion_tokens += event.num_tokens
         self.pending_ids += event.token_ids
-        text = self.matcher.feed(event.text) if self.matcher else event.text
+        checks_stops = self.matcher is not None and self.completion_tokens >= self.min_tokens
+        text = self.matcher.feed(event.text) if checks_stops else event.text
         if self.matcher is not None and self.matcher.stopped:
             return self.final_chunk(text, "stop", self.prompt_tokens, self.completion_tokens, event.logprobs)
         if not text and not event.logprobs:
@@ -78,7 +80,8 @@ async def stream_sequence(engine: BaseEngine, request: GenerationRequest, index:
     try:
         async for event in events:
             if isinstance(event, Finished):
-                yield state.final_chunk("", event.reason, event.prompt_tokens, event.completion_tokens)
+                chunk = state.final_chunk("", event.reason, event.prompt_tokens, event.completion_tokens)
+                yield dataclasses.replace(chunk, cached_tokens=event.cached_tokens)
                 return
             chunk = state.text_chunk(event)
             if chunk is not None:

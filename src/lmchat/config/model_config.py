@@ -58,6 +58,10 @@ class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, Quantiza
     model_max_length: int | None = Field(
         None, ge=1, description="Most tokens of prompt plus answer the model takes (default: the model's own)."
     )
+    pooling_type: Literal["auto", "mean", "last", "cls"] = Field(
+        "auto", description="Embeddings: how the token states become one vector (mean, last token, CLS token); "
+        "auto: the folder's sentence-transformers pooling, else cls where texts start with a CLS token, else last."
+    )
 
     # --- the conversation ---------------------------------------------------------------------
     default_system: str | None = Field(None, description="System prompt used when a conversation has none.")

@@ -15,11 +15,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("lmchat.config")
 
-ENGINE_SETTINGS = ("quantization_bit", "rope_scaling", "flash_attn", "model_max_length")
+ENGINE_SETTINGS = ("quantization_bit", "rope_scaling", "flash_attn", "model_max_length", "pooling_type",
+                   "image_do_pan_and_scan")
 """Settings an engine must declare it honours (``Capabilities.settings``) before they may differ from their default;
 anything else is refused, naming the setting."""
 
-UNHONOURED_MEDIA_SETTINGS = ("image_do_pan_and_scan", "crop_to_patches", "use_audio_in_video")
+UNHONOURED_MEDIA_SETTINGS = ("crop_to_patches", "use_audio_in_video")
 """LLaMA-Factory media keys lmchat accepts but no engine applies yet: refused unless left at their default."""
 
 _REFUSALS = {

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
 from lmchat.errors import EngineClosedError, UnsupportedError
-from lmchat.generation.sampling import SamplingParams
+from lmchat.generation.sampling import FACADE_OPTIONS, SamplingParams
 from lmchat.structured.constraint import Constraint
 
 if TYPE_CHECKING:
@@ -42,9 +43,12 @@ class Capabilities:
     constraints: frozenset[str] = frozenset()
     """The structured-output kinds (Constraint.kind) it enforces; none by default."""
     media_notes: tuple[tuple[str, str], ...] = ()  # (kind, why this model cannot take it here)
+    pooling: frozenset[str] = frozenset()
+    """The pooling tasks it runs for the loaded model (lmchat.engines.pooling): embed, score (pairs)."""
+    pooling_notes: tuple[tuple[str, str], ...] = ()  # (task, why this model or engine cannot run it)
 
     def check_sampling(self, params: SamplingParams, engine: str) -> None:
-        unsupported = sorted(params.non_default_fields() - self.sampling_options - {"constraint"})
+        unsupported = sorted(params.non_default_fields() - self.sampling_options - FACADE_OPTIONS)
         if unsupported:
             raise UnsupportedError(
                 f"The {engine} engine cannot honour the option(s) {', '.join(unsupported)}; remove them or choose "
@@ -60,6 +64,12 @@ class Capabilities:
                 f"leave {constraint.param} out or choose another infer_backend (huggingface, llamacpp, vllm).",
                 param=constraint.param,
             )
+
+    def check_pooling(self, task: str, engine: str, param: str = "model") -> None:
+        if task not in self.pooling:
+            why = "".join(f" ({note})" for name, note in self.pooling_notes if name == task)
+            what = {"embed": "compute embeddings", "score": "score text pairs"}.get(task, task)
+            raise UnsupportedError(f"The {engine} engine with this model cannot {what}{why}.", param=param)
 
     def check_media(self, engine: str, **media: Sequence[Any] | None) -> None:
         for kind, items in media.items():
@@ -79,6 +89,7 @@ class ModelInfo:
     is_reward_model: bool = False
     vocab_size: int | None = None  # token ids run from 0 to vocab_size - 1 (None: not known)
     max_token_chars: int | None = None  # no token stands for more characters (None: not known)
+    pooling: PoolingInfo | None = None  # how the model pools (None: it does not)
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,8 @@ class GenerationRequest:
     """Special tokens the answer's parsers read (the facade's parsing plan): engines keep them in the text even
     when ``params.skip_special_tokens`` drops the other special tokens."""
     media_inputs: Any = None
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    """``params.bad_words`` as token sequences (the facade tokenized them: :mod:`lmchat.generation.token_rules`)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +163,8 @@ class BaseEngine(abc.ABC):
     @property
     def can_generate(self) -> bool:
         """False for a reward model (it scores, it does not chat), as LLaMA-Factory's engines have it."""
-        return not self.info.is_reward_model
+        pooling = self.info.pooling
+        return not self.info.is_reward_model and not (pooling is not None and pooling.embedding_model)
 
     @property
     def capacity(self) -> EngineCapacity:
@@ -207,6 +221,15 @@ class BaseEngine(abc.ABC):
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         """Reward scores, one float per text; called only when the loaded model is a reward model."""
         raise UnsupportedError(f"The {self.label or self.name} engine cannot compute reward scores.")
+
+    async def embed(self, request: EmbedRequest) -> list[list[float]]:
+        """One raw pooled vector per input (no normalisation); called when ``capabilities.pooling`` has embed."""
+        raise UnsupportedError(f"The {self.label or self.name} engine cannot compute embeddings.", param="model")
+
+    async def score_pairs(self, request: PairScoreRequest) -> PairScores:
+        """One raw score per text pair from the model's own head; called when ``capabilities.pooling`` has score
+        and ``info.pooling.pair_scores`` is ``classifier``."""
+        raise UnsupportedError(f"The {self.label or self.name} engine cannot score text pairs.", param="model")
 
     async def close(self) -> None:
         """Stop background work and free the model."""

@@ -10,12 +10,14 @@ FinishReason = Literal["stop", "length", "abort"]
 
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:
-    """One token's log-probability, with the most likely alternatives when asked for."""
+    """One token's log-probability, with the most likely alternatives when asked for (``rank``: the token's place
+    in the model's distribution, 1 for the likeliest, where the engine reports it)."""
 
     token: str
     token_id: int
     logprob: float
     top: tuple[tuple[str, int, float], ...] = ()
+    rank: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +32,14 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The sequence ended. ``completion_tokens`` counts every generated token, an end-of-turn token included."""
+    """The sequence ended. ``completion_tokens`` counts every generated token, an end-of-turn token included;
+    ``cached_tokens``: the prompt tokens the engine did not compute, reusing another sequence's keys/values."""
 
     reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
     stop_token: str | None = field(default=None)
+    cached_tokens: int = 0
 
 
 EngineEvent = TextDelta | Finished

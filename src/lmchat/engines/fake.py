@@ -6,7 +6,10 @@
 reject), ``log`` (a JSONL file where every request, finish and abort is recorded), ``reward`` (score texts by
 length instead of chatting), ``media`` (the kinds it accepts: ``[image, video, audio]``; the echo reply then
 describes the decoded media it got, e.g. ``[image 64x48]``), ``capacity`` (``{max_sequences, kv_cache_tokens}``
-it reports). A reply with ``die: true`` makes the engine fail for good, as an engine whose model thread died
+it reports), ``pooling`` (``{embedding_size, matryoshka_dimensions, pair_scores, embedding_model}``: embeddings
+that count each token id at ``id % embedding_size``, and pair scores that count the words two texts share),
+``start_delay`` (seconds its start, the model's "loading", takes). A reply with ``die: true`` makes the engine fail
+for good, as an engine whose model thread died
 (``check_health`` fails, every later request too). Tokens are whitespace-led words, so the streaming is realistic.
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 from lmchat.config.sources import load_yaml
 from lmchat.engines.base import BaseEngine, Capabilities, EngineCapacity, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
+from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
 from lmchat.errors import EngineDeadError, EngineError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
 
@@ -31,6 +35,9 @@ _TEMPLATE = (
     "{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% else %}<{{ p['type'] }}>{% endif %}"
     "{% endfor %}{% endif %}<|end|>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+
+
+NOT_SCRIPTED = frozenset({"min_tokens", "bad_words", "allowed_token_ids"})  # options that change which tokens come
 
 
 class ScriptedEngine(BaseEngine):
@@ -52,11 +59,13 @@ class ScriptedEngine(BaseEngine):
             if not Path(path).is_file():
                 raise ModelNotFoundError(f"Fake engine script not found: {path}")
             self.script = load_yaml(path)
+        await asyncio.sleep(self.script.get("start_delay", 0))
         unsupported = set(self.script.get("unsupported", ()))
         kinds = set(self.script.get("media", ()))
         self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"} - unsupported,
-            images="image" in kinds, videos="video" in kinds, audios="audio" in kinds)
+            sampling_options=frozenset(SamplingParams.model_fields) - NOT_SCRIPTED - unsupported,
+            images="image" in kinds, videos="video" in kinds, audios="audio" in kinds,
+            pooling=frozenset({"embed", "score"} if self.script.get("pooling") else ()))
 
     @property
     def info(self) -> ModelInfo:
@@ -66,7 +75,18 @@ class ScriptedEngine(BaseEngine):
             special_tokens={"bos_token": "", "eos_token": "<|end|>"},
             context_length=self.script.get("context_length", 4096),
             is_reward_model=bool(self.script.get("reward")),
+            pooling=self._pooling_info(),
         )
+
+    def _pooling_info(self) -> PoolingInfo | None:
+        pooling = self.script.get("pooling")
+        if not pooling:
+            return None
+        sizes = pooling.get("matryoshka_dimensions")
+        return PoolingInfo(embedding_size=pooling.get("embedding_size", 8), pooling_type="mean",
+                           matryoshka_dimensions=None if sizes is None else tuple(sizes),
+                           embedding_model=bool(pooling.get("embedding_model")),
+                           pair_scores=pooling.get("pair_scores", "classifier"))
 
     @property
     def capacity(self) -> EngineCapacity:
@@ -144,7 +164,7 @@ class ScriptedEngine(BaseEngine):
     async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
         """Scripted: every prompt token after the first has log-probability -1 (and is its own top choice)."""
         pieces = [self._pieces[i] for i in token_ids]
-        return [None] + [TokenLogprob(piece, token, -1.0, ((piece, token, -1.0),) if top else ())
+        return [None] + [TokenLogprob(piece, token, -1.0, ((piece, token, -1.0),) if top else (), rank=1)
                          for piece, token in zip(pieces[1:], token_ids[1:])]
 
     async def abort(self, request_id: str) -> None:
@@ -152,6 +172,24 @@ class ScriptedEngine(BaseEngine):
 
     async def score(self, texts: Sequence[str], max_length: int | None = None) -> list[float]:
         return [float(len(_split(text))) for text in texts]
+
+    async def embed(self, request: EmbedRequest) -> list[list[float]]:
+        size = self.info.pooling.embedding_size
+        vectors = []
+        for ids in request.inputs:
+            vector = [0.0] * size
+            for token in ids:
+                vector[token % size] += 1.0
+            vectors.append(vector)
+        return vectors
+
+    async def score_pairs(self, request: PairScoreRequest) -> PairScores:
+        scores, tokens = [], 0
+        for first, second in request.pairs:
+            one, two = ({word.strip() for word in _split(text.lower())} for text in (first, second))
+            scores.append(float(len(one & two)))
+            tokens += len(_split(first)) + len(_split(second))
+        return PairScores(tuple(scores), tokens)
 
     def _log(self, event: str, request: GenerationRequest, **fields: Any) -> None:
         path = self.script.get("log")

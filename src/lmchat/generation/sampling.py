@@ -12,6 +12,8 @@ from lmchat.structured.constraint import Constraint
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # seeds are 64-bit, as every engine's generator takes them
 GREEDY_TEMPERATURE = 1e-5  # temperatures below this decode greedily
+# Options the facade itself honours for every engine (engines never see them: not capability-checked).
+FACADE_OPTIONS = frozenset({"constraint", "truncate_prompt_tokens"})
 # Per-call names that mean the same option.
 OPTION_ALIASES = {"num_return_sequences": "n", "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens"}
 
@@ -40,11 +42,17 @@ class SamplingParams(BaseModel):
     stop: tuple[str, ...] = Field((), description="Strings that end the answer (trimmed from the text).")
     stop_token_ids: tuple[int, ...] = Field((), description="Extra token ids that end the answer.")
     ignore_eos: bool = False
-    min_tokens: int = Field(0, ge=0, description="Tokens to generate before the end-of-answer token may end it.")
+    min_tokens: int = Field(0, ge=0, description="Tokens to generate before an end-of-answer token or a stop string may "
+                                                 "end it (vLLM's meaning).")
+    bad_words: tuple[str, ...] = Field((), description="Words the answer may not contain: each word's tokens, with and "
+                                                       "without a leading space, are never completed (vLLM's meaning).")
+    allowed_token_ids: tuple[int, ...] | None = Field(None, description="Only these token ids may be sampled.")
+    truncate_prompt_tokens: int | None = Field(None, ge=-1, description="Keep the prompt's last k tokens (-1: the "
+                                                                        "model's context length); the facade cuts it.")
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = Field(False, description="Keep the stop string that ended the answer.")
     logprobs: bool = False
-    top_logprobs: int = Field(0, ge=0, le=20)
+    top_logprobs: int = Field(0, ge=-1, le=20, description="Alternatives per token; -1: the whole vocabulary.")
     constraint: Constraint | None = Field(None, description="What the answer must match (structured output).")
 
     @field_validator("stop", mode="before")
@@ -61,6 +69,46 @@ class SamplingParams(BaseModel):
     def _stop_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if any(not s for s in value):
             raise ValueError("stop strings must not be empty")
+        return value
+
+    @field_validator("bad_words", mode="before")
+    @classmethod
+    def _word_list(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)):
+            raise ValueError("bad_words must be a list of strings")
+        return tuple(value)
+
+    @field_validator("bad_words")
+    @classmethod
+    def _words_not_blank(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not word.strip() for word in value):
+            raise ValueError("bad words must not be empty or only spaces")
+        return value
+
+    @field_validator("allowed_token_ids", mode="before")
+    @classmethod
+    def _id_list(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, (list, tuple)):
+            raise ValueError("allowed_token_ids must be a list of token ids")
+        return None if value is None else tuple(value)
+
+    @field_validator("allowed_token_ids")
+    @classmethod
+    def _ids_valid(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and not value:
+            raise ValueError("allowed_token_ids must name at least one token id (leave it out to allow every token)")
+        if value and min(value) < 0:
+            raise ValueError(f"token ids are 0 or more, not {min(value)}")
+        return value
+
+    @field_validator("truncate_prompt_tokens")
+    @classmethod
+    def _keep_some(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError("truncate_prompt_tokens keeps the prompt's last k tokens: k is 1 or more (or -1, the "
+                             "model's context length)")
         return value
 
     @field_validator("num_beams")
@@ -113,7 +161,8 @@ def resolve_sampling(defaults: dict[str, Any], overrides: dict[str, Any]) -> Sam
     merged = dict(defaults)
     for key, value in overrides.items():
         name = OPTION_ALIASES.get(key, key)
-        if value is None and name in ("max_new_tokens", "max_length", "seed", "stop", "logit_bias"):
+        if value is None and name in ("max_new_tokens", "max_length", "seed", "stop", "logit_bias",
+                                      "allowed_token_ids", "truncate_prompt_tokens"):
             merged[name] = None
             continue
         if value is None:

@@ -29,10 +29,16 @@ from lmchat.server.openapi import publish_real_responses  # noqa: E402
 from lmchat.server.responses import error_response  # noqa: E402
 from lmchat.server.routes import router  # noqa: E402
 from lmchat.server.routes_compat import router as compat_router  # noqa: E402
+from lmchat.server.routes_pooling import compat_router as pooling_compat_router  # noqa: E402
+from lmchat.server.routes_pooling import router as pooling_router  # noqa: E402
+from lmchat.server.routes_responses import compat_router as responses_compat_router  # noqa: E402
+from lmchat.server.routes_responses import router as responses_router  # noqa: E402
 from lmchat.server.serving.base import ServerState  # noqa: E402
 from lmchat.server.serving.chat import ServingChat  # noqa: E402
 from lmchat.server.serving.completion import ServingCompletion  # noqa: E402
 from lmchat.server.serving.llamacpp_compat import ServingLlamaCpp  # noqa: E402
+from lmchat.server.serving.pooling import ServingPooling  # noqa: E402
+from lmchat.server.serving.responses_api import ServingResponses  # noqa: E402
 from lmchat.server.serving.score import ServingScore  # noqa: E402
 from lmchat.server.serving.tokenize import ServingTokenize  # noqa: E402
 from lmchat.server.settings import ServerSettings  # noqa: E402
@@ -56,13 +62,22 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     app.state.serving_score = ServingScore(state)
     app.state.serving_tokenize = ServingTokenize(state)
     app.state.serving_llamacpp = ServingLlamaCpp(state)
+    app.state.serving_pooling = ServingPooling(state)
+    app.state.serving_responses = ServingResponses(state)
+    extra_routers = (pooling_router, responses_router)  # in the OpenAPI document
+    extra_compat_routers = (pooling_compat_router, responses_compat_router)
     app.include_router(router)
+    for extra in extra_routers:
+        app.include_router(extra)
     # llama.cpp's and vLLM's own routes, in their shapes (docs/server.md); the OpenAPI document is the OpenAI API
     app.include_router(compat_router, include_in_schema=False)
+    for extra in extra_compat_routers:
+        app.include_router(extra, include_in_schema=False)
     publish_real_responses(app)
     _add_exception_handlers(app)
 
-    known_paths = {getattr(route, "path", "") for route in (*router.routes, *compat_router.routes)}
+    routers = (router, compat_router, *extra_routers, *extra_compat_routers)
+    known_paths = {getattr(route, "path", "") for each in routers for route in each.routes}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_keys=settings.api_keys)
     app.add_middleware(

@@ -91,7 +91,8 @@ def _port(flag: int | None, environ: Mapping[str, str], default: int) -> int:
 
 
 def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
-    """Load the model, serve it until SIGINT/SIGTERM, and return the exit code.
+    """Serve the model until SIGINT/SIGTERM and return the exit code. The port is bound first and answers 503
+    "Loading model" while the model loads (:mod:`lmchat.server.loading`), as llama.cpp's server does.
 
     An LmchatError (bad settings, missing model) propagates for the caller to print as one line.
     """
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
     from lmchat.chat.chat_model import ChatModel
     from lmchat.server.app import create_app
     from lmchat.server.lifecycle import LmchatServer
+    from lmchat.server.loading import LoadingApp, ModelLoader
     from lmchat.server.logs import configure_logging
 
     settings = settings_from_args(args)
@@ -115,17 +117,32 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
         from lmchat.server.ray_serve import run_on_ray
 
         return run_on_ray(settings, scaling, model_config)
-    with ChatModel(model_config) as chat_model:
+    holder = LoadingApp()
+    server = LmchatServer(holder, settings)
+
+    def ready(chat_model: ChatModel) -> None:
         app = create_app(chat_model, settings)
-        server = LmchatServer(app, settings)
+        holder.ready(app)
         logger.info("Serving %s as %s on http://%s:%d", chat_model.engine.info.name,
                     ", ".join(app.state.lmchat.served_names), settings.host, settings.port)
-        try:
-            with _signals_end_serving_only():
-                server.run()
-        except SystemExit as exc:  # uvicorn exits this way when it cannot bind
-            return int(exc.code or 1)
-        return server.exit_code
+
+    def failed(exc: BaseException) -> None:
+        server.should_exit = True  # the error is raised below, once the server has stopped
+
+    loader = ModelLoader(lambda: ChatModel(model_config), ready, failed)
+    loader.start()
+    try:
+        with _signals_end_serving_only():
+            server.run()
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+        return int(exc.code or 1)
+    finally:
+        loader.join()  # a model still loading (the server was stopped meanwhile) is closed once loaded
+        if loader.chat_model is not None:
+            loader.chat_model.close()
+    if loader.error is not None:
+        raise loader.error
+    return server.exit_code
 
 
 @contextlib.contextmanager

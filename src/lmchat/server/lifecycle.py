@@ -6,6 +6,9 @@ Shutdown (SIGINT/SIGTERM): uvicorn stops accepting connections and new requests 
 every running generation is aborted at the engine, so each open stream ends with an error event and ``[DONE]``
 (a non-streamed request gets a 503 body). uvicorn's own cancellation, which would cut the connections mid-stream,
 only comes ``ABORT_MARGIN_S`` later, for a request that still did not end.
+
+The app may be a :class:`~lmchat.server.loading.LoadingApp` (``lmchat serve`` binds its port before the model
+loads): the watchdog and the shutdown then act once lmchat's app is in place.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
 
 from lmchat.errors import EngineDeadError
 from lmchat.server.settings import ServerSettings
@@ -29,16 +32,22 @@ class LmchatServer(uvicorn.Server):
     """uvicorn's server with lmchat's shutdown and engine watchdog. ``exit_code``: 0 after a clean shutdown, 1 when
     it could not start or the engine died."""
 
-    def __init__(self, app: FastAPI, settings: ServerSettings) -> None:
+    def __init__(self, app: Any, settings: ServerSettings) -> None:
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
             timeout_graceful_shutdown=settings.shutdown_grace + ABORT_MARGIN_S, lifespan="off",
         )
         super().__init__(config)
-        self.state = app.state.lmchat
+        self._app = app
         self.grace = settings.shutdown_grace
         self.engine_died = False
         self._watchdog: asyncio.Task | None = None
+
+    @property
+    def state(self) -> Any:
+        """lmchat's ServerState, once its app serves (None while a LoadingApp waits for the model)."""
+        app = self._app.app if hasattr(self._app, "ready") else self._app
+        return app.state.lmchat if app is not None else None
 
     @property
     def exit_code(self) -> int:
@@ -51,7 +60,8 @@ class LmchatServer(uvicorn.Server):
     async def _watch_engine(self) -> None:
         while not self.should_exit:
             try:
-                self.state.chat_model.check_health()
+                if self.state is not None:
+                    self.state.chat_model.check_health()
             except EngineDeadError as exc:
                 logger.critical("%s Exiting with status 1 so that a supervisor can restart lmchat.", exc.message)
                 self.engine_died = True
@@ -60,7 +70,8 @@ class LmchatServer(uvicorn.Server):
             await asyncio.sleep(HEALTH_INTERVAL_S)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.state.begin_shutdown()
+        if self.state is not None:
+            self.state.begin_shutdown()
         ender = asyncio.create_task(self._end_requests_after_grace())
         try:
             await super().shutdown(sockets)
@@ -71,6 +82,8 @@ class LmchatServer(uvicorn.Server):
 
     async def _end_requests_after_grace(self) -> None:
         await asyncio.sleep(self.grace)
+        if self.state is None:
+            return
         if self.state.live or self.state.admission.waiting:
             logger.warning("Shutdown grace period (%g s) over: stopping %d running request(s)", self.grace,
                            len(self.state.live))

@@ -21,7 +21,7 @@ from lmchat.server.protocol_messages import (
     StrictModel,
     as_dicts,
 )
-from lmchat.server.protocol_vllm import VllmChatFields, VllmSamplingFields
+from lmchat.server.protocol_vllm import PromptLogprobs, VllmChatFields, VllmSamplingFields
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
@@ -119,7 +119,7 @@ class ChatCompletionRequest(SamplingRequest, VllmChatFields):
     messages: list[ChatMessageParam] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(None, ge=-1, le=20, description="-1: the whole vocabulary (vLLM's).")
     tools: list[ChatCompletionTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -172,8 +172,6 @@ class CompletionRequest(SamplingRequest):
         return list(prompt)  # type: ignore[arg-type]
 
     def sampling_options(self) -> dict[str, Any]:
-        if self.suffix is not None:
-            raise UnsupportedError("suffix is not supported yet; leave it out.", param="suffix")
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise UnsupportedError("best_of is not supported yet (only best_of == n).", param="best_of")
         options = super().sampling_options()
@@ -252,10 +250,17 @@ class ModelList(OpenAIResponse):
     data: list[ModelCard]
 
 
+class PromptTokensDetails(OpenAIResponse):
+    cached_tokens: int = 0
+
+
 class UsageInfo(OpenAIResponse):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None  # cached_tokens: prompt tokens the engine reused
+    omit_if_none = frozenset({"prompt_tokens_details"})
+
 
 
 class FunctionCall(OpenAIResponse):
@@ -323,7 +328,8 @@ class ChatCompletionResponse(OpenAIResponse):
     usage: UsageInfo
     system_fingerprint: str | None = None
     service_tier: str | None = None
-    omit_if_none = frozenset({"service_tier"})
+    prompt_logprobs: PromptLogprobs | None = None  # vLLM's
+    omit_if_none = frozenset({"service_tier", "prompt_logprobs"})
 
 
 class DeltaMessage(OpenAIResponse):
@@ -364,6 +370,8 @@ class CompletionChoice(OpenAIResponse):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
+    prompt_logprobs: PromptLogprobs | None = None  # vLLM's
+    omit_if_none = frozenset({"prompt_logprobs"})
 
 
 class CompletionResponse(OpenAIResponse):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from lmchat.chat.inputs import check_input
-from lmchat.errors import InvalidRequestError
+from lmchat.errors import InvalidRequestError, closest
 
 
 class StrictModel(BaseModel):
@@ -27,12 +27,20 @@ class StrictModel(BaseModel):
 
 
 class CheckedRequest(StrictModel):
-    """A request body: before any field is read, its nesting depth and text are checked (:mod:`lmchat.chat.inputs`)."""
+    """A request body: before any field is read, its nesting depth and text are checked (:mod:`lmchat.chat.inputs`),
+    and an unknown field a typo away from a known one is named with it (lmchat's one typo rule,
+    :func:`lmchat.errors.closest`)."""
 
     @model_validator(mode="before")
     @classmethod
     def _check_body(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            for key in data:
+                guess = None if key in cls.model_fields else closest(str(key), cls.model_fields)
+                if guess is not None:
+                    raise PydanticCustomError("lmchat_input", "{message}", {
+                        "message": f"Unrecognized request argument supplied: {key} (did you mean '{guess}'?)",
+                        "param": str(key)})
             for key, value in data.items():
                 try:
                     check_input(value, str(key))

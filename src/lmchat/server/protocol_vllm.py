@@ -1,7 +1,8 @@
 """vLLM's extra request fields and OpenAI's bookkeeping fields, as mixins of the chat and completion requests.
 
 Each is honoured (it reaches :class:`~lmchat.generation.sampling.SamplingParams` or the chat template, and an
-engine that cannot honour it answers 400 through the central capability check), or accepted only with its
+engine that cannot honour it answers 400 through the central capability check; ``prompt_logprobs``,
+``return_tokens_as_token_ids`` and chat ``echo`` are read by the serving classes), or accepted only with its
 neutral value and otherwise a 400 that says why. Nothing is silently dropped.
 """
 
@@ -18,12 +19,6 @@ SERVICE_TIERS = ("auto", "default")  # lmchat has one tier; flex/scale/priority 
 # vLLM fields lmchat accepts only at their neutral value, and why
 NEUTRAL_ONLY: dict[str, tuple[Any, str]] = {
     "spaces_between_special_tokens": (True, "lmchat's detokenizers always join special tokens as the tokenizer does"),
-    "prompt_logprobs": (None, "prompt log-probabilities are not computed yet"),
-    "return_tokens_as_token_ids": (False, "logprobs carry token strings only"),
-    "truncate_prompt_tokens": (None, "set cutoff_len in the model's config to keep a prompt's last tokens"),
-    "bad_words": (None, "no engine bans word sequences yet; logit_bias bans single tokens"),
-    "allowed_token_ids": (None, "no engine restricts the vocabulary yet; logit_bias can ban tokens"),
-    "documents": (None, "document-grounded chat templates are not supported yet"),
 }
 
 
@@ -36,9 +31,9 @@ class VllmSamplingFields(BaseModel):
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
-    prompt_logprobs: int | None = None
+    prompt_logprobs: int | None = Field(None, ge=0, le=20)
     return_tokens_as_token_ids: bool = False
-    truncate_prompt_tokens: int | None = None
+    truncate_prompt_tokens: int | None = Field(None, ge=-1)
     bad_words: list[str] | None = None
     allowed_token_ids: list[int] | None = None
     priority: int = 0
@@ -65,13 +60,29 @@ class VllmSamplingFields(BaseModel):
             )
         if any(token < 0 for token in self.stop_token_ids or ()):
             raise InvalidRequestError("stop_token_ids must be token ids (integers 0 or more).", param="stop_token_ids")
+        if self.prompt_logprobs is not None and getattr(self, "stream", False):
+            raise InvalidRequestError("prompt_logprobs are not available when stream is true (as in vLLM).",
+                                      param="prompt_logprobs")
         options = {
             "min_tokens": self.min_tokens or None, "ignore_eos": self.ignore_eos or None,
             "stop_token_ids": tuple(self.stop_token_ids) if self.stop_token_ids else None,
             "include_stop_str_in_output": self.include_stop_str_in_output or None,
             "skip_special_tokens": None if self.skip_special_tokens else False,
+            "bad_words": self.bad_words or None, "allowed_token_ids": self.allowed_token_ids,
+            "truncate_prompt_tokens": self.truncate_prompt_tokens,
         }
         return {name: value for name, value in options.items() if value is not None}
+
+
+class PromptLogprob(BaseModel):
+    """vLLM's log-probability of one prompt token (``prompt_logprobs``: ``{token_id: PromptLogprob}``)."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
 
 
 class VllmChatFields(BaseModel):
@@ -84,9 +95,8 @@ class VllmChatFields(BaseModel):
     echo: bool = False
 
     def vllm_chat_options(self) -> dict[str, Any]:
-        if self.echo:
-            raise UnsupportedError("echo is not supported for chat completions yet; leave it out (for a continued "
-                                   "assistant message, use continue_final_message).", param="echo")
+        """The template's options (``echo`` is the serving class's: the answer starts with the last message)."""
         options = {"add_generation_prompt": self.add_generation_prompt,
-                   "continue_final_message": self.continue_final_message, "chat_template": self.chat_template}
+                   "continue_final_message": self.continue_final_message, "chat_template": self.chat_template,
+                   "documents": self.documents}
         return {name: value for name, value in options.items() if value is not None}

@@ -88,12 +88,24 @@ async def ping() -> Response:
 
 @router.post("/invocations")
 async def invocations(request: Request) -> Response:
+    """SageMaker's one route, as vLLM serves it: the request's kind from its body (``messages``: chat, ``prompt``:
+    completion, ``input``: embeddings, ``query`` with ``documents``: rerank, ``text_1`` with ``text_2``: score)."""
+    from lmchat.server import routes_pooling
+    from lmchat.server.protocol_pooling import EmbeddingRequest, RerankRequest, ScoreRequest
+
     body = await json_object(request)
     if "messages" in body:
         return await routes.create_chat_completion(validated(ChatCompletionRequest, body), request)
     if "prompt" in body:
         return await routes.create_completion(validated(CompletionRequest, body), request)
+    if "input" in body:
+        return await routes_pooling.create_embedding(validated(EmbeddingRequest, body), request)
+    if "query" in body and "documents" in body:
+        return await routes_pooling.create_rerank(validated(RerankRequest, body), request)
+    if "text_1" in body and "text_2" in body:
+        return await routes_pooling.create_score(validated(ScoreRequest, body), request)
     raise InvalidRequestError(
-        "/invocations takes a chat completion request (with 'messages') or a completion request (with 'prompt').",
-        param="messages",
+        "/invocations takes a chat completion request (with 'messages'), a completion request ('prompt'), an "
+        "embedding request ('input'), a rerank request ('query' and 'documents') or a score request ('text_1' and "
+        "'text_2').", param="messages",
     )

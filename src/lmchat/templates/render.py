@@ -21,6 +21,7 @@ def render_prompt(
     template: str | ChatTemplate,
     *,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    documents: Sequence[Mapping[str, Any]] | None = None,
     add_generation_prompt: bool = True,
     special_tokens: Mapping[str, str] | None = None,
     **template_kwargs: Any,
@@ -28,7 +29,7 @@ def render_prompt(
     """The prompt text for ``messages``.
 
     ``template`` is a known template name, a path to a ``.jinja`` file, Jinja source, or a resolved
-    :class:`ChatTemplate`. ``special_tokens`` (``bos_token``, ``eos_token``, ...) and ``template_kwargs``
+    :class:`ChatTemplate`. ``documents`` (vLLM's request field) is the template's ``documents``. ``special_tokens`` (``bos_token``, ``eos_token``, ...) and ``template_kwargs``
     (``enable_thinking``, ...) are visible to the template, as with transformers' ``apply_chat_template``.
     """
     chat_template = template if isinstance(template, ChatTemplate) else resolve_template(template)
@@ -37,7 +38,7 @@ def render_prompt(
         return compile_template(chat_template.source).render(
             messages=[_alias_reasoning(m) for m in copy.deepcopy(list(messages))],
             tools=copy.deepcopy(list(tools)) if tools else None,
-            documents=None,
+            documents=copy.deepcopy(list(documents)) if documents else None,
             add_generation_prompt=add_generation_prompt,
             **variables,
         )

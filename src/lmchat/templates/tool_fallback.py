@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
+from lmchat.errors import UnsupportedError
 from lmchat.templates.jinja_env import make_environment
 from lmchat.templates.registry import ChatTemplate
 from lmchat.templates.render import render_prompt
@@ -45,13 +46,22 @@ class RenderedChat:
 
 def render_chat(conversation: Sequence[Mapping[str, Any]], template: ChatTemplate, *,
                 tools: Sequence[Mapping[str, Any]] | None, special_tokens: Mapping[str, str],
-                add_generation_prompt: bool = True, **template_kwargs: Any) -> RenderedChat:
-    """The prompt of ``conversation``; tools the template ignores are described by the default tool prompt."""
-    def render(messages: Sequence[Mapping[str, Any]], with_tools: Sequence[Mapping[str, Any]] | None) -> str:
+                add_generation_prompt: bool = True, documents: Sequence[Mapping[str, Any]] | None = None,
+                **template_kwargs: Any) -> RenderedChat:
+    """The prompt of ``conversation``; tools the template ignores are described by the default tool prompt.
+    ``documents`` that the template ignores are refused (no fallback: a RAG prompt format is the model's own)."""
+    def render(messages: Sequence[Mapping[str, Any]], with_tools: Sequence[Mapping[str, Any]] | None,
+               with_documents: Sequence[Mapping[str, Any]] | None = documents) -> str:
         return render_prompt(messages, template, tools=with_tools, add_generation_prompt=add_generation_prompt,
-                             special_tokens=special_tokens, **template_kwargs)
+                             special_tokens=special_tokens, documents=with_documents, **template_kwargs)
 
     prompt = render(conversation, tools)
+    if documents and prompt == render(conversation, tools, None):
+        raise UnsupportedError(
+            f"The chat template '{template.name}' ignores documents, so they would be dropped: choose a template "
+            "that renders documents (a RAG template such as Command R's or Granite's, or chat_template with a "
+            "documents section), or put the documents into a message.", param="documents",
+        )
     if not tools or (reads_tools(template.source) and prompt != render(conversation, None)):
         return RenderedChat(prompt)
     default_system = template_default_system(template, tuple(sorted(special_tokens.items())))

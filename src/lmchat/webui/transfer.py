@@ -30,7 +30,7 @@ def export_conversation(messages: list[Message], system: str, tools: str, model:
         body["messages"].append({"role": "system", "content": system})
     for message in messages:
         kept = {key: copy.deepcopy(message[key]) for key in _MESSAGE_KEYS if key in message}
-        body["messages"].append(_map_media(kept, _to_data_url))
+        body["messages"].append(_map_media(kept, lambda url, where: _to_data_url(url)))
     if tools.strip():
         body["tools"] = normalise_tools(tools)
     return body
@@ -47,7 +47,8 @@ def import_conversation(data: Any, media_dir: Path) -> tuple[list[Message], str,
     if messages and messages[0]["role"] in ("system", "developer"):
         system = str(messages.pop(0)["content"] or "")
     tools = normalise_tools(data.get("tools"))
-    messages = [_map_media(message, lambda url: _from_data_url(url, media_dir)) for message in messages]
+    messages = [_map_media(message, lambda url, where: _from_data_url(url, media_dir, where))
+                for message in messages]
     return messages, system, json.dumps(tools, indent=2) if tools else ""
 
 
@@ -68,12 +69,16 @@ def _checked(index: int, message: Any) -> Message:
 
 
 def _map_media(message: Message, convert) -> Message:
+    """``convert(url, where)`` applied to every media part's URL (``where``: the part's place, for errors)."""
     content = message.get("content")
     if isinstance(content, list):
-        for part in content:
-            if part.get("type") in _PART_TYPES:
-                holder = part[part["type"]]
-                holder["url"] = convert(holder["url"])
+        for index, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") in _PART_TYPES:
+                holder = part.get(part["type"])
+                where = f"content[{index}].{part['type']}"
+                if not isinstance(holder, dict) or not isinstance(holder.get("url"), str):
+                    raise InvalidRequestError(f"The file's media part {where} has no 'url' string.")
+                holder["url"] = convert(holder["url"], where)
     return message
 
 
@@ -85,9 +90,15 @@ def _to_data_url(url: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
-def _from_data_url(url: str, media_dir: Path) -> str:
-    if not url.startswith("data:"):
+def _from_data_url(url: str, media_dir: Path, where: str) -> str:
+    """A data URL's bytes as a file in ``media_dir``; an http(s) URL as is (fetched later under the media fetch
+    guard). Anything else names a file of this machine, which a file from the browser must not reach: refused."""
+    if url.startswith(("http://", "https://")):
         return url
+    if not url.startswith("data:"):
+        raise InvalidRequestError(
+            f"The file's media part {where} names '{url[:80]}': a conversation file carries media only as data URLs "
+            "(as Download JSON writes them) or http(s) URLs, never as paths of this machine.")
     header, _, payload = url.partition(",")
     mime = header[5:].split(";", 1)[0]
     try:

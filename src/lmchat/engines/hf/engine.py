@@ -12,24 +12,24 @@ from lmchat.engines.events import EngineEvent, TokenLogprob
 from lmchat.engines.hf_tokenizer import dropped_special_ids, max_token_chars, special_tokens
 from lmchat.engines.threaded import EventChannel
 from lmchat.engines.hf.loading import LoadedModel, load_model
+from lmchat.engines.hf.pooling import embed_ids, pooling_info, score_pairs
 from lmchat.engines.hf.processor import encode, media_support
 from lmchat.engines.hf.scoring import prompt_logprobs, score_texts
 from lmchat.engines.hf.sequence import new_request_state
+from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores
 from lmchat.engines.hf.worker import ModelWorker
 from lmchat.errors import EngineClosedError, UnsupportedError
 from lmchat.generation.detokenize import decode_dropping
 from lmchat.generation.sampling import SamplingParams
 from lmchat.structured import ALL_KINDS
 
-NOT_YET = frozenset({"min_tokens"})  # the sampler cannot hold back the end-of-answer token yet
-
-
 class HuggingFaceEngine(BaseEngine):
     name = "huggingface"
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - NOT_YET, lora=True,
-                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length"}),
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length", "pooling_type",
+                                                   "image_do_pan_and_scan"}),
                                 constraints=ALL_KINDS)
 
     def __init__(self, config) -> None:
@@ -50,8 +50,10 @@ class HuggingFaceEngine(BaseEngine):
             await asyncio.to_thread(worker.stop)
             raise
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
-        is_reward = self.loaded.kind != "generative"
+        is_reward = self.loaded.kind in ("sequence_classification", "value_head")
         processor = self.loaded.processor
+        pooling = None if processor is not None else pooling_info(self.loaded, self.loaded.source,
+                                                                  self.config.pooling_type)
         self._info = ModelInfo(
             name=self.loaded.name,
             chat_template=getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None),
@@ -61,11 +63,14 @@ class HuggingFaceEngine(BaseEngine):
             is_reward_model=is_reward,
             vocab_size=getattr(model.config, "vocab_size", None) or len(tokenizer),
             max_token_chars=max_token_chars(tokenizer),
+            pooling=pooling,
         )
-        self.capabilities = media_capabilities(type(self).capabilities, processor)
+        self.capabilities = pooling_capabilities(media_capabilities(type(self).capabilities, processor),
+                                                 self.loaded.kind, processor)
         self._eos_ids = _eos_ids(model, tokenizer)
+        generative = self.loaded.kind == "generative"
         await asyncio.wrap_future(worker.call(lambda: worker.attach(model, tokenizer, self.loaded.device,
-                                                                    generative=not is_reward)))
+                                                                    generative=generative)))
 
     def _new_worker(self) -> ModelWorker:
         """A worker with the batch limits of the config (their defaults live there)."""
@@ -100,9 +105,10 @@ class HuggingFaceEngine(BaseEngine):
     async def encode_media_prompt(self, prompt: str, media: Any) -> EncodedPrompt:
         """The model's processor on the prompt and its decoded media (on the worker thread, like all torch work):
         the placeholders expanded, and the pixel values/features kept for the prefill."""
-        worker, processor = self._require_worker(), self.loaded.processor
+        worker, loaded = self._require_worker(), self.loaded
         rate = self.config.audio_sampling_rate
-        inputs = await asyncio.wrap_future(worker.call(lambda: encode(processor, prompt, media, rate)))
+        inputs = await asyncio.wrap_future(
+            worker.call(lambda: encode(loaded.processor, prompt, media, rate, loaded.image_options)))
         return EncodedPrompt(inputs.token_ids, inputs)
 
     # --- generation -----------------------------------------------------------------------------------
@@ -143,10 +149,30 @@ class HuggingFaceEngine(BaseEngine):
         worker = self._require_worker()
         return await asyncio.wrap_future(worker.call(lambda: score_texts(self.loaded, texts, max_length)))
 
+    async def embed(self, request: EmbedRequest) -> list[list[float]]:
+        """One worker job per input, so running generations keep stepping between them."""
+        worker, loaded, pooling_type = self._require_worker(), self.loaded, self.info.pooling.pooling_type
+        vectors = []
+        for ids in request.inputs:
+            job = worker.call(lambda ids=ids: embed_ids(loaded, [ids], pooling_type)[0])
+            vectors.append(await asyncio.wrap_future(job))
+        return vectors
+
+    async def score_pairs(self, request: PairScoreRequest) -> PairScores:
+        """One worker job per pair (see :meth:`embed`); an error names the pair by its index."""
+        worker, loaded = self._require_worker(), self.loaded
+        scores, tokens = [], 0
+        for i, pair in enumerate(request.pairs):
+            one = dataclasses.replace(request, pairs=(pair,))
+            result = await asyncio.wrap_future(worker.call(lambda one=one, i=i: score_pairs(loaded, one, first=i)))
+            scores += result.scores
+            tokens += result.prompt_tokens
+        return PairScores(tuple(scores), tokens)
+
     async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
         worker = self._require_worker()
-        if self.info.is_reward_model:
-            raise UnsupportedError("A reward model has no token log-probabilities.", param="model")
+        if not self.can_generate:
+            raise UnsupportedError("A reward or embedding model has no token log-probabilities.", param="model")
         return await asyncio.wrap_future(worker.call(lambda: prompt_logprobs(self.loaded, token_ids, top)))
 
     def _require_worker(self) -> ModelWorker:
@@ -166,6 +192,22 @@ def media_capabilities(base: Capabilities, processor: Any) -> Capabilities:
     support = media_support(processor)
     return dataclasses.replace(base, images=support.images, videos=support.videos, audios=support.audios,
                                media_notes=support.notes)
+
+
+def pooling_capabilities(base: Capabilities, kind: str, processor: Any) -> Capabilities:
+    """The pooling tasks the loaded model runs: every text model embeds (an encoder's or a causal LM's last
+    states); pairs are scored by a classifier's head or an embedding model's cosine."""
+    if processor is not None:
+        note = "embeddings of a vision or audio model are not supported yet"
+        return dataclasses.replace(base, pooling_notes=(("embed", note), ("score", note)))
+    if kind == "generative":
+        note = ("it is a generative model: scoring pairs needs a cross-encoder or reward model (one-label "
+                "sequence classification) or an embedding model")
+        return dataclasses.replace(base, pooling=frozenset({"embed"}), pooling_notes=(("score", note),))
+    if kind == "embedding":
+        return dataclasses.replace(base, pooling=frozenset({"embed", "score"}))
+    note = "it is a classifier (reward model or cross-encoder): it scores pairs, use /v1/score or /v1/rerank"
+    return dataclasses.replace(base, pooling=frozenset({"score"}), pooling_notes=(("embed", note),))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

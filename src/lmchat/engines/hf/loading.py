@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lmchat.config.model_config import ModelConfig
-from lmchat.engines.hf.processor import is_multimodal, load_processor
+from lmchat.engines.hf.processor import is_multimodal, load_processor, processor_options
 from lmchat.errors import ConfigError, ModelNotFoundError, require
 
 logger = logging.getLogger(__name__)
@@ -28,9 +28,11 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     device: torch.device
-    kind: str  # "generative", "sequence_classification" or "value_head"
+    kind: str  # "generative", "sequence_classification", "value_head" or "embedding" (an encoder: no head)
     value_head: tuple[torch.Tensor, torch.Tensor] | None = None
     processor: Any = None  # a vision/audio model's processor (lmchat.engines.hf.processor), else None
+    source: str = ""  # the folder (or hub id) it was loaded from
+    image_options: dict[str, Any] = field(default_factory=dict)  # every processor call's (processor_options)
 
 
 def resolve_source(config: ModelConfig) -> tuple[str, str]:
@@ -74,6 +76,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     """Load tokenizer and weights, apply LoRA adapters, and detect reward models."""
     from transformers import (
         AutoConfig,
+        AutoModel,
         AutoModelForCausalLM,
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -99,7 +102,9 @@ def load_model(config: ModelConfig) -> LoadedModel:
         tokenizer = getattr(processor, "tokenizer", tokenizer)
         model_class = multimodal_model_class(model_config)
     else:
-        model_class = AutoModelForSequenceClassification if kind == "sequence_classification" else AutoModelForCausalLM
+        model_class = {"sequence_classification": AutoModelForSequenceClassification,
+                       "embedding": AutoModel}.get(kind, AutoModelForCausalLM)
+    image_options = processor_options(processor, config, source)  # before the weights: a refusal fails fast
     attention = attention_implementation(config.flash_attn, device)
     if attention:
         hub["attn_implementation"] = attention
@@ -107,7 +112,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     model = apply_adapters(model, config.adapter_name_or_path or [])
     model.to(device).eval()
     value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
-    return LoadedModel(name, model, tokenizer, device, kind, value_head, processor)
+    return LoadedModel(name, model, tokenizer, device, kind, value_head, processor, source, image_options)
 
 
 def multimodal_model_class(model_config: Any) -> Any:
@@ -175,6 +180,9 @@ def _model_kind(model_config: Any, source: str) -> str:
         return "sequence_classification"
     if any((Path(source) / name).is_file() for name in VALUE_HEAD_FILES):
         return "value_head"
+    if (Path(source) / "modules.json").is_file() or (architectures and all(
+            arch.endswith("Model") and not arch.endswith("LMHeadModel") for arch in architectures)):
+        return "embedding"  # a sentence-transformers folder, or a bare encoder (BertModel, LlamaModel, ...)
     return "generative"
 
 

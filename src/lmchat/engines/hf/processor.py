@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lmchat.errors import InvalidRequestError, ModelNotFoundError, UnsupportedError
+from lmchat.errors import ConfigError, InvalidRequestError, ModelNotFoundError, UnsupportedError
 
 logger = logging.getLogger(__name__)
 NO_TORCHVISION = "its transformers video processor needs torchvision, which is not installed"
@@ -45,6 +45,21 @@ def load_processor(source: str, hub: dict[str, Any]) -> Any:
                                  f"{_line(exc)})") from None
     logger.info("Built the processor of %s from its parts (%s).", source, _line(first))
     return processor
+
+
+def processor_options(processor: Any, config: Any, source: str) -> dict[str, Any]:
+    """The keyword arguments every processor call gets from LLaMA-Factory's processor settings:
+    ``image_do_pan_and_scan`` (Gemma 3's image processor crops a large, long image into up to four more images
+    beside the whole one). A model whose processor cannot is a ConfigError naming the setting."""
+    if not config.image_do_pan_and_scan:
+        return {}
+    images = getattr(processor, "image_processor", None)
+    if images is None or not hasattr(images, "do_pan_and_scan"):
+        kind = type(images).__name__ if images is not None else "no image processor"
+        raise ConfigError(f"image_do_pan_and_scan applies to models whose image processor pans and scans (Gemma 3); "
+                          f"'{source}' has {kind}, which does not. Leave image_do_pan_and_scan out.",
+                          param="image_do_pan_and_scan")
+    return {"do_pan_and_scan": True}
 
 
 def processor_from_parts(source: str, hub: dict[str, Any]) -> Any:
@@ -191,12 +206,15 @@ class MediaInputs:
     embeds: Any = field(default=None, repr=False)  # lmchat.engines.hf.multimodal.PromptEmbeds, made at prefill
 
 
-def encode(processor: Any, prompt: str, media: Any, sampling_rate: int) -> MediaInputs:
-    """Run the processor on ``prompt`` and the decoded ``media`` (a facade ``Media``); a prompt whose
-    placeholders do not fit the media is an InvalidRequestError saying so."""
+def encode(processor: Any, prompt: str, media: Any, sampling_rate: int,
+           image_options: dict[str, Any] | None = None) -> MediaInputs:
+    """Run the processor on ``prompt`` and the decoded ``media`` (a facade ``Media``); ``image_options``: the
+    config's image-processor options (:func:`processor_options`). A prompt whose placeholders do not fit the media
+    is an InvalidRequestError saying so."""
     kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt", "add_special_tokens": False}
     if media.images:
         kwargs["images"] = list(media.images)
+        kwargs.update(image_options or {})
     if media.videos:
         kwargs.update(_video_kwargs(media.videos))
     if media.audios:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from lmchat.engines.events import TokenLogprob
 from lmchat.generation.sampling import SamplingParams
 
 
@@ -30,6 +31,15 @@ def apply_penalties(logits: torch.Tensor, params: SamplingParams, seen_ids: torc
         counts = generated_counts.to(logits.dtype)
         logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).to(logits.dtype)
     return finite(logits)
+
+
+def mask_tokens(logits: torch.Tensor, banned: list[int], allowed: torch.Tensor | None) -> None:
+    """In place: the ``banned`` ids and, with an ``allowed`` mask (vocab,) bool, every id outside it at -inf
+    (:class:`~lmchat.generation.token_rules.TokenRules`). Should nothing be left, the row's argmax is taken."""
+    if allowed is not None:
+        logits.masked_fill_(~allowed[: logits.numel()], float("-inf"))
+    if banned:
+        logits[banned] = float("-inf")
 
 
 def finite(logits: torch.Tensor) -> torch.Tensor:
@@ -75,6 +85,23 @@ def make_generator(seed: int | None) -> torch.Generator:
     else:
         generator.manual_seed(seed)
     return generator
+
+
+def vocabulary_texts(tokenizer, vocab_size: int) -> list[str]:
+    """Every token id's text (ids past the tokenizer's own, in a padded vocabulary, as empty strings)."""
+    size = min(vocab_size, len(tokenizer))
+    return list(tokenizer.batch_decode([[i] for i in range(size)])) + [""] * (vocab_size - size)
+
+
+def logprob_event(tokenizer, raw_logits: torch.Tensor, token_id: int, k: int, texts: list[str] | None) -> TokenLogprob:
+    """The chosen token's log-probability and its ``k`` best alternatives (-1: the whole vocabulary, named by
+    ``texts``, every token's text)."""
+    if k == -1:
+        logprob, top = top_logprobs(raw_logits, token_id, raw_logits.numel())
+        return TokenLogprob(texts[token_id], token_id, logprob, tuple((texts[i], i, value) for i, value in top))
+    logprob, top = top_logprobs(raw_logits, token_id, k)
+    alternatives = tuple((tokenizer.decode([i]), i, value) for i, value in top)
+    return TokenLogprob(tokenizer.decode([token_id]), token_id, logprob, alternatives)
 
 
 def top_logprobs(raw_logits: torch.Tensor, token_id: int, k: int) -> tuple[float, list[tuple[int, float]]]:

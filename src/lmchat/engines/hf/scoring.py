@@ -26,10 +26,15 @@ def _score_one(loaded: LoadedModel, text: str, max_length: int | None) -> float:
     limit = max_length or getattr(loaded.model.config, "max_position_embeddings", None)
     if limit:
         ids = ids[:limit]
-    inputs = torch.tensor([ids], device=loaded.device)
+    return head_score(loaded, {"input_ids": torch.tensor([ids], device=loaded.device)})
+
+
+def head_score(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> float:
+    """The reward or relevance head on one encoded text (a batch of one): a one-label classifier's logit, or
+    LLaMA-Factory's value head on the last token's state."""
     if loaded.kind == "sequence_classification":
-        return float(loaded.model(input_ids=inputs).logits[0, 0])
-    output = loaded.model(input_ids=inputs, output_hidden_states=True, use_cache=False)
+        return float(loaded.model(**inputs).logits[0, 0])
+    output = loaded.model(**inputs, output_hidden_states=True, use_cache=False)
     last_hidden = output.hidden_states[-1][0, -1]
     weight, bias = loaded.value_head
     return float(last_hidden.to(weight.dtype) @ weight[0] + bias[0])
@@ -43,8 +48,15 @@ def prompt_logprobs(loaded: LoadedModel, token_ids: Sequence[int], top: int) -> 
     logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=False).logits[0]
     decode = loaded.tokenizer.decode
     result: list[TokenLogprob | None] = [None]
+    ranks = token_ranks(logits[:-1], ids[1:])
     for position, token_id in enumerate(ids[1:]):
         logprob, alternatives = top_logprobs(logits[position], token_id, top)
         result.append(TokenLogprob(decode([token_id]), token_id, logprob,
-                                   tuple((decode([i]), i, value) for i, value in alternatives)))
+                                   tuple((decode([i]), i, value) for i, value in alternatives), rank=ranks[position]))
     return result
+
+
+def token_ranks(logits: torch.Tensor, token_ids: Sequence[int]) -> list[int]:
+    """Each token's rank in its row of logits [n, vocab] (1: the likeliest; ties rank alike)."""
+    chosen = logits.float().gather(1, torch.tensor(token_ids, device=logits.device)[:, None])
+    return ((logits.float() > chosen).sum(dim=1) + 1).tolist()

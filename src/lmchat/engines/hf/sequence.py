@@ -10,8 +10,9 @@ import torch
 
 from lmchat.engines.base import GenerationRequest
 from lmchat.engines.events import EngineEvent
-from lmchat.engines.hf.sampler import make_generator
+from lmchat.engines.hf.sampler import make_generator, mask_tokens
 from lmchat.generation.detokenize import IncrementalDetokenizer
+from lmchat.generation.token_rules import TokenRules
 
 Emit = Callable[[EngineEvent | BaseException], None]
 
@@ -36,6 +37,16 @@ class RequestState:
     last_token: str | None = None
     guide: Any = None  # lmchat.structured.guide.Guide of a constrained request
     position_offset: int = 0  # decode position ids = cache position + this (M-RoPE after media)
+    rules: TokenRules | None = None  # min_tokens, bad_words, allowed_token_ids
+    allowed: torch.Tensor | None = None  # allowed_token_ids as a mask over the logits (made at the first step)
+    reused: int = 0  # prompt tokens whose keys/values were copied from another sequence
+
+    def mask_by_rules(self, logits: torch.Tensor) -> None:
+        """Write this answer's token rules (min_tokens, bad_words, allowed_token_ids) into its logits, in place."""
+        if self.rules.allowed is not None and self.allowed is None:
+            self.allowed = torch.zeros(logits.numel(), dtype=torch.bool)
+            self.allowed[list(self.rules.allowed)] = True
+        mask_tokens(logits, self.rules.banned(self.ids[self.prompt_tokens:]), self.allowed)
 
     @property
     def request_id(self) -> str:
@@ -61,6 +72,7 @@ def new_request_state(request: GenerationRequest, stop_ids: frozenset[int], deco
     prompt_ids = list(request.prompt_token_ids)
     return RequestState(
         guide=guide,
+        rules=TokenRules.of(request.params, stop_ids, request.bad_words_ids),
         request=request,
         budget=request.max_tokens,
         stop_ids=stop_ids,

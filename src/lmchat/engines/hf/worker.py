@@ -24,7 +24,7 @@ from lmchat.engines.events import Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf.multimodal import prefill_media_chunk, shareable_length
 from lmchat.engines.hf.native import NativeBuild
 from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
-from lmchat.engines.hf.sampler import apply_penalties, choose_token, top_logprobs
+from lmchat.engines.hf.sampler import apply_penalties, choose_token, logprob_event, vocabulary_texts
 from lmchat.engines.hf.scheduler import Scheduler
 from lmchat.engines.hf.sequence import RequestState
 from lmchat.errors import (
@@ -66,6 +66,7 @@ class ModelWorker:
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=4096)  # decode rows, per step
         self.peak_cache_bytes = 0
         self._masks = StepMasks()  # constrained rows' token masks (structured output)
+        self._vocabulary_texts: list[str] | None = None  # every token's text, for top_logprobs -1
         self._thread = threading.Thread(target=self._run, name="lmchat-hf-worker", daemon=True)
         self._thread.start()
 
@@ -295,7 +296,7 @@ class ModelWorker:
                 best, length = other, shared
         if best is not None:
             self.runner.copy_prefix(best.slot, sequence.slot, length)
-            sequence.num_cached = length
+            sequence.num_cached = sequence.reused = length
 
     # --- decode -----------------------------------------------------------------------------------------
     def _decode_step(self) -> None:
@@ -340,6 +341,8 @@ class ModelWorker:
         if needs_counts and sequence.counts is None:
             sequence.counts = torch.zeros(raw.numel(), dtype=torch.int32)
         logits = apply_penalties(raw, params, torch.tensor(sequence.ids), sequence.counts)
+        if sequence.rules is not None:
+            sequence.mask_by_rules(logits)
         return choose_token(logits, params, sequence.generator)
 
     def _emit_token(self, sequence: RequestState, raw: torch.Tensor, token_id: int) -> None:
@@ -366,10 +369,9 @@ class ModelWorker:
         params = sequence.request.params
         if not params.logprobs:
             return ()
-        logprob, top = top_logprobs(raw, token_id, params.top_logprobs)
-        token = self.tokenizer.decode([token_id])
-        alternatives = tuple((self.tokenizer.decode([i]), i, lp) for i, lp in top)
-        return (TokenLogprob(token, token_id, logprob, alternatives),)
+        if params.top_logprobs == -1 and self._vocabulary_texts is None:  # every token's text, decoded once
+            self._vocabulary_texts = vocabulary_texts(self.tokenizer, raw.numel())
+        return (logprob_event(self.tokenizer, raw, token_id, params.top_logprobs, self._vocabulary_texts),)
 
     def _finish(self, sequence: RequestState, reason: str) -> None:
         tail = sequence.detokenizer.flush()
@@ -377,7 +379,8 @@ class ModelWorker:
             sequence.emit(TextDelta(tail, 0))
         self._leave(sequence)
         self.finished.append((sequence.request_id, reason, sequence.generated))
-        sequence.emit(Finished(reason, sequence.prompt_tokens, sequence.generated, sequence.last_token))
+        sequence.emit(Finished(reason, sequence.prompt_tokens, sequence.generated, sequence.last_token,
+                               cached_tokens=sequence.reused))
 
     def _leave(self, sequence: RequestState) -> None:
         """Free the sequence's slot; the last running sequence's keys/values move into it."""
@@ -403,8 +406,8 @@ class ModelWorker:
 def is_plain_greedy(sequence: RequestState) -> bool:
     """Greedy with nothing that changes the logits: the batch-wide argmax is this sequence's token."""
     params = sequence.request.params
-    return params.is_greedy and not (params.logit_bias or params.repetition_penalty != 1.0
-                                     or params.presence_penalty or params.frequency_penalty)
+    return params.is_greedy and sequence.rules is None and not (
+        params.logit_bias or params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty)
 
 
 def common_prefix(ids: list[int], other: list[int], other_length: int, limit: int) -> int:

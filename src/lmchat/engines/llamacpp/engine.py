@@ -14,6 +14,7 @@ of the KV cache), ``prefill_chunk_tokens`` (prompt tokens per step), and ``llama
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 import llama_cpp
 
 from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.pooling import EmbedRequest, PoolingInfo
 from lmchat.engines.events import EngineEvent
 from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
 from lmchat.engines.llamacpp.kv_cells import KvCells
@@ -34,6 +36,7 @@ from lmchat.engines.llamacpp.worker import BatchWorker
 from lmchat.engines.threaded import EventChannel
 from lmchat.errors import ConfigError, EngineClosedError, InvalidRequestError, ModelNotFoundError
 from lmchat.generation.sampling import SamplingParams
+from lmchat.generation.token_rules import TokenRules
 from lmchat.models.default import default_gguf_path
 from lmchat.structured import ALL_KINDS
 
@@ -42,13 +45,15 @@ logger = logging.getLogger(__name__)
 
 class LlamaCppEngine(BaseEngine):
     name = "llamacpp"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields) - {"min_tokens"},
-                                constraints=ALL_KINDS,
+    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), constraints=ALL_KINDS,
                                 media_notes=tuple(
         (kind, f"llama.cpp reads {kind} only through the vision/audio projector GGUF of the model (its mmproj file, "
                "llama.cpp's mtmd library), which this engine does not load yet; for now use infer_backend huggingface "
                "with the original checkpoint")
-        for kind in ("images", "videos", "audios")))
+        for kind in ("images", "videos", "audios")),
+                                settings=frozenset({"pooling_type"}), pooling=frozenset({"embed"}),
+                                pooling_notes=(("score", "the llamacpp engine does not score text pairs (reranker "
+                                                "GGUFs) yet; use infer_backend huggingface with a cross-encoder"),))
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -60,6 +65,8 @@ class LlamaCppEngine(BaseEngine):
         self._lock = threading.Lock()
         self._grammars: Any = None  # (TokenizerGrammars, end-of-generation ids), at the first constraint
         self._grammars_lock = asyncio.Lock()
+        self._embedding: Any = None  # lmchat.engines.llamacpp.embedding.EmbeddingContext, at the first embedding
+        self._embedding_lock = asyncio.Lock()
 
     async def start(self) -> None:
         path = resolve_gguf_path(self.config.model_name_or_path)
@@ -70,7 +77,11 @@ class LlamaCppEngine(BaseEngine):
         self.worker = BatchWorker(self.llm, cells, max_running=self.config.max_batch_size,
                                   prefill_chunk_tokens=self.config.prefill_chunk_tokens,
                                   max_batch_tokens=shape.n_batch)
-        self._info = model_info(self.llm, path)
+        self._info = model_info(self.llm, path, self.config.pooling_type)
+        if self._info.pooling.pooling_type == "rank":
+            self.capabilities = dataclasses.replace(type(self).capabilities, pooling=frozenset(), pooling_notes=(
+                ("embed", "this GGUF is a reranker (llama.cpp's rank pooling): it gives no embeddings"),
+                *type(self).capabilities.pooling_notes))
         logger.info("llama.cpp: %s, up to %d sequences in one batch, a KV cache of %d cells (%s keys, %s values), "
                     "%d/%d threads.", path.name, self.config.max_batch_size, shape.kv_cells, self.settings.type_k,
                     self.settings.type_v, *self.llm.threads)
@@ -96,7 +107,7 @@ class LlamaCppEngine(BaseEngine):
         channel = EventChannel(lambda: self._mark_aborted(request_id))
         kept = special_token_ids(self._require_llm(), request.keep_special_tokens)
         worker.submit(BatchSequence(request, channel.emit, lambda: self._closing or request_id in self._aborted,
-                                    logits_hook=hook, kept_ids=kept))
+                                    logits_hook=hook, kept_ids=kept, rules=await self._token_rules(request)))
         try:
             async for event in channel.events():
                 yield event
@@ -121,6 +132,27 @@ class LlamaCppEngine(BaseEngine):
         grammars, end_ids = self._grammars
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else end_ids)
         return await asyncio.to_thread(new_mask, grammars, params.constraint, stop_ids, llm.n_vocab())
+
+    async def _token_rules(self, request: GenerationRequest) -> TokenRules | None:
+        """min_tokens, bad_words and allowed_token_ids; the vocabulary's end-of-generation ids are read once, off
+        the caller's event loop, by the first request with min_tokens."""
+        params = request.params
+        end_ids: frozenset[int] = frozenset(params.stop_token_ids)
+        if params.min_tokens and not params.ignore_eos:
+            llm = self._require_llm()
+            end_ids |= await asyncio.to_thread(lambda: llm.end_of_generation_ids)
+        return TokenRules.of(params, end_ids, request.bad_words_ids)
+
+    async def embed(self, request: EmbedRequest) -> list[list[float]]:
+        """Pooled vectors from a second, embeddings-only context on the model (made at the first call)."""
+        from lmchat.engines.llamacpp.embedding import EmbeddingContext
+
+        llm = self._require_llm()
+        async with self._embedding_lock:
+            if self._embedding is None:
+                self._embedding = await asyncio.to_thread(EmbeddingContext, llm, self.settings,
+                                                          self.info.pooling.pooling_type)
+        return await asyncio.to_thread(self._embedding.embed, request.inputs)
 
     async def abort(self, request_id: str) -> None:
         self._mark_aborted(request_id)
@@ -152,6 +184,9 @@ class LlamaCppEngine(BaseEngine):
         if worker is not None:
             await asyncio.to_thread(worker.stop)
         self.llm = None
+        embedding, self._embedding = self._embedding, None
+        if embedding is not None:
+            embedding.close()
         if llm is not None:
             llm.close()
 
@@ -188,8 +223,10 @@ def resolve_gguf_path(model_name_or_path: str | None) -> Path:
     return path
 
 
-def model_info(llm: LoadedModel, path: Path) -> ModelInfo:
-    """Name, chat template, special tokens and context length, all from the GGUF."""
+def model_info(llm: LoadedModel, path: Path, pooling_type: str = "auto") -> ModelInfo:
+    """Name, chat template, special tokens, context length and pooling, all from the GGUF."""
+    from lmchat.engines.llamacpp.embedding import gguf_pooling
+
     metadata = llm.metadata
     special = {}
     for name, token_id in (("bos_token", llm.token_bos()), ("eos_token", llm.token_eos())):
@@ -201,4 +238,7 @@ def model_info(llm: LoadedModel, path: Path) -> ModelInfo:
         special_tokens=special,
         context_length=llm.n_ctx(),
         vocab_size=llm.n_vocab(),
+        pooling=PoolingInfo(embedding_size=llama_cpp.llama_model_n_embd(llm.model),
+                            pooling_type=gguf_pooling(metadata, pooling_type),
+                            embedding_model=f"{metadata.get('general.architecture')}.pooling_type" in metadata),
     )

@@ -9,6 +9,8 @@ one sequence per context and has no way to ask for more).
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,11 @@ class LoadedModel:
         return self._model.model
 
     @property
+    def llama_model(self) -> _internals.LlamaModel:
+        """The model's wrapper (a second context, for embeddings, is made on it)."""
+        return self._model
+
+    @property
     def ctx(self):
         return self._context.ctx
 
@@ -83,6 +90,11 @@ class LoadedModel:
 
     def detokenize(self, tokens: list[int], special: bool = False) -> bytes:
         return self._model.detokenize(tokens, special=special)
+
+    @functools.cached_property
+    def end_of_generation_ids(self) -> frozenset[int]:
+        """Every token that ends a generation (llama.cpp's end-of-generation tokens), read once."""
+        return frozenset(t for t in range(self.n_vocab()) if llama_cpp.llama_vocab_is_eog(self._model.vocab, t))
 
     def is_end_of_generation(self, token: int) -> bool:
         """True for the model's end-of-sequence and end-of-turn tokens (llama.cpp's "EOG" set)."""

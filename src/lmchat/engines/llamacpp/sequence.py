@@ -18,6 +18,7 @@ import numpy as np
 from lmchat.engines.base import GenerationRequest
 from lmchat.engines.events import EngineEvent, FinishReason, Finished, TextDelta, TokenLogprob
 from lmchat.engines.llamacpp.kv_cells import Entry
+from lmchat.generation.token_rules import TokenRules
 
 if TYPE_CHECKING:
     from lmchat.engines.llamacpp.model import LoadedModel
@@ -48,6 +49,9 @@ class Sequence:
     reused: int = 0  # prompt tokens taken from another sequence's cells
     logits_hook: LogitsHook | None = None
     kept_ids: frozenset[int] = frozenset()  # special tokens the request's parsers read: kept in the text
+    rules: TokenRules | None = None  # min_tokens, bad_words, allowed_token_ids
+    answer: list[int] = field(default_factory=list)  # the tokens generated so far
+    _allowed: np.ndarray | None = None  # allowed_token_ids as a mask over the vocabulary
     _utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     @property
@@ -71,12 +75,16 @@ class Sequence:
         """Sample from the logits of batch row ``row``; emit the token, or finish. None: it goes on."""
         params = self.request.params
         raw = None
-        if self.logits_hook is not None:
+        if self.logits_hook is not None or self.rules is not None:
             logits = row_logits(model, row)
             raw = logits.copy() if params.logprobs else None  # log-probabilities are the model's, before the hook
-            self.logits_hook.apply(logits)
+            if self.logits_hook is not None:
+                self.logits_hook.apply(logits)
+            if self.rules is not None:
+                self._apply_rules(logits)
         token = self.sampler.sample(model, row)  # llama_sampler_sample: applies the chain, then accepts the token
         self.generated += 1
+        self.answer.append(token)
         if token in params.stop_token_ids or (not params.ignore_eos and model.is_end_of_generation(token)):
             return self.finish("stop", text(model, token))
         logprobs = token_logprobs(model, row, token, params.top_logprobs, raw) if params.logprobs else ()
@@ -89,6 +97,18 @@ class Sequence:
         self.next_token = token
         return None
 
+    def _apply_rules(self, logits: np.ndarray) -> None:
+        """The request's token rules (:class:`~lmchat.generation.token_rules.TokenRules`) written into its row."""
+        rules = self.rules
+        if rules.allowed is not None:
+            if self._allowed is None:
+                self._allowed = np.zeros(len(logits), dtype=bool)
+                self._allowed[list(rules.allowed)] = True
+            logits[~self._allowed] = -np.inf
+        banned = rules.banned(self.answer)
+        if banned:
+            logits[banned] = -np.inf
+
     def finish(self, reason: FinishReason, stop_token: str | None = None) -> Finished:
         """Emit the rest of a character cut mid-way and free the sampler chain; return the Finished event, which the
         worker emits once the sequence has left the batch (so a caller that sees it sees the engine's state after)."""
@@ -98,7 +118,7 @@ class Sequence:
         if self.sampler is not None:
             self.sampler.close()
             self.sampler = None
-        return Finished(reason, len(self.prompt), self.generated, stop_token)
+        return Finished(reason, len(self.prompt), self.generated, stop_token, cached_tokens=self.reused)
 
 
 def special_token_ids(model: LoadedModel, tokens: tuple[str, ...]) -> frozenset[int]:
@@ -123,6 +143,7 @@ def token_logprobs(model: LoadedModel, row: int, token: int, top: int,
     from before a logits hook), and the ``top`` best alternatives."""
     logits = raw if raw is not None else row_logits(model, row)
     logprobs = logits - np.logaddexp.reduce(logits.astype(np.float64))
+    top = len(logprobs) if top == -1 else top  # -1: the whole vocabulary
     best = np.argsort(-logprobs)[:top] if top else ()
     alternatives = tuple((text(model, int(i)), int(i), float(logprobs[i])) for i in best)
     return (TokenLogprob(text(model, token), token, float(logprobs[token]), alternatives),)

@@ -18,13 +18,13 @@ from lmchat.engines.events import EngineEvent
 from lmchat.engines.sglang.outputs import ChunkReader
 from lmchat.engines.sglang.sampling import (
     ADAPTER_NAME,
+    SGLANG_OPTIONS,
     to_sglang_engine_kwargs,
     to_sglang_generate_kwargs,
     to_sglang_sampling_params,
 )
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_among, special_tokens, token_text
 from lmchat.errors import EngineClosedError
-from lmchat.generation.sampling import SamplingParams
 
 logger = logging.getLogger("lmchat.engines.sglang")
 UNTESTED = ("The sglang engine is untested: lmchat's test suite has not run it yet (SGLang needs a GPU; its mapping "
@@ -34,7 +34,7 @@ UNTESTED = ("The sglang engine is untested: lmchat's test suite has not run it y
 class SGLangEngine(HFTokenizerMixin, BaseEngine):
     name = "sglang"
     reward_hint = " (load one with sglang_config: {is_embedding: true})"
-    capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True)
+    capabilities = Capabilities(sampling_options=SGLANG_OPTIONS, lora=True)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -51,7 +51,7 @@ class SGLangEngine(HFTokenizerMixin, BaseEngine):
         is_reward = bool(kwargs.get("is_embedding"))
         multimodal = bool(getattr(self.engine.tokenizer_manager.model_config, "is_multimodal", False))
         self.capabilities = Capabilities(
-            sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+            sampling_options=SGLANG_OPTIONS, lora=True,
             images=multimodal, videos=multimodal, audios=multimodal,
         )
         self._info = ModelInfo(

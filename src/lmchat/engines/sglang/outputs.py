@@ -37,7 +37,8 @@ class ChunkReader:
             raw = meta["finish_reason"]
             stop = raw.get("matched") if isinstance(raw, dict) else None
             events.append(Finished(reason, meta.get("prompt_tokens", self.prompt_tokens),
-                                   meta.get("completion_tokens", 0), self.stop_text(stop)))
+                                   meta.get("completion_tokens", 0), self.stop_text(stop),
+                                   cached_tokens=meta.get("cached_tokens") or 0))  # its radix cache's reuse
         return events
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from lmchat.engines.sglang.parallel import sglang_parallel_kwargs
-from lmchat.errors import ConfigError
+from lmchat.errors import ConfigError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
 
 ADAPTER_NAME = "lmchat-adapter"
+# What the engine honours: SGLang's sampling parameters have no bad-word list and no allowed-token list
+SGLANG_OPTIONS = frozenset(SamplingParams.model_fields) - {"bad_words", "allowed_token_ids"}
 
 
 def to_sglang_sampling_params(params: SamplingParams, max_new_tokens: int | None = None,
@@ -45,6 +47,9 @@ def to_sglang_generate_kwargs(params: SamplingParams) -> dict[str, Any]:
     """The other ``async_generate`` arguments that follow from ``params`` (log-probabilities)."""
     if not params.logprobs:
         return {}
+    if params.top_logprobs == -1:
+        raise UnsupportedError("The sglang engine cannot return the whole vocabulary's log-probabilities "
+                               "(top_logprobs -1); ask for at most 20.", param="top_logprobs")
     return {"return_logprob": True, "top_logprobs_num": params.top_logprobs, "return_text_in_logprobs": True}
 
 

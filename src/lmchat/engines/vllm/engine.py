@@ -25,10 +25,12 @@ from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 
 from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, GenerationRequest, ModelInfo
-from lmchat.engines.events import EngineEvent, Finished, TextDelta
+from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
+from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_among, special_tokens, token_text
 from lmchat.engines.vllm.media import render_media_prompt, supported_media
-from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error
+from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error, prompt_token_logprobs
+from lmchat.engines.vllm.pooling import matryoshka_sizes, pooling_params_kwargs, pooling_support
 from lmchat.engines.vllm.reasoning import ReasoningSetup, reasoning_setup
 from lmchat.engines.vllm.sampling import ADAPTER_NAME, finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
 from lmchat.errors import (
@@ -38,6 +40,7 @@ from lmchat.errors import (
     EngineError,
     InvalidRequestError,
     LmchatError,
+    UnsupportedError,
     closest,
 )
 from lmchat.generation.sampling import SamplingParams
@@ -82,7 +85,10 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
     async def _describe(self) -> None:
         self.tokenizer = self.engine.get_tokenizer()
         model_config = self.engine.model_config
-        is_reward = model_config.runner_type == "pooling"
+        tasks = await self.engine.get_supported_tasks() if model_config.runner_type == "pooling" else ()
+        pooling, pair_scores, notes = pooling_support(tasks)
+        is_reward = model_config.runner_type == "pooling" and pair_scores == "classifier"
+        self.capabilities = dataclasses.replace(type(self).capabilities, pooling=pooling, pooling_notes=notes)
         if self.config.adapter_name_or_path:
             self._lora = await self._load_adapter(self.config.adapter_name_or_path[0])
         self._info = ModelInfo(
@@ -92,9 +98,14 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             context_length=model_config.max_model_len,
             is_reward_model=is_reward,
             vocab_size=getattr(model_config, "get_vocab_size", lambda: None)(),
+            pooling=PoolingInfo(
+                embedding_size=model_config.get_hidden_size(), pooling_type="vllm",
+                matryoshka_dimensions=matryoshka_sizes(getattr(model_config, "is_matryoshka", False),
+                                                       getattr(model_config, "matryoshka_dimensions", None)),
+                embedding_model=pair_scores == "cosine", pair_scores=pair_scores) if pooling else None,
         )
         media = supported_media(self.engine)
-        self.capabilities = dataclasses.replace(type(self).capabilities, **media, media_notes=tuple(
+        self.capabilities = dataclasses.replace(self.capabilities, **media, media_notes=tuple(
             (kind, "vLLM's processor of this model does not take it") for kind, takes in media.items() if not takes))
 
     async def _load_adapter(self, path: str) -> LoRARequest:
@@ -133,7 +144,8 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                         raise EngineError("vLLM failed the request (finish reason 'error'); its log names the cause.")
                     reason = finish_reason(completion.finish_reason)
                     stop = token_text(self.tokenizer, completion.stop_reason) if reason == "stop" else None
-                    yield Finished(reason, len(prompt_ids), generated, stop)
+                    yield Finished(reason, len(prompt_ids), generated, stop,
+                                   cached_tokens=getattr(output, "num_cached_tokens", None) or 0)
         except VLLMClientError as exc:
             rejected = True
             raise InvalidRequestError(f"vLLM rejected the request: {exc}") from None
@@ -143,6 +155,27 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
             await stream.aclose()  # an unfinished vLLM stream aborts its request when closed
             if not rejected:
                 self.finished.append((request.request_id, reason, generated))
+
+    async def prompt_logprobs(self, token_ids: Sequence[int], top: int = 0) -> list[TokenLogprob | None]:
+        """The prompt's token log-probabilities from vLLM's own ``prompt_logprobs`` (raw logits, as generation
+        reports them): one request that generates a single token, which is dropped."""
+        engine = self._require_engine()
+        if not self.can_generate:
+            raise UnsupportedError("A reward or embedding model has no token log-probabilities.", param="model")
+        prompt_ids = list(token_ids)
+        params = VllmSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top,
+                                    output_kind=RequestOutputKind.FINAL_ONLY)
+        final = None
+        try:
+            async for output in engine.generate(_prompt(prompt_ids), params, f"prompt-logprobs-{uuid.uuid4().hex}"):
+                final = output
+        except VLLMClientError as exc:
+            raise InvalidRequestError(f"vLLM rejected the request: {exc}") from None
+        except VLLMError as exc:
+            raise EngineError(f"The vllm engine failed: {exc}") from exc
+        if final is None:
+            raise EngineError("vLLM ended the prompt log-probability request without an output.")
+        return prompt_token_logprobs(prompt_ids, final.prompt_logprobs, top)
 
     def _sampling(self, request: GenerationRequest, budget: int) -> VllmSamplingParams:
         keep = special_among(self.tokenizer, request.keep_special_tokens)
@@ -177,6 +210,41 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         except VLLMError as exc:
             raise EngineError(f"The vllm engine failed: {exc}") from exc
         return float(data.reshape(-1)[0])
+
+    # --- pooling --------------------------------------------------------------------------------------
+    async def embed(self, request: EmbedRequest) -> list[list[float]]:
+        engine = self._require_engine()
+        return list(await asyncio.gather(*(self._pool(engine, ids, "embed") for ids in request.inputs)))
+
+    async def score_pairs(self, request: PairScoreRequest) -> PairScores:
+        """A classifier's raw score of each pair, as the tokenizer pairs the texts (no token types: a checkpoint
+        whose tokenizer gives them, a BERT cross-encoder, is refused)."""
+        engine, encoded = self._require_engine(), []
+        for i, (first, second) in enumerate(request.pairs):
+            pair = self.tokenizer(first, second, add_special_tokens=True)
+            if any(pair.get("token_type_ids") or ()):
+                raise InvalidRequestError("The vllm engine cannot score pairs with token types (a BERT cross-encoder) "
+                                          "yet; use infer_backend huggingface.", param="model")
+            ids = pair["input_ids"]
+            if len(ids) > request.max_tokens:
+                if not request.truncate:
+                    raise ContextLengthError(f"Text pair {i} is {len(ids)} tokens, too large for the model's context "
+                                             f"of {request.max_tokens} tokens.", param="text_2")
+                ids = ids[len(ids) - request.max_tokens:]
+            encoded.append(ids)
+        scores = await asyncio.gather(*(self._pool(engine, ids, "classify") for ids in encoded))
+        return PairScores(tuple(float(score[0]) for score in scores), sum(map(len, encoded)))
+
+    async def _pool(self, engine: Any, ids: Sequence[int], task: str) -> list[float]:
+        params = PoolingParams(**pooling_params_kwargs(task))
+        try:
+            async for output in engine.encode({"prompt_token_ids": list(ids)}, params, f"pool-{uuid.uuid4().hex}"):
+                data = output.outputs.data
+        except VLLMClientError as exc:
+            raise InvalidRequestError(f"vLLM rejected the pooling request: {exc}") from None
+        except VLLMError as exc:
+            raise EngineError(f"The vllm engine failed: {exc}") from exc
+        return [float(x) for x in data.reshape(-1).tolist()]
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def _require_engine(self) -> Any:

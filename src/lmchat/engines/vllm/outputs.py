@@ -15,11 +15,25 @@ def completion_logprobs(completion: Any, top: int) -> tuple[TokenLogprob, ...]:
     result = []
     for token_id, entry in zip(completion.token_ids, completion.logprobs):
         chosen = entry[token_id]
+        top = len(entry) if top == -1 else top  # -1: the whole vocabulary
         ranked = sorted(((lp.rank, tid, lp) for tid, lp in entry.items() if lp.rank is not None and lp.rank <= top),
                         key=lambda item: item[0])
         alternatives = tuple((lp.decoded_token or "", tid, lp.logprob) for _, tid, lp in ranked)[:top]
         result.append(TokenLogprob(chosen.decoded_token or "", token_id, chosen.logprob, alternatives))
     return tuple(result)
+
+
+def prompt_token_logprobs(prompt_ids: list[int], entries: Any, top: int) -> list[TokenLogprob | None]:
+    """vLLM's ``RequestOutput.prompt_logprobs`` (``None`` for the first token, then ``{token_id: Logprob}`` holding
+    the prompt's token and the ``top`` likeliest) as lmchat's prompt log-probabilities, ranks included."""
+    result: list[TokenLogprob | None] = [None]
+    for token_id, entry in zip(prompt_ids[1:], list(entries or [])[1:]):
+        chosen = entry[token_id]
+        ranked = sorted((lp.rank, tid, lp) for tid, lp in entry.items() if lp.rank is not None and lp.rank <= top)
+        alternatives = tuple((lp.decoded_token or "", tid, lp.logprob) for _, tid, lp in ranked)[:top]
+        result.append(TokenLogprob(chosen.decoded_token or "", token_id, chosen.logprob, alternatives,
+                                   rank=chosen.rank))
+    return result
 
 
 def engine_start_error(exc: BaseException) -> LmchatError:

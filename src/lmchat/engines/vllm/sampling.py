@@ -46,8 +46,10 @@ def to_vllm_sampling_kwargs(params: SamplingParams, max_tokens: int | None = Non
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
         "min_tokens": params.min_tokens,
+        "bad_words": list(params.bad_words) or None,  # vLLM tokenizes them itself, with the same rule as lmchat's
+        "allowed_token_ids": list(params.allowed_token_ids) if params.allowed_token_ids is not None else None,
         "skip_special_tokens": params.skip_special_tokens and not keep_special_tokens,
-        "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token itself
+        "logprobs": params.top_logprobs if params.logprobs else None,  # vLLM adds the sampled token; -1: all
         **({"structured_outputs": _structured_outputs(params.constraint)} if params.constraint else {}),
     }
 

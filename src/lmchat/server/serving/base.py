@@ -107,15 +107,19 @@ class RunningUsage:
 
 
 def usage_counts(answers: list[ChatResponse]) -> dict[str, Any]:
+    """A request's usage: the prompt counted once (as its first answer ran it, ``cached_tokens`` the prompt tokens
+    the engine reused for it), every answer's tokens."""
     prompt = answers[0].prompt_length
     completion = sum(answer.response_length for answer in answers)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": answers[0].cached_tokens}}
 
 
 class GenerationEndpoint:
     """One generating endpoint (chat or raw completions): check the model, prepare (every 400 before any work),
     log, start the generation, then stream it or collect it. Subclasses set ``kind`` and ``id_prefix`` and give
-    ``prepare``, ``_stream`` and ``_response``."""
+    ``prepare``, ``_stream`` and ``_response``, and may give ``before_generation`` (work that must succeed before
+    any generation starts; what it returns reaches ``_response``)."""
 
     kind: ClassVar[str] = ""
     id_prefix: ClassVar[str] = ""
@@ -129,18 +133,22 @@ class GenerationEndpoint:
         prepared = await self.prepare(body)
         self.state.log_request(self.kind, prepared, bool(body.stream), body.user)
         completion_id = f"{self.id_prefix}-{body.request_id or uuid.uuid4().hex}"  # vLLM's request_id
+        extra = await self.before_generation(body, prepared)
         live = await LiveGeneration.start(self.state, prepared, completion_id)
         if body.stream:
             return EventStreamResponse(self._stream(body, prepared, live, completion_id))
         answers = await live.collect()
-        return json_response(self._response(body, answers, completion_id))
+        return json_response(self._response(body, answers, completion_id, extra))
 
     async def prepare(self, body: Any) -> PreparedChat:
         raise NotImplementedError
+
+    async def before_generation(self, body: Any, prepared: PreparedChat) -> Any:
+        return None
 
     def _stream(self, body: Any, prepared: PreparedChat, live: LiveGeneration, completion_id: str
                 ) -> AsyncIterator[str]:
         raise NotImplementedError
 
-    def _response(self, body: Any, answers: list[ChatResponse], completion_id: str) -> Any:
+    def _response(self, body: Any, answers: list[ChatResponse], completion_id: str, extra: Any = None) -> Any:
         raise NotImplementedError

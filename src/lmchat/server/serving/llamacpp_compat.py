@@ -141,7 +141,7 @@ class ServingLlamaCpp:
             "tokens_evaluated": prepared.prompt_tokens, "generation_settings": self._settings(body, prepared),
             "prompt": prepared.prompt, "has_new_line": "\n" in text, "truncated": False, "stop_type": stop_type,
             "stopping_word": (last.stop_string if last else None) or "",
-            "timings": _timings(answer, prepared.prompt_tokens, predicted),
+            "timings": _timings(answer, prepared.prompt_tokens, predicted, last.cached_tokens if last else 0),
         }
         if probabilities is not None and body.n_probs:
             result["completion_probabilities"] = probabilities
@@ -182,13 +182,15 @@ def _probability(token: TokenLogprob) -> dict[str, Any]:
     }
 
 
-def _timings(answer: _Answer, prompt_n: int, predicted_n: int) -> dict[str, float]:
-    """llama.cpp's ``timings``: the prompt's time (until the first token) and the answer's (the rest), measured."""
+def _timings(answer: _Answer, prompt_tokens: int, predicted_n: int, cache_n: int = 0) -> dict[str, float]:
+    """llama.cpp's ``timings``: the prompt's time (until the first token) and the answer's (the rest), measured;
+    ``cache_n`` prompt tokens the engine reused, ``prompt_n`` the ones it computed (llama-server's split)."""
+    prompt_n = prompt_tokens - cache_n
     end = time.perf_counter()
     prompt_ms = max(answer.prompt_done - answer.began, 0.0) * 1000
     predicted_ms = max(end - answer.prompt_done, 0.0) * 1000
     return {
-        "prompt_n": prompt_n, "prompt_ms": prompt_ms,
+        "cache_n": cache_n, "prompt_n": prompt_n, "prompt_ms": prompt_ms,
         "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
         "prompt_per_second": prompt_n * 1000 / prompt_ms if prompt_ms else 0.0,
         "predicted_n": predicted_n, "predicted_ms": predicted_ms,
