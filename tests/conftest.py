@@ -48,7 +48,7 @@ FILE_TIERS = {
         "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_batch_hf.py",
         "test_server_tiny_model.py", "test_default_model.py", "test_llamacpp.py", "test_tiny_tokenizer.py",
         "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_llamacpp_batching.py", "test_vllm.py",
-        "test_vllm_cli.py", "test_hf_multimodal.py", "test_batch_media.py", "test_hf_faults.py",
+        "test_vllm_cli.py", "test_vllm_media.py", "test_hf_multimodal.py", "test_batch_media.py", "test_hf_faults.py",
         "test_hf_special_tokens.py", "test_structured_server.py",
         "test_server_compat_models.py", "test_lm_eval_harness.py", "test_pooling_models.py",
         "test_llamacpp_embeddings.py", "test_server_api_fields_models.py",

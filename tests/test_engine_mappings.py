@@ -381,3 +381,65 @@ def test_an_engine_not_started_says_so_by_name(name, label):
     engine = get_engine_class(name)(_config())
     with pytest.raises(EngineClosedError, match=f"^The {label} engine is not started"):
         engine.info
+
+
+def test_vllm_reasoning_ended_per_request():
+    """vLLM's ``reasoning_ended`` for each reasoning gate, and the gates the started parser cannot honour."""
+    from lmchat.engines.vllm.reasoning import ReasoningSetup
+    from lmchat.errors import UnsupportedError
+    from lmchat.structured.constraint import Constraint, ReasoningGate
+
+    choice = Constraint(kind="choice", choices=("a", "b"), param="guided_choice")
+
+    def gated(**gate):
+        return choice.model_copy(update={"reasoning": ReasoningGate(**gate)})
+
+    opened = gated(end_markers=("</think>",), in_reasoning=True)
+    optional = gated(end_markers=("</think>",), start_markers=("<think>",))
+    started = ReasoningSetup("qwen3", ("</think>",))
+    assert [started.reasoning_ended(c) for c in (None, choice, opened, optional)] == [None, True, False, None]
+    assert ReasoningSetup("deepseek_r1", None).reasoning_ended(opened) is False  # the user's own parser: trusted
+    none = ReasoningSetup(why_not="the template has no reasoning parser")
+    assert none.reasoning_ended(choice) is None  # no reasoner at all: vLLM constrains from the first token anyway
+    with pytest.raises(UnsupportedError, match="guided_choice constrains a reasoning model's answer after its "
+                       "reasoning, which the vllm engine cannot do here: the template has no reasoning parser"):
+        none.reasoning_ended(opened)
+    with pytest.raises(UnsupportedError, match="ends its reasoning with </seed:think>.*started for the template's "
+                       "parser 'qwen3'"):
+        started.reasoning_ended(gated(end_markers=("</seed:think>",), in_reasoning=True))
+
+
+def test_vllm_reasoning_setup_keeps_the_users_parser_and_adds_none_without_one():
+    from lmchat.engines.vllm.reasoning import ReasoningSetup, reasoning_setup
+
+    kwargs = {"structured_outputs_config": {"reasoning_parser": "deepseek_r1", "disable_any_whitespace": True}}
+    assert reasoning_setup(SimpleNamespace(template=None), kwargs) == ReasoningSetup("deepseek_r1", None)
+    assert kwargs["structured_outputs_config"]["reasoning_parser"] == "deepseek_r1"
+    plain = {}  # a named template without a reasoning parser: vLLM's structured outputs start without one
+    setup = reasoning_setup(SimpleNamespace(template="llama3", tool_format=None), plain)
+    assert setup.vllm_parser is None and "structured_outputs_config" not in plain
+
+
+def test_vllm_multi_modal_data_of_decoded_media():
+    """lmchat's decoded media as vLLM's ``multi_modal_data``: video frames stacked with metadata that tells vLLM's
+    processor not to sample them again, audio with its rate."""
+    np = pytest.importorskip("numpy")
+    image_module = pytest.importorskip("PIL.Image")
+    from lmchat.chat.messages import Media
+    from lmchat.engines.vllm.media import multi_modal_data
+    from lmchat.media.audio import AudioClip
+    from lmchat.media.video import VideoClip
+
+    image = image_module.new("RGB", (8, 6), "red")
+    frames = tuple(image_module.new("RGB", (8, 6), (10 * i, 0, 0)) for i in range(3))
+    clip = VideoClip(frames=frames, duration_s=1.5, fps=2.0, frame_indices=(0, 10, 20), source_fps=20.0)
+    audio = AudioClip(np.zeros(1600, dtype="float32"), 16000)
+    data = multi_modal_data(Media((image,), (clip,), (audio,)))
+    assert data["image"] == [image]
+    [(array, metadata)] = data["video"]
+    assert array.shape == (3, 6, 8, 3) and array[2, 0, 0, 0] == 20
+    assert metadata == {"total_num_frames": 3, "fps": 2.0, "duration": 1.5, "frames_indices": [0, 1, 2],
+                        "do_sample_frames": False}
+    [(waveform, rate)] = data["audio"]
+    assert waveform is audio.waveform and rate == 16000.0
+    assert multi_modal_data(Media()) == {}

@@ -196,6 +196,115 @@ def test_constraints_reach_vllms_structured_outputs(vllm_model, vllm_tiny_dir):
     assert pick.response_text in ("left", "right") and pick.finish_reason == "stop"
 
 
+def _json_bias(vllm_model, vllm_tiny_dir) -> dict[int, float]:
+    """Whitespace tokens biased away and a nudge to quote and close (see the test above)."""
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(vllm_tiny_dir).get_vocab()
+    blank = set("\u0120\u010a\u0109\u010d")
+    bias = {token_id: -100.0 for token, token_id in vocab.items() if token and set(token) <= blank}
+    bias.update({vllm_model.engine.tokenize(text)[0]: weight for text, weight in (('"', 10.0), ("}", 4.0))})
+    return bias
+
+
+def test_grammar_and_json_object_reach_vllm(vllm_model, vllm_tiny_dir):
+    import re
+
+    ask = [{"role": "user", "content": "Answer."}]
+    gbnf = 'root ::= ("yes" | "no") "-" [0-9] [0-9]'
+    [answer] = vllm_model.chat(ask, grammar=gbnf, max_new_tokens=16, temperature=1.0, seed=3)
+    assert re.fullmatch("(yes|no)-[0-9]{2}", answer.response_text) and answer.finish_reason == "stop"
+    lark = 'start: "up" | "down" | "left"'  # Lark, as lmchat's grammar constraint tells it apart
+    [move] = vllm_model.chat(ask, guided_grammar=lark, max_new_tokens=8, **GREEDY)
+    assert move.response_text in ("up", "down", "left") and move.finish_reason == "stop"
+    bias = _json_bias(vllm_model, vllm_tiny_dir)
+    [obj] = vllm_model.chat(ask, response_format={"type": "json_object"}, max_new_tokens=64, logit_bias=bias,
+                            **GREEDY)
+    assert obj.finish_reason == "stop", obj.response_text
+    assert isinstance(json.loads(obj.response_text), dict)
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}}, "required": ["city"],
+    "additionalProperties": False}}}
+CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"],
+    "additionalProperties": False}}}
+
+
+def test_forced_tool_calls_on_vllm_are_parsed_as_tool_calls(vllm_model, vllm_tiny_dir):
+    ask = [{"role": "user", "content": "What is the weather?"}]
+    bias = _json_bias(vllm_model, vllm_tiny_dir)
+    [required] = vllm_model.chat(ask, tools=[WEATHER, CLOCK], tool_choice="required", parallel_tool_calls=False,
+                                 max_new_tokens=48, logit_bias=bias, **GREEDY)
+    assert required.finish_reason == "tool_calls", required.response_text
+    [call] = required.tool_calls
+    arguments = json.loads(call.arguments)
+    assert (call.name, arguments) in (("get_weather", {"city": arguments.get("city")}),
+                                      ("get_time", {"zone": arguments.get("zone")}))
+    assert set(arguments.values()) <= {"Paris", "Rome", "UTC", "CET"}
+    [named] = vllm_model.chat(ask, tools=[WEATHER, CLOCK], max_new_tokens=32, logit_bias=bias, **GREEDY,
+                              tool_choice={"type": "function", "function": {"name": "get_time"}})
+    assert named.finish_reason == "tool_calls", named.response_text
+    [call] = named.tool_calls
+    assert call.name == "get_time" and json.loads(call.arguments)["zone"] in ("UTC", "CET")
+
+
+# --- the reasoning gate: a reasoning model's constraint applies after its reasoning ---------------------------
+THINK_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
+    "enable_thinking is false %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def vllm_thinker(tmp_path_factory, default_model_dir):
+    """The tiny Llama with ``<think>``/``</think>`` tokens and a Qwen3-style template that opens the reasoning."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny") / "tiny-thinker-vllm"
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    tokenizer.add_tokens(["<think>", "</think>"])  # one token each, not special (as Qwen3's)
+    tokenizer.chat_template = THINK_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                         initializer_range=0.1)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "chat_template.jinja").write_text(THINK_TEMPLATE)
+    with ChatModel({**VLLM_TEST_SETTINGS, "model_name_or_path": str(out), "max_new_tokens": 24}) as model:
+        yield model
+
+
+def test_a_constraint_applies_after_the_reasoning_on_vllm(vllm_thinker):
+    engine = vllm_thinker.engine
+    assert engine.reasoning.vllm_parser == "qwen3"  # lmchat's think parser, as vLLM's structured outputs start it
+    native = engine.engine.vllm_config.structured_outputs_config
+    assert native.reasoning_parser == "qwen3"
+    end = engine.tokenize("</think>")[0]
+    ask = [{"role": "user", "content": "Left or right?"}]
+    choices = ("left", "right")
+    answers = [vllm_thinker.chat(ask, guided_choice=list(choices), logit_bias={end: 3.0}, temperature=1.0,
+                                 seed=seed)[0] for seed in range(4)]
+    for answer in answers:  # free reasoning, then the constrained answer
+        assert answer.content in choices and answer.finish_reason == "stop", answer.response_text
+    assert any(answer.reasoning_text and answer.reasoning_text.strip() not in choices for answer in answers), answers
+    # the prompt closed the reasoning (enable_thinking off): the constraint applies from the first token
+    [closed] = vllm_thinker.chat(ask, guided_choice=list(choices), enable_thinking=False, **GREEDY)
+    assert closed.response_text in choices and not closed.reasoning_text
+
+
+def test_a_reasoning_gate_vllm_cannot_honour_is_refused(vllm_model):
+    ask = [{"role": "user", "content": "Left or right?"}]
+    with pytest.raises(UnsupportedError, match="after its reasoning, which the vllm engine cannot do here"):
+        vllm_model.chat(ask, guided_choice=["left", "right"], chat_template=THINK_TEMPLATE)  # a think template
+
+
 class _Borrowed:
     """The session's ChatModel for a ThreadServer, which must not close it."""
 

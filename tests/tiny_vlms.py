@@ -118,15 +118,19 @@ def _save(out: Path, model: Any, tokenizer: Any, template: str, processor_config
     return out
 
 
-def qwen2_vl(out: Path, tokenizer_dir: Path, version: str = "2", seed: int = 0) -> Path:
-    """Qwen2-VL (``version="2"``) or Qwen2.5-VL (``"2.5"``): M-RoPE, image and video, NumPy processors."""
+def qwen2_vl(out: Path, tokenizer_dir: Path, version: str = "2", seed: int = 0, head_dim: int = 16) -> Path:
+    """Qwen2-VL (``version="2"``) or Qwen2.5-VL (``"2.5"``): M-RoPE, image and video, NumPy processors.
+
+    ``head_dim`` 32 (two heads, one KV head) is what vLLM's CPU attention takes (it has no 16-wide kernel)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig
     from transformers import Qwen2VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = _tokenizer(tokenizer_dir, ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
     start, end, image, video = _ids(tokenizer, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
-    text = {**TEXT, "vocab_size": len(tokenizer), "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+    heads = {} if head_dim == 16 else {"num_attention_heads": 64 // head_dim, "num_key_value_heads": 1}
+    section = [head_dim // 8, head_dim * 3 // 16, head_dim // 2 - head_dim // 8 - head_dim * 3 // 16]  # [2, 3, 3]
+    text = {**TEXT, **heads, "vocab_size": len(tokenizer), "rope_scaling": {"type": "mrope", "mrope_section": section},
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "initializer_range": 0.2}
     vision = {"depth": 2, "hidden_size": 64, "num_heads": 2, "patch_size": 14, "spatial_merge_size": 2,
               "temporal_patch_size": 2, "in_channels": 3, "initializer_range": 0.2}
@@ -148,14 +152,15 @@ def qwen2_vl(out: Path, tokenizer_dir: Path, version: str = "2", seed: int = 0) 
                  {"processor_class": processor}, image_processor, video=video_config)
 
 
-def llava(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """LLaVA-1.5: a CLIP vision tower, a projector, a Llama text model; ``<image>`` expands to 16 tokens."""
+def llava(out: Path, tokenizer_dir: Path, seed: int = 0, head_dim: int = 16) -> Path:
+    """LLaVA-1.5: a CLIP vision tower, a projector, a Llama text model; ``<image>`` expands to 16 tokens
+    (``head_dim`` 32 for vLLM's CPU attention)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tokenizer = _tokenizer(tokenizer_dir, ["<image>"])
     [image] = _ids(tokenizer, "<image>")
-    text = LlamaConfig(**TEXT, vocab_size=len(tokenizer), initializer_range=0.2,
+    text = LlamaConfig(**TEXT, head_dim=head_dim, vocab_size=len(tokenizer), initializer_range=0.2,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=32, patch_size=8, projection_dim=32)
@@ -169,8 +174,9 @@ def llava(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
                  processor_config, image_processor)
 
 
-def idefics3(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """Idefics3: a SigLIP tower with pixel shuffle; images split into tiles (row/col tokens) plus a global one."""
+def idefics3(out: Path, tokenizer_dir: Path, seed: int = 0, head_dim: int = 16) -> Path:
+    """Idefics3: a SigLIP tower with pixel shuffle; images split into tiles (row/col tokens) plus a global one
+    (``head_dim`` 32 for vLLM's CPU attention)."""
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
@@ -178,7 +184,7 @@ def idefics3(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     tokenizer = _tokenizer(tokenizer_dir, ["<fake_token_around_image>", "<image>", "<end_of_utterance>",
                                            "<global-img>", "<|begin_of_text|>", *grid])
     [image] = _ids(tokenizer, "<image>")
-    text = {**TEXT, "model_type": "llama", "vocab_size": len(tokenizer), "initializer_range": 0.2,
+    text = {**TEXT, "head_dim": head_dim, "model_type": "llama", "vocab_size": len(tokenizer), "initializer_range": 0.2,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
               "image_size": 32, "patch_size": 8, "initializer_range": 0.2}
@@ -212,13 +218,17 @@ def gemma3(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
                  {"processor_class": "Gemma3Processor", "image_seq_length": 4}, image_processor)
 
 
-def qwen2_audio(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """Qwen2-Audio: a Whisper encoder (log-mel features), pooled 2x, before a Qwen2 text model."""
+def qwen2_audio(out: Path, tokenizer_dir: Path, seed: int = 0, head_dim: int = 16, hub_layout: bool = False) -> Path:
+    """Qwen2-Audio: a Whisper encoder (log-mel features), pooled 2x, before a Qwen2 text model (``head_dim`` 32:
+    two heads, one KV head, for vLLM's CPU attention). ``hub_layout``: weights named as the Hub checkpoint names
+    them (``language_model.model.layers...``), which vLLM 0.32 reads; transformers 5 saves
+    ``language_model.model.model...``, which it does not."""
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, WhisperFeatureExtractor
 
     tokenizer = _tokenizer(tokenizer_dir, ["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"])
     [audio] = _ids(tokenizer, "<|AUDIO|>")
-    text = {**TEXT, "model_type": "qwen2", "vocab_size": len(tokenizer), "initializer_range": 0.2,
+    heads = {} if head_dim == 16 else {"num_attention_heads": 64 // head_dim, "num_key_value_heads": 1}
+    text = {**TEXT, **heads, "model_type": "qwen2", "vocab_size": len(tokenizer), "initializer_range": 0.2,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     encoder = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
                "num_mel_bins": 16, "max_source_positions": 1500, "initializer_range": 0.2}
@@ -227,8 +237,16 @@ def qwen2_audio(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
                                        n_fft=400)
     processor_config = {"processor_class": "Qwen2AudioProcessor", "audio_token": "<|AUDIO|>",
                         "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}
-    return _save(out, _seeded(Qwen2AudioForConditionalGeneration, config, seed), tokenizer, QWEN2_AUDIO_TEMPLATE,
-                 processor_config, feature_extractor=features)
+    _save(out, _seeded(Qwen2AudioForConditionalGeneration, config, seed), tokenizer, QWEN2_AUDIO_TEMPLATE,
+          processor_config, feature_extractor=features)
+    if hub_layout:
+        from safetensors.torch import load_file, save_file
+
+        weights = out / "model.safetensors"
+        tensors = {name.replace("language_model.model.model.", "language_model.model."): tensor
+                   for name, tensor in load_file(weights).items()}
+        save_file(tensors, weights, metadata={"format": "pt"})
+    return out
 
 
 FAMILIES = {"qwen2_vl": qwen2_vl, "qwen2_5_vl": lambda out, tok: qwen2_vl(out, tok, "2.5"), "llava": llava,

@@ -24,12 +24,14 @@ from vllm.exceptions import VLLMClientError, VLLMError
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 
-from lmchat.engines.base import BaseEngine, Capabilities, GenerationRequest, ModelInfo
+from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, GenerationRequest, ModelInfo
 from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_among, special_tokens, token_text
+from lmchat.engines.vllm.media import render_media_prompt, supported_media
 from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error, prompt_token_logprobs
 from lmchat.engines.vllm.pooling import matryoshka_sizes, pooling_params_kwargs, pooling_support
+from lmchat.engines.vllm.reasoning import ReasoningSetup, reasoning_setup
 from lmchat.engines.vllm.sampling import ADAPTER_NAME, finish_reason, to_vllm_engine_kwargs, to_vllm_sampling_kwargs
 from lmchat.errors import (
     ConfigError,
@@ -60,10 +62,15 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         self._lora: LoRARequest | None = None
         # (request id, finish reason, completion tokens) of recent requests, as vLLM ended them.
         self.finished: deque[tuple[str, str, int]] = deque(maxlen=1024)
+        self.reasoning = ReasoningSetup()  # structured outputs' reasoning parser, chosen at start
 
     async def start(self) -> None:
         num_gpus = torch.cuda.device_count()
         kwargs = to_vllm_engine_kwargs(self.config, num_gpus)
+        self.reasoning = reasoning_setup(self.config, kwargs)
+        await self._start(kwargs, num_gpus)
+
+    async def _start(self, kwargs: dict[str, Any], num_gpus: int) -> None:
         logger.info("Starting vLLM on %s: %s", f"{num_gpus} GPU(s)" if num_gpus else "the CPU backend", kwargs)
         try:
             self.engine = AsyncLLMEngine.from_engine_args(_engine_args(kwargs))
@@ -97,6 +104,9 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                                                        getattr(model_config, "matryoshka_dimensions", None)),
                 embedding_model=pair_scores == "cosine", pair_scores=pair_scores) if pooling else None,
         )
+        media = supported_media(self.engine)
+        self.capabilities = dataclasses.replace(self.capabilities, **media, media_notes=tuple(
+            (kind, "vLLM's processor of this model does not take it") for kind, takes in media.items() if not takes))
 
     async def _load_adapter(self, path: str) -> LoRARequest:
         """Load the LoRA adapter now, so a bad path or rank fails at start, not at the first request."""
@@ -108,12 +118,19 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                               "rank is at most vllm_max_lora_rank.", param="adapter_name_or_path") from None
         return lora
 
+    async def encode_media_prompt(self, prompt: str, media: Any) -> EncodedPrompt:
+        """vLLM's own processor on the tokenized prompt and its media (see :mod:`lmchat.engines.vllm.media`)."""
+        engine_input = await render_media_prompt(self._require_engine(), self.tokenize(prompt), media)
+        return EncodedPrompt(tuple(engine_input["prompt_token_ids"]), engine_input)
+
     # --- generation -----------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         engine = self._require_engine()
         prompt_ids, budget = list(request.prompt_token_ids), request.max_tokens
-        stream = engine.generate(_prompt(prompt_ids), self._sampling(request, budget), request.request_id,
-                                 lora_request=self._lora)
+        gate = self.reasoning.reasoning_ended(request.params.constraint)
+        stream = engine.generate(_prompt(prompt_ids, request.media_inputs), self._sampling(request, budget),
+                                 request.request_id, lora_request=self._lora,
+                                 **({} if gate is None else {"reasoning_ended": gate}))
         generated, reason, rejected = 0, "abort", False
         try:
             async for output in stream:
@@ -123,6 +140,8 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
                     logprobs = completion_logprobs(completion, request.params.top_logprobs)
                     yield TextDelta(completion.text, len(completion.token_ids), tuple(completion.token_ids), logprobs)
                 if output.finished:
+                    if completion.finish_reason == "error":  # vLLM's request-level failure: never an answer
+                        raise EngineError("vLLM failed the request (finish reason 'error'); its log names the cause.")
                     reason = finish_reason(completion.finish_reason)
                     stop = token_text(self.tokenizer, completion.stop_reason) if reason == "stop" else None
                     yield Finished(reason, len(prompt_ids), generated, stop,
@@ -250,6 +269,7 @@ def _engine_args(kwargs: dict[str, Any]) -> AsyncEngineArgs:
     return AsyncEngineArgs(**kwargs)
 
 
-def _prompt(prompt_ids: list[int]) -> dict[str, Any]:
-    """vLLM's prompt: lmchat's token ids. (The multimodal issue adds ``multi_modal_data`` here.)"""
-    return {"prompt_token_ids": prompt_ids}
+def _prompt(prompt_ids: list[int], media_input: Any = None) -> dict[str, Any]:
+    """vLLM's prompt: lmchat's token ids, or the processed input of a prompt with media (``encode_media_prompt``),
+    whose expanded token ids those are."""
+    return media_input if media_input is not None else {"prompt_token_ids": prompt_ids}
