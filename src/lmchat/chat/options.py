@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lmchat.chat.inputs import check_input
-from lmchat.errors import InvalidRequestError
+from lmchat.errors import InvalidRequestError, UnsupportedError
 from lmchat.generation.sampling import OPTION_ALIASES, SamplingParams, resolve_sampling
 from lmchat.structured import Constraint
 from lmchat.structured.requests import REQUEST_FIELDS, pop_constraint
@@ -25,6 +25,7 @@ TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort
                     "continue_final_message")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")
+ADAPTER_OPTION = "adapter"  # the named LoRA adapter a call runs with (None: the base model)
 # What the renderer passes to every chat template itself (templates/render.py): not settable per call.
 RESERVED_TEMPLATE_NAMES = frozenset({"messages", "tools", "documents", "add_generation_prompt", "special_tokens",
                                      "template"})
@@ -41,6 +42,8 @@ class CallOptions:
     checked with the prompt (lmchat.structured.prepare)."""
     explicit: frozenset[str] = frozenset()
     """The sampling options the user set (in this call or in the config), as opposed to defaults."""
+    adapter: str | None = None
+    """The named LoRA adapter the call runs with (checked: loaded and not being unloaded); None: the base model."""
 
     def user_value(self, name: str) -> Any:
         """The option's value when the user set it, else None."""
@@ -49,7 +52,7 @@ class CallOptions:
 
 def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[str, Any]) -> CallOptions:
     """Split ``options`` (``ChatModel.chat``'s keyword arguments) and validate each part; raises before any work."""
-    skipped = (*TEMPLATE_OPTIONS, *TOOL_OPTIONS, *REQUEST_FIELDS)
+    skipped = (*TEMPLATE_OPTIONS, *TOOL_OPTIONS, *REQUEST_FIELDS, ADAPTER_OPTION)
     sampling = {key: value for key, value in options.items() if key not in skipped}
     constraint = pop_constraint({key: options[key] for key in REQUEST_FIELDS if key in options})
     params = resolve_sampling(config.generation_defaults(), sampling)
@@ -59,7 +62,17 @@ def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[st
     explicit |= config.model_fields_set & set(config.generation_defaults())
     return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"),
                        parallel_tool_calls=options.get("parallel_tool_calls"), constraint=constraint,
-                       explicit=frozenset(explicit))
+                       explicit=frozenset(explicit), adapter=resolve_adapter(engine, options.get(ADAPTER_OPTION)))
+
+
+def resolve_adapter(engine: BaseEngine, name: Any) -> str | None:
+    """A call's ``adapter``: the name of a loaded adapter of the engine, or None for the base model."""
+    if name is None:
+        return None
+    if not engine.capabilities.named_adapters:
+        raise UnsupportedError(f"The {engine.label or engine.name} engine does not serve named LoRA adapters; "
+                               "leave adapter out.", param=ADAPTER_OPTION)
+    return engine.adapters.check(name, ADAPTER_OPTION)
 
 
 def check_logit_bias(params: SamplingParams, vocab_size: int | None) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lmchat.chat.inputs import check_input
 from lmchat.chat.media import MediaItem, bind_media, count_by_kind, load_media
 from lmchat.chat.messages import Media, build_conversation, normalise_tools
-from lmchat.chat.options import CallOptions, check_logit_bias
+from lmchat.chat.options import ADAPTER_OPTION, CallOptions, check_logit_bias, resolve_adapter
 from lmchat.chat.output import ParsingPlan, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine, GenerationRequest
@@ -58,6 +58,7 @@ class PreparedChat:
     media: Media = Media()
     parsing: ParsingPlan = ParsingPlan()
     media_inputs: Any = None
+    adapter: str | None = None  # the named LoRA adapter (CallOptions.adapter); None: the base model
 
     @property
     def prompt_tokens(self) -> int:
@@ -82,6 +83,7 @@ class PreparedChat:
                 audios=self.media.audios,
                 keep_special_tokens=self.parsing.keep_special_tokens,
                 media_inputs=self.media_inputs,
+                adapter=self.adapter,
             )
             for i, engine_id in enumerate(self.request_ids(request_id or uuid.uuid4().hex))
         ]
@@ -125,6 +127,7 @@ class ChatPlan:
     template_kwargs: dict[str, Any]
     media: tuple[MediaItem, ...]
     parsing: ParsingPlan
+    adapter: str | None = None
 
 
 def plan_chat(
@@ -163,7 +166,7 @@ def plan_chat(
                                 options.user_value("skip_special_tokens")), **structured.parsing_changes())
     params = structured.constrain(options.params, engine, prompt, plan.reasoning_parser, plan.starts_in_reasoning)
     params = with_stops(params, stops)
-    return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items, plan)
+    return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items, plan, options.adapter)
 
 
 def with_stops(params: SamplingParams, stops: TemplateStops) -> SamplingParams:
@@ -217,6 +220,7 @@ def _prepared(plan: ChatPlan, prompt: str, token_ids: tuple[int, ...], context_l
         plan.conversation, plan.tools, prompt, token_ids, plan.params,
         max_tokens=answer_budget(len(token_ids), plan.params, context_length),
         template_kwargs=plan.template_kwargs, media=media, parsing=plan.parsing, media_inputs=media_inputs,
+        adapter=plan.adapter,
     )
 
 
@@ -304,6 +308,7 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     """A raw-prompt request (no chat template), validated like a chat request. ``prompt`` is text, or the token
     ids themselves (sent to the engine as they are)."""
     generation = dict(generation)
+    adapter = resolve_adapter(engine, generation.pop(ADAPTER_OPTION, None))
     structured = StructuredRequest.of(pop_constraint(generation))
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
@@ -313,4 +318,4 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     prompt, token_ids = cut_prompt(engine, prompt, token_ids, config.cutoff_len)
     params = structured.constrain(params, engine, prompt)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
-    return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget)
+    return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget, adapter=adapter)

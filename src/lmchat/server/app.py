@@ -29,6 +29,7 @@ from lmchat.server.openapi import publish_real_responses  # noqa: E402
 from lmchat.server.responses import error_response  # noqa: E402
 from lmchat.server.routes import router  # noqa: E402
 from lmchat.server.routes_compat import router as compat_router  # noqa: E402
+from lmchat.server.routes_lora import router as lora_router  # noqa: E402
 from lmchat.server.serving.base import ServerState  # noqa: E402
 from lmchat.server.serving.chat import ServingChat  # noqa: E402
 from lmchat.server.serving.completion import ServingCompletion  # noqa: E402
@@ -59,10 +60,13 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     app.include_router(router)
     # llama.cpp's and vLLM's own routes, in their shapes (docs/server.md); the OpenAPI document is the OpenAI API
     app.include_router(compat_router, include_in_schema=False)
+    if settings.enable_lora_loading:  # vLLM's live adapter routes (server/routes_lora.py), behind the API key
+        app.include_router(lora_router, include_in_schema=False)
     publish_real_responses(app)
     _add_exception_handlers(app)
 
-    known_paths = {getattr(route, "path", "") for route in (*router.routes, *compat_router.routes)}
+    known_paths = {getattr(route, "path", "") for route in (*router.routes, *compat_router.routes,
+                                                            *lora_router.routes)}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_keys=settings.api_keys)
     app.add_middleware(

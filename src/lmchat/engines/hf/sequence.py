@@ -36,6 +36,7 @@ class RequestState:
     last_token: str | None = None
     guide: Any = None  # lmchat.structured.guide.Guide of a constrained request
     position_offset: int = 0  # decode position ids = cache position + this (M-RoPE after media)
+    adapter_slot: int = 0  # the LoRA bank's slot of the request's adapter (0: the base model)
 
     @property
     def request_id(self) -> str:

@@ -68,7 +68,8 @@ class ServingCompletion(GenerationEndpoint):
 
     def prepare(self, body: CompletionRequest, prompt: str | list[int]) -> PreparedChat:
         try:
-            return self.state.chat_model.prepare_completion(prompt, **body.sampling_options())
+            options = {**body.sampling_options(), "adapter": self.state.adapter_of(body.model)}
+            return self.state.chat_model.prepare_completion(prompt, **options)
         except LmchatError as exc:
             exc.param = "prompt" if exc.param == "messages" else body.request_field(exc.param)
             raise

@@ -1,0 +1,228 @@
+"""Batched LoRA: many adapters served side by side in one continuous batch, the base weights left unmerged.
+
+Each row of a forward pass carries an adapter slot (0: none). After every target projection, ``B_i (A_i x)`` of the
+row's adapter is added: each site (a projection, or a fused one: the lean forward's q/k/v and gate/up) holds the
+A's of every loaded adapter stacked [K, in] and their B's [out, K] (a fused site's B is block-diagonal: each part's
+B sits at its output slice), with ``owners`` [K], the slot each column belongs to. A step whose rows all use one
+adapter multiplies by that adapter's columns alone; a mixed step multiplies by all columns and zeroes, per row,
+the columns of other adapters (``(x A^T * mask) B^T``: three small ops per site, whatever the adapters' number).
+A step without adapter rows adds nothing (and may take the native one-token path).
+
+The transformers forward reaches the same sites through :class:`LoraLinear`, which wraps a target ``nn.Linear``;
+the lean forward (:mod:`lmchat.engines.hf.lean`) asks for its fused sites (``LeanDecoder.lora_sites``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lmchat.engines.hf.lora_weights import AdapterWeights, read_adapter
+from lmchat.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+
+class LoraStep:
+    """The adapter slot of each row of the forward pass now running (None: no row uses an adapter)."""
+
+    def __init__(self) -> None:
+        self.rows: torch.Tensor | None = None  # [n] slots
+        self.slot_list: list[int] = []
+        self.slots: frozenset[int] = frozenset()
+        self.uniform: int | None = None  # every row uses this one slot
+        self._masks: dict[int, torch.Tensor] = {}
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    @property
+    def active(self) -> bool:
+        return self.rows is not None
+
+    def set(self, slots: list[int]) -> None:
+        self._masks = {}
+        self.slot_list = list(slots)
+        used = frozenset(slots) - {0}
+        if not used:
+            self.rows, self.slots, self.uniform = None, frozenset(), None
+            return
+        self.slots = used
+        self.uniform = slots[0] if len(set(slots)) == 1 else None
+        self.rows = torch.tensor(slots, device=self.device)
+
+    def clear(self) -> None:
+        self.set([])
+
+    @contextmanager
+    def running(self, slots: list[int]) -> Iterator[None]:
+        """The adapter slots of the rows of the forward pass run in the block (cleared after it)."""
+        self.set(slots)
+        try:
+            yield
+        finally:
+            self.clear()
+
+    def mask(self, owners: torch.Tensor) -> torch.Tensor:
+        """[n, 1, K]: 1 where a column belongs to the row's adapter (cached per owners layout for the step)."""
+        mask = self._masks.get(id(owners))
+        if mask is None:
+            mask = (self.rows[:, None] == owners[None, :]).to(self.dtype)[:, None, :]
+            self._masks[id(owners)] = mask
+        return mask
+
+
+@dataclass
+class LoraDelta:
+    """The LoRA updates of every loaded adapter at one site."""
+
+    step: LoraStep
+    a: torch.Tensor  # [K, in]
+    b: torch.Tensor  # [out, K]
+    owners: torch.Tensor  # [K] slot of each column
+    by_slot: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # slot -> (a, b) alone
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The update to add to the site's output for ``x`` [n, q, in], or None when no row's adapter is here."""
+        step = self.step
+        if step.rows is None or step.slots.isdisjoint(self.by_slot):
+            return None
+        if step.uniform is not None:
+            a, b = self.by_slot[step.uniform]
+            return F.linear(F.linear(x, a), b)
+        return F.linear(F.linear(x, self.a) * step.mask(self.owners), self.b)
+
+
+def build_delta(step: LoraStep, parts: list[tuple[str, int]], out_features: int, in_features: int,
+                adapters: dict[int, AdapterWeights], like: torch.Tensor) -> LoraDelta | None:
+    """The site made of ``parts`` (module name, first output row) over ``adapters`` (slot -> weights)."""
+    a_blocks, columns, owners, by_slot = [], [], [], {}
+    for slot, adapter in sorted(adapters.items()):
+        slot_a, slot_cols = [], []
+        for module, offset in parts:
+            lora = adapter.modules.get(module)
+            if lora is None:
+                continue
+            b = like.new_zeros(out_features, lora.rank)
+            b[offset : offset + lora.b.shape[0]] = lora.b
+            slot_a.append(lora.a)
+            slot_cols.append(b)
+        if slot_a:
+            a, b = torch.cat(slot_a), torch.cat(slot_cols, dim=1)
+            by_slot[slot] = (a.contiguous(), b.contiguous())
+            a_blocks.append(a)
+            columns.append(b)
+            owners += [slot] * a.shape[0]
+    if not by_slot:
+        return None
+    return LoraDelta(step, torch.cat(a_blocks).contiguous(), torch.cat(columns, dim=1).contiguous(),
+                     torch.tensor(owners, device=like.device), by_slot)
+
+
+class LoraLinear(torch.nn.Module):
+    """A target ``nn.Linear`` of the transformers forward, plus the step's LoRA update (``delta``)."""
+
+    def __init__(self, base: torch.nn.Linear) -> None:
+        super().__init__()
+        self.base = base
+        self.delta: LoraDelta | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:  # transformers reads some projections' weights (dtype checks)
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.delta is not None:
+            update = self.delta(x.reshape(x.shape[0], -1, x.shape[-1]) if x.dim() != 3 else x)
+            if update is not None:
+                out = out + update.reshape(out.shape)
+        return out
+
+
+class LoraBank:
+    """The named adapters one model serves: their slots, weights and the sites they update (worker thread)."""
+
+    def __init__(self, model: Any, lean: Any, max_rank: int, max_loras: int) -> None:
+        self.model, self.lean = model, lean
+        self.max_rank, self.max_loras = max_rank, max_loras
+        self.step = LoraStep()
+        parameter = next(model.parameters())
+        self.step.device, self.step.dtype = parameter.device, parameter.dtype
+        self.slots: dict[str, int] = {}
+        self.adapters: dict[int, AdapterWeights] = {}
+        self._wrapped: dict[str, LoraLinear] = {}
+        if lean is not None:
+            lean.lora_step = self.step
+
+    @classmethod
+    def for_runner(cls, model: Any, runner: Any, max_rank: int, max_loras: int) -> LoraBank:
+        """The bank of a worker's model, updating the sites of the forward pass ``runner`` takes."""
+        from lmchat.engines.hf.lean import LeanDecoder
+
+        forward = getattr(runner, "forward", None)
+        bank = cls(model, forward if isinstance(forward, LeanDecoder) else None, max_rank, max_loras)
+        if hasattr(runner, "lora_step"):  # the DynamicRunner steps rows one at a time, each with its own slot
+            runner.lora_step = bank.step
+        return bank
+
+    @staticmethod
+    def slot_in(bank: LoraBank | None, name: str) -> int:
+        """The slot of adapter ``name`` (the facade checked it; it may have been unloaded since)."""
+        slot = bank.slots.get(name) if bank is not None else None
+        if slot is None:
+            raise InvalidRequestError(f"The adapter '{name}' is not loaded.", param="model")
+        return slot
+
+    def load(self, name: str, path: str) -> AdapterWeights:
+        """Read, check and install an adapter; a bad one raises and changes nothing."""
+        if len(self.slots) >= self.max_loras:
+            raise InvalidRequestError(f"{self.max_loras} adapters are loaded (max_loras).", param="lora_name")
+        adapter = read_adapter(name, path, self.model, self.max_rank)
+        if self.lean is not None:
+            outside = sorted(set(adapter.modules) - set(self.lean.lora_modules()))
+            if outside:
+                raise InvalidRequestError(
+                    f"The LoRA adapter '{path}' targets {outside[0]}, which the lean forward does not update per "
+                    "request (it updates the attention and MLP projections and lm_head).", param="lora_path")
+        slot = min(set(range(1, self.max_loras + 1)) - set(self.adapters))
+        self.slots[name], self.adapters[slot] = slot, adapter
+        self._install()
+        logger.info("LoRA adapter '%s' loaded from %s (rank %d, %d modules)", name, path, adapter.rank,
+                    len(adapter.modules))
+        return adapter
+
+    def unload(self, name: str) -> None:
+        slot = self.slots.pop(name)
+        del self.adapters[slot]
+        self._install()
+
+    def _install(self) -> None:
+        """Rebuild every site's update from the loaded adapters (rare: at each load and unload)."""
+        like = next(self.model.parameters())
+        targets = {module for adapter in self.adapters.values() for module in adapter.modules}
+        for module in targets - set(self._wrapped):
+            self._wrap(module)
+        for module, wrapper in self._wrapped.items():
+            base = wrapper.base
+            wrapper.delta = build_delta(self.step, [(module, 0)], base.out_features, base.in_features,
+                                        self.adapters, like)
+        if self.lean is not None:
+            for linear, parts, out_features, in_features in self.lean.lora_sites():
+                linear.lora = build_delta(self.step, parts, out_features, in_features, self.adapters, like)
+
+    def _wrap(self, module: str) -> None:
+        parent_name, _, child = module.rpartition(".")
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        wrapper = LoraLinear(getattr(parent, child))
+        setattr(parent, child, wrapper)
+        self._wrapped[module] = wrapper
