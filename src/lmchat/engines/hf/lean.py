@@ -98,9 +98,7 @@ class _Linear:
         else:
             out = F.linear(x, self.weight, self.bias)
         if self.lora is not None:
-            update = self.lora(x)
-            if update is not None:
-                out = out + update
+            out = self.lora.add_to(x, out)
         return out
 
     def pack(self) -> None:

@@ -79,23 +79,29 @@ class LoraStep:
 
 @dataclass
 class LoraDelta:
-    """The LoRA updates of every loaded adapter at one site."""
+    """The LoRA updates of every loaded adapter at one site, stored transposed for ``x @ A^T @ B^T``."""
 
     step: LoraStep
-    a: torch.Tensor  # [K, in]
-    b: torch.Tensor  # [out, K]
+    at: torch.Tensor  # [in, K]: the A's, transposed
+    bt: torch.Tensor  # [K, out]: the B's, transposed
     owners: torch.Tensor  # [K] slot of each column
-    by_slot: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # slot -> (a, b) alone
+    by_slot: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # slot -> (at, bt) alone
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The update to add to the site's output for ``x`` [n, q, in], or None when no row's adapter is here."""
+    def add_to(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out`` (the site's output for ``x`` [n, q, in]) plus the update of each row's adapter, in place."""
         step = self.step
         if step.rows is None or step.slots.isdisjoint(self.by_slot):
-            return None
-        if step.uniform is not None:
-            a, b = self.by_slot[step.uniform]
-            return F.linear(F.linear(x, a), b)
-        return F.linear(F.linear(x, self.a) * step.mask(self.owners), self.b)
+            return out
+        out = out if out.is_contiguous() else out.contiguous()
+        rows, flat = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])
+        if step.uniform is not None:  # every row on one adapter: its columns alone
+            at, bt = self.by_slot[step.uniform]
+            flat.addmm_(rows @ at, bt)
+            return out
+        hidden = rows @ self.at  # [n * q, K]
+        hidden.view(x.shape[0], -1, hidden.shape[-1]).mul_(step.mask(self.owners))  # other adapters' columns: 0
+        flat.addmm_(hidden, self.bt)
+        return out
 
 
 def build_delta(step: LoraStep, parts: list[tuple[str, int]], out_features: int, in_features: int,
@@ -114,13 +120,13 @@ def build_delta(step: LoraStep, parts: list[tuple[str, int]], out_features: int,
             slot_cols.append(b)
         if slot_a:
             a, b = torch.cat(slot_a), torch.cat(slot_cols, dim=1)
-            by_slot[slot] = (a.contiguous(), b.contiguous())
+            by_slot[slot] = (a.t().contiguous(), b.t().contiguous())
             a_blocks.append(a)
             columns.append(b)
             owners += [slot] * a.shape[0]
     if not by_slot:
         return None
-    return LoraDelta(step, torch.cat(a_blocks).contiguous(), torch.cat(columns, dim=1).contiguous(),
+    return LoraDelta(step, torch.cat(a_blocks).t().contiguous(), torch.cat(columns, dim=1).t().contiguous(),
                      torch.tensor(owners, device=like.device), by_slot)
 
 
@@ -143,9 +149,7 @@ class LoraLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         if self.delta is not None:
-            update = self.delta(x.reshape(x.shape[0], -1, x.shape[-1]) if x.dim() != 3 else x)
-            if update is not None:
-                out = out + update.reshape(out.shape)
+            out = self.delta.add_to(x.reshape(x.shape[0], -1, x.shape[-1]), out)
         return out
 
 
