@@ -1,12 +1,12 @@
 """Batched LoRA: many adapters served side by side in one continuous batch, the base weights left unmerged.
 
 Each row of a forward pass carries an adapter slot (0: none). After every target projection, ``B_i (A_i x)`` of the
-row's adapter is added: each site (a projection, or a fused one: the lean forward's q/k/v and gate/up) holds the
-A's of every loaded adapter stacked [K, in] and their B's [out, K] (a fused site's B is block-diagonal: each part's
-B sits at its output slice), with ``owners`` [K], the slot each column belongs to. A step whose rows all use one
-adapter multiplies by that adapter's columns alone; a mixed step multiplies by all columns and zeroes, per row,
-the columns of other adapters (``(x A^T * mask) B^T``: three small ops per site, whatever the adapters' number).
-A step without adapter rows adds nothing (and may take the native one-token path).
+row's adapter is added: each site (a projection, or a fused one: the lean forward's q/k/v and gate/up) holds, per
+loaded adapter, A^T [in, r] and B^T [r, out] (a fused site's B is block-diagonal: each part's B sits at its output
+slice). A step whose rows all use one adapter adds ``(x A^T) B^T`` to the output in place (``addmm_``); a mixed
+step does so per adapter on its rows (segmented: ``index_select``, two multiplies, ``index_add_``), so no row
+multiplies another adapter's weights. A step without adapter rows adds nothing (and may take the native one-token
+path).
 
 The transformers forward reaches the same sites through :class:`LoraLinear`, which wraps a target ``nn.Linear``;
 the lean forward (:mod:`lmchat.engines.hf.lean`) asks for its fused sites (``LeanDecoder.lora_sites``).
@@ -37,7 +37,7 @@ class LoraStep:
         self.slot_list: list[int] = []
         self.slots: frozenset[int] = frozenset()
         self.uniform: int | None = None  # every row uses this one slot
-        self._masks: dict[int, torch.Tensor] = {}
+        self._groups: dict[int, list[tuple[int, torch.Tensor]]] = {}
         self.device = torch.device("cpu")
         self.dtype = torch.float32
 
@@ -46,7 +46,7 @@ class LoraStep:
         return self.rows is not None
 
     def set(self, slots: list[int]) -> None:
-        self._masks = {}
+        self._groups = {}
         self.slot_list = list(slots)
         used = frozenset(slots) - {0}
         if not used:
@@ -68,24 +68,28 @@ class LoraStep:
         finally:
             self.clear()
 
-    def mask(self, owners: torch.Tensor) -> torch.Tensor:
-        """[n, 1, K]: 1 where a column belongs to the row's adapter (cached per owners layout for the step)."""
-        mask = self._masks.get(id(owners))
-        if mask is None:
-            mask = (self.rows[:, None] == owners[None, :]).to(self.dtype)[:, None, :]
-            self._masks[id(owners)] = mask
-        return mask
+    def groups(self, length: int) -> list[tuple[int, torch.Tensor]]:
+        """(slot, the flat indices of its rows' ``length`` positions) for each adapter of the step (once per
+        step and length)."""
+        groups = self._groups.get(length)
+        if groups is None:
+            groups = []
+            for slot in sorted(self.slots):
+                index = torch.tensor([i for i, s in enumerate(self.slot_list) if s == slot], device=self.device)
+                if length > 1:
+                    index = (index[:, None] * length + torch.arange(length, device=self.device)).flatten()
+                groups.append((slot, index))
+            self._groups[length] = groups
+        return groups
 
 
 @dataclass
 class LoraDelta:
-    """The LoRA updates of every loaded adapter at one site, stored transposed for ``x @ A^T @ B^T``."""
+    """The LoRA updates of the loaded adapters at one site: per slot, A^T [in, r] and B^T [r, out] (a fused site's
+    B^T is block-diagonal over its parts)."""
 
     step: LoraStep
-    at: torch.Tensor  # [in, K]: the A's, transposed
-    bt: torch.Tensor  # [K, out]: the B's, transposed
-    owners: torch.Tensor  # [K] slot of each column
-    by_slot: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # slot -> (at, bt) alone
+    by_slot: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def add_to(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out`` (the site's output for ``x`` [n, q, in]) plus the update of each row's adapter, in place."""
@@ -94,40 +98,34 @@ class LoraDelta:
             return out
         out = out if out.is_contiguous() else out.contiguous()
         rows, flat = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])
-        if step.uniform is not None:  # every row on one adapter: its columns alone
+        if step.uniform is not None:  # every row on one adapter
             at, bt = self.by_slot[step.uniform]
             flat.addmm_(rows @ at, bt)
             return out
-        hidden = rows @ self.at  # [n * q, K]
-        hidden.view(x.shape[0], -1, hidden.shape[-1]).mul_(step.mask(self.owners))  # other adapters' columns: 0
-        flat.addmm_(hidden, self.bt)
+        for slot, index in step.groups(x.shape[1]):  # the rows of each adapter, multiplied by its A and B alone
+            pair = self.by_slot.get(slot)
+            if pair is not None:
+                flat.index_add_(0, index, (rows.index_select(0, index) @ pair[0]) @ pair[1])
         return out
 
 
-def build_delta(step: LoraStep, parts: list[tuple[str, int]], out_features: int, in_features: int,
+def build_delta(step: LoraStep, parts: list[tuple[str, int]], out_features: int,
                 adapters: dict[int, AdapterWeights], like: torch.Tensor) -> LoraDelta | None:
     """The site made of ``parts`` (module name, first output row) over ``adapters`` (slot -> weights)."""
-    a_blocks, columns, owners, by_slot = [], [], [], {}
+    by_slot = {}
     for slot, adapter in sorted(adapters.items()):
-        slot_a, slot_cols = [], []
+        a_parts, b_parts = [], []
         for module, offset in parts:
             lora = adapter.modules.get(module)
             if lora is None:
                 continue
             b = like.new_zeros(out_features, lora.rank)
             b[offset : offset + lora.b.shape[0]] = lora.b
-            slot_a.append(lora.a)
-            slot_cols.append(b)
-        if slot_a:
-            a, b = torch.cat(slot_a), torch.cat(slot_cols, dim=1)
-            by_slot[slot] = (a.t().contiguous(), b.t().contiguous())
-            a_blocks.append(a)
-            columns.append(b)
-            owners += [slot] * a.shape[0]
-    if not by_slot:
-        return None
-    return LoraDelta(step, torch.cat(a_blocks).t().contiguous(), torch.cat(columns, dim=1).t().contiguous(),
-                     torch.tensor(owners, device=like.device), by_slot)
+            a_parts.append(lora.a)
+            b_parts.append(b)
+        if a_parts:
+            by_slot[slot] = (torch.cat(a_parts).t().contiguous(), torch.cat(b_parts, dim=1).t().contiguous())
+    return LoraDelta(step, by_slot) if by_slot else None
 
 
 class LoraLinear(torch.nn.Module):
@@ -218,11 +216,10 @@ class LoraBank:
             self._wrap(module)
         for module, wrapper in self._wrapped.items():
             base = wrapper.base
-            wrapper.delta = build_delta(self.step, [(module, 0)], base.out_features, base.in_features,
-                                        self.adapters, like)
+            wrapper.delta = build_delta(self.step, [(module, 0)], base.out_features, self.adapters, like)
         if self.lean is not None:
-            for linear, parts, out_features, in_features in self.lean.lora_sites():
-                linear.lora = build_delta(self.step, parts, out_features, in_features, self.adapters, like)
+            for linear, parts, out_features, _ in self.lean.lora_sites():
+                linear.lora = build_delta(self.step, parts, out_features, self.adapters, like)
 
     def _wrap(self, module: str) -> None:
         parent_name, _, child = module.rpartition(".")
