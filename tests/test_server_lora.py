@@ -41,7 +41,11 @@ def test_the_model_field_chooses_base_or_adapter(server):
     assert answer(client, "alpha") != answer(client, "tiny")
     completion = client.completions.create(model="alpha", prompt="Once upon a time", max_tokens=5)
     prepared = direct.prepare_completion("Once upon a time", adapter="alpha", max_new_tokens=5)
-    assert completion.choices[0].text == direct.run_sync(direct.agenerate(prepared))[0].response_text
+    expected = direct.run_sync(direct.agenerate(prepared))[0].response_text
+    assert completion.choices[0].text == expected
+    with server.http() as http:  # llama.cpp's native route takes the model field too
+        native = http.post("/completion", json={"model": "alpha", "prompt": "Once upon a time", "n_predict": 5})
+    assert native.status_code == 200 and native.json()["content"] == expected
 
 
 def test_models_lists_adapters_with_their_parent(server, tiny_lora_dirs):
