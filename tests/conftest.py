@@ -51,7 +51,7 @@ FILE_TIERS = {
         "test_vllm_cli.py", "test_vllm_media.py", "test_hf_multimodal.py", "test_batch_media.py", "test_hf_faults.py",
         "test_hf_special_tokens.py", "test_structured_server.py",
         "test_server_compat_models.py", "test_lm_eval_harness.py", "test_pooling_models.py",
-        "test_llamacpp_embeddings.py", "test_server_api_fields_models.py",
+        "test_llamacpp_embeddings.py", "test_server_api_fields_models.py", "test_hf_lora.py", "test_server_lora.py",
         # a real two-node Ray cluster on loopback (tests/ray_support.py): real processes, the full venv
         "test_ray_batch.py", "test_ray_serve.py", "test_ray_serve_faults.py",
     ),
@@ -135,6 +135,14 @@ def build_tiny_model(out_dir: Path, tokenizer_dir: Path, kind: str = "causal", s
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
     return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_dirs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """Three PEFT LoRA adapters of the tiny model (tests/lora_support.py: ranks 4, 8, 2; different targets)."""
+    from lora_support import make_adapters
+
+    return make_adapters(tiny_model_dir, tmp_path_factory.mktemp("lora"))
 
 
 @pytest.fixture(scope="session")

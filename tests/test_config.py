@@ -80,3 +80,55 @@ def test_import_lmchat_imports_no_torch_and_no_engine():
     code = "import sys, lmchat; lmchat.ModelConfig; print(sorted(m for m in ('torch','transformers','vllm') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- named LoRA adapters -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [
+    ["a=/x", "b=/y"], "a=/x, b=/y", {"a": "/x", "b": "/y"},
+    ['{"name": "a", "path": "/x"}', "b=/y"], [{"name": "a", "path": "/x", "base_model_name": "m"}, "b=/y"],
+])
+def test_lora_modules_take_vllms_forms(value):
+    assert ModelConfig.from_dict({"lora_modules": value}).lora_modules == {"a": "/x", "b": "/y"}
+
+
+@pytest.mark.parametrize("value, message", [
+    (["a=/x", "a=/y"], "adapter name 'a' is given twice"),
+    (["a"], "entries are name=path"),
+    (["=/x"], "adapter name '' must be"),
+    (["a b=/x"], "adapter name 'a b' must be"),
+    (["a="], "adapter 'a' needs a path"),
+])
+def test_bad_lora_modules_are_refused_naming_the_setting(value, message):
+    with pytest.raises(ConfigError, match=f"lora_modules.*{message}"):
+        ModelConfig.from_dict({"lora_modules": value})
+
+
+def test_adapter_name_or_path_merges_unless_asked_otherwise():
+    from lmchat.config.adapters import merged_adapters, named_adapters
+
+    merged = ModelConfig.from_dict({"adapter_name_or_path": "/a/one,/b/two/"})
+    assert merged_adapters(merged) == ["/a/one", "/b/two/"] and named_adapters(merged) == {}
+    served = ModelConfig.from_dict({"adapter_name_or_path": "/a/one,/b/two/", "merge_adapters": False,
+                                    "lora_modules": ["x=/c"]})
+    assert merged_adapters(served) == [] and named_adapters(served) == {"x": "/c", "one": "/a/one", "two": "/b/two/"}
+    with pytest.raises(ConfigError, match="'one' .*is given twice"):
+        ModelConfig.from_dict({"adapter_name_or_path": "/a/one", "merge_adapters": False, "lora_modules": "one=/c"})
+
+
+def test_more_named_adapters_than_max_loras_is_refused():
+    with pytest.raises(ConfigError, match="3 named adapters are more than max_loras \\(2\\)"):
+        ModelConfig.from_dict({"lora_modules": "a=/x,b=/y,c=/z", "max_loras": 2})
+
+
+def test_lora_modules_flag_takes_several_entries_as_vllm_does():
+    from lmchat.cli.main import build_parser
+    from lmchat.cli.options import model_args, normalise_flags
+
+    argv = ["serve", "--lora-modules", "a=/x", "b=/y", "do_sample=false", "--max-lora-rank", "16"]
+    parser = build_parser("serve")
+    args, extras = parser.parse_known_args(normalise_flags(argv, parser.subcommands["serve"]))
+    assert extras == []
+    settings = model_args(args)
+    assert settings["lora_modules"] == ["a=/x", "b=/y"] and settings["do_sample"] == "false"
+    config = ModelConfig.from_dict(settings)
+    assert config.lora_modules == {"a": "/x", "b": "/y"} and config.max_lora_rank == 16

@@ -149,6 +149,17 @@ def test_vllm_engine_kwargs():
     assert to_vllm_engine_kwargs(_config(), 0)["tensor_parallel_size"] == 1
 
 
+def test_vllm_enables_lora_for_named_adapters():
+    named = to_vllm_engine_kwargs(_config(lora_modules="a=/x,b=/y", max_loras=3, max_lora_rank=16), 0)
+    assert named["enable_lora"] is True and named["max_loras"] == 3 and named["max_lora_rank"] == 16
+    assert to_vllm_engine_kwargs(_config(lora_modules="a=/x"), 0)["max_lora_rank"] == 32  # vllm_max_lora_rank
+    live = to_vllm_engine_kwargs(_config(max_loras=2), 0)  # for live loads only
+    assert live["enable_lora"] is True and live["max_loras"] == 2
+    assert to_vllm_engine_kwargs(_config(), 0)["enable_lora"] is False
+    unmerged = to_vllm_engine_kwargs(_config(adapter_name_or_path="a,b", merge_adapters=False), 0)
+    assert unmerged["enable_lora"] is True  # two named adapters, not stacked ones
+
+
 def test_vllm_rejects_stacked_adapters():
     with pytest.raises(ConfigError, match="one LoRA adapter"):
         to_vllm_engine_kwargs(_config(adapter_name_or_path="a,b"), 1)

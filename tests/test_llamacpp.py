@@ -216,3 +216,15 @@ def test_special_tokens_a_parser_reads_stay_in_the_text(model):
     assert _forced_text(model, "<|im_start|>", ("<|im_start|>", "<|not_in_the_vocabulary|>")) == "<|im_start|>" * 3
     assert _forced_text(model, "<|im_start|>", ("<|endoftext|>",)) == ""  # only the tokens named are kept
     assert _forced_text(model, "<|im_start|>", (), skip_special_tokens=False) == "<|im_start|>" * 3
+
+
+def test_named_lora_adapters_are_refused_clearly(tmp_path):
+    """llama.cpp applies adapters to a whole context, and this engine batches every sequence in one context: no
+    per-request adapters (docs/engines.md), refused before the model loads."""
+    gguf = str(default_gguf_path())
+    with pytest.raises(ConfigError, match="llamacpp engine does not serve named LoRA adapters") as error:
+        ChatModel({"infer_backend": "llamacpp", "model_name_or_path": gguf, "lora_modules": f"a={tmp_path}"})
+    assert error.value.param == "lora_modules"
+    with pytest.raises(ConfigError, match="merge_adapters"):
+        ChatModel({"infer_backend": "llamacpp", "model_name_or_path": gguf, "adapter_name_or_path": str(tmp_path),
+                   "merge_adapters": False})

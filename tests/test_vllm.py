@@ -153,7 +153,7 @@ def test_a_request_vllm_rejects_fails_before_any_answer(vllm_model):
 
 def test_an_adapter_vllm_cannot_load_is_a_config_error(vllm_model):
     with pytest.raises(ConfigError, match="vLLM could not load the LoRA adapter '/no/such/adapter'") as failure:
-        vllm_model.run_sync(vllm_model.engine._load_adapter("/no/such/adapter"))  # (LoRA is not enabled here)
+        vllm_model.run_sync(vllm_model.engine._load_default_adapter("/no/such/adapter"))  # (LoRA is not enabled here)
     assert failure.value.param == "adapter_name_or_path"
 
 
@@ -384,3 +384,33 @@ def test_embeddings_on_vllms_pooling_runner_equal_transformers(vllm_tiny_dir):
         assert sum(v * v for v in raw) != pytest.approx(1.0, rel=1e-3)  # vLLM's own normalisation stayed off
         with pytest.raises(UnsupportedError, match="is an embedding model: use embed"):
             model.chat(MESSAGES)
+
+
+# --- named LoRA adapters, per request ------------------------------------------------------------------------
+def test_named_adapters_per_request_equal_merged_transformers(vllm_tiny_dir, tiny_lora_dir, tmp_path):
+    """Base and adapter requests together on one vLLM engine (a LoRARequest per request), each equal to
+    transformers with the adapter merged; an adapter loaded live, then unloaded."""
+    from lora_support import make_adapter
+
+    other = make_adapter(vllm_tiny_dir, tmp_path / "other", 8, 16, ["q_proj", "v_proj"], seed=3)
+    settings = {**VLLM_TEST_SETTINGS, "model_name_or_path": str(vllm_tiny_dir), "max_new_tokens": 8, **GREEDY}
+    expected = {}
+    for name, path in ((None, None), ("full", tiny_lora_dir), ("other", other)):
+        merged = {"adapter_name_or_path": str(path)} if path else {}
+        with ChatModel({"model_name_or_path": str(vllm_tiny_dir), "native_decode": "off", "max_new_tokens": 8,
+                        **GREEDY, **merged}) as reference:
+            expected[name] = reference.chat(MESSAGES)[0].response_text
+    with ChatModel({**settings, "lora_modules": [f"full={tiny_lora_dir}"], "max_lora_rank": 8}) as model:
+        async def together():
+            import asyncio
+
+            return await asyncio.gather(model.achat(MESSAGES), model.achat(MESSAGES, adapter="full"))
+
+        assert [r[0].response_text for r in model.run_sync(together())] == [expected[None], expected["full"]]
+        model.load_adapter("other", str(other))
+        assert model.chat(MESSAGES, adapter="other")[0].response_text == expected["other"]
+        with pytest.raises(InvalidRequestError) as bad:
+            model.load_adapter("bad", str(tmp_path / "missing"))
+        assert bad.value.param == "lora_path"
+        model.unload_adapter("other")
+        assert [a.name for a in model.adapters] == ["full"]

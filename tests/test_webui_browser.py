@@ -433,3 +433,27 @@ def test_uploaded_images_reach_the_model_decoded(page, media_webui, tmp_path):
     expect(page.locator('#lmchat-chat [data-testid="user"] img')).to_have_count(2)
     expect(bots(page).last).to_contain_text("[image 96x64] [image 40x80]")
     shot(page, "12-images-reach-the-model")
+
+
+def test_the_adapter_dropdown_chooses_the_lora_adapter(page, tiny_model_dir, tiny_lora_dirs, tmp_path, chromium):
+    pytest.importorskip("torch")
+    from lmchat import ChatModel
+
+    settings = {"model_name_or_path": str(tiny_model_dir), "max_new_tokens": 12, "do_sample": False,
+                "lora_modules": f"alpha={tiny_lora_dirs['alpha']}"}
+    question = [{"role": "user", "content": "Hello, who are you?"}]
+    with ChatModel(settings) as model:
+        expected = model.chat(question, adapter="alpha")[0].response_text
+        assert expected != model.chat(question)[0].response_text
+    flags = [f"--{key}={value}" for key, value in settings.items()]
+    process, url = start_webui(flags, tmp_path, timeout=300)
+    try:
+        open_chat(page, url)
+        page.click("#lmchat-adapter input")
+        page.locator('[role="option"]', has_text="alpha").click()
+        send(page, question[0]["content"])
+        wait_idle(page)
+        conversation = download(page, tmp_path / "conversation.json")
+        assert conversation["messages"][-1]["content"] == expected
+    finally:
+        stop_webui(process)

@@ -201,3 +201,11 @@ def test_cli_flags_and_auth():
     assert _auth(args) == ("ann", "pw")
     with pytest.raises(LmchatError, match="needs a password"):
         _auth(parser.parse_args(["--username", "ann"]))
+
+
+def test_the_adapter_choice_reaches_the_call_options():
+    from lmchat.webui.generate import BASE_MODEL
+
+    assert "adapter" not in Options(0.5, 0.9, 10, 8, adapter=BASE_MODEL).generation_kwargs()
+    assert "adapter" not in Options(0.5, 0.9, 10, 8).generation_kwargs()
+    assert Options(0.5, 0.9, 10, 8, adapter="alpha").generation_kwargs()["adapter"] == "alpha"

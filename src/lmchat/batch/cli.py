@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         field="concurrency")
     add("--pipeline_parallel_size", "vLLM engine: pipeline-parallel stages (other engines: only 1)", type=int)
     add("--seed", "sampling seed", type=int)
+    add("--adapter", "named LoRA adapter (lora_modules) answering rows without an adapter column of their own")
     add("--stop", "stop string (repeatable)", action="append")
     add("--metrics", "score predictions against labels: BLEU-4, ROUGE-1/2/L", action="store_true")
     add("--matrix_save_name", "write LLaMA-Factory's predict_* scores and timings to this JSON file (implies "

@@ -39,6 +39,7 @@ class Row:
     is_openai_batch: bool = False
     position: int = 0
     error: str | None = None
+    adapter: str | None = None  # the named LoRA adapter of this row (its adapter column; a batch body's model)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Columns:
     observation_tag: str = "observation"
     function_tag: str = "function_call"
     system_tag: str = "system"
+    adapter: str | None = "adapter"  # lmchat's: the named LoRA adapter that answers the row
 
     @classmethod
     def from_dataset_info(cls, formatting: str, entry: Mapping[str, Any]) -> Columns:
@@ -148,7 +150,8 @@ def _alpaca(record: Mapping[str, Any], source: Source, row_id: str, position: in
     response = _get(record, cols.response)
     return Row(
         id=row_id, messages=messages, system=_get(record, cols.system) or None, tools=_get(record, cols.tools) or None,
-        label=response if isinstance(response, str) else None, position=position, **_media(record, source),
+        label=response if isinstance(response, str) else None, position=position, adapter=_adapter(record, cols),
+        **_media(record, source),
     )
 
 
@@ -172,7 +175,7 @@ def _sharegpt(record: Mapping[str, Any], source: Source, row_id: str, position: 
     messages, label = _split_label(messages)
     return Row(
         id=row_id, messages=messages, system=system, tools=_get(record, cols.tools) or None, label=label,
-        position=position, **_media(record, source),
+        position=position, adapter=_adapter(record, cols), **_media(record, source),
     )
 
 
@@ -189,7 +192,7 @@ def _openai(record: Mapping[str, Any], source: Source, row_id: str, position: in
     media = _media(record, source)
     media = {kind: media[kind] + in_parts[kind] for kind in media}
     return Row(id=row_id, messages=messages, tools=record.get("tools") or None, label=label, position=position,
-               **media)
+               adapter=_adapter(record, source.columns), **media)
 
 
 def _openai_batch(record: Mapping[str, Any], source: Source, row_id: str, position: int) -> Row:
@@ -201,17 +204,30 @@ def _openai_batch(record: Mapping[str, Any], source: Source, row_id: str, positi
         raise _RowError("body must be a chat completion request with messages")
     if body.get("stream"):
         raise _RowError("stream: true is not possible in a batch")
-    generation = {key: value for key, value in body.items() if key not in _BATCH_BODY_KEYS}
+    generation = {key: value for key, value in body.items() if key not in _BATCH_BODY_KEYS | {"adapter"}}
+    adapter = body.get("adapter", body.get("model"))  # a model naming a served adapter chooses it (the sampler)
     messages = [dict(turn) if isinstance(turn, Mapping) else turn for turn in body["messages"]]
     messages, media = _take_part_media(messages, source.media_dir)
     return Row(id=row_id, messages=messages, tools=body.get("tools") or None, generation=generation,
-               is_openai_batch=True, position=position, **media)
+               is_openai_batch=True, position=position, adapter=_checked_adapter(adapter), **media)
 
 
 _CONVERTERS = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai, "openai_batch": _openai_batch}
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+def _adapter(record: Mapping[str, Any], columns: Columns) -> str | None:
+    return _checked_adapter(_get(record, columns.adapter))
+
+
+def _checked_adapter(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _RowError(f"adapter must be an adapter's name, got {type(value).__name__}")
+    return value
+
+
 def _get(record: Mapping[str, Any], column: str | None) -> Any:
     return record.get(column) if column else None
 

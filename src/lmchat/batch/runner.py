@@ -42,6 +42,8 @@ class BatchOptions(BaseModel):
     max_samples: int | None = Field(None, ge=1, description="Use only the first rows of each dataset.")
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, description="Rows in flight at once.")
     seed: int | None = Field(None, description="Sampling seed of every row (answer i uses seed + i).")
+    adapter: str | None = Field(None, description="The named LoRA adapter answering every row without an adapter "
+                                                  "column of its own.")
     stop: list[str] = Field(default_factory=list, description="Stop strings.")
     metrics: bool = Field(False, description="Score predictions against labels (BLEU-4, ROUGE-1/2/L).")
     matrix_save_name: str | None = Field(None, description="LLaMA-Factory's scores file (predict_* keys).")
@@ -79,6 +81,8 @@ class BatchOptions(BaseModel):
         options: dict[str, Any] = {"n": self.n} if self.n != 1 or "n" in self.model_fields_set else {}
         if self.seed is not None:
             options["seed"] = self.seed
+        if self.adapter is not None:
+            options["adapter"] = self.adapter
         if self.stop:
             options["stop"] = list(self.stop)
         return options

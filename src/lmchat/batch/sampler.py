@@ -140,8 +140,20 @@ class Sampler:
     def _row_generation(self, row: Row) -> dict[str, Any]:
         """The run's options with the row's own on top; a row's token budget cannot exceed the run's cap."""
         generation, over = capped_generation(self.generation, row.generation, self.max_new_tokens_cap)
+        adapter = self._row_adapter(row)
+        if adapter is not None:
+            generation["adapter"] = adapter
         self.capped_rows += over
         return generation
+
+    def _row_adapter(self, row: Row) -> str | None:
+        """A row's adapter column wins over the run's ``adapter``; an OpenAI Batch body's ``model`` chooses an
+        adapter only when it names a served one (else the base model answers, as before)."""
+        if row.adapter is None:
+            return None
+        if row.is_openai_batch and row.adapter not in {a.name for a in self.model.adapters}:
+            return None
+        return row.adapter
 
     async def astream_samples(self, rows: Iterable[Row]) -> AsyncIterator[Sample]:
         """Samples in the order they finish, with at most ``concurrency`` rows in flight."""

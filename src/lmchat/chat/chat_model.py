@@ -29,6 +29,8 @@ from lmchat.chat.sequences import stream_answers
 from lmchat.config.model_config import ModelConfig
 from lmchat.config.review import check_stage, review_settings
 from lmchat.config.sources import args_from_command_line
+from lmchat.config.adapters import named_adapters
+from lmchat.engines.adapters import AdapterInfo
 from lmchat.engines.base import BaseEngine
 from lmchat.engines.registry import get_engine_class
 from lmchat.errors import ConfigError, InvalidRequestError, UnsupportedError
@@ -61,6 +63,7 @@ class ChatModel:
         try:
             self._loop.run(self.engine.start())
             check_stage(self.config, self.engine.info)
+            self._loop.run(self._load_configured_adapters())
             self.template = self._resolve_template()
             self._stops = TemplateStops.resolve(self.template, self.engine)
         except BaseException:
@@ -68,6 +71,36 @@ class ChatModel:
             raise
 
     # --- setup --------------------------------------------------------------------------------------
+    async def _load_configured_adapters(self) -> None:
+        """The config's named adapters (lora_modules, adapter_name_or_path unmerged), loaded before any request."""
+        for name, path in named_adapters(self.config).items():
+            try:
+                await self.engine.load_adapter(name, path)
+            except InvalidRequestError as exc:
+                await self.engine.close()
+                param = "lora_modules" if name in (self.config.lora_modules or {}) else "adapter_name_or_path"
+                raise ConfigError(f"Adapter '{name}' ({path}): {exc}", param=param) from None
+
+    # --- named LoRA adapters ----------------------------------------------------------------------------
+    @property
+    def adapters(self) -> list[AdapterInfo]:
+        """The named LoRA adapters served beside the base model (``chat(..., adapter=NAME)`` chooses one)."""
+        return list(self.engine.adapters)
+
+    async def aload_adapter(self, name: str, path: str) -> AdapterInfo:
+        """Load a LoRA adapter folder under ``name``, live; a bad adapter raises and changes nothing."""
+        return await self.engine.load_adapter(name, path)
+
+    async def aunload_adapter(self, name: str) -> None:
+        """Stop serving ``name``: new calls for it fail at once; it is freed when the calls using it have ended."""
+        await self.engine.unload_adapter(name)
+
+    def load_adapter(self, name: str, path: str) -> AdapterInfo:
+        return self._loop.run(self.aload_adapter(name, path))
+
+    def unload_adapter(self, name: str) -> None:
+        self._loop.run(self.aunload_adapter(name))
+
     @property
     def engine_type(self) -> str:
         """The engine's name (``huggingface``, ``vllm``, ...), as LLaMA-Factory's ChatModel has it."""

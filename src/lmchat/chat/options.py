@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lmchat.chat.inputs import check_input
-from lmchat.errors import InvalidRequestError
+from lmchat.errors import InvalidRequestError, UnsupportedError
 from lmchat.generation.sampling import OPTION_ALIASES, SamplingParams, resolve_sampling
 from lmchat.structured import Constraint
 from lmchat.structured.requests import REQUEST_FIELDS, pop_constraint
@@ -26,6 +26,7 @@ TEMPLATE_OPTIONS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")
 DOCUMENT_OPTIONS = ("documents",)  # vLLM's: passed to the chat template as ``documents`` (RAG templates)
+ADAPTER_OPTION = "adapter"  # the named LoRA adapter a call runs with (None: the base model)
 # What the renderer passes to every chat template itself (templates/render.py): not settable per call.
 RESERVED_TEMPLATE_NAMES = frozenset({"messages", "tools", "documents", "add_generation_prompt", "special_tokens",
                                      "template"})
@@ -44,6 +45,8 @@ class CallOptions:
     """The sampling options the user set (in this call or in the config), as opposed to defaults."""
     documents: list[dict[str, Any]] | None = None
     """vLLM's ``documents``: the chat template's ``documents`` (a template that ignores them is refused)."""
+    adapter: str | None = None
+    """The named LoRA adapter the call runs with (checked: loaded and not being unloaded); None: the base model."""
 
     def user_value(self, name: str) -> Any:
         """The option's value when the user set it, else None."""
@@ -52,7 +55,7 @@ class CallOptions:
 
 def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[str, Any]) -> CallOptions:
     """Split ``options`` (``ChatModel.chat``'s keyword arguments) and validate each part; raises before any work."""
-    skipped = (*TEMPLATE_OPTIONS, *TOOL_OPTIONS, *DOCUMENT_OPTIONS, *REQUEST_FIELDS)
+    skipped = (*TEMPLATE_OPTIONS, *TOOL_OPTIONS, *DOCUMENT_OPTIONS, *REQUEST_FIELDS, ADAPTER_OPTION)
     sampling = {key: value for key, value in options.items() if key not in skipped}
     constraint = pop_constraint({key: options[key] for key in REQUEST_FIELDS if key in options})
     params = resolve_sampling(config.generation_defaults(), sampling)
@@ -62,7 +65,18 @@ def resolve_options(config: ModelConfig, engine: BaseEngine, options: Mapping[st
     explicit |= config.model_fields_set & set(config.generation_defaults())
     return CallOptions(params, _template_kwargs(config, options), options.get("tool_choice"),
                        parallel_tool_calls=options.get("parallel_tool_calls"), constraint=constraint,
-                       explicit=frozenset(explicit), documents=_documents(options.get("documents")))
+                       explicit=frozenset(explicit), documents=_documents(options.get("documents")),
+                       adapter=resolve_adapter(engine, options.get(ADAPTER_OPTION)))
+
+
+def resolve_adapter(engine: BaseEngine, name: Any) -> str | None:
+    """A call's ``adapter``: the name of a loaded adapter of the engine, or None for the base model."""
+    if name is None:
+        return None
+    if not engine.capabilities.named_adapters:
+        raise UnsupportedError(f"The {engine.label or engine.name} engine does not serve named LoRA adapters; "
+                               "leave adapter out.", param=ADAPTER_OPTION)
+    return engine.adapters.check(name, ADAPTER_OPTION)
 
 
 def check_token_ids(params: SamplingParams, vocab_size: int | None) -> None:

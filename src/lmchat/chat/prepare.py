@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lmchat.chat.inputs import check_input
 from lmchat.chat.media import MediaItem, bind_media, count_by_kind, load_media
 from lmchat.chat.messages import Media, build_conversation, normalise_tools
-from lmchat.chat.options import CallOptions, check_token_ids
+from lmchat.chat.options import ADAPTER_OPTION, CallOptions, check_token_ids, resolve_adapter
 from lmchat.chat.output import ParsingPlan, plan_parsing
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.base import BaseEngine, GenerationRequest
@@ -61,6 +61,7 @@ class PreparedChat:
     parsing: ParsingPlan = ParsingPlan()
     media_inputs: Any = None
     bad_words_ids: tuple[tuple[int, ...], ...] = ()  # params.bad_words as token sequences
+    adapter: str | None = None  # the named LoRA adapter (CallOptions.adapter); None: the base model
 
     @property
     def prompt_tokens(self) -> int:
@@ -86,6 +87,7 @@ class PreparedChat:
                 keep_special_tokens=self.parsing.keep_special_tokens,
                 media_inputs=self.media_inputs,
                 bad_words_ids=self.bad_words_ids,
+                adapter=self.adapter,
             )
             for i, engine_id in enumerate(self.request_ids(request_id or uuid.uuid4().hex))
         ]
@@ -129,6 +131,7 @@ class ChatPlan:
     template_kwargs: dict[str, Any]
     media: tuple[MediaItem, ...]
     parsing: ParsingPlan
+    adapter: str | None = None
 
 
 def plan_chat(
@@ -165,7 +168,7 @@ def plan_chat(
                                 options.user_value("skip_special_tokens")), **structured.parsing_changes())
     params = structured.constrain(options.params, engine, prompt, plan.reasoning_parser, plan.starts_in_reasoning)
     params = with_stops(params, stops)
-    return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items, plan)
+    return ChatPlan(conversation, tool_list, prompt, params, options.template_kwargs, items, plan, options.adapter)
 
 
 def with_stops(params: SamplingParams, stops: TemplateStops) -> SamplingParams:
@@ -223,6 +226,7 @@ def _prepared(engine: BaseEngine, plan: ChatPlan, prompt: str, token_ids: tuple[
         max_tokens=answer_budget(len(token_ids), plan.params, engine.info.context_length),
         template_kwargs=plan.template_kwargs, media=media, parsing=plan.parsing, media_inputs=media_inputs,
         bad_words_ids=bad_words_token_ids(plan.params.bad_words, engine.tokenize),
+        adapter=plan.adapter,
     )
 
 
@@ -348,6 +352,7 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     ids themselves (sent to the engine as they are). ``suffix``: the answer fills the middle between the prompt
     and it, in the model's fill-in-the-middle format (:mod:`lmchat.templates.fim`)."""
     generation = dict(generation)
+    adapter = resolve_adapter(engine, generation.pop(ADAPTER_OPTION, None))
     structured = StructuredRequest.of(pop_constraint(generation))
     params = resolve_sampling(config.generation_defaults(), generation)
     engine.capabilities.check_sampling(params, engine.name)
@@ -361,4 +366,4 @@ def prepare_completion(config: ModelConfig, engine: BaseEngine, stops: TemplateS
     params = structured.constrain(params, engine, prompt)
     budget = answer_budget(len(token_ids), params, engine.info.context_length, param="prompt")
     return PreparedChat([], None, prompt, token_ids, params, max_tokens=budget,
-                        bad_words_ids=bad_words_token_ids(params.bad_words, engine.tokenize))
+                        bad_words_ids=bad_words_token_ids(params.bad_words, engine.tokenize), adapter=adapter)

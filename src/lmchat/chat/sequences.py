@@ -8,6 +8,7 @@ tool calls, and on the last chunk the finish reason (an answer that stopped afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 
@@ -93,7 +94,14 @@ async def stream_sequence(engine: BaseEngine, request: GenerationRequest, index:
 
 
 async def stream_answers(engine: BaseEngine, prepared: PreparedChat, request_id: str | None = None):
-    """Chunks of all ``n`` answers, interleaved as they are generated."""
+    """Chunks of all ``n`` answers, interleaved as they are generated; the call's adapter is held meanwhile (an
+    unload waits for it)."""
+    with engine.adapters.hold(prepared.adapter) if prepared.adapter else contextlib.nullcontext():
+        async for chunk in _stream_answers(engine, prepared, request_id):
+            yield chunk
+
+
+async def _stream_answers(engine: BaseEngine, prepared: PreparedChat, request_id: str | None = None):
     requests = prepared.requests(request_id)
     if len(requests) == 1:
         async for chunk in stream_sequence(engine, requests[0], 0, prepared.parsing.new_parser()):

@@ -19,11 +19,15 @@ def normalise_argv(argv: Sequence[str], parser: argparse.ArgumentParser, extra_n
     extra = {f"--{name}" for name in extra_names}
     known = {*parser._option_string_actions, *extra}
     out: list[str] = []
+    many = False  # inside the values of a flag that takes several (nargs '+'), like --lora-modules a=PATH b=PATH
     for token in argv:
         if _ASSIGNMENT.match(token) and not _takes_value(parser, extra, out[-1] if out else None):
-            token = "--" + token
+            if not (many and _known_spelling("--" + token, known).partition("=")[0] not in known):
+                token = "--" + token
         if token.startswith("--") and token != "--":
             token = _known_spelling(token, known)
+            action = parser._option_string_actions.get(token.partition("=")[0])
+            many = action is not None and action.nargs in ("+", "*") and "=" not in token
         out.append(token)
     return out
 

@@ -56,6 +56,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def _add_field(group: argparse._ArgumentGroup, name: str, field: FieldInfo) -> None:
     kind, choices = _kind(field.annotation)
     help_text = f"{field.description or ''} (default: {_show(field.default)})".replace("%", "%%")
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if extra.get("nargs"):  # several values after one flag (--lora-modules a=PATH b=PATH)
+        group.add_argument(f"--{name}", nargs=extra["nargs"], metavar=extra.get("metavar", "TEXT"),
+                           default=argparse.SUPPRESS, type=_text, help=help_text)
+        return
     if kind == "bool":
         group.add_argument(f"--{name}", nargs="?", const="true", metavar="BOOL", default=argparse.SUPPRESS,
                            type=_text, help=help_text)

@@ -50,6 +50,9 @@ def _sections() -> list[tuple[str, list[tuple[str, ...]]]]:
         heading = next((heading for heading, names in SECTIONS.items() if name in names), "model options")
         kind, choices = _kind(field.annotation)
         values = "|".join(choices) if choices else kind
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("nargs"):  # several values (--lora-modules a=PATH b=PATH)
+            values = f"{extra.get('metavar', kind)} ..."
         rows[heading].append((name, values, _show(field.get_default(call_default_factory=True)),
                               field.description or ""))
     return list(rows.items())

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lmchat.config.adapters import named_adapters, parse_lora_modules
 from lmchat.config.llamafactory import IGNORED_KEYS
 from lmchat.config.sections import EngineSettings, KTransformersSettings, MediaSettings, QuantizationSettings
 from lmchat.config.validation import SETTINGS_HELP, explain
@@ -28,8 +29,22 @@ class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, Quantiza
         None, description="Local checkpoint folder, hub id or .gguf file. Empty: the embedded SmolLM2-135M-Instruct."
     )
     adapter_name_or_path: list[str] | None = Field(
-        None, description="LoRA adapter folder(s): one path or a comma-separated list, applied in order."
+        None, description="LoRA adapter folder(s): one path or a comma-separated list, merged into the weights in "
+        "order (see merge_adapters)."
     )
+    merge_adapters: bool = Field(
+        True, description="adapter_name_or_path: merge into the weights at load (true, LLaMA-Factory's way), or "
+        "serve each adapter by its folder's name beside the base model, chosen per request (false), like lora_modules."
+    )
+    lora_modules: dict[str, str] | None = Field(
+        None, description="Named LoRA adapters served side by side, chosen per request (the server's model field, "
+        "adapter= in the library): name=path entries (vLLM's --lora-modules), comma-separated in YAML, or a mapping.",
+        json_schema_extra={"nargs": "+", "metavar": "NAME=PATH"},
+    )
+    max_lora_rank: int | None = Field(
+        None, ge=1, description="Largest rank of a named adapter (default 64; the vllm engine: vllm_max_lora_rank)."
+    )
+    max_loras: int = Field(8, ge=1, description="Most named adapters loaded at once (lora_modules and live loads).")
     template: str | None = Field(
         None, description="Chat template: a known name (LLaMA-Factory's names too), a .jinja file, or empty for the "
         "model's own template."
@@ -129,6 +144,11 @@ class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, Quantiza
             return [part.strip() for part in value.split(",") if part.strip()] or None
         return value
 
+    @field_validator("lora_modules", mode="before")
+    @classmethod
+    def _named_adapters(cls, value: Any) -> Any:
+        return parse_lora_modules(value)
+
     @field_validator("infer_backend", mode="before")
     @classmethod
     def _backend_alias(cls, value: Any) -> Any:
@@ -187,6 +207,9 @@ class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, Quantiza
             values["infer_backend"] = "ktransformers"
         if self.mode is not None and "kt_mode" not in self.model_fields_set:
             values["kt_mode"] = self.mode
+        served = named_adapters(self)  # the names must be unique across lora_modules and adapter_name_or_path
+        if len(served) > self.max_loras:
+            raise ValueError(f"{len(served)} named adapters are more than max_loras ({self.max_loras})")
         if self.tool_format and self.tool_parser is None:
             from lmchat.templates.tool_formats import TOOL_PARSERS
 

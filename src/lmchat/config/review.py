@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from lmchat.config.adapters import merged_adapters, named_adapters
 from lmchat.config.llamafactory import IGNORED_KEYS
 from lmchat.config.model_config import ModelConfig
 from lmchat.errors import ConfigError
@@ -48,7 +49,15 @@ def owner_engine(name: str) -> str | None:
 def review_settings(config: ModelConfig, engine: type[BaseEngine]) -> str | None:
     """Raise ConfigError for a setting ``engine`` cannot honour (its declared :class:`Capabilities`: LoRA adapters,
     ``settings``); log (and return) the line of ignored settings."""
-    if config.adapter_name_or_path and not engine.capabilities.lora:
+    named = named_adapters(config)
+    if named and not engine.capabilities.named_adapters:
+        param = "lora_modules" if config.lora_modules else "merge_adapters"
+        raise ConfigError(
+            f"The {engine.label or engine.name} engine does not serve named LoRA adapters side by side "
+            f"({', '.join(named)}); use an engine that does (huggingface, vllm), or merge the adapters "
+            "(adapter_name_or_path with merge_adapters: true).", param=param,
+        )
+    if merged_adapters(config) and not engine.capabilities.lora:
         raise ConfigError(
             f"The {engine.label or engine.name} engine does not apply LoRA adapters; merge them into the model, or "
             "use an engine that applies them (huggingface, vllm, sglang).",

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from lmchat.engines.adapters import AdapterInfo, AdapterSet
 from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
-from lmchat.errors import EngineClosedError, UnsupportedError
+from lmchat.errors import EngineClosedError, InvalidRequestError, UnsupportedError
 from lmchat.generation.sampling import FACADE_OPTIONS, SamplingParams
 from lmchat.structured.constraint import Constraint
 
@@ -36,6 +37,9 @@ class Capabilities:
 
     sampling_options: frozenset[str] = frozenset(SamplingParams.model_fields)
     lora: bool = False
+    """Applies ``adapter_name_or_path``'s adapters (merged at load)."""
+    named_adapters: bool = False
+    """Serves named adapters side by side, one per request (``lora_modules``, live loads: load_adapter)."""
     settings: frozenset[str] = frozenset()
     images: bool = False
     videos: bool = False
@@ -126,6 +130,8 @@ class GenerationRequest:
     media_inputs: Any = None
     bad_words_ids: tuple[tuple[int, ...], ...] = ()
     """``params.bad_words`` as token sequences (the facade tokenized them: :mod:`lmchat.generation.token_rules`)."""
+    adapter: str | None = None
+    """The named LoRA adapter this request runs with (the facade checked it is loaded); None: the base model."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,44 @@ class BaseEngine(abc.ABC):
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self._info: ModelInfo | None = None  # set by start()
+        self.adapters = AdapterSet(getattr(config, "max_loras", 8))  # the named LoRA adapters served
+
+    # --- named LoRA adapters ------------------------------------------------------------------------------
+    async def load_adapter(self, name: str, path: str) -> AdapterInfo:
+        """Load the LoRA adapter in folder ``path`` under ``name``, for requests that choose it. A bad adapter
+        raises an :class:`~lmchat.errors.InvalidRequestError` and changes nothing."""
+        name = _checked_name(name)
+        if not isinstance(path, str) or not path.strip():
+            raise InvalidRequestError("lora_path must be the adapter's folder.", param="lora_path")
+        if not self.capabilities.named_adapters:
+            raise UnsupportedError(f"The {self.label or self.name} engine does not serve named LoRA adapters.",
+                                   param="lora_name")
+        self.adapters.begin_load(name)
+        info = None
+        try:
+            info = await self._load_adapter(name, path)
+        finally:
+            self.adapters.end_load(name, info)
+        return info
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving ``name``: new requests for it are refused at once, and it is freed once the requests using
+        it have ended."""
+        await self.adapters.begin_unload(name)
+        removed = False
+        try:
+            await self._unload_adapter(name)
+            removed = True
+        finally:
+            self.adapters.end_unload(name, removed)
+
+    async def _load_adapter(self, name: str, path: str) -> AdapterInfo:
+        """Engines with ``capabilities.named_adapters`` load one adapter (checked: format, rank, targets)."""
+        raise UnsupportedError(f"The {self.label or self.name} engine does not serve named LoRA adapters.",
+                               param="lora_name")
+
+    async def _unload_adapter(self, name: str) -> None:
+        """Free an adapter no running request uses any more."""
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -233,3 +277,12 @@ class BaseEngine(abc.ABC):
 
     async def close(self) -> None:
         """Stop background work and free the model."""
+
+
+def _checked_name(name: Any) -> str:
+    from lmchat.config.adapters import check_adapter_name
+
+    try:
+        return check_adapter_name(name)
+    except ValueError as exc:
+        raise InvalidRequestError(f"lora_name: {exc}.", param="lora_name") from None

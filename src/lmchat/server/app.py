@@ -33,6 +33,7 @@ from lmchat.server.routes_pooling import compat_router as pooling_compat_router 
 from lmchat.server.routes_pooling import router as pooling_router  # noqa: E402
 from lmchat.server.routes_responses import compat_router as responses_compat_router  # noqa: E402
 from lmchat.server.routes_responses import router as responses_router  # noqa: E402
+from lmchat.server.routes_lora import router as lora_router  # noqa: E402
 from lmchat.server.serving.base import ServerState  # noqa: E402
 from lmchat.server.serving.chat import ServingChat  # noqa: E402
 from lmchat.server.serving.completion import ServingCompletion  # noqa: E402
@@ -73,10 +74,12 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     app.include_router(compat_router, include_in_schema=False)
     for extra in extra_compat_routers:
         app.include_router(extra, include_in_schema=False)
+    if settings.enable_lora_loading:  # vLLM's live adapter routes (server/routes_lora.py), behind the API key
+        app.include_router(lora_router, include_in_schema=False)
     publish_real_responses(app)
     _add_exception_handlers(app)
 
-    routers = (router, compat_router, *extra_routers, *extra_compat_routers)
+    routers = (router, compat_router, *extra_routers, *extra_compat_routers, lora_router)
     known_paths = {getattr(route, "path", "") for each in routers for route in each.routes}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_keys=settings.api_keys)

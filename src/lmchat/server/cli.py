@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="On SIGINT/SIGTERM, let running requests finish this long, then abort them "
                             "(default: %(default)s).")
     group.add_argument("--log-prompts", action="store_true", help="Log rendered prompts (media redacted).")
+    group.add_argument("--enable-lora-loading", action="store_true",
+                       help="Mount vLLM's POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --api-key).")
     group.add_argument("--log-level", choices=LOG_LEVELS, default=defaults.log_level,
                        help="Log level (default: %(default)s).")
     ray_options.add_arguments(parser)
@@ -75,6 +77,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         max_concurrent=args.max_concurrent, max_queue=args.max_queue, request_timeout=args.request_timeout,
         shutdown_grace=args.shutdown_grace,
         log_prompts=args.log_prompts, log_level=args.log_level,
+        enable_lora_loading=getattr(args, "enable_lora_loading", False),
     )
 
 

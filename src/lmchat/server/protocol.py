@@ -104,6 +104,8 @@ class SamplingRequest(OpenAIRequest, VllmSamplingFields):
 
     def request_field(self, option: str | None) -> str | None:
         """The request's name for an lmchat option named in an error (``max_new_tokens`` -> ``max_tokens``)."""
+        if option == "adapter":  # the server's adapter is the request's model
+            return "model"
         return self.max_new_tokens()[1] if option == "max_new_tokens" else option
 
     def _logit_bias(self) -> dict[int, float] | None:
@@ -242,7 +244,9 @@ class ModelCard(OpenAIResponse):
     created: int = Field(default_factory=now)
     owned_by: str = "lmchat"
     max_model_len: int | None = None
-    omit_if_none = frozenset({"max_model_len"})
+    root: str | None = None  # vLLM's: an adapter's folder
+    parent: str | None = None  # vLLM's: the model an adapter runs on
+    omit_if_none = frozenset({"max_model_len", "root", "parent"})
 
 
 class ModelList(OpenAIResponse):

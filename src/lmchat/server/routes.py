@@ -54,13 +54,24 @@ async def metrics(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     state = _state(request)
     context = state.chat_model.engine.info.context_length
-    return json_response(ModelList(data=[ModelCard(id=name, max_model_len=context) for name in state.served_names]))
+    cards = [ModelCard(id=name, max_model_len=context) for name in state.served_names]
+    cards += [_adapter_card(state, adapter.name) for adapter in state.chat_model.engine.adapters]
+    return json_response(ModelList(data=cards))
+
+
+def _adapter_card(state: ServerState, name: str) -> ModelCard:
+    """A named LoRA adapter's card: vLLM lists it with its folder (``root``) and base model (``parent``)."""
+    adapters = {adapter.name: adapter for adapter in state.chat_model.engine.adapters}
+    return ModelCard(id=name, max_model_len=state.chat_model.engine.info.context_length,
+                     root=adapters[name].path, parent=state.model_name)
 
 
 @router.get("/v1/models/{model_id:path}", responses={200: {"model": ModelCard}, **error_responses("model")})
 async def retrieve_model(model_id: str, request: Request) -> Response:
     state = _state(request)
     state.check_model(model_id)
+    if state.adapter_of(model_id):
+        return json_response(_adapter_card(state, model_id))
     return json_response(ModelCard(id=model_id, max_model_len=state.chat_model.engine.info.context_length))
 
 

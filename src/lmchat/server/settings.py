@@ -42,6 +42,7 @@ class ServerSettings:
     shutdown_grace: float = 30.0
     log_prompts: bool = False
     log_level: str = "info"
+    enable_lora_loading: bool = False  # vLLM's live /v1/load_lora_adapter and /v1/unload_lora_adapter routes
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"port must lie between 0 and 65535, got {self.port}.", "port")
@@ -55,6 +56,8 @@ class ServerSettings:
         _check(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}.", "log_level")
         _check(all(self.api_keys), "An API key must not be empty.", "api_key")
         _check(all(self.served_model_names), "A served model name must not be empty.", "served_model_name")
+        _check(not self.enable_lora_loading or bool(self.api_keys), "--enable-lora-loading lets clients change what "
+               "the server serves: it needs an API key (--api-key or LMCHAT_API_KEY).", "enable_lora_loading")
 
     def running_sequences(self, engine_max_sequences: int | None) -> int:
         """Sequences admitted at once: ``max_concurrent``, else what the engine runs at once, else 64."""

@@ -5,6 +5,7 @@ from pathlib import Path
 import gradio as gr
 
 from lmchat.chat.chat_model import ChatModel
+from lmchat.webui.generate import BASE_MODEL
 from lmchat.webui.handlers import ChatHandlers
 
 STORAGE_KEY = "lmchat-webui"
@@ -76,6 +77,9 @@ def _controls_column(model: ChatModel, supports_thinking: bool) -> dict:
     max_new = gr.Slider(1, max(context, 1), value=min(config.max_new_tokens or 1024, context), step=1,
                         label="Max new tokens", elem_id="lmchat-max-new-tokens")
     seed = gr.Textbox("", label="Seed", placeholder="empty: a random seed", elem_id="lmchat-seed", max_lines=1)
+    adapters = [adapter.name for adapter in model.adapters]
+    adapter = gr.Dropdown([BASE_MODEL, *adapters], value=BASE_MODEL, label="LoRA adapter", visible=bool(adapters),
+                          elem_id="lmchat-adapter", interactive=True)
     thinking = gr.Checkbox(config.enable_thinking, label="enable_thinking", visible=supports_thinking,
                            elem_id="lmchat-thinking")
     with gr.Accordion("Tools (JSON)", open=False, elem_id="lmchat-tools-accordion"):
@@ -85,14 +89,16 @@ def _controls_column(model: ChatModel, supports_thinking: bool) -> dict:
         download = gr.DownloadButton("Download JSON", elem_id="lmchat-download", size="sm")
         upload = gr.UploadButton("Upload JSON", file_types=[".json"], elem_id="lmchat-upload", size="sm")
     return {"system": system, "temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new": max_new,
-            "seed": seed, "thinking": thinking, "tools": tools, "download": download, "upload": upload}
+            "seed": seed, "thinking": thinking, "tools": tools, "download": download, "upload": upload,
+            "adapter": adapter}
 
 
 def _wire(page: gr.Blocks, handlers: ChatHandlers, saved, messages, chat: dict, controls: dict) -> None:
     chatbot, box, stats = chat["chatbot"], chat["box"], chat["stats"]
     system, tools = controls["system"], controls["tools"]
     answer_inputs = [messages, system, tools, controls["temperature"], controls["top_p"],
-                     controls["top_k"], controls["max_new"], controls["seed"], controls["thinking"]]
+                     controls["top_k"], controls["max_new"], controls["seed"], controls["thinking"],
+                     controls["adapter"]]
 
     def then_save(event):
         """Every change of the conversation is saved in the browser and made the download file."""

@@ -21,6 +21,7 @@ from lmchat.webui.conversation import Message, can_answer
 
 log = logging.getLogger(__name__)
 _UPDATE_EVERY = 0.05  # seconds between two streamed updates of the page
+BASE_MODEL = "base model"  # the model dropdown's first choice: no adapter
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Options:
     max_new_tokens: int
     seed: str | None = None
     enable_thinking: bool | None = None
+    adapter: str | None = None  # a named LoRA adapter (the page's model choice); None or BASE_MODEL: the base model
 
     def generation_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -46,6 +48,8 @@ class Options:
             kwargs["seed"] = int(seed)
         if self.enable_thinking is not None:
             kwargs["enable_thinking"] = bool(self.enable_thinking)
+        if self.adapter and self.adapter != BASE_MODEL:
+            kwargs["adapter"] = str(self.adapter)
         return kwargs
 
 

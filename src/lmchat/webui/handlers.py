@@ -70,10 +70,11 @@ class ChatHandlers:
 
     # --- answering ----------------------------------------------------------------------------------
     def respond(self, messages: list[dict], system: str, tools: str, temperature: float, top_p: float,
-                top_k: float, max_new_tokens: float, seed: str, thinking: bool, request: gr.Request):
+                top_k: float, max_new_tokens: float, seed: str, thinking: bool, adapter: str | None,
+                request: gr.Request):
         """Stream the answer: yields (chat, conversation, stats); the conversation is only sent at the end."""
         options = Options(temperature, top_p, int(top_k), int(max_new_tokens), seed,
-                          thinking if self.supports_thinking else None)
+                          thinking if self.supports_thinking else None, adapter)
         session = request.session_hash or "default"
         for progress in self.answerer.stream(session, messages, system or "", tools or "", options):
             if not progress.done:

@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from lmchat.config.adapters import max_lora_rank
+from lmchat.engines.adapters import AdapterInfo
 from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, EngineCapacity, GenerationRequest, ModelInfo
 from lmchat.engines.events import EngineEvent, TokenLogprob
 from lmchat.engines.hf_tokenizer import dropped_special_ids, max_token_chars, special_tokens
@@ -28,6 +30,7 @@ class HuggingFaceEngine(BaseEngine):
     label = "transformers"
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
     capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
+                                named_adapters=True,
                                 settings=frozenset({"rope_scaling", "flash_attn", "model_max_length", "pooling_type",
                                                    "image_do_pan_and_scan"}),
                                 constraints=ALL_KINDS)
@@ -78,7 +81,7 @@ class HuggingFaceEngine(BaseEngine):
         return ModelWorker(
             max_batch_size=config.max_batch_size, kv_cache_tokens=config.kv_cache_tokens,
             prefill_chunk_tokens=config.prefill_chunk_tokens, packed_weights=config.packed_weights,
-            native_decode=config.native_decode,
+            native_decode=config.native_decode, max_lora_rank=max_lora_rank(config), max_loras=config.max_loras,
         )
 
     @property
@@ -140,6 +143,18 @@ class HuggingFaceEngine(BaseEngine):
         if skip_special_tokens and keep:
             return decode_dropping(lambda ids: tokenizer.decode(ids), dropped_special_ids(tokenizer, keep))
         return lambda ids: tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    # --- named LoRA adapters (batched: lmchat.engines.hf.lora) -----------------------------------------------
+    async def _load_adapter(self, name: str, path: str) -> AdapterInfo:
+        worker = self._require_worker()
+        if self.info.is_reward_model:
+            raise UnsupportedError("A reward model does not serve named LoRA adapters.", param="lora_name")
+        weights = await asyncio.wrap_future(worker.call(lambda: worker.load_adapter(name, path)))
+        return AdapterInfo(name, path, weights.rank)
+
+    async def _unload_adapter(self, name: str) -> None:
+        worker = self._require_worker()
+        await asyncio.wrap_future(worker.call(lambda: worker.unload_adapter(name)))
 
     async def abort(self, request_id: str) -> None:
         if self.worker is not None:

@@ -90,11 +90,16 @@ class _Linear:
     weight: torch.Tensor
     bias: torch.Tensor | None = None
     packed: Any = None
+    lora: Any = None  # lmchat.engines.hf.lora.LoraDelta: the step's LoRA update, once an adapter targets it
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and x.shape[0] * x.shape[1] > 1:
-            return onednn.linear(x, self.packed, self.bias)
-        return F.linear(x, self.weight, self.bias)
+            out = onednn.linear(x, self.packed, self.bias)
+        else:
+            out = F.linear(x, self.weight, self.bias)
+        if self.lora is not None:
+            out = self.lora.add_to(x, out)
+        return out
 
     def pack(self) -> None:
         self.packed = onednn.pack(self.weight)
@@ -165,14 +170,17 @@ class LeanDecoder:
         self.norm = body.norm.weight.detach()
         self.head = _plain(model.lm_head)
         self._fused: list[tuple[list[torch.nn.Module], _Linear]] = []  # until share_weights
+        names = {id(module): name for name, module in model.named_modules()}
+        self._lora_sites = [(self.head, [(names[id(model.lm_head)], 0)])]  # extended by _fuse and _site
+        self.lora_step: Any = None  # lmchat.engines.hf.lora.LoraStep, once named adapters are served
         self.layers = [
             _Layer(
                 layer.input_layernorm.weight.detach(),
-                self._fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
-                _plain(layer.self_attn.o_proj),
+                self._fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj], names),
+                self._site(layer.self_attn.o_proj, names),
                 layer.post_attention_layernorm.weight.detach(),
-                self._fuse([layer.mlp.gate_proj, layer.mlp.up_proj]),
-                _plain(layer.mlp.down_proj),
+                self._fuse([layer.mlp.gate_proj, layer.mlp.up_proj], names),
+                self._site(layer.mlp.down_proj, names),
             )
             for layer in body.layers
         ]
@@ -186,10 +194,29 @@ class LeanDecoder:
                     linear.pack()
             self.head.pack()
 
-    def _fuse(self, modules: list[torch.nn.Module]) -> _Linear:
+    def _fuse(self, modules: list[torch.nn.Module], names: dict[int, str]) -> _Linear:
         fused = _fuse(modules)
         self._fused.append((modules, fused))
+        offsets = [0]
+        for module in modules[:-1]:
+            offsets.append(offsets[-1] + module.weight.shape[0])
+        self._lora_sites.append((fused, [(names[id(m)], offset) for m, offset in zip(modules, offsets)]))
         return fused
+
+    def _site(self, module: torch.nn.Module, names: dict[int, str]) -> _Linear:
+        linear = _plain(module)
+        self._lora_sites.append((linear, [(names[id(module)], 0)]))
+        return linear
+
+    # --- LoRA sites (lmchat.engines.hf.lora) -----------------------------------------------------------------
+    def lora_sites(self) -> list[tuple[_Linear, list[tuple[str, int]], int, int]]:
+        """Each projection this forward multiplies by: (its linear, its parts as (model module name, first output
+        row), out features, in features). A fused projection has several parts."""
+        return [(linear, parts, linear.weight.shape[0], linear.weight.shape[1]) for linear, parts in self._lora_sites]
+
+    def lora_modules(self) -> list[str]:
+        """The model's module names a LoRA adapter may target here."""
+        return [name for _, parts in self._lora_sites for name, _ in parts]
 
     def share_weights(self) -> None:
         """Once this forward is chosen: the model's fused projections become views of the fused weights, so their
@@ -254,7 +281,8 @@ class LeanDecoder:
                  ) -> torch.Tensor:
         """Logits of each row's last token [n, vocab] (float32); ``cache`` is planned for this pass."""
         rows, length = input_ids.shape
-        if self.native is not None and length == 1:
+        lora_rows = self.lora_step is not None and self.lora_step.active
+        if self.native is not None and length == 1 and not lora_rows:  # the native step knows no LoRA
             logits = self._native_step(input_ids, position_ids, cache)
             if logits is not None:
                 return logits

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from lmchat.config.adapters import merged_adapters
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.hf.processor import is_multimodal, load_processor, processor_options
 from lmchat.errors import ConfigError, ModelNotFoundError, require
@@ -109,7 +110,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     if attention:
         hub["attn_implementation"] = attention
     model = model_class.from_pretrained(source, config=model_config, dtype=pick_dtype(config, device), **hub)
-    model = apply_adapters(model, config.adapter_name_or_path or [])
+    model = apply_adapters(model, merged_adapters(config))
     model.to(device).eval()
     value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
     return LoadedModel(name, model, tokenizer, device, kind, value_head, processor, source, image_options)

@@ -166,6 +166,7 @@ class DynamicRunner:
     def __init__(self, model: Any, device: torch.device) -> None:
         self.model, self.device = model, device
         self.caches: dict[int, Any] = {}
+        self.lora_step: Any = None  # lmchat.engines.hf.lora.LoraStep: rows are stepped one at a time here
 
     def reserve(self, rows: int, capacity: int) -> None:
         pass
@@ -191,10 +192,17 @@ class DynamicRunner:
     def decode(self, tokens: list[int], positions: list[int], active: list[bool],
                offsets: list[int] | None = None) -> torch.Tensor:
         offsets = offsets or [0] * len(tokens)
-        rows = [self.prefill(slot, [token], position, offset) if is_active else None
+        adapters = list(self.lora_step.slot_list) if self.lora_step is not None else []
+        rows = [self._decode_row(slot, token, position, offset, adapters) if is_active else None
                 for slot, (token, position, is_active, offset) in enumerate(zip(tokens, positions, active, offsets))]
         template = next(row for row in rows if row is not None)
         return torch.stack([torch.zeros_like(template) if row is None else row for row in rows])
+
+    def _decode_row(self, slot: int, token: int, position: int, offset: int, adapters: list[int]) -> torch.Tensor:
+        if not adapters:
+            return self.prefill(slot, [token], position, offset)
+        with self.lora_step.running([adapters[slot]]):
+            return self.prefill(slot, [token], position, offset)
 
     def move_row(self, source: int, target: int, length: int) -> None:
         self.caches[target] = self.caches.pop(source)

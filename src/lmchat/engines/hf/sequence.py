@@ -40,6 +40,7 @@ class RequestState:
     rules: TokenRules | None = None  # min_tokens, bad_words, allowed_token_ids
     allowed: torch.Tensor | None = None  # allowed_token_ids as a mask over the logits (made at the first step)
     reused: int = 0  # prompt tokens whose keys/values were copied from another sequence
+    adapter_slot: int = 0  # the LoRA bank's slot of the request's adapter (0: the base model)
 
     def mask_by_rules(self, logits: torch.Tensor) -> None:
         """Write this answer's token rules (min_tokens, bad_words, allowed_token_ids) into its logits, in place."""

@@ -11,6 +11,7 @@ it stops. Aborted requests leave at the next step; scoring jobs run between step
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
@@ -22,6 +23,7 @@ import torch
 
 from lmchat.engines.events import Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf.multimodal import prefill_media_chunk, shareable_length
+from lmchat.engines.hf.lora import LoraBank
 from lmchat.engines.hf.native import NativeBuild
 from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, logprob_event, vocabulary_texts
@@ -45,7 +47,7 @@ class ModelWorker:
     """Runs every forward pass of one model on its own thread."""
 
     def __init__(self, *, max_batch_size: int, kv_cache_tokens: int, prefill_chunk_tokens: int,
-                 packed_weights: str, native_decode: str) -> None:
+                 packed_weights: str, native_decode: str, max_lora_rank: int = 64, max_loras: int = 8) -> None:
         """The limits and settings come from :class:`~lmchat.config.model_config.ModelConfig` (its defaults)."""
         self.model: Any = None
         self.tokenizer: Any = None
@@ -55,6 +57,8 @@ class ModelWorker:
         self.packed_weights = packed_weights
         self.native_decode = native_decode
         self.native_build: NativeBuild | None = None  # until its module is in use
+        self.lora: LoraBank | None = None  # the named adapters, from the first one loaded (load_adapter)
+        self.lora_limits = (max_lora_rank, max_loras)
         self._inbox: queue.Queue[RequestState | tuple[Callable[[], Any], Future] | None] = queue.Queue()
         self._aborted: dict[str, int] = {}  # request id -> the step count when its abort arrived
         self._lock = threading.Lock()
@@ -102,6 +106,21 @@ class ModelWorker:
             return False
         logger.info("Native decode step in use for one-token steps.")
         return True
+
+    def load_adapter(self, name: str, path: str) -> Any:
+        """Read and install a named adapter (through :meth:`call`, between steps)."""
+        if self.lora is None:
+            self.lora = LoraBank.for_runner(self.model, self.runner, *self.lora_limits)
+        return self.lora.load(name, path)
+
+    def unload_adapter(self, name: str) -> None:
+        self.lora.unload(name)
+
+    def _adapter_rows(self, sequences: list[RequestState]) -> Any:
+        """The block runs a forward pass of ``sequences``' rows, each with its adapter."""
+        if self.lora is None:
+            return contextlib.nullcontext()
+        return self.lora.step.running([s.adapter_slot for s in sequences])
 
     # --- called from other threads ------------------------------------------------------------------
     def submit(self, sequence: RequestState) -> None:
@@ -202,6 +221,11 @@ class ModelWorker:
                 self._run_job(*item)
 
     def _queue(self, sequence: RequestState) -> None:
+        if sequence.request.adapter is not None:
+            try:
+                sequence.adapter_slot = LoraBank.slot_in(self.lora, sequence.request.adapter)
+            except InvalidRequestError as exc:
+                return sequence.emit(exc)
         if not sequence.prompt_tokens:
             sequence.emit(InvalidRequestError("The prompt is empty: nothing to continue.", param="messages"))
         elif not self.scheduler.add(sequence):
@@ -274,10 +298,11 @@ class ModelWorker:
             self._share_prefix(sequence)
         start = sequence.num_cached
         end = min(start + budget, sequence.prompt_tokens)
-        if sequence.request.media_inputs is not None:  # images/video/audio: the prompt's embeddings, chunk by chunk
-            logits, end = prefill_media_chunk(self.runner, self.model, sequence, start, end)
-        else:
-            logits = self.runner.prefill(sequence.slot, sequence.ids[start:end], start)
+        with self._adapter_rows([sequence]):
+            if sequence.request.media_inputs is not None:  # images/video/audio: the prompt's embeddings, by chunk
+                logits, end = prefill_media_chunk(self.runner, self.model, sequence, start, end)
+            else:
+                logits = self.runner.prefill(sequence.slot, sequence.ids[start:end], start)
         sequence.num_cached = end
         if not sequence.is_prefilling:
             self._accept([sequence], logits[None])
@@ -289,8 +314,9 @@ class ModelWorker:
             return
         limit = sequence.prompt_tokens - 1  # the last prompt token is always computed: its logits are needed
         best, length = None, MIN_SHARED_PREFIX - 1
-        for other in self.scheduler.running:
-            shared = common_prefix(sequence.ids, other.ids, other.num_cached, limit) if other is not sequence else 0
+        for other in self.scheduler.running:  # keys/values depend on the adapter: shared only under the same one
+            same = other is not sequence and other.adapter_slot == sequence.adapter_slot
+            shared = common_prefix(sequence.ids, other.ids, other.num_cached, limit) if same else 0
             shared = shareable_length(self.model, sequence.request.media_inputs, other.request.media_inputs, shared)
             if shared > length:
                 best, length = other, shared
@@ -309,7 +335,8 @@ class ModelWorker:
         positions = [s.num_cached for s in rows]
         self.runner.reserve(len(rows), max(positions) + 1)
         try:
-            logits = self.runner.decode(tokens, positions, active, [s.position_offset for s in rows])  # [B, vocab]
+            with self._adapter_rows(rows):
+                logits = self.runner.decode(tokens, positions, active, [s.position_offset for s in rows])  # [B, V]
         except Exception as exc:  # noqa: BLE001 - the decoding requests fail with an EngineError
             return self._fail([s for s, is_active in zip(rows, active) if is_active], exc)
         decoding = [i for i, is_active in enumerate(active) if is_active]

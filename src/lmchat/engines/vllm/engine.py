@@ -24,9 +24,11 @@ from vllm.exceptions import VLLMClientError, VLLMError
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 
+from lmchat.config.adapters import merged_adapters
+from lmchat.engines.adapters import AdapterInfo
 from lmchat.engines.base import BaseEngine, Capabilities, EncodedPrompt, GenerationRequest, ModelInfo
-from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
 from lmchat.engines.events import EngineEvent, Finished, TextDelta, TokenLogprob
+from lmchat.engines.pooling import EmbedRequest, PairScoreRequest, PairScores, PoolingInfo
 from lmchat.engines.hf_tokenizer import HFTokenizerMixin, special_among, special_tokens, token_text
 from lmchat.engines.vllm.media import render_media_prompt, supported_media
 from lmchat.engines.vllm.outputs import completion_logprobs, engine_start_error, prompt_token_logprobs
@@ -52,14 +54,17 @@ ALL_OPTIONS = frozenset(SamplingParams.model_fields)
 
 class VllmEngine(HFTokenizerMixin, BaseEngine):
     name = "vllm"
-    capabilities = Capabilities(sampling_options=ALL_OPTIONS, lora=True, constraints=ALL_KINDS)  # vLLM's own
+    capabilities = Capabilities(sampling_options=ALL_OPTIONS, lora=True, named_adapters=True,
+                                constraints=ALL_KINDS)  # vLLM's own
     reward_hint = (" (a sequence-classification checkpoint with one label, which vLLM runs on its pooling runner; "
                    "for a LLaMA-Factory value-head checkpoint use infer_backend: huggingface)")
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.engine: Any = None
-        self._lora: LoRARequest | None = None
+        self._lora: LoRARequest | None = None  # adapter_name_or_path's adapter: every request without its own
+        self._named: dict[str, LoRARequest] = {}  # named adapters (lora_modules, live loads), chosen per request
+        self._next_lora_id = 2
         # (request id, finish reason, completion tokens) of recent requests, as vLLM ended them.
         self.finished: deque[tuple[str, str, int]] = deque(maxlen=1024)
         self.reasoning = ReasoningSetup()  # structured outputs' reasoning parser, chosen at start
@@ -89,8 +94,9 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         pooling, pair_scores, notes = pooling_support(tasks)
         is_reward = model_config.runner_type == "pooling" and pair_scores == "classifier"
         self.capabilities = dataclasses.replace(type(self).capabilities, pooling=pooling, pooling_notes=notes)
-        if self.config.adapter_name_or_path:
-            self._lora = await self._load_adapter(self.config.adapter_name_or_path[0])
+        merged = merged_adapters(self.config)
+        if merged:
+            self._lora = await self._load_default_adapter(merged[0])
         self._info = ModelInfo(
             name=self.config.model_name_or_path or "",
             chat_template=getattr(self.tokenizer, "chat_template", None),
@@ -108,7 +114,27 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         self.capabilities = dataclasses.replace(self.capabilities, **media, media_notes=tuple(
             (kind, "vLLM's processor of this model does not take it") for kind, takes in media.items() if not takes))
 
-    async def _load_adapter(self, path: str) -> LoRARequest:
+    async def _load_adapter(self, name: str, path: str) -> AdapterInfo:
+        """A named adapter: one :class:`LoRARequest` that the requests choosing ``name`` carry."""
+        engine = self._require_engine()
+        if not engine.vllm_config.lora_config:
+            raise UnsupportedError("This vLLM engine was started without LoRA: give lora_modules (or max_loras) in "
+                                   "the config to serve named adapters.", param="lora_name")
+        lora = LoRARequest(name, self._next_lora_id, path)
+        self._next_lora_id += 1
+        try:
+            await engine.add_lora(lora)
+        except Exception as exc:  # noqa: BLE001 - vLLM hands a worker's failure back as a bare Exception
+            raise InvalidRequestError(f"vLLM could not load the LoRA adapter '{path}': {exc}. Check the path, and "
+                                      "that its rank is at most max_lora_rank.", param="lora_path") from None
+        self._named[name] = lora
+        return AdapterInfo(name, path)
+
+    async def _unload_adapter(self, name: str) -> None:
+        lora = self._named.pop(name)
+        await self._require_engine().remove_lora(lora.lora_int_id)
+
+    async def _load_default_adapter(self, path: str) -> LoRARequest:
         """Load the LoRA adapter now, so a bad path or rank fails at start, not at the first request."""
         lora = LoRARequest(ADAPTER_NAME, 1, path)
         try:
@@ -128,8 +154,9 @@ class VllmEngine(HFTokenizerMixin, BaseEngine):
         engine = self._require_engine()
         prompt_ids, budget = list(request.prompt_token_ids), request.max_tokens
         gate = self.reasoning.reasoning_ended(request.params.constraint)
+        lora = self._named[request.adapter] if request.adapter else self._lora
         stream = engine.generate(_prompt(prompt_ids, request.media_inputs), self._sampling(request, budget),
-                                 request.request_id, lora_request=self._lora,
+                                 request.request_id, lora_request=lora,
                                  **({} if gate is None else {"reasoning_ended": gate}))
         generated, reason, rejected = 0, "abort", False
         try:

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+from lmchat.config.adapters import max_lora_rank, merged_adapters, named_adapters
 from lmchat.engines.vllm.parallel import vllm_parallel_kwargs
 from lmchat.errors import ConfigError, UnsupportedError
 from lmchat.generation.sampling import SamplingParams
@@ -107,10 +108,13 @@ def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
     ``num_gpus`` is the number of visible CUDA devices (0: vLLM's CPU backend). ``vllm_config`` (a dict, or a JSON
     object as a string, as LLaMA-Factory's ``vllm_infer.py`` passes it) is applied last and wins.
     """
-    adapters = config.adapter_name_or_path or []
+    adapters = merged_adapters(config)
     if len(adapters) > 1:
-        raise ConfigError("The vllm engine applies one LoRA adapter per request; give one adapter path.",
+        raise ConfigError("The vllm engine applies one LoRA adapter to every request; give one adapter path, or "
+                          "serve several by name (lora_modules, or merge_adapters: false).",
                           param="adapter_name_or_path")
+    # named adapters (or max_loras set, for live loads) need LoRA enabled from the start
+    named = bool(named_adapters(config)) or "max_loras" in getattr(config, "model_fields_set", ())
     extra = vllm_config_dict(config.vllm_config)
     kwargs: dict[str, Any] = {
         "model": config.model_name_or_path,
@@ -121,13 +125,15 @@ def to_vllm_engine_kwargs(config: Any, num_gpus: int) -> dict[str, Any]:
         "gpu_memory_utilization": config.vllm_gpu_util,
         "enforce_eager": config.vllm_enforce_eager,
         "disable_log_stats": True,
-        "enable_lora": bool(adapters),
+        "enable_lora": bool(adapters) or named,
     }
     if num_gpus == 0 and not _memory_chosen(config, extra):
         del kwargs["gpu_memory_utilization"]
         kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-    if adapters:
-        kwargs["max_lora_rank"] = config.vllm_max_lora_rank
+    if adapters or named:
+        kwargs["max_lora_rank"] = max_lora_rank(config, default=config.vllm_max_lora_rank)
+    if named:
+        kwargs["max_loras"] = config.max_loras
     if config.model_revision != "main":
         kwargs["revision"] = config.model_revision
     if config.cache_dir:

@@ -72,11 +72,18 @@ class ServerState:
             live.stop(EngineClosedError(message))
 
     def check_model(self, name: str | None) -> None:
-        if name is not None and name not in self.served_names and not self.settings.accept_any_model:
-            raise ModelNotFoundError(
-                f"The model '{name}' does not exist on this server; it serves: {', '.join(self.served_names)}.",
-                param="model",
-            )
+        """A request's ``model``: a served name of the base model, or a loaded adapter's name."""
+        if name is None or name in self.served_names or self.adapter_of(name) or self.settings.accept_any_model:
+            return
+        served = ", ".join([*self.served_names, *self.chat_model.engine.adapters.names()])
+        raise ModelNotFoundError(f"The model '{name}' does not exist on this server; it serves: {served}.",
+                                 param="model")
+
+    def adapter_of(self, name: str | None) -> str | None:
+        """The named LoRA adapter a request's ``model`` chooses (None: the base model)."""
+        if name is None or name in self.served_names or name not in self.chat_model.engine.adapters:
+            return None
+        return name
 
     def log_request(self, kind: str, prepared: PreparedChat, stream: bool, user: str | None) -> None:
         params = prepared.params

@@ -43,6 +43,7 @@ class ServingChat(GenerationEndpoint):
         (a 400) before any generation starts."""
         try:
             options = body.sampling_options()
+            options["adapter"] = self.state.adapter_of(body.model)
             return await self.state.chat_model.aprepare(
                 body.message_dicts(), tools=body.tool_dicts(), tool_choice=body.tool_choice,
                 media_loader=self.state.media_loader,

@@ -73,7 +73,8 @@ class ServingCompletion(GenerationEndpoint):
             raise InvalidRequestError("echo cannot be combined with suffix (the prompt is written around the "
                                       "suffix in the model's fill-in-the-middle format).", param="suffix")
         try:
-            return self.state.chat_model.prepare_completion(prompt, suffix=body.suffix, **body.sampling_options())
+            options = {**body.sampling_options(), "adapter": self.state.adapter_of(body.model)}
+            return self.state.chat_model.prepare_completion(prompt, suffix=body.suffix, **options)
         except LmchatError as exc:
             exc.param = "prompt" if exc.param == "messages" else body.request_field(exc.param)
             raise

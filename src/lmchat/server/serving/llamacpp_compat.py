@@ -84,10 +84,11 @@ class ServingLlamaCpp:
 
     def _prepare(self, body: LlamaCppCompletionRequest, prompt: str | list[int]) -> PreparedChat:
         try:
-            prepared = self.state.chat_model.prepare_completion(prompt, **body.sampling_options())
+            options = {**body.sampling_options(), "adapter": self.state.adapter_of(body.model)}
+            prepared = self.state.chat_model.prepare_completion(prompt, **options)
         except LmchatError as exc:
             exc.param = {"max_new_tokens": "n_predict", "repetition_penalty": "repeat_penalty",
-                         "messages": "prompt"}.get(exc.param or "", exc.param)
+                         "messages": "prompt", "adapter": "model"}.get(exc.param or "", exc.param)
             raise
         self.state.log_request("completion (llama.cpp)", prepared, body.stream, None)
         return prepared
