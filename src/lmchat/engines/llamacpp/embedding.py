@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import llama_cpp
 from llama_cpp import _internals
 
-from lmchat.engines.llamacpp.model import LoadedModel
-from lmchat.engines.llamacpp.settings import GGML_TYPES, LlamaCppSettings, default_threads
+from lmchat.engines.llamacpp.model import LoadedModel, side_context
+from lmchat.engines.llamacpp.settings import LlamaCppSettings
 from lmchat.errors import EngineError, UnsupportedError
 
 POOLING = {"mean": llama_cpp.LLAMA_POOLING_TYPE_MEAN, "cls": llama_cpp.LLAMA_POOLING_TYPE_CLS,
@@ -69,18 +69,5 @@ class EmbeddingContext:
 
 
 def _new_context(llm: LoadedModel, settings: LlamaCppSettings, n_ctx: int, pooling: int) -> _internals.LlamaContext:
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx = params.n_batch = params.n_ubatch = n_ctx  # a non-causal encoder needs its input in one ubatch
-    params.n_seq_max = 1
-    params.embeddings = True
-    params.pooling_type = pooling
-    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if settings.flash_attn
-                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)  # as the generation context
-    params.type_k, params.type_v = GGML_TYPES[settings.type_k], GGML_TYPES[settings.type_v]
-    threads = settings.n_threads or default_threads()
-    params.n_threads, params.n_threads_batch = threads, settings.n_threads_batch or threads
-    params.no_perf = True
-    try:
-        return _internals.LlamaContext(model=llm.llama_model, params=params, verbose=settings.verbose)
-    except ValueError as exc:
-        raise EngineError(f"llama.cpp could not create an embeddings context of {n_ctx} tokens: {exc}") from None
+    # a non-causal encoder needs its whole input in one ubatch: n_batch = n_ubatch = n_ctx
+    return side_context(llm, settings, n_ctx, n_ctx, "an embeddings", embeddings=True, pooling_type=pooling)

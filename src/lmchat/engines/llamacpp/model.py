@@ -127,3 +127,26 @@ def context_params(settings: LlamaCppSettings, shape: ContextShape) -> llama_cpp
     params.rope_freq_base, params.rope_freq_scale = settings.rope_freq_base, settings.rope_freq_scale
     params.no_perf = True
     return params
+
+
+def side_context(llm: LoadedModel, settings: LlamaCppSettings, n_ctx: int, n_batch: int, purpose: str,
+                 **extra: object) -> _internals.LlamaContext:
+    """A second context on ``llm``'s model for one sequence at a time (embeddings, prompt scoring), with what the
+    generation context has in common with it: threads, flash attention, K/V types, RoPE; ``extra``: more
+    ``llama_context_params`` fields (``embeddings``, ``pooling_type``). ``purpose`` names it in errors."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
+    params.n_seq_max = 1
+    threads = settings.n_threads or default_threads()
+    params.n_threads, params.n_threads_batch = threads, settings.n_threads_batch or threads
+    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if settings.flash_attn
+                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    params.type_k, params.type_v = GGML_TYPES[settings.type_k], GGML_TYPES[settings.type_v]
+    params.rope_freq_base, params.rope_freq_scale = settings.rope_freq_base, settings.rope_freq_scale
+    params.no_perf = True
+    for name, value in extra.items():
+        setattr(params, name, value)
+    try:
+        return _internals.LlamaContext(model=llm.llama_model, params=params, verbose=settings.verbose)
+    except ValueError as exc:
+        raise EngineError(f"llama.cpp could not create {purpose} context of {n_ctx} tokens: {exc}") from None
