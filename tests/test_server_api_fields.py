@@ -18,12 +18,12 @@ import pytest
 from test_server_support import (
     HOST,
     REPO,
-    ThreadServer,
     assert_error,
     assert_schema,
-    engine_log,
+    fake_server_fixtures,
     free_port,
     httpx,
+    last_request,
     write_script,
 )
 
@@ -36,30 +36,8 @@ DOCS_TEMPLATE = ("{% for d in documents or [] %}[doc {{ d.title }}: {{ d.text }}
                  "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>")
 
 
-@pytest.fixture(scope="module")
-def script(tmp_path_factory) -> str:
-    return write_script(tmp_path_factory.mktemp("api-fields"), **SCRIPT)
+script, server, http, client = fake_server_fixtures("api-fields", SCRIPT)
 
-
-@pytest.fixture(scope="module")
-def server(script):
-    with ThreadServer({"infer_backend": "fake", "model_name_or_path": script}) as live:
-        yield live
-
-
-@pytest.fixture
-def http(server):
-    with server.http() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.openai()
-
-
-def last_request(script: str) -> dict:
-    return [event for event in engine_log(script) if event["event"] == "request"][-1]
 
 
 # --- the token rules, engine-independent ------------------------------------------------------------------

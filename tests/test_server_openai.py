@@ -11,15 +11,14 @@ import re
 
 import pytest
 from test_server_support import (
-    ThreadServer,
     assert_error,
     assert_schema,
     engine_log,
+    fake_server_fixtures,
     httpx,
     openai,
     stream_post,
     wait_for,
-    write_script,
 )
 
 LONG_STORY = " ".join(f"w{i}" for i in range(300))
@@ -53,26 +52,7 @@ def fake_token_count(text: str) -> int:
     return len(re.findall(r"\s*\S+|\s+", text))
 
 
-@pytest.fixture(scope="module")
-def script(tmp_path_factory) -> str:
-    return write_script(tmp_path_factory.mktemp("fake-server"), **SCRIPT)
-
-
-@pytest.fixture(scope="module")
-def server(script):
-    with ThreadServer({"infer_backend": "fake", "model_name_or_path": script}) as live:
-        yield live
-
-
-@pytest.fixture
-def http(server):
-    with server.http() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.openai()
+script, server, http, client = fake_server_fixtures("fake-server", SCRIPT)
 
 
 def requests_matching(script: str, text: str) -> list[dict]:

@@ -107,6 +107,37 @@ def engine_log(script_path: str) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
+def last_request(script_path: str) -> dict:
+    """The last request the fake engine of ``script_path`` logged."""
+    return [event for event in engine_log(script_path) if event["event"] == "request"][-1]
+
+
+def fake_server_fixtures(folder: str, script: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """The fixtures a module testing one fake-engine server needs, by name: ``script`` (the engine's script file,
+    one per module), ``server`` (a ThreadServer on it), ``http`` (an httpx client per test) and ``client`` (the
+    official openai client). Assign them in the module: ``script, server, http, client = fake_server_fixtures(...)``."""
+
+    @pytest.fixture(scope="module", name="script")
+    def script_fixture(tmp_path_factory) -> str:
+        return write_script(tmp_path_factory.mktemp(folder), **script)
+
+    @pytest.fixture(scope="module", name="server")
+    def server_fixture(script):
+        with ThreadServer({"infer_backend": "fake", "model_name_or_path": script}) as live:
+            yield live
+
+    @pytest.fixture(name="http")
+    def http_fixture(server):
+        with server.http() as client:
+            yield client
+
+    @pytest.fixture(scope="module", name="client")
+    def client_fixture(server):
+        return server.openai()
+
+    return script_fixture, server_fixture, http_fixture, client_fixture
+
+
 def wait_for(condition, timeout: float = 10.0, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

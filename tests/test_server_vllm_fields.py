@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import re
 
-import pytest
-from test_server_support import ThreadServer, assert_error, assert_schema, engine_log, stream_post, write_script
+from test_server_support import (
+    ThreadServer,
+    assert_error,
+    assert_schema,
+    fake_server_fixtures,
+    last_request,
+    stream_post,
+)
 
 SCRIPT = {
     "name": "fake-model",
@@ -21,30 +27,8 @@ SCRIPT = {
 USER = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(scope="module")
-def script(tmp_path_factory) -> str:
-    return write_script(tmp_path_factory.mktemp("vllm-fields"), **SCRIPT)
+script, server, http, client = fake_server_fixtures("vllm-fields", SCRIPT)
 
-
-@pytest.fixture(scope="module")
-def server(script):
-    with ThreadServer({"infer_backend": "fake", "model_name_or_path": script}) as live:
-        yield live
-
-
-@pytest.fixture
-def http(server):
-    with server.http() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.openai()
-
-
-def last_request(script: str) -> dict:
-    return [event for event in engine_log(script) if event["event"] == "request"][-1]
 
 
 # --- sampling extras reach the engine -------------------------------------------------------------------------
