@@ -119,6 +119,12 @@ def context_params(settings: LlamaCppSettings, shape: ContextShape) -> llama_cpp
     params.n_ubatch = min(settings.n_ubatch, shape.n_batch)
     params.n_seq_max = shape.num_seq_ids
     params.kv_unified = True
+    return _with_shared_settings(params, settings)
+
+
+def _with_shared_settings(params: llama_cpp.llama_context_params,
+                          settings: LlamaCppSettings) -> llama_cpp.llama_context_params:
+    """What every context on the model takes from the settings alike: threads, flash attention, K/V types, RoPE."""
     threads = settings.n_threads or default_threads()
     params.n_threads, params.n_threads_batch = threads, settings.n_threads_batch or threads
     params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if settings.flash_attn
@@ -137,13 +143,7 @@ def side_context(llm: LoadedModel, settings: LlamaCppSettings, n_ctx: int, n_bat
     params = llama_cpp.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
     params.n_seq_max = 1
-    threads = settings.n_threads or default_threads()
-    params.n_threads, params.n_threads_batch = threads, settings.n_threads_batch or threads
-    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if settings.flash_attn
-                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-    params.type_k, params.type_v = GGML_TYPES[settings.type_k], GGML_TYPES[settings.type_v]
-    params.rope_freq_base, params.rope_freq_scale = settings.rope_freq_base, settings.rope_freq_scale
-    params.no_perf = True
+    _with_shared_settings(params, settings)
     for name, value in extra.items():
         setattr(params, name, value)
     try:
