@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,14 +31,10 @@ from pathlib import Path
 
 import httpx
 
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_support import HOST, free_port, wait_ready  # noqa: E402
+
 MODEL = ""  # the served model's name, read from /v1/models once the server is up
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def start_server(model: str, folder: Path) -> tuple[subprocess.Popen, str]:
@@ -52,19 +47,10 @@ def start_server(model: str, folder: Path) -> tuple[subprocess.Popen, str]:
         command += ["--infer_backend", "fake", "--model_name_or_path", str(script)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the server exited while starting")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                global MODEL
-                MODEL = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server did not start")
+    wait_ready(url, process, timeout=600)
+    global MODEL
+    MODEL = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
+    return process, url
 
 
 def poll_health(url: str, busy: threading.Event, done: threading.Event) -> list[float]:

@@ -30,11 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-TOPICS = ["the ocean", "volcanoes", "honey bees", "the moon", "trains", "coffee", "chess", "the Roman empire",
-          "rainforests", "jazz", "glaciers", "bicycles", "owls", "the printing press", "deserts", "octopuses"]
-ASKS = ["Tell me an interesting fact about {}.", "Write a short paragraph about {}.",
-        "Why do people find {} fascinating?", "Explain {} to a ten-year-old."]
-PROMPTS = [ask.format(topic) for ask in ASKS for topic in TOPICS]  # 64 distinct questions
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_support import PROMPTS  # noqa: E402
+
 DEVICE = "cpu"  # --device; "cuda" on a GPU machine (the native step is CPU-only: lmchat then runs the lean forward)
 
 

@@ -31,31 +31,21 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-TOPICS = ["the ocean", "volcanoes", "honey bees", "the moon", "trains", "coffee", "chess", "the Roman empire",
-          "rainforests", "jazz", "glaciers", "bicycles", "owls", "the printing press", "deserts", "octopuses"]
-ASKS = ["Tell me an interesting fact about {}.", "Write a short paragraph about {}.",
-        "Why do people find {} fascinating?", "Explain {} to a ten-year-old."]
-PROMPTS = [ask.format(topic) for ask in ASKS for topic in TOPICS]  # 64 distinct questions
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_support import HOST, PROMPTS, free_port, wait_ready  # noqa: E402
+
 CONTENDERS = ("lmchat library hf", "lmchat serve hf", "lmchat library llamacpp", "lmchat serve llamacpp",
               "llama-server", "vllm serve")
 
 
 def messages(i: int) -> list[dict]:
     return [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def summary(runs: list[tuple[int, float, list[float]]]) -> dict:
@@ -122,22 +112,6 @@ class Library:
 
 
 # --- servers -----------------------------------------------------------------------------------------------
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 900) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"a server exited while starting: {' '.join(map(str, process.args))}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"{url} did not start within {timeout} s")
-
-
 async def stream_one(client, i: int, new_tokens: int, began: float) -> tuple[int, float | None]:
     body = {"model": "m", "messages": messages(i), "max_tokens": new_tokens, "temperature": 0, "stream": True,
             "ignore_eos": True, "stream_options": {"include_usage": True}}

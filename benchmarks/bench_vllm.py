@@ -31,12 +31,9 @@ import time
 import uuid
 from pathlib import Path
 
-TOPICS = ["the ocean", "volcanoes", "honey bees", "the moon", "trains", "coffee", "chess", "the Roman empire",
-          "rainforests", "jazz", "glaciers", "bicycles", "owls", "the printing press", "deserts", "octopuses"]
-ASKS = ["Tell me an interesting fact about {}.", "Write a short paragraph about {}.",
-        "Why do people find {} fascinating?", "Explain {} to a ten-year-old."]
-PROMPTS = [ask.format(topic) for ask in ASKS for topic in TOPICS]  # 64 distinct questions
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_support import HOST, PROMPTS, wait_ready  # noqa: E402
+
 NO_END = {2: -100.0, 0: -100.0}  # SmolLM2's <|im_end|> and <|endoftext|>: every path generates --new-tokens tokens
 
 
@@ -153,22 +150,6 @@ def server_commands(args: argparse.Namespace, ports: tuple[int, int]) -> dict[st
     for key, value in config.items():
         ours += [f"--{key}", json.dumps(value) if isinstance(value, (dict, bool)) else str(value)]
     return {"vllm api_server": raw, "lmchat serve": ours}
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 900) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"a server exited while starting: {' '.join(process.args)}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"{url} did not start within {timeout} s")
 
 
 async def stream_one(client, i: int, new_tokens: int) -> int:
