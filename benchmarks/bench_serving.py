@@ -16,6 +16,7 @@ Contenders (``--only`` picks some):
 - ``lmchat library hf`` / ``lmchat library llamacpp``: ``ChatModel.astream_chunks`` on S prepared chats at once,
   in a subprocess of its own (the transformers engine on the converted checkpoint; the llama.cpp engine on the GGUF)
 - ``lmchat serve hf`` / ``lmchat serve llamacpp``: ``lmchat serve`` on loopback, S streamed chat completions
+- ``... hf-int8`` / ``... hf-int4``: the transformers engine with ``quantization_bit: 8`` / ``4`` (weight-only)
 - ``llama-server``: llama.cpp's server built from the llama.cpp that llama-cpp-python vendors
   (``sh tools/llama-server-build.sh``), the same GGUF, ``--parallel`` slots for the largest S, flash attention
   and q8_0 K/V like lmchat's llama.cpp engine, the same thread count
@@ -40,7 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_support import HOST, PROMPTS, free_port, wait_ready  # noqa: E402
 
-CONTENDERS = ("lmchat library hf", "lmchat serve hf", "lmchat library llamacpp", "lmchat serve llamacpp",
+CONTENDERS = ("lmchat library hf", "lmchat serve hf", "lmchat library hf-int8", "lmchat serve hf-int8",
+              "lmchat library hf-int4", "lmchat serve hf-int4", "lmchat library llamacpp", "lmchat serve llamacpp",
               "llama-server", "vllm serve")
 
 
@@ -205,11 +207,15 @@ def checkpoint_dir() -> Path:
     return default_model_dir()
 
 
-def engine_config(engine: str, args: argparse.Namespace) -> dict:
-    """The same sampling for every lmchat contender: greedy, exactly --new-tokens tokens."""
+def engine_config(contender: str, args: argparse.Namespace) -> dict:
+    """The same sampling for every lmchat contender: greedy, exactly --new-tokens tokens (``hf-int8``: the
+    transformers engine with quantization_bit 8)."""
+    engine, _, bits = contender.partition("-int")
     config = {"infer_backend": engine, "do_sample": False, "max_new_tokens": args.new_tokens}
     if engine == "hf":
         config["max_batch_size"] = max(args.streams)
+    if bits:
+        config["quantization_bit"] = int(bits)
     return config
 
 

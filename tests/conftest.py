@@ -45,7 +45,8 @@ FILE_TIERS = {
     ),
     "adapters": ("test_engine_mappings.py", "test_backend_stream.py", "test_engine_parallel.py"),
     "models": (
-        "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_batch_hf.py",
+        "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_hf_quant.py",
+        "test_batch_hf.py",
         "test_server_tiny_model.py", "test_default_model.py", "test_llamacpp.py", "test_tiny_tokenizer.py",
         "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_llamacpp_batching.py", "test_vllm.py",
         "test_vllm_cli.py", "test_vllm_media.py", "test_hf_multimodal.py", "test_batch_media.py", "test_hf_faults.py",

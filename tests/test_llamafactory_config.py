@@ -171,21 +171,21 @@ def test_the_issue_keys_are_accepted_and_the_training_ones_kept_aside(tiny_model
     )
 
 
-def test_quantization_is_validated_then_refused_by_the_transformers_engine(tiny_model_dir):
-    settings = {"model_name_or_path": str(tiny_model_dir), "quantization_bit": 4, "quantization_method": "bnb",
-                "double_quantization": True}
+def test_quantization_is_validated_then_honoured_or_refused_by_each_engine(tiny_model_dir):
+    settings = {"model_name_or_path": str(tiny_model_dir), "quantization_bit": 4, "quantization_method": "bnb"}
     config = ModelConfig.from_dict(settings)
     from lmchat.engines.registry import get_engine_class
 
+    review_settings(config, get_engine_class("huggingface"))  # quantized on load (tests/test_hf_quant.py)
     with pytest.raises(ConfigError) as info:
-        review_settings(config, get_engine_class("huggingface"))
+        review_settings(config, get_engine_class("llamacpp"))
     assert str(info.value) == (
-        "Weight quantization on load (quantization_bit: 4) is not available for the transformers engine yet; leave "
+        "Weight quantization on load (quantization_bit: 4) is not available for the llamacpp engine yet; leave "
         "quantization_bit out, or load a checkpoint quantized ahead of time."
     )
     assert info.value.param == "quantization_bit"
     with pytest.raises(ConfigError, match="quantization_bit: 4"):
-        ChatModel(settings)  # before any weight is read
+        ChatModel({**settings, "infer_backend": "llamacpp"})  # before any weight is read
     with pytest.raises(ConfigError, match="quantization_bit 4 does not fit quantization_method 'eetq', which takes 8"):
         ModelConfig.from_dict({"quantization_bit": 4, "quantization_method": "eetq"})
     with pytest.raises(ConfigError, match="checkpoints quantized ahead of time"):

@@ -31,8 +31,8 @@ class HuggingFaceEngine(BaseEngine):
     reward_hint = " (a sequence-classification model with one label, or a checkpoint with value_head.safetensors)"
     capabilities = Capabilities(sampling_options=frozenset(SamplingParams.model_fields), lora=True,
                                 named_adapters=True,
-                                settings=frozenset({"rope_scaling", "flash_attn", "model_max_length", "pooling_type",
-                                                   "image_do_pan_and_scan"}),
+                                settings=frozenset({"quantization_bit", "rope_scaling", "flash_attn",
+                                                    "model_max_length", "pooling_type", "image_do_pan_and_scan"}),
                                 constraints=ALL_KINDS)
 
     def __init__(self, config) -> None:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from lmchat.engines.hf import onednn
+from lmchat.engines.hf.quant import QuantizedEmbedding, QuantizedLinear, QuantizedWeight
 from lmchat.errors import ConfigError
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
@@ -85,15 +86,23 @@ def _packing_impossible(parameter: torch.Tensor) -> str | None:
 
 @dataclass
 class _Linear:
-    """One weight (+ bias), with an optional oneDNN-packed copy for batched inputs."""
+    """One weight (+ bias): float32/bfloat16 with an optional oneDNN-packed copy for batched inputs, or quantized
+    (``quantization_bit``: :mod:`lmchat.engines.hf.quant`, ``weight`` is then None)."""
 
-    weight: torch.Tensor
+    weight: torch.Tensor | None
     bias: torch.Tensor | None = None
     packed: Any = None
     lora: Any = None  # lmchat.engines.hf.lora.LoraDelta: the step's LoRA update, once an adapter targets it
+    quant: QuantizedWeight | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.quant.shape if self.quant is not None else self.weight.shape
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None and x.shape[0] * x.shape[1] > 1:
+        if self.quant is not None:
+            out = self.quant.linear(x, self.bias)
+        elif self.packed is not None and x.shape[0] * x.shape[1] > 1:
             out = onednn.linear(x, self.packed, self.bias)
         else:
             out = F.linear(x, self.weight, self.bias)
@@ -102,7 +111,20 @@ class _Linear:
         return out
 
     def pack(self) -> None:
-        self.packed = onednn.pack(self.weight)
+        if self.quant is None:  # quantized weights have their own kernels
+            self.packed = onednn.pack(self.weight)
+
+    def native_weights(self, name: str) -> dict[str, torch.Tensor]:
+        """This multiply's tensors by the names the native step reads (see native/decode.cpp ``Linear``)."""
+        if self.quant is not None:
+            weights = {f"{name}_codes": self.quant.codes, f"{name}_scales": self.quant.scales}
+            if self.quant.mins is not None:
+                weights[f"{name}_mins"] = self.quant.mins
+            return {key: tensor.contiguous() for key, tensor in weights.items()}
+        weights = {name: self.weight.contiguous()}
+        if self.packed is not None:
+            weights[f"{name}_packed"] = self.packed
+        return weights
 
 
 @dataclass
@@ -116,34 +138,34 @@ class _Layer:
 
     def native_weights(self) -> dict[str, torch.Tensor]:
         """This layer's weights by the names the native step reads (see native/decode.cpp ``Decoder``)."""
-        weights = {"norm1": self.norm1, "qkv": self.qkv.weight, "out": self.out.weight, "norm2": self.norm2,
-                   "gate_up": self.gate_up.weight, "down": self.down.weight}
+        weights = {"norm1": self.norm1.contiguous(), "norm2": self.norm2.contiguous()}
         if self.qkv.bias is not None:
-            weights["qkv_bias"] = self.qkv.bias
-        weights = {name: tensor.contiguous() for name, tensor in weights.items()}
+            weights["qkv_bias"] = self.qkv.bias.contiguous()
         for name in ("qkv", "out", "gate_up", "down"):
-            packed = getattr(self, name).packed
-            if packed is not None:
-                weights[f"{name}_packed"] = packed
+            weights.update(getattr(self, name).native_weights(name))
         return weights
 
 
 def _fuse(modules: list[torch.nn.Module]) -> _Linear:
     """One weight (a new tensor) for several linear layers that read the same input."""
-    weight = torch.cat([m.weight.detach() for m in modules])
     biases = [m.bias for m in modules]
     bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
     if any(b is not None for b in biases) and bias is None:
         raise ValueError("some projections have a bias and some do not")
-    return _Linear(weight, bias)
+    if all(isinstance(m, QuantizedLinear) for m in modules):
+        return _Linear(None, bias, quant=QuantizedWeight.cat([m.quantized for m in modules]))
+    return _Linear(torch.cat([m.weight.detach() for m in modules]), bias)
 
 
 def _point_at(modules: list[torch.nn.Module], fused: _Linear) -> None:
     """Re-point the layers ``fused`` was made of at views of it (their own tensors are then freed)."""
     start = 0
     for module in modules:
-        rows = module.weight.shape[0]
-        module.weight = torch.nn.Parameter(fused.weight[start : start + rows], requires_grad=False)
+        rows = module.out_features
+        if fused.quant is not None:
+            module.quantized = fused.quant.rows(start, start + rows)
+        else:
+            module.weight = torch.nn.Parameter(fused.weight[start : start + rows], requires_grad=False)
         if fused.bias is not None:
             module.bias = torch.nn.Parameter(fused.bias[start : start + rows], requires_grad=False)
         start += rows
@@ -151,6 +173,8 @@ def _point_at(modules: list[torch.nn.Module], fused: _Linear) -> None:
 
 def _plain(module: torch.nn.Module) -> _Linear:
     bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
+    if isinstance(module, QuantizedLinear):
+        return _Linear(None, bias, quant=module.quantized)
     return _Linear(module.weight.detach(), bias)
 
 
@@ -165,8 +189,10 @@ class LeanDecoder:
         self.groups = self.heads // self.kv_heads
         self.scaling = first.scaling
         self.eps = body.norm.variance_epsilon
-        self.intermediate = body.layers[0].mlp.gate_proj.weight.shape[0]
-        self.embed = body.embed_tokens.weight.detach()
+        self.intermediate = body.layers[0].mlp.gate_proj.out_features
+        embed = body.embed_tokens
+        self.embed_quant: QuantizedWeight | None = embed.quantized if isinstance(embed, QuantizedEmbedding) else None
+        self.embed = embed.weight.detach() if self.embed_quant is None else None
         self.norm = body.norm.weight.detach()
         self.head = _plain(model.lm_head)
         self._fused: list[tuple[list[torch.nn.Module], _Linear]] = []  # until share_weights
@@ -199,7 +225,7 @@ class LeanDecoder:
         self._fused.append((modules, fused))
         offsets = [0]
         for module in modules[:-1]:
-            offsets.append(offsets[-1] + module.weight.shape[0])
+            offsets.append(offsets[-1] + module.out_features)
         self._lora_sites.append((fused, [(names[id(m)], offset) for m, offset in zip(modules, offsets)]))
         return fused
 
@@ -212,7 +238,7 @@ class LeanDecoder:
     def lora_sites(self) -> list[tuple[_Linear, list[tuple[str, int]], int, int]]:
         """Each projection this forward multiplies by: (its linear, its parts as (model module name, first output
         row), out features, in features). A fused projection has several parts."""
-        return [(linear, parts, linear.weight.shape[0], linear.weight.shape[1]) for linear, parts in self._lora_sites]
+        return [(linear, parts, linear.shape[0], linear.shape[1]) for linear, parts in self._lora_sites]
 
     def lora_modules(self) -> list[str]:
         """The model's module names a LoRA adapter may target here."""
@@ -228,10 +254,10 @@ class LeanDecoder:
     # --- native one-token steps -------------------------------------------------------------------------
     def native_unsupported(self) -> str | None:
         """Why the native kernels cannot run this model (None: they can)."""
-        if self.embed.device.type != "cpu":
-            return f"a model on the CPU (it is on {self.embed.device.type})"
-        if self.embed.dtype != torch.float32:
-            return f"float32 weights (they are {self.embed.dtype})"
+        if self.norm.device.type != "cpu":
+            return f"a model on the CPU (it is on {self.norm.device.type})"
+        if self.norm.dtype != torch.float32:
+            return f"float32 weights (they are {self.norm.dtype})"
         return None
 
     def use_native(self, module: Any) -> None:
@@ -239,10 +265,11 @@ class LeanDecoder:
         reason = self.native_unsupported()
         if reason:
             raise ValueError(f"the native decode step needs {reason}")
-        weights = {"embed": self.embed.contiguous(), "norm": self.norm.contiguous(),
-                   "head": self.head.weight.contiguous()}
-        if self.head.packed is not None:
-            weights["head_packed"] = self.head.packed
+        weights = {"norm": self.norm.contiguous(), **self.head.native_weights("head")}
+        if self.embed_quant is not None:
+            weights.update(embed_codes=self.embed_quant.codes, embed_scales=self.embed_quant.scales)
+        else:
+            weights["embed"] = self.embed.contiguous()
         sizes = {"heads": self.heads, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
                  "intermediate": self.intermediate}
         self.native = module.Decoder([layer.native_weights() for layer in self.layers], weights, sizes,
@@ -269,9 +296,9 @@ class LeanDecoder:
         freqs = (inv_freq[None, :, None].float() @ positions).transpose(1, 2)[0]
         angles = torch.cat((freqs, freqs), dim=-1)
         scale = self._rotary.attention_scaling
-        self._cos = (angles.cos() * scale).to(self.embed.dtype)
+        self._cos = (angles.cos() * scale).to(self.norm.dtype)
         # rotate_half(x) * sin == roll(x, half) * signed_sin, with the first half of sin negated (exact)
-        sin = (angles.sin() * scale).to(self.embed.dtype)
+        sin = (angles.sin() * scale).to(self.norm.dtype)
         half = sin.shape[-1] // 2
         self._sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
 
@@ -286,7 +313,7 @@ class LeanDecoder:
             logits = self._native_step(input_ids, position_ids, cache)
             if logits is not None:
                 return logits
-        hidden = F.embedding(input_ids, self.embed)
+        hidden = self._embed(input_ids)
         cos, sin = self._rope(position_ids)
         qk_size = (self.heads + self.kv_heads) * self.head_dim
         half = self.head_dim // 2
@@ -305,6 +332,11 @@ class LeanDecoder:
             hidden = hidden + layer.down(F.silu(gate) * up)
         last = _rms_norm(hidden[:, -1:], self.norm, self.eps)
         return self.head(last)[:, -1].float()
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.embed_quant is not None:
+            return self.embed_quant.embedding(input_ids)
+        return F.embedding(input_ids, self.embed)
 
     def _attention(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
                    rows: int, length: int) -> torch.Tensor:

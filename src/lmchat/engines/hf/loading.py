@@ -13,6 +13,7 @@ import torch
 
 from lmchat.config.adapters import merged_adapters
 from lmchat.config.model_config import ModelConfig
+from lmchat.engines.hf import quant
 from lmchat.engines.hf.processor import is_multimodal, load_processor, processor_options
 from lmchat.errors import ConfigError, ModelNotFoundError, require
 
@@ -109,9 +110,15 @@ def load_model(config: ModelConfig) -> LoadedModel:
     attention = attention_implementation(config.flash_attn, device)
     if attention:
         hub["attn_implementation"] = attention
-    model = model_class.from_pretrained(source, config=model_config, dtype=pick_dtype(config, device), **hub)
+    quantization = quant.load_options(config, device)  # before the weights: a refusal fails fast
+    model = model_class.from_pretrained(source, config=model_config, dtype=pick_dtype(config, device), **hub,
+                                        **quantization)
     model = apply_adapters(model, merged_adapters(config))
-    model.to(device).eval()
+    if not quantization:  # bitsandbytes placed the model itself
+        model.to(device)
+    model.eval()
+    if config.quantization_bit and device.type == "cpu":
+        quant.quantize_model(model, config.quantization_bit)
     value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
     return LoadedModel(name, model, tokenizer, device, kind, value_head, processor, source, image_options)
 

@@ -136,8 +136,8 @@ class LoraLinear(torch.nn.Module):
         self.delta: LoraDelta | None = None
 
     @property
-    def weight(self) -> torch.Tensor:  # transformers reads some projections' weights (dtype checks)
-        return self.base.weight
+    def weight(self) -> torch.Tensor | None:  # transformers reads some projections' weights (dtype checks)
+        return getattr(self.base, "weight", None)  # a quantized base (quant.QuantizedLinear) has none
 
     @property
     def bias(self) -> torch.Tensor | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from lmchat.engines.hf.quant import QuantizedLinear
 from lmchat.errors import InvalidRequestError
 
 CONFIG_FILE = "adapter_config.json"
@@ -131,7 +132,7 @@ def _target_linear(model: Any, module: str, path: str) -> torch.nn.Linear:
     except AttributeError:
         raise _bad(path, f"the model has no module '{module}' (an adapter of another model?)") from None
     target = getattr(target, "base", target)  # already wrapped for another adapter (lora.LoraLinear)
-    if not isinstance(target, torch.nn.Linear):
+    if not isinstance(target, (torch.nn.Linear, QuantizedLinear)):
         raise _bad(path, f"'{module}' is a {type(target).__name__}; only linear layers take LoRA per request")
     return target
 

@@ -25,6 +25,7 @@ from lmchat.engines.events import Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf.multimodal import prefill_media_chunk, shareable_length
 from lmchat.engines.hf.lora import LoraBank
 from lmchat.engines.hf.native import NativeBuild
+from lmchat.engines.hf.quant import is_quantized, use_native_kernels
 from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, logprob_event, vocabulary_texts
 from lmchat.engines.hf.scheduler import Scheduler
@@ -80,6 +81,10 @@ class ModelWorker:
         spin-waiting (more OpenMP threads than cores), which slows every small operation on a small CPU (measured in
         docs/architecture-hf-engine.md)."""
         self.model, self.tokenizer = model, tokenizer
+        self.quantized = is_quantized(model)
+        if generative and self.quantized and self.native_decode != "off":
+            self.native_build = NativeBuild(self.native_decode)  # its multiplies serve quantized weights
+            self._enable_native_when_built()  # before the runner checks, when already built
         self.runner = pick_runner(model, device, self.packed_weights) if generative else DynamicRunner(model, device)
         if generative and self.native_decode != "off":
             self._start_native()
@@ -91,18 +96,26 @@ class ModelWorker:
             if self.native_decode == "on":
                 raise ConfigError(f"native_decode: on needs {reason}; use native_decode: auto or off.")
             logger.info("Native decode step not used: it needs %s.", reason)
-            return
-        self.native_build = NativeBuild(self.native_decode)
+            if not self.quantized:
+                self.native_build = None
+                return
+        if self.native_build is None:
+            self.native_build = NativeBuild(self.native_decode)
         if not self._enable_native_when_built() and self.native_decode == "on":
             raise ConfigError("native_decode: on, but the native decode step does not reproduce this model's "
                               "forward pass (see the log); use native_decode: auto or off.")
 
     def _enable_native_when_built(self) -> bool:
-        """Switch to the native step once its build is done (it is checked first); True if now in use."""
-        if not self.native_build.done:
+        """Switch to the native step once its build is done (it is checked first); True if now in use. A quantized
+        model's multiplies use the native kernels from then on, whatever its runner."""
+        if self.native_build is None or not self.native_build.done:
             return False
         module, self.native_build = self.native_build.result(), None
-        if module is None or not enable_native(self.runner, module):
+        if module is not None and self.quantized:
+            use_native_kernels(module)
+        if module is None or self.runner is None or native_unsupported(self.runner):
+            return False
+        if not enable_native(self.runner, module):
             return False
         logger.info("Native decode step in use for one-token steps.")
         return True

@@ -8,18 +8,24 @@
 // * one row: GEMVs split by output rows over the threads, all inside one OpenMP region (PyTorch's own libgomp
 //   pool): each weight is read once, at the memory bandwidth;
 // * two rows or more: oneDNN multiplies over the lean forward's packed weights (ATen's linear if unpacked).
+// * weight-only quantized weights (quantization_bit 8 or 4): this file's own kernels, for one row and for many.
 //
 // The weights come by name (lean.LeanDecoder.use_native): per layer norm1, qkv, qkv_bias (optional), out, norm2,
 // gate_up, down and their oneDNN-packed copies qkv_packed, out_packed, gate_up_packed, down_packed (optional);
-// for the model embed, norm, head, head_packed (optional). An unknown or missing name is an error naming it.
+// for the model embed, norm, head, head_packed (optional). A quantized multiply comes as NAME_codes and
+// NAME_scales (and NAME_mins for int4) instead of NAME; quantized embeddings as embed_codes and embed_scales. An unknown or missing name is an error naming it.
 //
 // Built on first use by lmchat.engines.hf.native (torch.utils.cpp_extension); see docs/architecture-hf-engine.md.
 
 #include <torch/extension.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 #include <string>
@@ -77,25 +83,6 @@ T named(const std::map<std::string, T>& values, const std::string& name) {
 
 inline const float* f32(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
-struct Layer {
-  at::Tensor norm1_t, qkv_t, qkv_bias_t, out_t, norm2_t, gate_up_t, down_t;  // plain float32 weights, kept alive
-  const float *norm1, *qkv, *qkv_bias, *out, *norm2, *gate_up, *down;  // the same, for the loops
-  at::Tensor qkv_w, qkv_b, out_w, gate_up_w, down_w;  // for the batched path: oneDNN-packed when given, else plain
-
-  explicit Layer(Weights w)
-      : norm1_t(w.take_plain("norm1")), qkv_t(w.take_plain("qkv")), qkv_bias_t(w.maybe("qkv_bias", true)),
-        out_t(w.take_plain("out")), norm2_t(w.take_plain("norm2")), gate_up_t(w.take_plain("gate_up")),
-        down_t(w.take_plain("down")) {
-    norm1 = f32(norm1_t), qkv = f32(qkv_t), qkv_bias = f32(qkv_bias_t), out = f32(out_t), norm2 = f32(norm2_t);
-    gate_up = f32(gate_up_t), down = f32(down_t);
-    auto either = [](const at::Tensor& packed, const at::Tensor& plain) { return packed.defined() ? packed : plain; };
-    qkv_w = either(w.maybe("qkv_packed"), qkv_t), qkv_b = qkv_bias_t;
-    out_w = either(w.maybe("out_packed"), out_t), gate_up_w = either(w.maybe("gate_up_packed"), gate_up_t);
-    down_w = either(w.maybe("down_packed"), down_t);
-    w.done();
-  }
-};
-
 // w[r] . x for R consecutive weight rows of length K: 16 lanes per row, reduced in a fixed order
 template <int R>
 inline void dot_rows(const float* w, int64_t K, const float* x, float out[R]) {
@@ -123,6 +110,131 @@ enum class Store { Set, Add };
 inline void store(float* y, int64_t n, float value, const float* bias, Store mode) {
   value += bias ? bias[n] : 0.0f;
   y[n] = mode == Store::Add ? y[n] + value : value;
+}
+
+// --- weight-only quantized multiplies (quantization_bit 8 and 4; lmchat.engines.hf.quant) -----------------------
+//
+// int8: codes [N, K] int8 and one scale per output row, w = code * scale.
+// int4: groups of 32 along K, 16 bytes per group (byte i holds k = i in its low nibble and k = 16 + i in its high
+// nibble), a scale and a minimum per group, w = code * scale + min (codes 0..15).
+// Every output is summed in the same order (vector lanes over k, then a fixed tree) whatever the number of rows and
+// the tile it falls in, so one row alone gives the same numbers as in any batch.
+
+#if defined(__AVX512F__)
+#define LMCHAT_V 16
+#else
+#define LMCHAT_V 8
+#endif
+constexpr int V = LMCHAT_V;
+constexpr int64_t Q4_GROUP = 32;
+typedef float vf __attribute__((vector_size(V * sizeof(float))));
+
+inline vf load_f(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+inline vf splat(float s) { return vf{} + s; }
+inline vf fma_v(vf a, vf b, vf c) {  // a * b + c, fused where the ISA has it (the same on every path)
+#if defined(__AVX512F__)
+  return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__)
+  return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  return a * b + c;
+#endif
+}
+inline float hsum(vf v) {
+  float a[V];
+  std::memcpy(a, &v, sizeof a);
+  for (int width = V / 2; width > 0; width /= 2)
+    for (int j = 0; j < width; ++j) a[j] += a[j + width];
+  return a[0];
+}
+// V int8 codes as floats
+inline vf load_q8(const int8_t* p) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif defined(__AVX2__)
+  return (vf)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#else
+  float f[V];
+  for (int j = 0; j < V; ++j) f[j] = static_cast<float>(p[j]);
+  return load_f(f);
+#endif
+}
+
+// one int4 group (16 bytes) as 32 / V float vectors of codes, k in order
+inline void unpack_q4(const uint8_t* p, vf out[Q4_GROUP / V]) {
+#if defined(__AVX2__)
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i mask = _mm_set1_epi8(15);
+  const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+#if defined(__AVX512F__)
+  out[0] = (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), out[1] = (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+#else
+  out[0] = (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+  out[1] = (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+  out[2] = (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+  out[3] = (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+#endif
+#else
+  float f[Q4_GROUP];
+  for (int j = 0; j < 16; ++j) f[j] = static_cast<float>(p[j] & 15), f[16 + j] = static_cast<float>(p[j] >> 4);
+  for (int j = 0; j < Q4_GROUP / V; ++j) out[j] = load_f(f + j * V);
+#endif
+}
+
+struct QWeight {
+  int bits = 0;  // 0: not quantized
+  int64_t N = 0, K = 0;
+  const int8_t* q8 = nullptr;
+  const uint8_t* q4 = nullptr;
+  const float *scales = nullptr, *mins = nullptr;
+};
+
+// out[b][r] = row n0 + r of the weight . x[b] for NB input rows and NR weight rows (no scale for int8 yet)
+template <int NB, int NR>
+inline void q8_tile(const QWeight& w, int64_t n0, const float* const* x, float out[NB][NR]) {
+  vf acc[NB][NR] = {};
+  const int64_t K = w.K, KV = K / V * V;
+  for (int64_t k = 0; k < KV; k += V) {
+    vf xv[NB];
+    for (int b = 0; b < NB; ++b) xv[b] = load_f(x[b] + k);
+    for (int r = 0; r < NR; ++r) {
+      const vf wv = load_q8(w.q8 + (n0 + r) * K + k);
+      for (int b = 0; b < NB; ++b) acc[b][r] = fma_v(wv, xv[b], acc[b][r]);
+    }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int r = 0; r < NR; ++r) {
+      float sum = hsum(acc[b][r]);
+      for (int64_t k = KV; k < K; ++k) sum += static_cast<float>(w.q8[(n0 + r) * K + k]) * x[b][k];
+      out[b][r] = sum * w.scales[n0 + r];
+    }
+}
+
+// the same for int4; xsum[b][g] is the sum of x[b] over group g (the minimums' share)
+template <int NB, int NR>
+inline void q4_tile(const QWeight& w, int64_t n0, const float* const* x, const float* const* xsum,
+                    float out[NB][NR]) {
+  vf acc[NB][NR] = {};
+  float low[NB][NR] = {};
+  const int64_t groups = w.K / Q4_GROUP;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int r = 0; r < NR; ++r) {
+      const int64_t at = (n0 + r) * groups + g;
+      vf codes[Q4_GROUP / V];
+      unpack_q4(w.q4 + at * (Q4_GROUP / 2), codes);
+      const vf scale = splat(w.scales[at]);
+      const float min = w.mins[at];
+      for (int b = 0; b < NB; ++b) {
+        const float* xg = x[b] + g * Q4_GROUP;
+        vf part = codes[0] * load_f(xg);
+        for (int j = 1; j < Q4_GROUP / V; ++j) part = fma_v(codes[j], load_f(xg + j * V), part);
+        acc[b][r] = fma_v(part, scale, acc[b][r]);
+        low[b][r] = std::fma(min, xsum[b][g], low[b][r]);
+      }
+    }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int r = 0; r < NR; ++r) out[b][r] = hsum(acc[b][r]) + low[b][r];
 }
 
 // y[n] (=|+=) W[n] . x (+ bias[n]) for the N rows of W, split over the threads; call inside an omp parallel
@@ -229,6 +341,188 @@ at::Tensor batch_linear(const at::Tensor& x, const at::Tensor& weight, const at:
   return has_bias ? at::linear(x, weight, bias) : at::linear(x, weight);
 }
 
+#if LMCHAT_V == 16
+constexpr int TILE_N = 4;  // weight rows per tile
+#else
+constexpr int TILE_N = 2;
+#endif
+constexpr int TILE_B = 4;  // input rows per tile
+
+// rows [b0, b0 + NB) of x times weight rows [n0, n0 + nr) (nr is TILE_N, or 1 for the last rows)
+template <int NB>
+inline void q_tile(const QWeight& w, int64_t n0, int nr, const float* const* x, const float* const* xsum,
+                   float* const* y, const float* bias, Store mode) {
+  if (nr == TILE_N) {
+    float out[NB][TILE_N];
+    w.bits == 8 ? q8_tile<NB, TILE_N>(w, n0, x, out) : q4_tile<NB, TILE_N>(w, n0, x, xsum, out);
+    for (int b = 0; b < NB; ++b)
+      for (int r = 0; r < TILE_N; ++r) store(y[b], n0 + r, out[b][r], bias, mode);
+    return;
+  }
+  for (int r = 0; r < nr; ++r) {
+    float out[NB][1];
+    w.bits == 8 ? q8_tile<NB, 1>(w, n0 + r, x, out) : q4_tile<NB, 1>(w, n0 + r, x, xsum, out);
+    for (int b = 0; b < NB; ++b) store(y[b], n0 + r, out[b][0], bias, mode);
+  }
+}
+
+// y[b] (=|+=) W x[b] (+ bias) for B rows x [B, K] and y [B, ldy], the weight rows split over the threads; call
+// inside an omp parallel region (it ends with a barrier). ``xsum`` is scratch for B * K / 32 floats (int4).
+void q_linear(const QWeight& w, int64_t B, const float* x, float* y, int64_t ldy, const float* bias, Store mode,
+              float* xsum) {
+  const int64_t groups = w.K / Q4_GROUP;
+  if (w.bits == 4) {
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < B * groups; ++item) {
+      const float* xg = x + (item / groups) * w.K + (item % groups) * Q4_GROUP;
+      float sum = 0.0f;
+      for (int64_t k = 0; k < Q4_GROUP; ++k) sum += xg[k];
+      xsum[item] = sum;
+    }
+  }
+  const int64_t tiles = (w.N + TILE_N - 1) / TILE_N;
+#pragma omp for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t n0 = tile * TILE_N;
+    const int nr = static_cast<int>(std::min<int64_t>(TILE_N, w.N - n0));
+    for (int64_t b = 0; b < B; b += TILE_B) {
+      const float* xs[TILE_B];
+      const float* sums[TILE_B];
+      float* ys[TILE_B];
+      const int nb = static_cast<int>(std::min<int64_t>(TILE_B, B - b));
+      for (int i = 0; i < nb; ++i) xs[i] = x + (b + i) * w.K, sums[i] = xsum + (b + i) * groups, ys[i] = y + (b + i) * ldy;
+      switch (nb) {
+        case 4: q_tile<4>(w, n0, nr, xs, sums, ys, bias, mode); break;
+        case 3: q_tile<3>(w, n0, nr, xs, sums, ys, bias, mode); break;
+        case 2: q_tile<2>(w, n0, nr, xs, sums, ys, bias, mode); break;
+        default: q_tile<1>(w, n0, nr, xs, sums, ys, bias, mode);
+      }
+    }
+  }
+}
+
+// A quantized weight's tensors, checked: int8 codes [N, K] with scales [N], or int4 codes [N, K / 2] (uint8) with
+// scales and mins [N, K / 32]
+QWeight quantized(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& mins, const std::string& what) {
+  QWeight w;
+  TORCH_CHECK(codes.dim() == 2 && codes.is_contiguous() && scales.is_contiguous() && scales.scalar_type() == at::kFloat,
+              what, ": quantized codes [N, K] and float32 scales, contiguous");
+  w.N = codes.size(0);
+  w.scales = scales.data_ptr<float>();
+  if (codes.scalar_type() == at::kChar) {
+    w.bits = 8, w.K = codes.size(1), w.q8 = codes.data_ptr<int8_t>();
+    TORCH_CHECK(scales.numel() == w.N && !mins.defined(), what, ": int8 codes take one scale per row and no mins");
+  } else {
+    TORCH_CHECK(codes.scalar_type() == at::kByte && mins.defined() && mins.is_contiguous() &&
+                mins.scalar_type() == at::kFloat, what, ": int4 codes are uint8 and need float32 mins");
+    w.bits = 4, w.K = codes.size(1) * 2, w.q4 = codes.data_ptr<uint8_t>(), w.mins = mins.data_ptr<float>();
+    TORCH_CHECK(w.K % Q4_GROUP == 0 && scales.numel() == w.N * (w.K / Q4_GROUP) && mins.numel() == scales.numel(),
+                what, ": int4 takes groups of 32 inputs, one scale and min per group");
+  }
+  return w;
+}
+
+// One multiply of the step: a float32 weight (with its oneDNN-packed copy for batches) or a quantized one.
+constexpr int64_t DEQUANTIZE_ROWS = 32;  // from this many rows on, a float32 copy of the weight and ATen's GEMM
+                                        // (compute-bound there, and faster than this file's row-major tiles)
+
+struct Linear {
+  at::Tensor plain, batch_w, codes, scales, mins;  // kept alive
+  QWeight q;
+  const float* weight = nullptr;
+  int64_t N = 0, K = 0;
+
+  Linear() = default;
+  Linear(Weights& w, const std::string& name) {
+    plain = w.maybe(name, true);
+    if (plain.defined()) {
+      at::Tensor packed = w.maybe(name + "_packed");
+      batch_w = packed.defined() ? packed : plain;
+      weight = plain.data_ptr<float>(), N = plain.size(0), K = plain.size(1);
+      return;
+    }
+    codes = w.take(name + "_codes"), scales = w.take(name + "_scales"), mins = w.maybe(name + "_mins");
+    q = quantized(codes, scales, mins, name);
+    N = q.N, K = q.K;
+  }
+
+  // the float32 weight (made per call: for many rows the multiply costs far more than this)
+  at::Tensor dequantize() const {
+    at::Tensor w = at::empty({N, K}, at::kFloat);
+    float* out = w.data_ptr<float>();
+    const QWeight qw = q;
+    const int64_t groups = K / Q4_GROUP;
+#pragma omp parallel for num_threads(at::get_num_threads()) schedule(static)
+    for (int64_t n = 0; n < qw.N; ++n) {
+      float* row = out + n * qw.K;
+      if (qw.bits == 8) {
+        const float scale = qw.scales[n];
+        for (int64_t k = 0; k < qw.K; ++k) row[k] = static_cast<float>(qw.q8[n * qw.K + k]) * scale;
+        continue;
+      }
+      for (int64_t g = 0; g < groups; ++g) {
+        const uint8_t* bytes = qw.q4 + (n * groups + g) * (Q4_GROUP / 2);
+        const float scale = qw.scales[n * groups + g], min = qw.mins[n * groups + g];
+        for (int64_t i = 0; i < Q4_GROUP / 2; ++i) {
+          row[g * Q4_GROUP + i] = std::fma(static_cast<float>(bytes[i] & 15), scale, min);
+          row[g * Q4_GROUP + Q4_GROUP / 2 + i] = std::fma(static_cast<float>(bytes[i] >> 4), scale, min);
+        }
+      }
+    }
+    return w;
+  }
+
+  // inside an omp parallel region: y (=|+=) W x (+ bias) for one row
+  void row(const float* x, float* y, const float* bias, Store mode, float* xsum) const {
+    if (q.bits) q_linear(q, 1, x, y, N, bias, mode, xsum);
+    else gemv(weight, bias, N, K, x, y, mode);
+  }
+
+  // x [B, K] -> [B, N] (+ bias), outside any parallel region
+  at::Tensor batch(const at::Tensor& x, const at::Tensor& bias) const {
+    if (!q.bits) return batch_linear(x, batch_w, bias);
+    const int64_t B = x.size(0);
+    if (B >= DEQUANTIZE_ROWS) return batch_linear(x, dequantize(), bias);
+    at::Tensor y = at::empty({B, N}, at::kFloat);
+    std::vector<float> xsum(B * (K / Q4_GROUP) + 1);
+    const float* b = bias.defined() && bias.numel() ? bias.data_ptr<float>() : nullptr;
+    const float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+#pragma omp parallel num_threads(at::get_num_threads())
+    q_linear(q, B, xp, yp, N, b, Store::Set, xsum.data());
+    return y;
+  }
+};
+
+struct Layer {
+  at::Tensor norm1_t, norm2_t, qkv_bias_t;  // kept alive
+  const float *norm1, *norm2, *qkv_bias;
+  Linear qkv, out, gate_up, down;
+
+  explicit Layer(Weights w)
+      : norm1_t(w.take_plain("norm1")), norm2_t(w.take_plain("norm2")), qkv_bias_t(w.maybe("qkv_bias", true)),
+        qkv(w, "qkv"), out(w, "out"), gate_up(w, "gate_up"), down(w, "down") {
+    norm1 = f32(norm1_t), norm2 = f32(norm2_t), qkv_bias = f32(qkv_bias_t);
+    w.done();
+  }
+};
+
+// For the Python side (lean prompt chunks, the model's own modules): x [M, K] float32 -> [M, N]
+at::Tensor qlinear(const at::Tensor& x_in, const at::Tensor& codes, const at::Tensor& scales,
+                   const std::optional<at::Tensor>& mins, const std::optional<at::Tensor>& bias) {
+  c10::InferenceMode guard;
+  Linear linear;
+  linear.codes = codes, linear.scales = scales, linear.mins = mins.has_value() ? *mins : at::Tensor();
+  linear.q = quantized(codes, scales, linear.mins, "qlinear");
+  linear.N = linear.q.N, linear.K = linear.q.K;
+  TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == linear.K && x_in.scalar_type() == at::kFloat,
+              "qlinear: x must be float32 [M, ", linear.K, "]");
+  at::Tensor b = bias.has_value() ? *bias : at::Tensor();
+  TORCH_CHECK(!b.defined() || (b.scalar_type() == at::kFloat && b.numel() == linear.N && b.is_contiguous()),
+              "qlinear: bias must be float32 [", linear.N, "]");
+  return linear.batch(x_in.contiguous(), b);
+}
+
 class Decoder {
  public:
   // layers: each layer's weights by name; model: embed, norm, head (and head_packed); sizes: heads, kv_heads,
@@ -241,11 +535,16 @@ class Decoder {
     scaling_ = static_cast<float>(named(scalars, "scaling")), eps_ = static_cast<float>(named(scalars, "eps"));
     TORCH_CHECK(scalars.size() == 2, "the decoder's scalars are scaling and eps only");
     Weights weights(std::move(model), "the model");
-    embed_ = weights.take_plain("embed"), norm_ = weights.take_plain("norm"), head_ = weights.take_plain("head");
-    at::Tensor head_packed = weights.maybe("head_packed");
+    embed_ = weights.maybe("embed", true), norm_ = weights.take_plain("norm"), head_ = Linear(weights, "head");
+    if (!embed_.defined()) {  // int8 rows (quant.QuantizedEmbedding)
+      embed_codes_ = weights.take("embed_codes"), embed_scales_ = weights.take("embed_scales");
+      TORCH_CHECK(embed_codes_.scalar_type() == at::kChar && embed_codes_.dim() == 2 && embed_codes_.is_contiguous() &&
+                  embed_scales_.scalar_type() == at::kFloat && embed_scales_.numel() == embed_codes_.size(0),
+                  "the model: embed_codes must be int8 [vocab, hidden] with float32 embed_scales [vocab]");
+    }
     weights.done();
-    head_batch_ = head_packed.defined() ? head_packed : head_;
-    hidden_ = embed_.size(1), vocab_ = head_.size(0);
+    const at::Tensor& rows = embed_.defined() ? embed_ : embed_codes_;
+    embed_rows_ = rows.size(0), hidden_ = rows.size(1), vocab_ = head_.N;
     for (size_t i = 0; i < layers.size(); ++i)
       layers_.emplace_back(Weights(std::move(layers[i]), "layer " + std::to_string(i)));
   }
@@ -265,7 +564,7 @@ class Decoder {
                 sin.sizes() == cos.sizes() && cos.dim() == 2 && cos.size(1) == head_dim_,
                 "rotary tables [positions, head_dim] float32");
     for (int64_t b = 0; b < rows; ++b) {
-      TORCH_CHECK(tok[b] >= 0 && tok[b] < embed_.size(0), "token id out of range");
+      TORCH_CHECK(tok[b] >= 0 && tok[b] < embed_rows_, "token id out of range");
       TORCH_CHECK(pos[b] >= 0 && pos[b] < cos.size(0), "position beyond the rotary table");
       max_length = std::max(max_length, pos[b] + 1);
     }
@@ -282,12 +581,21 @@ class Decoder {
     Step s{rows, hidden_, H, KV, hd, I, (H + 2 * KV) * hd, max_length, KV * capacity * hd, capacity * hd,
            scaling_, pos, cos.data_ptr<float>(), sin.data_ptr<float>()};
     at::Tensor hidden = at::empty({rows, hidden_}, at::kFloat);
-    const float* embed = embed_.data_ptr<float>();
-    for (int64_t b = 0; b < rows; ++b) std::copy_n(embed + tok[b] * hidden_, hidden_, hidden.data_ptr<float>() + b * hidden_);
+    for (int64_t b = 0; b < rows; ++b) embed_row(tok[b], hidden.data_ptr<float>() + b * hidden_);
     return rows == 1 ? single(s, hidden, row_start, keys, values) : batched(s, hidden, row_start, keys, values);
   }
 
  private:
+  void embed_row(int64_t token, float* out) const {
+    if (embed_.defined()) {
+      std::copy_n(embed_.data_ptr<float>() + token * hidden_, hidden_, out);
+      return;
+    }
+    const int8_t* codes = embed_codes_.data_ptr<int8_t>() + token * hidden_;
+    const float scale = embed_scales_.data_ptr<float>()[token];
+    for (int64_t k = 0; k < hidden_; ++k) out[k] = static_cast<float>(codes[k]) * scale;
+  }
+
   void point_at_layer(Step& s, size_t l, int64_t row_start, const std::vector<at::Tensor>& keys,
                       const std::vector<at::Tensor>& values) const {
     s.kcache = keys[l].data_ptr<float>() + row_start * s.row_stride;
@@ -300,7 +608,7 @@ class Decoder {
     const int64_t D = s.D, H = s.H, hd = s.hd, I = s.I;
     at::Tensor logits_t = at::empty({1, vocab_}, at::kFloat);
     std::vector<float> x(D), qkv(s.qkv_size), query(H * hd), attended(H * hd), gate_up(2 * I), act(I),
-        scores(H * s.max_length);
+        scores(H * s.max_length), xsum(std::max(D, I) / Q4_GROUP + 1);
     s.qkv = qkv.data(), s.query = query.data(), s.attended = attended.data(), s.gate_up = gate_up.data();
     s.act = act.data(), s.scores = scores.data();
     float* hidden = hidden_t.data_ptr<float>();
@@ -312,22 +620,22 @@ class Decoder {
         point_at_layer(s, l, row_start, keys, values);
 #pragma omp single
         rms_norm(hidden, layer.norm1, D, eps_, x.data());
-        gemv(layer.qkv, layer.qkv_bias, s.qkv_size, D, x.data(), s.qkv, Store::Set);
+        layer.qkv.row(x.data(), s.qkv, layer.qkv_bias, Store::Set, xsum.data());
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H + s.KV; ++item) rope_and_store(s, item);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H; ++item) attend(s, item);
-        gemv(layer.out, nullptr, D, H * hd, s.attended, hidden, Store::Add);
+        layer.out.row(s.attended, hidden, nullptr, Store::Add, xsum.data());
 #pragma omp single
         rms_norm(hidden, layer.norm2, D, eps_, x.data());
-        gemv(layer.gate_up, nullptr, 2 * I, D, x.data(), s.gate_up, Store::Set);
+        layer.gate_up.row(x.data(), s.gate_up, nullptr, Store::Set, xsum.data());
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < I; ++item) silu_gate(s, item);
-        gemv(layer.down, nullptr, D, I, s.act, hidden, Store::Add);
+        layer.down.row(s.act, hidden, nullptr, Store::Add, xsum.data());
       }
 #pragma omp single
       rms_norm(hidden, norm_.data_ptr<float>(), D, eps_, x.data());
-      gemv(head_.data_ptr<float>(), nullptr, vocab_, D, x.data(), logits, Store::Set);
+      head_.row(x.data(), logits, nullptr, Store::Set, xsum.data());
     }
     return logits_t;
   }
@@ -358,25 +666,27 @@ class Decoder {
       const Layer& layer = layers_[l];
       point_at_layer(s, l, row_start, keys, values);
       norm_rows(layer.norm1);
-      at::Tensor qkv = batch_linear(x_t, layer.qkv_w, layer.qkv_b).contiguous();
+      at::Tensor qkv = layer.qkv.batch(x_t, layer.qkv_bias_t).contiguous();
       s.qkv = qkv.data_ptr<float>();
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t item = 0; item < B * (H + s.KV); ++item) rope_and_store(s, item);
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t item = 0; item < B * H; ++item) attend(s, item);
-      add_rows(batch_linear(attended_t, layer.out_w, at::Tensor()).contiguous());
+      add_rows(layer.out.batch(attended_t, at::Tensor()).contiguous());
       norm_rows(layer.norm2);
-      at::Tensor gate_up = batch_linear(x_t, layer.gate_up_w, at::Tensor()).contiguous();
+      at::Tensor gate_up = layer.gate_up.batch(x_t, at::Tensor()).contiguous();
       s.gate_up = gate_up.data_ptr<float>();
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t item = 0; item < B * I; ++item) silu_gate(s, item);
-      add_rows(batch_linear(act_t, layer.down_w, at::Tensor()).contiguous());
+      add_rows(layer.down.batch(act_t, at::Tensor()).contiguous());
     }
     norm_rows(norm_.data_ptr<float>());
-    return batch_linear(x_t, head_batch_, at::Tensor()).contiguous();
+    return head_.batch(x_t, at::Tensor()).contiguous();
   }
 
-  at::Tensor embed_, norm_, head_, head_batch_;
+  at::Tensor embed_, embed_codes_, embed_scales_, norm_;  // embed, or its int8 rows and their scales
+  Linear head_;
+  int64_t embed_rows_ = 0;
   std::vector<Layer> layers_;
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, inter_ = 0, hidden_ = 0, vocab_ = 0;
   float scaling_ = 1.0f, eps_ = 1e-6f;
@@ -390,4 +700,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                           std::map<std::string, double>>(),
            pybind11::arg("layers"), pybind11::arg("model"), pybind11::arg("sizes"), pybind11::arg("scalars"))
       .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("qlinear", &qlinear, pybind11::arg("x"), pybind11::arg("codes"), pybind11::arg("scales"),
+        pybind11::arg("mins") = pybind11::none(), pybind11::arg("bias") = pybind11::none(),
+        pybind11::call_guard<pybind11::gil_scoped_release>());
 }

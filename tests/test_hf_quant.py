@@ -1,0 +1,220 @@
+"""Weight-only quantization on load (quantization_bit 8 / 4) in the transformers engine (engines/hf/quant.py and the
+native kernels' quantized multiplies)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from lmchat import ChatModel
+from lmchat.config.model_config import ModelConfig
+from lmchat.engines.hf import native, quant
+from lmchat.engines.hf.lean import LeanDecoder
+from lmchat.engines.hf.quant import QuantizedLinear, QuantizedWeight, quantize_model
+from lmchat.engines.hf.runner import DynamicRunner, SlotRunner, pick_runner
+from lmchat.errors import ConfigError
+from conftest import ORACLES
+from test_hf_lean import CPU, build
+from test_hf_lora import MESSAGES, REQUESTS, answer_together, served_config
+from test_hf_native import PROMPTS, decode_rows
+
+
+@pytest.fixture(scope="module")
+def module():
+    return native.load()
+
+
+@pytest.fixture
+def torch_kernels():
+    """PyTorch's own weight-only kernels (and the dequantized fallback) for the test, the native ones after it."""
+    previous = quant._kernels
+    quant.use_native_kernels(None)
+    yield
+    quant.use_native_kernels(previous)
+
+
+def weights(rows: int, width: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, width, generator=generator) * 0.05
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantization_error_is_at_most_half_a_step(bits):
+    weight = weights(48, 96)
+    q = QuantizedWeight.quantize(weight, bits)
+    error = (q.dequantize() - weight).abs()
+    if bits == 8:
+        assert q.codes.dtype == torch.int8 and q.codes.shape == (48, 96) and q.scales.shape == (48,)
+        bound = q.scales[:, None] / 2
+    else:
+        assert q.codes.dtype == torch.uint8 and q.codes.shape == (48, 48) and q.scales.shape == (48, 3)
+        bound = q.scales.repeat_interleave(32, dim=1) / 2
+    assert bool((error <= bound * (1 + 1e-5) + 1e-7).all())
+    assert q.shape == (48, 96)
+    assert q.num_bytes() < weight.numel() * 4 / (3.5 if bits == 8 else 5)  # int4: 0.5 byte + 8 bytes per 32
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_stacked_rows_equal_the_stacked_weight_quantized(bits):
+    parts = [weights(32, 64, seed) for seed in range(3)]
+    stacked = QuantizedWeight.cat([QuantizedWeight.quantize(p, bits) for p in parts])
+    whole = QuantizedWeight.quantize(torch.cat(parts), bits)
+    assert torch.equal(stacked.codes, whole.codes) and torch.equal(stacked.scales, whole.scales)
+    middle = stacked.rows(32, 64)
+    assert torch.equal(middle.dequantize(), QuantizedWeight.quantize(parts[1], bits).dequantize())
+    assert middle.codes.data_ptr() == stacked.codes[32].data_ptr()  # a view
+
+
+def test_a_width_4_bits_cannot_group_is_refused_naming_the_layer():
+    with pytest.raises(ValueError, match="multiple of 32 inputs, not 40"):
+        QuantizedWeight.quantize(weights(8, 40), 4)
+    model = build("llama", hidden_size=40, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
+    with pytest.raises(ConfigError, match=r"groups of 32 inputs; model\.layers\.0\.self_attn\.q_proj has 40"):
+        quantize_model(model, 4)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("rows", [1, 3, 9, 40])
+def test_native_multiply_equals_the_dequantized_weight(module, bits, rows):
+    """Every tile shape (rows past the 4-row tiles, an output count no tile divides) and the float32 copy used from
+    32 rows on."""
+    weight = QuantizedWeight.quantize(weights(97, 160), bits)
+    x = torch.randn(rows, 160, generator=torch.Generator().manual_seed(1))
+    bias = torch.randn(97)
+    got = module.qlinear(x, weight.codes, weight.scales, weight.mins, bias)
+    expected = (x.double() @ weight.dequantize().double().T + bias.double()).float()
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_rows_result_does_not_depend_on_the_batch(module, bits):
+    weight = QuantizedWeight.quantize(weights(64, 96), bits)
+    x = torch.randn(7, 96, generator=torch.Generator().manual_seed(2))
+    batch = module.qlinear(x, weight.codes, weight.scales, weight.mins, None)
+    alone = torch.cat([module.qlinear(x[i : i + 1], weight.codes, weight.scales, weight.mins, None) for i in range(7)])
+    assert torch.equal(batch, alone)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_pytorchs_kernels_serve_without_the_native_module(torch_kernels, bits):
+    weight = QuantizedWeight.quantize(weights(64, 96), bits)
+    x = torch.randn(2, 3, 96, generator=torch.Generator().manual_seed(3))
+    expected = x @ weight.dequantize().T
+    torch.testing.assert_close(weight.linear(x), expected, rtol=0, atol=1e-5)  # many rows: dequantized
+    torch.testing.assert_close(weight.linear(x[:1, :1]), expected[:1, :1], rtol=0, atol=1e-5)  # one: _weight_*pack_mm
+    with pytest.raises(ValueError, match="float32 inputs, not torch.bfloat16"):
+        weight.linear(x.bfloat16())
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_quantized_model_runs_the_same_on_every_runner(module, bits):
+    """The lean forward (fused quantized projections), its native step and transformers' own forward on the
+    quantized modules give the same greedy tokens; the first step's logits stay close to the float32 model's."""
+    model = build("qwen2")  # biases on q/k/v: the fused bias path too
+    reference = decode_rows(SlotRunner(model, CPU, LeanDecoder(model)), PROMPTS, 6)
+    quantize_model(model, bits)
+    linears = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    assert len(linears) == 2 * 7 + 1 and model.lm_head.quantized.bits == 8
+    transformers_forward = decode_rows(SlotRunner(model, CPU), PROMPTS, 6)
+    lean = LeanDecoder(model)
+    python = decode_rows(SlotRunner(model, CPU, lean), PROMPTS, 6)
+    lean.use_native(module)
+    native_steps = decode_rows(SlotRunner(model, CPU, lean), PROMPTS, 6)
+    for a, b, c in zip(native_steps, python, transformers_forward):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4 * float(b.abs().max()))
+        torch.testing.assert_close(b, c, rtol=0, atol=1e-4 * float(c.abs().max()))
+        assert a.argmax(-1).tolist() == b.argmax(-1).tolist() == c.argmax(-1).tolist()
+    first_step = float((python[0] - reference[0]).abs().max() / reference[0].abs().max())
+    assert 0 < first_step < (0.02 if bits == 8 else 0.2)  # quantized, and close (quality: test_default_model_quality)
+
+
+def test_the_runner_check_chooses_the_lean_forward_and_shares_the_quantized_weights(module):
+    model = build("llama")
+    quantize_model(model, 8)
+    runner = pick_runner(model, CPU)
+    assert isinstance(runner.forward, LeanDecoder)
+    fused = runner.forward.layers[0].qkv.quant
+    q_proj = model.model.layers[0].self_attn.q_proj.quantized
+    assert q_proj.codes.data_ptr() == fused.codes.data_ptr()  # the model's q_proj is a view of the fused rows
+    assert isinstance(pick_runner(build("qwen3"), CPU), SlotRunner | DynamicRunner)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_chat_model_quantizes_on_load_and_answers_like_transformers_generate(tiny_model_dir, bits, caplog):
+    """ChatModel's greedy answer equals transformers' generate on the same quantized model, and it logs what it
+    did; the weights take less memory."""
+    caplog.set_level("INFO", logger="lmchat")
+    chat = ChatModel({"model_name_or_path": str(tiny_model_dir), "quantization_bit": bits, "temperature": 0,
+                      "max_new_tokens": 12})
+    try:
+        messages = [{"role": "user", "content": "Name three colours."}]
+        answer = chat.chat(messages)[0]
+        model = chat.engine.loaded.model
+        assert quant.is_quantized(model) and f"to {bits} bits" in caplog.text
+        prepared = chat.prepare(messages)
+        ids = torch.tensor([list(prepared.prompt_token_ids)])
+        with torch.inference_mode():
+            generated = model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=2, pad_token_id=2)
+        expected = chat.engine.loaded.tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
+        assert answer.response_text == expected and answer.response_length == 12
+        float32 = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        assert quant.model_bytes(model) < 0.9 * quant.model_bytes(float32)  # the float32 embeddings stay
+    finally:
+        chat.close()
+
+
+def test_settings_the_cpu_cannot_honour_are_refused(tiny_model_dir):
+    base = {"model_name_or_path": str(tiny_model_dir), "quantization_bit": 4}
+    for extra, message in [
+        ({"quantization_type": "fp4"}, "quantization_type sets bitsandbytes on CUDA"),
+        ({"double_quantization": False}, "double_quantization sets bitsandbytes on CUDA"),
+        ({"quantization_method": "hqq"}, "quantization_method: hqq is not available on the CPU"),
+        ({"infer_dtype": "bfloat16"}, "quantizes a float32 model on the CPU; this one is torch.bfloat16"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as info:
+            ChatModel({**base, **extra})
+        assert info.value.param in ("quantization_bit", *extra)
+    config = ModelConfig.from_dict(base)
+    assert quant.load_options(config, torch.device("cpu")) == {}
+
+
+def test_a_quantized_model_serves_named_lora_adapters(tiny_model_dir, tiny_lora_dirs):
+    """QLoRA-style: the adapters add in float32 over the quantized base; a mixed batch of adapters answers as each
+    request alone does."""
+    config = {**served_config(tiny_model_dir, tiny_lora_dirs), "quantization_bit": 8, "native_decode": "auto"}
+    with ChatModel(config) as chat:
+        alone = [chat.chat(messages, adapter=adapter)[0].response_text for adapter, messages in REQUESTS]
+        chat.engine.worker.batch_sizes.clear()
+        assert answer_together(chat, REQUESTS) == alone
+        assert max(chat.engine.worker.batch_sizes) >= 5
+        assert len({text for (adapter, messages), text in zip(REQUESTS, alone) if messages is MESSAGES}) >= 3
+
+
+def perplexity(model, ids: list[int]) -> float:
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    return math.exp(float(torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]))))
+
+
+@pytest.mark.slow
+def test_the_default_model_quantized_keeps_its_perplexity_and_answers(module, default_model_dir):
+    """Quality on real text (LLaMA-Factory's alpaca demo answers, 512 tokens): int8 within 2 % of float32's
+    perplexity; int4 within 2 % too on this model, whose weights are llama.cpp Q4_1 (the same groups of 32 with a
+    scale and a minimum: re-quantizing finds the same codes). The numbers: benchmarks/bench_quant.py."""
+    rows = json.loads((ORACLES / "datasets/llamafactory/alpaca_en_demo.json").read_text())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(default_model_dir)
+    ids = tokenizer("\n\n".join(row["output"] for row in rows[:40])).input_ids[:512]
+    results = {}
+    for bits in (None, 8, 4):
+        model = transformers.AutoModelForCausalLM.from_pretrained(default_model_dir).eval()
+        if bits:
+            quantize_model(model, bits)
+        results[bits] = perplexity(model, ids)
+    assert 1 < results[None] < 100
+    assert results[8] / results[None] < 1.02 and results[4] / results[None] < 1.02
+    assert results[8] != results[None] and results[4] != results[None]
