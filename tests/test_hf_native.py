@@ -96,6 +96,14 @@ def test_weights_reach_the_kernel_by_name_and_a_wrong_name_is_refused(module):
         module.Decoder(extra, weights, sizes, scalars)
     with pytest.raises(RuntimeError, match="the model has no weight named 'head'"):
         module.Decoder(layers, {k: v for k, v in weights.items() if k != "head"}, sizes, scalars)
+    quantized = [dict(layer) for layer in layers]
+    del quantized[0]["down"], quantized[0]["down_packed"]
+    quantized[0]["down_codes"] = torch.zeros(lean.layers[0].down.shape, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match="layer 0 has no weight named 'down_scales'"):
+        module.Decoder(quantized, weights, sizes, scalars)  # a quantized multiply needs its scales
+    quantized[0]["down_scales"] = torch.ones(3)
+    with pytest.raises(RuntimeError, match="int8 codes take one scale per row"):
+        module.Decoder(quantized, weights, sizes, scalars)
     with pytest.raises(RuntimeError, match="no 'intermediate'"):
         module.Decoder(layers, weights, {k: v for k, v in sizes.items() if k != "intermediate"}, scalars)
 

@@ -58,6 +58,9 @@ class Weights {
     return t;
   }
 
+  bool has(const std::string& name) const { return tensors_.count(name) > 0; }
+  const std::string& what() const { return what_; }
+
   at::Tensor maybe(const std::string& name, bool plain = false) {
     if (!tensors_.count(name)) return at::Tensor();
     return plain ? take_plain(name) : take(name);
@@ -441,6 +444,8 @@ struct Linear {
       weight = plain.data_ptr<float>(), N = plain.size(0), K = plain.size(1);
       return;
     }
+    TORCH_CHECK(w.has(name + "_codes"), w.what(), " has no weight named '", name, "' (nor its quantized '", name,
+                "_codes')");
     codes = w.take(name + "_codes"), scales = w.take(name + "_scales"), mins = w.maybe(name + "_mins");
     q = quantized(codes, scales, mins, name);
     N = q.N, K = q.K;
