@@ -17,6 +17,8 @@ here, there = (json.loads(arg) for arg in sys.argv[1:])
 problems = []
 if not there["native_check_passed"]:
     problems.append("the native kernels failed the start-up check on the emulated CPU")
+if not there["native_quantized_check_passed"]:
+    problems.append("the native quantized kernels (int8, int4) failed the start-up check on the emulated CPU")
 if "avx512" in " ".join(there["native_flags"]).lower() or "x86-64-v4" in " ".join(there["native_flags"]):
     problems.append(f"the native kernels were built for AVX-512 on a CPU without it: {there['native_flags']}")
 if not there["llama_cpp_text"].strip():
@@ -24,6 +26,6 @@ if not there["llama_cpp_text"].strip():
 if here["llama_cpp_variant"] == there["llama_cpp_variant"] and here["llama_cpp_text"] != there["llama_cpp_text"]:
     problems.append("the same llama.cpp variant answered differently on the emulated CPU")
 print("\n".join(problems) or f"ok: llama.cpp used {there['llama_cpp_variant']!r}, the native kernels "
-      f"{there['native_flags'][-2]} passed the start-up check, on the emulated CPU")
+      f"{there['native_flags'][-2]} (float32, int8, int4) passed the start-up check, on the emulated CPU")
 sys.exit(1 if problems else 0)
 PY

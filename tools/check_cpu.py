@@ -2,7 +2,8 @@
 
 Prints one JSON object: the CPU level PyTorch reports, the llama.cpp CPU variant chosen and the greedy tokens of the
 default GGUF for a fixed prompt, and whether the native decode kernels pass the engine's own start-up check (a
-plain transformers forward against the native step, batched and one row) on a small random Llama.
+plain transformers forward against the native step, batched and one row) on a small random Llama, in float32 and
+with its weights quantized to 4 and 8 bits (the quantized kernels).
 """
 
 from __future__ import annotations
@@ -32,18 +33,24 @@ def native_kernels() -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lmchat.engines.hf import native
+    from lmchat.engines.hf import native, quant
     from lmchat.engines.hf.runner import enable_native, pick_runner
 
-    torch.manual_seed(0)
     config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    model = LlamaForCausalLM(config).eval()
-    runner = pick_runner(model, torch.device("cpu"), "auto")
     module = native.load()
+    passed = {}
+    for bits in (None, 8, 4):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config).eval()
+        if bits:
+            quant.use_native_kernels(module)
+            quant.quantize_model(model, bits)
+        runner = pick_runner(model, torch.device("cpu"), "auto")
+        passed[bits] = bool(enable_native(runner, module)) and runner.name == "lean+native"
     return {"torch_capability": torch.backends.cpu.get_cpu_capability(), "native_flags": native.flags(),
-            "native_build": str(native.build_dir()), "native_check_passed": bool(enable_native(runner, module)),
-            "runner": runner.name}
+            "native_build": str(native.build_dir()), "native_check_passed": passed[None],
+            "native_quantized_check_passed": passed[8] and passed[4], "runner": runner.name}
 
 
 if __name__ == "__main__":

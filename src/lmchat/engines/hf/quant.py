@@ -11,7 +11,7 @@ precision) for a :class:`QuantizedLinear`, and the token embeddings for int8 row
 head's own rows when the model ties them). Every runner then uses it: the lean forward
 fuses quantized projections like float ones (:meth:`QuantizedWeight.cat`; a row's codes do not depend on the other
 rows) and hands them to the native step, whose own kernels multiply by them for one row and for many
-(``native/decode.cpp``; PyTorch's CPU kernels are scalar code without AVX-512, measured in docs/benchmarks.md).
+(``native/quantized.h``; PyTorch's CPU kernels are scalar code without AVX-512, measured in docs/benchmarks.md).
 Without the native kernels (not built yet, ``native_decode: off``) the multiply is PyTorch's own
 ``_weight_int8pack_mm`` / ``_weight_int4pack_mm_for_cpu`` for one row, a dequantized ``F.linear`` for more.
 """

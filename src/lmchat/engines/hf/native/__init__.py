@@ -40,6 +40,7 @@ from lmchat.models.cache import cache_root
 
 logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("decode.cpp")
+HEADERS = (Path(__file__).with_name("quantized.h"),)  # included by SOURCE: hashed and copied with it
 BASE_FLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]
 # The x86-64 micro-architecture levels compiled for, best first: PyTorch's CPU capability (read from CPUID) and the
 # features the kernel reports in /proc/cpuinfo that the level needs. Both must agree (ATEN_CPU_CAPABILITY can raise
@@ -90,6 +91,8 @@ def build_key() -> str:
     import torch
 
     digest = hashlib.sha256(SOURCE.read_bytes())
+    for header in HEADERS:
+        digest.update(header.name.encode() + b"\0" + header.read_bytes())
     for part in (" ".join(flags()), torch.__version__, str(Path(torch.__file__).parent), sys.version,
                  _tool_identity(_compiler()), _tool_identity("ninja")):
         digest.update(part.encode() + b"\0")
@@ -210,6 +213,8 @@ def _compile(directory: Path) -> ModuleType:
     (directory / "lock").unlink(missing_ok=True)  # torch's own build baton: under our lock, any such file is stale
     source = directory / SOURCE.name
     shutil.copyfile(SOURCE, source)  # the same path for every install: the build command does not change with it
+    for header in HEADERS:
+        shutil.copyfile(header, directory / header.name)
     logger.info("Building the native decode kernels into %s (once per machine, ~40 s).", directory)
     try:
         return load_extension(name=module_name(), sources=[str(source)], extra_cflags=flags(),
