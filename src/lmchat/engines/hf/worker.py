@@ -24,14 +24,12 @@ import torch
 from lmchat.engines.events import Finished, TextDelta, TokenLogprob
 from lmchat.engines.hf.multimodal import prefill_media_chunk, shareable_length
 from lmchat.engines.hf.lora import LoraBank
-from lmchat.engines.hf.native import NativeBuild
-from lmchat.engines.hf.quant import is_quantized, use_native_kernels
-from lmchat.engines.hf.runner import DynamicRunner, enable_native, native_unsupported, pick_runner
+from lmchat.engines.hf.native_switch import NativeSwitch
+from lmchat.engines.hf.runner import DynamicRunner, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, logprob_event, vocabulary_texts
 from lmchat.engines.hf.scheduler import Scheduler
 from lmchat.engines.hf.sequence import RequestState
 from lmchat.errors import (
-    ConfigError,
     ContextLengthError,
     EngineClosedError,
     EngineDeadError,
@@ -57,7 +55,7 @@ class ModelWorker:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.packed_weights = packed_weights
         self.native_decode = native_decode
-        self.native_build: NativeBuild | None = None  # until its module is in use
+        self.native: NativeSwitch | None = None  # the way onto the native kernels, once a model is attached
         self.lora: LoraBank | None = None  # the named adapters, from the first one loaded (load_adapter)
         self.lora_limits = (max_lora_rank, max_loras)
         self._inbox: queue.Queue[RequestState | tuple[Callable[[], Any], Future] | None] = queue.Queue()
@@ -81,44 +79,15 @@ class ModelWorker:
         spin-waiting (more OpenMP threads than cores), which slows every small operation on a small CPU (measured in
         docs/architecture-hf-engine.md)."""
         self.model, self.tokenizer = model, tokenizer
-        self.quantized = is_quantized(model)
-        if generative and self.quantized and self.native_decode != "off":
-            self.native_build = NativeBuild(self.native_decode)  # its multiplies serve quantized weights
-            self._enable_native_when_built()  # before the runner checks, when already built
+        self.native = NativeSwitch(self.native_decode if generative else "off", model)
+        self.native.before_runner()
         self.runner = pick_runner(model, device, self.packed_weights) if generative else DynamicRunner(model, device)
-        if generative and self.native_decode != "off":
-            self._start_native()
+        self.native.start(self.runner)
 
-    def _start_native(self) -> None:
-        """Native one-token steps (see lmchat.engines.hf.native): now if built, else once built in the background."""
-        reason = native_unsupported(self.runner)
-        if reason:
-            if self.native_decode == "on":
-                raise ConfigError(f"native_decode: on needs {reason}; use native_decode: auto or off.")
-            logger.info("Native decode step not used: it needs %s.", reason)
-            if not self.quantized:
-                self.native_build = None
-                return
-        if self.native_build is None:
-            self.native_build = NativeBuild(self.native_decode)
-        if not self._enable_native_when_built() and self.native_decode == "on":
-            raise ConfigError("native_decode: on, but the native decode step does not reproduce this model's "
-                              "forward pass (see the log); use native_decode: auto or off.")
-
-    def _enable_native_when_built(self) -> bool:
-        """Switch to the native step once its build is done (it is checked first); True if now in use. A quantized
-        model's multiplies use the native kernels from then on, whatever its runner."""
-        if self.native_build is None or not self.native_build.done:
-            return False
-        module, self.native_build = self.native_build.result(), None
-        if module is not None and self.quantized:
-            use_native_kernels(module)
-        if module is None or self.runner is None or native_unsupported(self.runner):
-            return False
-        if not enable_native(self.runner, module):
-            return False
-        logger.info("Native decode step in use for one-token steps.")
-        return True
+    @property
+    def native_build(self) -> Any:
+        """The native kernels' build while it is awaited (None once in use or given up)."""
+        return self.native.build if self.native is not None else None
 
     def load_adapter(self, name: str, path: str) -> Any:
         """Read and install a named adapter (through :meth:`call`, between steps)."""
@@ -282,8 +251,8 @@ class ModelWorker:
 
     def _step(self) -> None:
         self.num_steps += 1
-        if self.native_build is not None:
-            self._enable_native_when_built()
+        if self.native is not None and self.native.build is not None:
+            self.native.poll(self.runner)
         self._prefill_step()
         self._decode_step()
         self.peak_cache_bytes = max(self.peak_cache_bytes, self.runner.num_bytes)
