@@ -203,3 +203,26 @@ def test_batch_rows_choose_their_adapter(model, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "batch.jsonl").read_text().splitlines()]
     contents = [line["response"]["body"]["choices"][0]["message"]["content"] for line in lines]
     assert contents == [model.chat(MESSAGES, adapter="gamma")[0].content, model.chat(MESSAGES)[0].content]
+
+
+def test_one_token_steps_with_adapter_rows_stay_native(tiny_model_dir, tiny_lora_dirs, merged_answers):
+    """The native step applies each row's adapter itself (no fall back to the Python forward): mixed adapter
+    rows in one native call, answers equal to each merged model's."""
+    with ChatModel(served_config(tiny_model_dir, tiny_lora_dirs, native_decode="on")) as model:
+        lean = model.engine.worker.runner.forward
+        assert lean.native_lora
+        original, slots_seen = lean.native, []
+
+        class Recording:
+            def set_lora(self, *args):
+                original.set_lora(*args)
+
+            def step(self, *args):
+                slots_seen.append(args[-1].tolist())
+                return original.step(*args)
+
+        lean.native = Recording()
+        lean.sync_native_lora()
+        got = answer_together(model, REQUESTS)
+    assert got == [merged_answers[adapter, messages[-1]["content"]] for adapter, messages in REQUESTS]
+    assert any(len(set(slots) - {0}) >= 2 and 0 in slots for slots in slots_seen)  # base and two adapters at once

@@ -214,6 +214,7 @@ class LeanDecoder:
         self._cos = self._sin = torch.zeros(0)
         self.packed = packed
         self.native: Any = None  # the native one-token step, once use_native is called
+        self.native_lora = False  # whether it holds the LoRA updates (sync_native_lora)
         if packed:
             for layer in self.layers:
                 for linear in (layer.qkv, layer.out, layer.gate_up, layer.down):
@@ -274,13 +275,30 @@ class LeanDecoder:
                  "intermediate": self.intermediate}
         self.native = module.Decoder([layer.native_weights() for layer in self.layers], weights, sizes,
                                      {"scaling": float(self.scaling), "eps": float(self.eps)})
+        self.sync_native_lora()
 
-    def _native_step(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor | None:
+    def _native_step(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any, lora_rows: bool
+                     ) -> torch.Tensor | None:
         layers = cache.layer_tensors(len(self.layers))
         if layers is None:  # the cache has not been written yet (a prompt always comes first)
             return None
         self._rope(position_ids)  # grows the rotary table the native step reads
-        return self.native.step(input_ids[:, 0], position_ids[:, 0], cache.row_start, *layers, self._cos, self._sin)
+        slots = torch.tensor(self.lora_step.slot_list) if lora_rows else _NO_SLOTS
+        return self.native.step(input_ids[:, 0], position_ids[:, 0], cache.row_start, *layers, self._cos, self._sin,
+                                slots)
+
+    def sync_native_lora(self) -> None:
+        """Hand the native step every site's LoRA updates (at each adapter load and unload, and when the native
+        step starts), so one-token steps with adapter rows stay native; a step without ``set_lora`` leaves them to
+        the Python forward."""
+        self.native_lora = False
+        if self.native is None or not hasattr(self.native, "set_lora"):
+            return
+        def pairs(linear: _Linear) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+            return dict(linear.lora.by_slot) if linear.lora is not None else {}
+        self.native.set_lora([{name: pairs(getattr(layer, name)) for name in ("qkv", "out", "gate_up", "down")}
+                              for layer in self.layers], pairs(self.head))
+        self.native_lora = True
 
     # --- rotary table -------------------------------------------------------------------------------------
     def _rope(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,8 +327,8 @@ class LeanDecoder:
         """Logits of each row's last token [n, vocab] (float32); ``cache`` is planned for this pass."""
         rows, length = input_ids.shape
         lora_rows = self.lora_step is not None and self.lora_step.active
-        if self.native is not None and length == 1 and not lora_rows:  # the native step knows no LoRA
-            logits = self._native_step(input_ids, position_ids, cache)
+        if self.native is not None and length == 1 and (self.native_lora or not lora_rows):
+            logits = self._native_step(input_ids, position_ids, cache, lora_rows)
             if logits is not None:
                 return logits
         hidden = self._embed(input_ids)
@@ -366,3 +384,4 @@ def _repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
+_NO_SLOTS = torch.zeros(0, dtype=torch.long)  # a native step without adapter rows

@@ -219,6 +219,7 @@ class LoraBank:
         if self.lean is not None:
             for linear, parts, out_features, _ in self.lean.lora_sites():
                 linear.lora = build_delta(self.step, parts, out_features, self.adapters, like)
+            self.lean.sync_native_lora()
 
     def _wrap(self, module: str) -> None:
         parent_name, _, child = module.rpartition(".")

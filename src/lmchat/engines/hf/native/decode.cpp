@@ -144,6 +144,7 @@ struct Step {
   int64_t rows, D, H, KV, hd, I, qkv_size, max_length, row_stride, head_stride;
   float scaling;
   const int64_t* pos;
+  const int64_t* slots;  // each row's LoRA adapter slot (0: none), or nullptr: no adapter in this step
   const float *cos, *sin;
   float *kcache, *vcache;  // this layer's cache, at the step's first row
   float *qkv, *query, *attended, *gate_up, *act, *scores;
@@ -214,8 +215,11 @@ at::Tensor batch_linear(const at::Tensor& x, const at::Tensor& weight, const at:
 constexpr int64_t DEQUANTIZE_ROWS = 32;  // from this many rows on, a float32 copy of the weight and ATen's GEMM
                                         // (compute-bound there, and faster than this file's row-major tiles)
 
+using LoraPairs = std::map<int64_t, std::pair<at::Tensor, at::Tensor>>;  // slot -> (A^T [K, r], B^T [r, N])
+
 struct Linear {
   at::Tensor plain, batch_w, codes, scales, mins;  // kept alive
+  LoraPairs lora;
   QWeight q;
   const float* weight = nullptr;
   int64_t N = 0, K = 0;
@@ -262,6 +266,45 @@ struct Linear {
     return w;
   }
 
+  // named LoRA adapters (lmchat.engines.hf.lora): y[b] += B_s (A_s x[b]) for a row whose adapter slot s has an
+  // update here (a rank-r pair of small multiplies per row: far less work than the weight's own)
+  void add_lora_row(int64_t slot, const float* x, float* y) const {
+    const auto found = slot ? lora.find(slot) : lora.end();
+    if (found == lora.end()) return;
+    const float* a = found->second.first.data_ptr<float>();
+    const float* b = found->second.second.data_ptr<float>();
+    const int64_t r = found->second.first.size(1);
+    std::vector<float> t(r, 0.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      const float xk = x[k];
+#pragma omp simd
+      for (int64_t j = 0; j < r; ++j) t[j] += xk * a[k * r + j];
+    }
+    for (int64_t j = 0; j < r; ++j) {
+      const float tj = t[j];
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) y[n] += tj * b[j * N + n];
+    }
+  }
+
+  // the same for B rows (x [B, K], y [B, ldy]), the rows over the threads; outside any parallel region
+  void add_lora(const int64_t* slots, int64_t B, const float* x, float* y, int64_t ldy) const {
+    if (lora.empty() || slots == nullptr) return;
+#pragma omp parallel for num_threads(at::get_num_threads()) schedule(static)
+    for (int64_t b = 0; b < B; ++b) add_lora_row(slots[b], x + b * K, y + b * ldy);
+  }
+
+  void set_lora(LoraPairs pairs, const std::string& what) {
+    for (const auto& [slot, pair] : pairs) {
+      const auto& [a, b] = pair;
+      TORCH_CHECK(slot > 0 && a.dim() == 2 && b.dim() == 2 && a.size(0) == K && b.size(1) == N &&
+                  a.size(1) == b.size(0) && a.is_contiguous() && b.is_contiguous() &&
+                  a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat,
+                  what, ": a LoRA update is A^T [", K, ", r] and B^T [r, ", N, "], contiguous float32, for a slot > 0");
+    }
+    lora = std::move(pairs);
+  }
+
   // inside an omp parallel region: y (=|+=) W x (+ bias) for one row
   void row(const float* x, float* y, const float* bias, Store mode, float* xsum) const {
     if (q.bits) q_linear(q, 1, x, y, N, bias, mode, xsum);
@@ -284,6 +327,13 @@ struct Linear {
   }
 };
 
+// inside an omp parallel region (every thread calls it): one row's LoRA update, by one thread, then a barrier
+inline void lora_single(const Linear& linear, int64_t slot, const float* x, float* y) {
+  if (slot == 0 || linear.lora.empty()) return;
+#pragma omp single
+  linear.add_lora_row(slot, x, y);
+}
+
 struct Layer {
   at::Tensor norm1_t, norm2_t, qkv_bias_t;  // kept alive
   const float *norm1, *norm2, *qkv_bias;
@@ -294,6 +344,14 @@ struct Layer {
         qkv(w, "qkv"), out(w, "out"), gate_up(w, "gate_up"), down(w, "down") {
     norm1 = f32(norm1_t), norm2 = f32(norm2_t), qkv_bias = f32(qkv_bias_t);
     w.done();
+  }
+
+  Linear& site(const std::string& name) {
+    if (name == "qkv") return qkv;
+    if (name == "out") return out;
+    if (name == "gate_up") return gate_up;
+    TORCH_CHECK(name == "down", "a layer's LoRA sites are qkv, out, gate_up and down, not '", name, "'");
+    return down;
   }
 };
 
@@ -340,9 +398,20 @@ class Decoder {
   }
 
   // tokens [B], positions [B]; batch row b is cache row row_start + b and attends to positions 0..positions[b]
+  // layers: per layer, site name -> slot -> (A^T, B^T); head: the same for the output head (replaces the last)
+  void set_lora(std::vector<std::map<std::string, LoraPairs>> layers, LoraPairs head) {
+    TORCH_CHECK(layers.size() == layers_.size(), "one LoRA entry per layer");
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      for (const char* name : {"qkv", "out", "gate_up", "down"}) layers_[l].site(name).lora.clear();
+      for (auto& [name, pairs] : layers[l]) layers_[l].site(name).set_lora(std::move(pairs), "layer " + std::to_string(l) + " " + name);
+    }
+    head_.set_lora(std::move(head), "head");
+  }
+
+  // slots: each row's adapter slot (int64 [B]), or empty when no row has one
   at::Tensor step(const at::Tensor& tokens_t, const at::Tensor& positions_t, int64_t row_start,
                   const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values, const at::Tensor& cos,
-                  const at::Tensor& sin) {
+                  const at::Tensor& sin, const at::Tensor& slots_t) {
     c10::InferenceMode guard;
     const int64_t rows = tokens_t.size(0);
     auto tokens = tokens_t.contiguous().to(at::kLong), positions = positions_t.contiguous().to(at::kLong);
@@ -368,8 +437,11 @@ class Decoder {
       }
     }
     const int64_t H = heads_, KV = kv_heads_, hd = head_dim_, I = inter_, capacity = keys[0].size(2);
+    at::Tensor slots = slots_t.numel() ? slots_t.contiguous().to(at::kLong) : slots_t;
+    TORCH_CHECK(slots.numel() == 0 || slots.numel() == rows, "one adapter slot per row, or none");
     Step s{rows, hidden_, H, KV, hd, I, (H + 2 * KV) * hd, max_length, KV * capacity * hd, capacity * hd,
-           scaling_, pos, cos.data_ptr<float>(), sin.data_ptr<float>()};
+           scaling_, pos, slots.numel() ? slots.data_ptr<int64_t>() : nullptr, cos.data_ptr<float>(),
+           sin.data_ptr<float>()};
     at::Tensor hidden = at::empty({rows, hidden_}, at::kFloat);
     for (int64_t b = 0; b < rows; ++b) embed_row(tok[b], hidden.data_ptr<float>() + b * hidden_);
     return rows == 1 ? single(s, hidden, row_start, keys, values) : batched(s, hidden, row_start, keys, values);
@@ -403,6 +475,7 @@ class Decoder {
     s.act = act.data(), s.scores = scores.data();
     float* hidden = hidden_t.data_ptr<float>();
     float* logits = logits_t.data_ptr<float>();
+    const int64_t slot = s.slots ? s.slots[0] : 0;
 #pragma omp parallel num_threads(at::get_num_threads()) firstprivate(s)
     {
       for (size_t l = 0; l < layers_.size(); ++l) {
@@ -411,21 +484,26 @@ class Decoder {
 #pragma omp single
         rms_norm(hidden, layer.norm1, D, eps_, x.data());
         layer.qkv.row(x.data(), s.qkv, layer.qkv_bias, Store::Set, xsum.data());
+        lora_single(layer.qkv, slot, x.data(), s.qkv);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H + s.KV; ++item) rope_and_store(s, item);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H; ++item) attend(s, item);
         layer.out.row(s.attended, hidden, nullptr, Store::Add, xsum.data());
+        lora_single(layer.out, slot, s.attended, hidden);
 #pragma omp single
         rms_norm(hidden, layer.norm2, D, eps_, x.data());
         layer.gate_up.row(x.data(), s.gate_up, nullptr, Store::Set, xsum.data());
+        lora_single(layer.gate_up, slot, x.data(), s.gate_up);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < I; ++item) silu_gate(s, item);
         layer.down.row(s.act, hidden, nullptr, Store::Add, xsum.data());
+        lora_single(layer.down, slot, s.act, hidden);
       }
 #pragma omp single
       rms_norm(hidden, norm_.data_ptr<float>(), D, eps_, x.data());
       head_.row(x.data(), logits, nullptr, Store::Set, xsum.data());
+      lora_single(head_, slot, x.data(), logits);
     }
     return logits_t;
   }
@@ -447,6 +525,10 @@ class Decoder {
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t b = 0; b < B; ++b) rms_norm(hidden + b * D, weight, D, eps_, x + b * D);
     };
+    auto with_lora = [&](const Linear& linear, const at::Tensor& in, at::Tensor out) {
+      linear.add_lora(s.slots, B, in.data_ptr<float>(), out.data_ptr<float>(), linear.N);
+      return out;
+    };
     auto add_rows = [&](const at::Tensor& update) {
       const float* u = update.data_ptr<float>();
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -458,20 +540,21 @@ class Decoder {
       norm_rows(layer.norm1);
       at::Tensor qkv = layer.qkv.batch(x_t, layer.qkv_bias_t).contiguous();
       s.qkv = qkv.data_ptr<float>();
+      layer.qkv.add_lora(s.slots, B, x, s.qkv, s.qkv_size);
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t item = 0; item < B * (H + s.KV); ++item) rope_and_store(s, item);
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t item = 0; item < B * H; ++item) attend(s, item);
-      add_rows(layer.out.batch(attended_t, at::Tensor()).contiguous());
+      add_rows(with_lora(layer.out, attended_t, layer.out.batch(attended_t, at::Tensor()).contiguous()));
       norm_rows(layer.norm2);
-      at::Tensor gate_up = layer.gate_up.batch(x_t, at::Tensor()).contiguous();
+      at::Tensor gate_up = with_lora(layer.gate_up, x_t, layer.gate_up.batch(x_t, at::Tensor()).contiguous());
       s.gate_up = gate_up.data_ptr<float>();
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t item = 0; item < B * I; ++item) silu_gate(s, item);
-      add_rows(layer.down.batch(act_t, at::Tensor()).contiguous());
+      add_rows(with_lora(layer.down, act_t, layer.down.batch(act_t, at::Tensor()).contiguous()));
     }
     norm_rows(norm_.data_ptr<float>());
-    return head_.batch(x_t, at::Tensor()).contiguous();
+    return with_lora(head_, x_t, head_.batch(x_t, at::Tensor()).contiguous());
   }
 
   at::Tensor embed_, embed_codes_, embed_scales_, norm_;  // embed, or its int8 rows and their scales
@@ -489,7 +572,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(pybind11::init<std::vector<Named>, Named, std::map<std::string, int64_t>,
                           std::map<std::string, double>>(),
            pybind11::arg("layers"), pybind11::arg("model"), pybind11::arg("sizes"), pybind11::arg("scalars"))
-      .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>());
+      .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>())
+      .def("set_lora", &Decoder::set_lora, pybind11::arg("layers"), pybind11::arg("head"));
   m.def("qlinear", &qlinear, pybind11::arg("x"), pybind11::arg("codes"), pybind11::arg("scales"),
         pybind11::arg("mins") = pybind11::none(), pybind11::arg("bias") = pybind11::none(),
         pybind11::call_guard<pybind11::gil_scoped_release>());
