@@ -7,8 +7,7 @@ and 16: LLaMA-Factory's ``lora_target: all``) and loaded as ``lora_modules``. Ev
 same process, alternating (the best run of each is reported):
 
 - ``base``: 16 streams without an adapter (one-token steps may take the native C++ step);
-- ``lora``: 16 streams, 4 on each adapter, decoded together (steps with adapter rows take the Python lean forward:
-  the native step knows no LoRA);
+- ``lora``: 16 streams, 4 on each adapter, decoded together (the native step applies each row's adapter);
 - ``base-python``: 16 base streams with the native step switched off, to separate its share from LoRA's.
 
 Example (the command behind docs/benchmarks.md)::

@@ -79,10 +79,10 @@ def test_a_width_4_bits_cannot_group_is_refused_naming_the_layer():
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("rows", [1, 3, 9, 40])
+@pytest.mark.parametrize("rows", [1, 3, 9, 40, 130])
 def test_native_multiply_equals_the_dequantized_weight(module, bits, rows):
-    """Every tile shape (rows past the 4-row tiles, an output count no tile divides) and the float32 copy used from
-    32 rows on."""
+    """Every path: one row (8-wide tiles), a few rows (4-row tiles; an output count no tile divides), the panel
+    GEMM (24 rows on) and the float32 copy (128 rows on)."""
     weight = QuantizedWeight.quantize(weights(97, 160), bits)
     x = torch.randn(rows, 160, generator=torch.Generator().manual_seed(1))
     bias = torch.randn(97)

@@ -212,8 +212,9 @@ at::Tensor batch_linear(const at::Tensor& x, const at::Tensor& weight, const at:
   return has_bias ? at::linear(x, weight, bias) : at::linear(x, weight);
 }
 
-constexpr int64_t DEQUANTIZE_ROWS = 32;  // from this many rows on, a float32 copy of the weight and ATen's GEMM
-                                        // (compute-bound there, and faster than this file's row-major tiles)
+// From this many rows on (long prompt chunks), a float32 copy of the weight for the call and ATen's GEMM: MKL's
+// blocked GEMM beats this file's micro-kernels there, and the copy costs a fraction of the multiply.
+constexpr int64_t DEQUANTIZE_ROWS = 128;
 
 using LoraPairs = std::map<int64_t, std::pair<at::Tensor, at::Tensor>>;  // slot -> (A^T [K, r], B^T [r, N])
 
@@ -321,6 +322,11 @@ struct Linear {
     const float* b = bias.defined() && bias.numel() ? bias.data_ptr<float>() : nullptr;
     const float* xp = x.data_ptr<float>();
     float* yp = y.data_ptr<float>();
+    if (B >= GEMM_ROWS) {
+#pragma omp parallel num_threads(at::get_num_threads())
+      q_gemm(q, B, xp, yp, N, b);
+      return y;
+    }
 #pragma omp parallel num_threads(at::get_num_threads())
     q_linear(q, B, xp, yp, N, b, Store::Set, xsum.data());
     return y;

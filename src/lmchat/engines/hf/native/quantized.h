@@ -151,22 +151,49 @@ constexpr int TILE_N = 4;  // weight rows per tile
 constexpr int TILE_N = 2;
 #endif
 constexpr int TILE_B = 4;  // input rows per tile
+constexpr int ONE_ROW_N = 8;  // weight rows per tile for one input row: 8 independent FMA chains hide the latency
 
-// rows [b0, b0 + NB) of x times weight rows [n0, n0 + nr) (nr is TILE_N, or 1 for the last rows)
-template <int NB>
+// rows [b0, b0 + NB) of x times weight rows [n0, n0 + nr) (nr is TN, or 1 for the last rows); the tile's width
+// changes how many outputs are summed side by side, never the order in which one output is summed
+template <int NB, int TN>
 inline void q_tile(const QWeight& w, int64_t n0, int nr, const float* const* x, const float* const* xsum,
                    float* const* y, const float* bias, Store mode) {
-  if (nr == TILE_N) {
-    float out[NB][TILE_N];
-    w.bits == 8 ? q8_tile<NB, TILE_N>(w, n0, x, out) : q4_tile<NB, TILE_N>(w, n0, x, xsum, out);
+  if (nr == TN) {
+    float out[NB][TN];
+    w.bits == 8 ? q8_tile<NB, TN>(w, n0, x, out) : q4_tile<NB, TN>(w, n0, x, xsum, out);
     for (int b = 0; b < NB; ++b)
-      for (int r = 0; r < TILE_N; ++r) store(y[b], n0 + r, out[b][r], bias, mode);
+      for (int r = 0; r < TN; ++r) store(y[b], n0 + r, out[b][r], bias, mode);
     return;
   }
   for (int r = 0; r < nr; ++r) {
     float out[NB][1];
     w.bits == 8 ? q8_tile<NB, 1>(w, n0 + r, x, out) : q4_tile<NB, 1>(w, n0 + r, x, xsum, out);
     for (int b = 0; b < NB; ++b) store(y[b], n0 + r, out[b][0], bias, mode);
+  }
+}
+
+// the weight rows in tiles of TN over the threads, the input rows in tiles of TILE_B
+template <int TN>
+void q_tiles(const QWeight& w, int64_t B, const float* x, const float* xsum, float* y, int64_t ldy,
+             const float* bias, Store mode) {
+  const int64_t groups = w.K / Q4_GROUP, tiles = (w.N + TN - 1) / TN;
+#pragma omp for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t n0 = tile * TN;
+    const int nr = static_cast<int>(std::min<int64_t>(TN, w.N - n0));
+    for (int64_t b = 0; b < B; b += TILE_B) {
+      const float* xs[TILE_B];
+      const float* sums[TILE_B];
+      float* ys[TILE_B];
+      const int nb = static_cast<int>(std::min<int64_t>(TILE_B, B - b));
+      for (int i = 0; i < nb; ++i) xs[i] = x + (b + i) * w.K, sums[i] = xsum + (b + i) * groups, ys[i] = y + (b + i) * ldy;
+      switch (nb) {
+        case 4: q_tile<4, TN>(w, n0, nr, xs, sums, ys, bias, mode); break;
+        case 3: q_tile<3, TN>(w, n0, nr, xs, sums, ys, bias, mode); break;
+        case 2: q_tile<2, TN>(w, n0, nr, xs, sums, ys, bias, mode); break;
+        default: q_tile<1, TN>(w, n0, nr, xs, sums, ys, bias, mode);
+      }
+    }
   }
 }
 
@@ -184,25 +211,8 @@ void q_linear(const QWeight& w, int64_t B, const float* x, float* y, int64_t ldy
       xsum[item] = sum;
     }
   }
-  const int64_t tiles = (w.N + TILE_N - 1) / TILE_N;
-#pragma omp for schedule(static)
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    const int64_t n0 = tile * TILE_N;
-    const int nr = static_cast<int>(std::min<int64_t>(TILE_N, w.N - n0));
-    for (int64_t b = 0; b < B; b += TILE_B) {
-      const float* xs[TILE_B];
-      const float* sums[TILE_B];
-      float* ys[TILE_B];
-      const int nb = static_cast<int>(std::min<int64_t>(TILE_B, B - b));
-      for (int i = 0; i < nb; ++i) xs[i] = x + (b + i) * w.K, sums[i] = xsum + (b + i) * groups, ys[i] = y + (b + i) * ldy;
-      switch (nb) {
-        case 4: q_tile<4>(w, n0, nr, xs, sums, ys, bias, mode); break;
-        case 3: q_tile<3>(w, n0, nr, xs, sums, ys, bias, mode); break;
-        case 2: q_tile<2>(w, n0, nr, xs, sums, ys, bias, mode); break;
-        default: q_tile<1>(w, n0, nr, xs, sums, ys, bias, mode);
-      }
-    }
-  }
+  if (B == 1) q_tiles<ONE_ROW_N>(w, B, x, xsum, y, ldy, bias, mode);
+  else q_tiles<TILE_N>(w, B, x, xsum, y, ldy, bias, mode);
 }
 
 // A quantized weight's tensors, checked: int8 codes [N, K] with scales [N], or int4 codes [N, K / 2] (uint8) with
@@ -227,4 +237,93 @@ QWeight quantized(const at::Tensor& codes, const at::Tensor& scales, const at::T
 }
 
 // One multiply of the step: a float32 weight (with its oneDNN-packed copy for batches) or a quantized one.
+// --- many rows: a small GEMM over dequantized panels ----------------------------------------------------------
+// From GEMM_ROWS input rows on, each thread takes panels of NR output rows: it dequantizes a KC-long block of the
+// panel into a float buffer (k-major, NR floats per k: it stays in L1) and runs a broadcast micro-kernel, MR input
+// rows x NR outputs, one FMA per weight per row, summing over k in order. A weight is converted once per call,
+// not once per input row; the row-major tiles above convert it once per 4 rows and suit few rows.
+constexpr int NR = 2 * V;        // outputs per panel (two vectors)
+constexpr int MR = 6;            // input rows per micro-kernel call (12 accumulators)
+constexpr int64_t KC = 8192 / NR;  // inputs per block: the buffer is KC * NR floats (32 KiB)
+constexpr int64_t GEMM_ROWS = 24;
+
+// buffer[k][j] = w[n0 + j][k0 + k] for j < NR (0 past N), k < kc
+inline void dequantize_panel(const QWeight& w, int64_t n0, int64_t k0, int64_t kc, float* buffer) {
+  for (int j = 0; j < NR; ++j) {
+    const int64_t n = n0 + j;
+    if (n >= w.N) {
+      for (int64_t k = 0; k < kc; ++k) buffer[k * NR + j] = 0.0f;
+      continue;
+    }
+    if (w.bits == 8) {
+      const int8_t* codes = w.q8 + n * w.K + k0;
+      const float scale = w.scales[n];
+      for (int64_t k = 0; k < kc; ++k) buffer[k * NR + j] = static_cast<float>(codes[k]) * scale;
+      continue;
+    }
+    const int64_t groups = w.K / Q4_GROUP;
+    for (int64_t g = k0 / Q4_GROUP; g < (k0 + kc) / Q4_GROUP; ++g) {
+      const uint8_t* bytes = w.q4 + (n * groups + g) * (Q4_GROUP / 2);
+      const float scale = w.scales[n * groups + g], min = w.mins[n * groups + g];
+      float* out = buffer + (g * Q4_GROUP - k0) * NR + j;
+      for (int64_t i = 0; i < Q4_GROUP / 2; ++i) {
+        out[i * NR] = std::fma(static_cast<float>(bytes[i] & 15), scale, min);
+        out[(i + Q4_GROUP / 2) * NR] = std::fma(static_cast<float>(bytes[i] >> 4), scale, min);
+      }
+    }
+  }
+}
+
+// acc[i] (+)= x[i][k0..k0+kc) . buffer for M <= MR rows; stored to y rows (first block: set, later: add)
+template <int M>
+inline void micro(const float* buffer, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy, int nr,
+                  bool first) {
+  vf acc[M][2] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    const vf w0 = load_f(buffer + k * NR), w1 = load_f(buffer + k * NR + V);
+    for (int i = 0; i < M; ++i) {
+      const vf xi = splat(x[i * ldx + k]);
+      acc[i][0] = fma_v(w0, xi, acc[i][0]);
+      acc[i][1] = fma_v(w1, xi, acc[i][1]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    float out[NR];
+    std::memcpy(out, &acc[i][0], sizeof(vf));
+    std::memcpy(out + V, &acc[i][1], sizeof(vf));
+    float* row = y + i * ldy;
+    for (int j = 0; j < nr; ++j) row[j] = first ? out[j] : row[j] + out[j];
+  }
+}
+
+// y [B, ldy] = x [B, K] W^T (+ bias) for B >= GEMM_ROWS; call inside an omp parallel region (ends with a barrier)
+void q_gemm(const QWeight& w, int64_t B, const float* x, float* y, int64_t ldy, const float* bias) {
+  alignas(64) float buffer[KC * NR];
+  const int64_t panels = (w.N + NR - 1) / NR;
+#pragma omp for schedule(static)
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    const int64_t n0 = panel * NR;
+    const int nr = static_cast<int>(std::min<int64_t>(NR, w.N - n0));
+    for (int64_t k0 = 0; k0 < w.K; k0 += KC) {
+      const int64_t kc = std::min<int64_t>(KC, w.K - k0);
+      dequantize_panel(w, n0, k0, kc, buffer);
+      for (int64_t b = 0; b < B; b += MR) {
+        const float* xb = x + b * w.K + k0;
+        float* yb = y + b * ldy + n0;
+        switch (std::min<int64_t>(MR, B - b)) {
+          case 6: micro<6>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
+          case 5: micro<5>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
+          case 4: micro<4>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
+          case 3: micro<3>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
+          case 2: micro<2>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
+          default: micro<1>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0);
+        }
+      }
+    }
+    if (bias)
+      for (int64_t b = 0; b < B; ++b)
+        for (int j = 0; j < nr; ++j) y[b * ldy + n0 + j] += bias[n0 + j];
+  }
+}
+
 }  // namespace
