@@ -218,3 +218,23 @@ def test_the_default_model_quantized_keeps_its_perplexity_and_answers(module, de
     assert 1 < results[None] < 100
     assert results[8] / results[None] < 1.02 and results[4] / results[None] < 1.02
     assert results[8] != results[None] and results[4] != results[None]
+
+
+@pytest.mark.slow
+def test_the_default_model_keeps_its_gguf_width_unless_told(default_model_dir, caplog):
+    """Given as a GGUF (the default model is Q4_1), the weights load at 4 bits on the CPU, logged; a config that
+    sets quantization_bit (null: float32) decides; a folder path loads as it is."""
+    from lmchat.models.gguf import gguf_weight_bits
+
+    assert gguf_weight_bits(default_model_dir) == 4 and gguf_weight_bits(default_model_dir.parent) is None
+    caplog.set_level("INFO", logger="lmchat")
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    for settings, bits in [({}, 4), ({"quantization_bit": None}, None), ({"quantization_bit": 8}, 8),
+                           ({"model_name_or_path": str(default_model_dir)}, None)]:
+        with ChatModel({"do_sample": False, "max_new_tokens": 24, **settings}) as chat:
+            model = chat.engine.loaded.model
+            assert (model.lm_head.quantized.bits if quant.is_quantized(model) else None) == (bits and 8)
+            layer = model.model.layers[0].mlp.down_proj
+            assert getattr(getattr(layer, "quantized", None), "bits", None) == bits
+            assert "Paris" in chat.chat(question)[0].response_text
+    assert caplog.text.count("Keeping the 4-bit weights of the GGUF") == 1

@@ -110,15 +110,19 @@ def load_model(config: ModelConfig) -> LoadedModel:
     attention = attention_implementation(config.flash_attn, device)
     if attention:
         hub["attn_implementation"] = attention
-    quantization = quant.load_options(config, device)  # before the weights: a refusal fails fast
+    # a GGUF's own width when the model is one (the default model, or a .gguf path): see quant.chosen_bits
+    value = config.model_name_or_path
+    gguf = kind == "generative" and (not value or value.endswith(".gguf"))
+    bits = quant.chosen_bits(config, device, source if gguf else None)
+    quantization = quant.load_options(config, device, bits)  # before the weights: a refusal fails fast
     model = model_class.from_pretrained(source, config=model_config, dtype=pick_dtype(config, device), **hub,
                                         **quantization)
     model = apply_adapters(model, merged_adapters(config))
     if not quantization:  # bitsandbytes placed the model itself
         model.to(device)
     model.eval()
-    if config.quantization_bit and device.type == "cpu":
-        quant.quantize_model(model, config.quantization_bit)
+    if bits and device.type == "cpu":
+        quant.quantize_model(model, bits)
     value_head = load_value_head(Path(source), device, model.dtype) if kind == "value_head" else None
     return LoadedModel(name, model, tokenizer, device, kind, value_head, processor, source, image_options)
 

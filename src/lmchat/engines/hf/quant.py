@@ -228,12 +228,30 @@ def _in_vision_tower(name: str) -> bool:
     return any(part in name for part in ("vision", "visual", "audio", "multi_modal_projector", "mm_projector"))
 
 
-def load_options(config: Any, device: torch.device) -> dict[str, Any]:
+def chosen_bits(config: Any, device: torch.device, gguf_checkpoint: str | None) -> int | None:
+    """The width the weights load at: ``quantization_bit`` when the config sets it (``null``: float32); else, on the
+    CPU in float32, for a model given as a GGUF (``gguf_checkpoint``: its converted checkpoint; the default model
+    is one), the GGUF's own width: the default model is Q4_1, so it keeps 4-bit weights (the same groups of 32,
+    re-quantized to the same codes), logged; else None."""
+    if "quantization_bit" in config.model_fields_set:
+        return config.quantization_bit
+    if gguf_checkpoint is None or device.type != "cpu" or config.infer_dtype not in ("auto", "float32"):
+        return None
+    from lmchat.models.gguf import gguf_weight_bits
+
+    bits = gguf_weight_bits(gguf_checkpoint)
+    if bits:
+        logger.info("Keeping the %d-bit weights of the GGUF this model was converted from (quantization_bit: %d, "
+                    "weight-only on the CPU); quantization_bit: null loads float32.", bits, bits)
+    return bits
+
+
+def load_options(config: Any, device: torch.device, bits: int | None = None) -> dict[str, Any]:
     """What ``quantization_bit`` asks of the load, checked against the device (one place for every rule):
     ``{}`` on the CPU, where :func:`quantize_model` quantizes the float32 model afterwards; bitsandbytes'
     ``quantization_config`` on CUDA (LLaMA-Factory's ``quantization_method: bnb``). A setting this cannot honour
-    is a ConfigError naming it."""
-    bits, method = config.quantization_bit, config.quantization_method
+    is a ConfigError naming it (``bits``: :func:`chosen_bits`)."""
+    method = config.quantization_method
     if bits is None:
         return {}
     if device.type == "cpu":
