@@ -25,7 +25,7 @@ import time, json, sys
 t0 = float(sys.argv[1])
 from lmchat import ChatModel
 t_import = time.time()
-model = ChatModel({"max_new_tokens": 8, "do_sample": False, "infer_backend": %r})
+model = ChatModel(%r)
 t_ready = time.time()
 for piece in model.stream_chat([{"role": "user", "content": %r}]):
     if piece:
@@ -80,9 +80,12 @@ t_first = time.time()
 print(json.dumps({"import": t_import - t0, "ready": t_ready - t0, "first": t_first - t0, "runner": variant}))
 """ % QUESTION
 
-CONTENDERS = {"lmchat (transformers engine)": LMCHAT % ("hf", QUESTION),
-              "lmchat (llama.cpp engine)": LMCHAT % ("llamacpp", QUESTION), "transformers from_pretrained + generate": TRANSFORMERS,
-              "llama-cpp-python (GGUF)": LLAMA_CPP}
+GREEDY = {"max_new_tokens": 8, "do_sample": False}
+CONTENDERS = {"lmchat (transformers engine)": LMCHAT % ({**GREEDY, "infer_backend": "hf"}, QUESTION),
+              "lmchat (transformers engine, float32)": LMCHAT % ({**GREEDY, "infer_backend": "hf",
+                                                                  "quantization_bit": None}, QUESTION),
+              "lmchat (llama.cpp engine)": LMCHAT % ({**GREEDY, "infer_backend": "llamacpp"}, QUESTION),
+              "transformers from_pretrained + generate": TRANSFORMERS, "llama-cpp-python (GGUF)": LLAMA_CPP}
 
 
 def run_once(code: str) -> dict:

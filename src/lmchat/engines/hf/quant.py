@@ -18,6 +18,8 @@ Without the native kernels (not built yet, ``native_decode: off``) the multiply 
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,10 +206,21 @@ def quantize_model(model: Any, bits: int) -> int:
     if isinstance(embedding, torch.nn.Embedding) and not tied:
         rows = QuantizedWeight.quantize(embedding.weight, HEAD_BITS)
         model.set_input_embeddings(QuantizedEmbedding(rows, embedding.padding_idx))
+    _release_freed_memory()
     size = model_bytes(model)
     logger.info("Quantized %d linear layers to %d bits (output head and embeddings %d bits): weights %.0f MB -> "
                 "%.0f MB.", len(targets), bits, HEAD_BITS, before / 1e6, size / 1e6)
     return size
+
+
+def _release_freed_memory() -> None:
+    """Hand the float32 weights' memory back to the system (glibc keeps freed heap pages otherwise, and the
+    process would stay as large as the float32 model)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _replace(model: Any, name: str, module: torch.nn.Module) -> None:
