@@ -294,10 +294,9 @@ class LeanDecoder:
         self.native_lora = False
         if self.native is None or not hasattr(self.native, "set_lora"):
             return
-        def pairs(linear: _Linear) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-            return dict(linear.lora.by_slot) if linear.lora is not None else {}
-        self.native.set_lora([{name: pairs(getattr(layer, name)) for name in ("qkv", "out", "gate_up", "down")}
-                              for layer in self.layers], pairs(self.head))
+        sites = [{name: _lora_pairs(getattr(layer, name)) for name in ("qkv", "out", "gate_up", "down")}
+                 for layer in self.layers]
+        self.native.set_lora(sites, _lora_pairs(self.head))
         self.native_lora = True
 
     # --- rotary table -------------------------------------------------------------------------------------
@@ -366,6 +365,11 @@ class LeanDecoder:
                 keys, values = _repeat_kv(keys, self.groups), _repeat_kv(values, self.groups)
             out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scaling)
         return out.reshape(rows, self.heads, length, self.head_dim).transpose(1, 2).reshape(rows, length, -1)
+
+
+def _lora_pairs(linear: _Linear) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """A site's LoRA updates by adapter slot: (A^T, B^T), as the native step takes them."""
+    return dict(linear.lora.by_slot) if linear.lora is not None else {}
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
