@@ -283,7 +283,7 @@ class LeanDecoder:
         if layers is None:  # the cache has not been written yet (a prompt always comes first)
             return None
         self._rope(position_ids)  # grows the rotary table the native step reads
-        slots = torch.tensor(self.lora_step.slot_list) if lora_rows else _NO_SLOTS
+        slots = self.lora_step.rows if lora_rows else _NO_SLOTS  # each row's adapter slot, made once per step
         return self.native.step(input_ids[:, 0], position_ids[:, 0], cache.row_start, *layers, self._cos, self._sin,
                                 slots)
 

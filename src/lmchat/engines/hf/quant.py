@@ -83,10 +83,13 @@ class QuantizedWeight:
     def dequantize(self) -> torch.Tensor:
         if self.bits == 8:
             return self.codes.float() * self.scales[:, None]
-        rows = self.codes.shape[0]
-        packed = self.codes.reshape(rows, -1, GROUP // 2)
-        codes = torch.cat((packed & 15, packed >> 4), dim=-1).float()
-        return (codes * self.scales[..., None] + self.mins[..., None]).reshape(rows, -1)
+        codes = self._int4_codes().float()
+        return (codes * self.scales[..., None] + self.mins[..., None]).reshape(codes.shape[0], -1)
+
+    def _int4_codes(self) -> torch.Tensor:
+        """The int4 codes unpacked, uint8 [N, K / 32, 32] (see the module docstring for the nibble order)."""
+        packed = self.codes.reshape(self.codes.shape[0], -1, GROUP // 2)
+        return torch.cat((packed & 15, packed >> 4), dim=-1)
 
     def rows(self, start: int, stop: int) -> QuantizedWeight:
         """Output rows ``start:stop`` (views: no memory is copied)."""
@@ -132,9 +135,7 @@ class QuantizedWeight:
     def _torch_int4_form(self) -> tuple[torch.Tensor, torch.Tensor]:
         """PyTorch's int4 layout (made on first use): w = (code - 8) * scale + zero, zero = min + 8 * scale."""
         if self._torch_int4 is None:
-            rows = self.codes.shape[0]
-            packed = self.codes.reshape(rows, -1, GROUP // 2)
-            codes = torch.cat((packed & 15, packed >> 4), dim=-1).reshape(rows, -1).to(torch.int32)
+            codes = self._int4_codes().reshape(self.codes.shape[0], -1).to(torch.int32)
             weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
             zeros = self.mins + 8 * self.scales
             scales_and_zeros = torch.stack((self.scales, zeros), dim=-1).transpose(0, 1).contiguous()
