@@ -246,24 +246,8 @@ struct Linear {
     at::Tensor w = at::empty({N, K}, at::kFloat);
     float* out = w.data_ptr<float>();
     const QWeight qw = q;
-    const int64_t groups = K / Q4_GROUP;
 #pragma omp parallel for num_threads(at::get_num_threads()) schedule(static)
-    for (int64_t n = 0; n < qw.N; ++n) {
-      float* row = out + n * qw.K;
-      if (qw.bits == 8) {
-        const float scale = qw.scales[n];
-        for (int64_t k = 0; k < qw.K; ++k) row[k] = static_cast<float>(qw.q8[n * qw.K + k]) * scale;
-        continue;
-      }
-      for (int64_t g = 0; g < groups; ++g) {
-        const uint8_t* bytes = qw.q4 + (n * groups + g) * (Q4_GROUP / 2);
-        const float scale = qw.scales[n * groups + g], min = qw.mins[n * groups + g];
-        for (int64_t i = 0; i < Q4_GROUP / 2; ++i) {
-          row[g * Q4_GROUP + i] = std::fma(static_cast<float>(bytes[i] & 15), scale, min);
-          row[g * Q4_GROUP + Q4_GROUP / 2 + i] = std::fma(static_cast<float>(bytes[i] >> 4), scale, min);
-        }
-      }
-    }
+    for (int64_t n = 0; n < qw.N; ++n) dequantize_row(qw, n, 0, qw.K, out + n * qw.K, 1);
     return w;
   }
 

@@ -247,29 +247,33 @@ constexpr int MR = 6;            // input rows per micro-kernel call (12 accumul
 constexpr int64_t KC = 8192 / NR;  // inputs per block: the buffer is KC * NR floats (32 KiB)
 constexpr int64_t GEMM_ROWS = 24;
 
+// out[k * stride] = w[n][k0 + k] for k < kc (for int4, k0 and kc are multiples of 32)
+inline void dequantize_row(const QWeight& w, int64_t n, int64_t k0, int64_t kc, float* out, int64_t stride) {
+  if (w.bits == 8) {
+    const int8_t* codes = w.q8 + n * w.K + k0;
+    const float scale = w.scales[n];
+    for (int64_t k = 0; k < kc; ++k) out[k * stride] = static_cast<float>(codes[k]) * scale;
+    return;
+  }
+  const int64_t groups = w.K / Q4_GROUP;
+  for (int64_t g = k0 / Q4_GROUP; g < (k0 + kc) / Q4_GROUP; ++g) {
+    const uint8_t* bytes = w.q4 + (n * groups + g) * (Q4_GROUP / 2);
+    const float scale = w.scales[n * groups + g], min = w.mins[n * groups + g];
+    float* group = out + (g * Q4_GROUP - k0) * stride;
+    for (int64_t i = 0; i < Q4_GROUP / 2; ++i) {
+      group[i * stride] = std::fma(static_cast<float>(bytes[i] & 15), scale, min);
+      group[(i + Q4_GROUP / 2) * stride] = std::fma(static_cast<float>(bytes[i] >> 4), scale, min);
+    }
+  }
+}
+
 // buffer[k][j] = w[n0 + j][k0 + k] for j < NR (0 past N), k < kc
 inline void dequantize_panel(const QWeight& w, int64_t n0, int64_t k0, int64_t kc, float* buffer) {
   for (int j = 0; j < NR; ++j) {
-    const int64_t n = n0 + j;
-    if (n >= w.N) {
+    if (n0 + j < w.N) {
+      dequantize_row(w, n0 + j, k0, kc, buffer + j, NR);
+    } else {
       for (int64_t k = 0; k < kc; ++k) buffer[k * NR + j] = 0.0f;
-      continue;
-    }
-    if (w.bits == 8) {
-      const int8_t* codes = w.q8 + n * w.K + k0;
-      const float scale = w.scales[n];
-      for (int64_t k = 0; k < kc; ++k) buffer[k * NR + j] = static_cast<float>(codes[k]) * scale;
-      continue;
-    }
-    const int64_t groups = w.K / Q4_GROUP;
-    for (int64_t g = k0 / Q4_GROUP; g < (k0 + kc) / Q4_GROUP; ++g) {
-      const uint8_t* bytes = w.q4 + (n * groups + g) * (Q4_GROUP / 2);
-      const float scale = w.scales[n * groups + g], min = w.mins[n * groups + g];
-      float* out = buffer + (g * Q4_GROUP - k0) * NR + j;
-      for (int64_t i = 0; i < Q4_GROUP / 2; ++i) {
-        out[i * NR] = std::fma(static_cast<float>(bytes[i] & 15), scale, min);
-        out[(i + Q4_GROUP / 2) * NR] = std::fma(static_cast<float>(bytes[i] >> 4), scale, min);
-      }
     }
   }
 }
