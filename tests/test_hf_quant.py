@@ -16,7 +16,7 @@ from lmchat.config.model_config import ModelConfig
 from lmchat.engines.hf import native, quant
 from lmchat.engines.hf.lean import LeanDecoder
 from lmchat.engines.hf.quant import QuantizedLinear, QuantizedWeight, quantize_model
-from lmchat.engines.hf.runner import DynamicRunner, SlotRunner, pick_runner
+from lmchat.engines.hf.runner import SlotRunner, pick_runner
 from lmchat.errors import ConfigError
 from conftest import ORACLES
 from test_hf_lean import CPU, build
@@ -141,7 +141,10 @@ def test_the_runner_check_chooses_the_lean_forward_and_shares_the_quantized_weig
     fused = runner.forward.layers[0].qkv.quant
     q_proj = model.model.layers[0].self_attn.q_proj.quantized
     assert q_proj.codes.data_ptr() == fused.codes.data_ptr()  # the model's q_proj is a view of the fused rows
-    assert isinstance(pick_runner(build("qwen3"), CPU), SlotRunner | DynamicRunner)
+    other = build("qwen3")  # no lean forward (q/k norms): transformers' forward takes the quantized modules
+    quantize_model(other, 8)
+    runner = pick_runner(other, CPU)
+    assert isinstance(runner, SlotRunner) and runner.name == "transformers"  # it passed the runner check
 
 
 @pytest.mark.parametrize("bits", [8, 4])
