@@ -2,7 +2,8 @@
 
 Each run is a fresh process (nothing warm but the OS file cache), after one untimed run that fills the caches
 (the converted checkpoint and the native kernels). Side by side, the same model loaded the plain ways:
-transformers (``from_pretrained`` + a streamed ``generate``) and llama-cpp-python (the GGUF, a streamed completion).
+transformers (``from_pretrained`` + a streamed ``generate``) and llama-cpp-python (the GGUF, a streamed completion); and
+``lmchat chat`` with no flags, as ``make chat`` runs it, to the first byte of its answer.
 
     python benchmarks/bench_startup.py --runs 5
 
@@ -80,11 +81,29 @@ t_first = time.time()
 print(json.dumps({"import": t_import - t0, "ready": t_ready - t0, "first": t_first - t0, "runner": variant}))
 """ % QUESTION
 
+# `make chat`'s own command, no engine named (lmchat.engines.choice picks it): to the answer's first byte on stdout.
+TERMINAL_CHAT = """
+import json, subprocess, sys, time
+t0 = float(sys.argv[1])
+chat = subprocess.Popen([sys.executable, "-m", "lmchat", "chat", "--do_sample", "false", "--max_new_tokens", "8"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+chat.stdin.write(%r.encode() + b"\\n")
+chat.stdin.close()
+chat.stdout.read(1)
+t_first = time.time()
+chat.stdout.read()
+notice = chat.stderr.read().decode().splitlines()
+chat.wait()
+engine = notice[0].split(" (")[0].removeprefix("lmchat: ") if notice else ""
+print(json.dumps({"import": None, "ready": None, "first": t_first - t0, "runner": engine}))
+""" % QUESTION
+
 GREEDY = {"max_new_tokens": 8, "do_sample": False}
 CONTENDERS = {"lmchat (transformers engine)": LMCHAT % ({**GREEDY, "infer_backend": "hf"}, QUESTION),
               "lmchat (transformers engine, float32)": LMCHAT % ({**GREEDY, "infer_backend": "hf",
                                                                   "quantization_bit": None}, QUESTION),
               "lmchat (llama.cpp engine)": LMCHAT % ({**GREEDY, "infer_backend": "llamacpp"}, QUESTION),
+              "lmchat chat (no engine named, as make chat runs it)": TERMINAL_CHAT,
               "transformers from_pretrained + generate": TRANSFORMERS, "llama-cpp-python (GGUF)": LLAMA_CPP}
 
 
@@ -112,9 +131,14 @@ def main() -> None:
         except RuntimeError as exc:
             print(f"| {name} | not run: {exc} | | | | |")
             continue
-        median = {key: statistics.median(run[key] for run in runs) for key in ("import", "ready", "first")}
-        print(f"| {name} | {runs[0]['runner']} | {median['import']:.2f} | {median['ready']:.2f} | "
-              f"{median['first']:.2f} | {max(run['first'] for run in runs):.2f} |", flush=True)
+        median = {key: _median(run[key] for run in runs) for key in ("import", "ready", "first")}
+        print(f"| {name} | {runs[0]['runner']} | {median['import']} | {median['ready']} | "
+              f"{median['first']} | {max(run['first'] for run in runs):.2f} |", flush=True)
+
+
+def _median(values) -> str:
+    values = [value for value in values if value is not None]  # the terminal chat has no import/ready times
+    return f"{statistics.median(values):.2f}" if values else ""
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ FILE_TIERS = {
         "test_templates_tool_roundtrip.py", "test_structured.py", "test_structured_schemas.py",
         "test_server_pooling.py", "test_server_responses.py", "test_pooling_units.py", "test_server_api_fields.py",
     ),
-    "adapters": ("test_engine_mappings.py", "test_backend_stream.py", "test_engine_parallel.py"),
+    "adapters": ("test_engine_mappings.py", "test_backend_stream.py", "test_engine_parallel.py",
+                 "test_engine_choice.py"),
     "models": (
         "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_hf_quant.py",
         "test_batch_hf.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -89,6 +90,9 @@ def test_make_chat_default_model_loads_with_no_flags(default_model_dir):
     result = lmchat("chat", "--do_sample", "false", "--max_new_tokens", "12", stdin="What is 2+2?\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() and result.stdout.count("\n") >= 1
+    # the default model is a GGUF: llama.cpp runs it where `make setup` installed it (lmchat.engines.choice)
+    engine = "llama.cpp" if importlib.util.find_spec("llama_cpp") else "transformers"
+    assert result.stderr.startswith(f"lmchat: {engine} engine (the default model is a GGUF"), result.stderr
 
 
 def test_ctrl_c_during_a_piped_answer_aborts_it_and_ends_the_program(fake_script):

@@ -135,11 +135,15 @@ class ChatRepl:
 def run_chat(model_args: dict[str, Any], plain: bool = False) -> int:
     """Load the model, then chat on the terminal (or answer each piped line)."""
     from lmchat.chat.chat_model import ChatModel
+    from lmchat.engines.choice import choose_chat_engine
 
     interactive = sys.stdin.isatty()
     output = make_output(plain, interactive)
     reader = make_reader(plain, interactive)
+    choice = choose_chat_engine(model_args)
+    if choice.reason:
+        output.notice(choice.reason)
     with output.loading("Loading the model..."):
-        model = ChatModel(model_args)
+        model = ChatModel(choice.model_args)
     with model:
         return ChatRepl(model, reader, output, interactive).run()

@@ -49,7 +49,8 @@ class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, Quantiza
         None, description="Chat template: a known name (LLaMA-Factory's names too), a .jinja file, or empty for the "
         "model's own template."
     )
-    infer_backend: str = Field("huggingface", description="Engine: huggingface (alias hf), or a registered engine.")
+    infer_backend: str = Field("huggingface", description="Engine: huggingface (alias hf), or a registered engine. "
+                               "Left out, `lmchat chat` runs a GGUF model on llamacpp where it is installed.")
     infer_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights' dtype: auto (float32 on CPU, bfloat16 on a GPU that has it)."
     )

@@ -49,6 +49,15 @@ def owner_engine(name: str) -> str | None:
 def review_settings(config: ModelConfig, engine: type[BaseEngine]) -> str | None:
     """Raise ConfigError for a setting ``engine`` cannot honour (its declared :class:`Capabilities`: LoRA adapters,
     ``settings``); log (and return) the line of ignored settings."""
+    check_settings(config, engine)
+    line = ignored_line(config, engine.name)
+    if line:
+        logger.warning("%s", line)
+    return line
+
+
+def check_settings(config: ModelConfig, engine: type[BaseEngine]) -> None:
+    """Raise ConfigError for the first setting ``engine`` cannot honour; nothing is logged."""
     named = named_adapters(config)
     if named and not engine.capabilities.named_adapters:
         param = "lora_modules" if config.lora_modules else "merge_adapters"
@@ -74,10 +83,6 @@ def review_settings(config: ModelConfig, engine: type[BaseEngine]) -> str | None
                 f"{name} is not honoured by any lmchat engine yet (the media are processed with the model's processor "
                 f"defaults); leave {name} out.", param=name,
             )
-    line = ignored_line(config, engine.name)
-    if line:
-        logger.warning("%s", line)
-    return line
 
 
 def ignored_line(config: ModelConfig, engine: str) -> str | None:
