@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -228,3 +230,43 @@ def test_named_lora_adapters_are_refused_clearly(tmp_path):
     with pytest.raises(ConfigError, match="merge_adapters"):
         ChatModel({"infer_backend": "llamacpp", "model_name_or_path": gguf, "adapter_name_or_path": str(tmp_path),
                    "merge_adapters": False})
+
+
+NATIVE_LOG_SCRIPT = """
+import json, logging, sys
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append([record.levelname, record.getMessage()])
+log = logging.getLogger("lmchat.engines.llamacpp.native")
+log.setLevel(logging.DEBUG)
+log.addHandler(Keep())
+log.propagate = False
+from lmchat import ChatModel
+settings = {"infer_backend": "llamacpp", "max_new_tokens": 2, "do_sample": False}
+if sys.argv[1] == "verbose":
+    settings["llamacpp_config"] = {"verbose": True}
+with ChatModel(settings) as model:
+    model.chat([{"role": "user", "content": "Hi"}])
+print(json.dumps(records))
+"""
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_llama_cpps_own_log_lines_reach_the_logger_at_their_level_or_stderr_when_verbose(mode):
+    """llama.cpp's chatter (the CPU backend's load line, the model loader's dump, the unified cache's known-false
+    n_ctx_seq warning) goes to the logger as debug, whole lines; with verbose every line goes to stderr."""
+    done = subprocess.run([sys.executable, "-c", NATIVE_LOG_SCRIPT, mode], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    records = json.loads(done.stdout.strip().splitlines()[-1])
+    if mode == "verbose":
+        assert records == []
+        assert "load_backend: loaded CPU backend" in done.stderr and "llama_model_loader: " in done.stderr
+        return
+    assert "llama" not in done.stderr, done.stderr
+    assert {level for level, _ in records} == {"DEBUG"}
+    messages = [message for _, message in records]
+    assert all(message.startswith("llama.cpp: ") and "\n" not in message for message in messages)
+    assert any(message.startswith("llama.cpp: load_backend: loaded CPU backend from ") for message in messages)
+    assert any("n_ctx_seq" in message and "n_ctx_train" in message for message in messages)

@@ -29,6 +29,7 @@ from lmchat.engines.events import EngineEvent, TokenLogprob
 from lmchat.engines.llamacpp.cpu_backend import load_cpu_backend
 from lmchat.engines.llamacpp.kv_cells import KvCells
 from lmchat.engines.llamacpp.model import ContextShape, LoadedModel
+from lmchat.engines.llamacpp.native_log import route_native_logs
 from lmchat.engines.llamacpp.sequence import LogitsHook, special_token_ids
 from lmchat.engines.llamacpp.sequence import Sequence as BatchSequence
 from lmchat.engines.llamacpp.settings import LlamaCppSettings, settings_from
@@ -72,6 +73,7 @@ class LlamaCppEngine(BaseEngine):
     async def start(self) -> None:
         path = resolve_gguf_path(self.config.model_name_or_path)
         shape = context_shape(self.config, self.settings.n_batch)
+        route_native_logs(self.settings.verbose)  # before llama.cpp's first line (the CPU backend's load)
         load_cpu_backend()
         self.llm = await asyncio.to_thread(LoadedModel, path, self.settings, shape)
         cells = KvCells(shape.num_seq_ids, shape.kv_cells, reuse_prefix=self.settings.reuse_prefix)

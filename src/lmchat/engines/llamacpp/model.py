@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
-from llama_cpp import _internals, _logger
+from llama_cpp import _internals
 
+from lmchat.engines.llamacpp.native_log import route_native_logs
 from lmchat.engines.llamacpp.settings import GGML_TYPES, LlamaCppSettings, default_threads
 from lmchat.errors import EngineError, ModelNotFoundError
 
@@ -33,7 +34,7 @@ class ContextShape:
 
 class LoadedModel:
     def __init__(self, path: Path, settings: LlamaCppSettings, shape: ContextShape) -> None:
-        _logger.set_verbose(settings.verbose)
+        route_native_logs(settings.verbose)
         self._stack = contextlib.ExitStack()
         try:
             self._model = _internals.LlamaModel(path_model=str(path), params=model_params(settings),
