@@ -50,11 +50,11 @@ def choose_chat_engine(model_args: dict[str, Any],
     from lmchat.config.review import check_settings
     from lmchat.engines.registry import get_engine_class
 
-    chosen = {**model_args, "infer_backend": "llamacpp"}
     try:
-        check_settings(ModelConfig.from_dict(chosen), get_engine_class("llamacpp"))
+        check_settings(config.model_copy(update={"infer_backend": "llamacpp"}), get_engine_class("llamacpp"))
     except ConfigError as exc:
         return EngineChoice(model_args, f"lmchat: transformers engine ({what}, but the llama.cpp engine cannot "
                                         f"honour {exc.param}).")
-    return EngineChoice(chosen, f"lmchat: llama.cpp engine ({what}: it answers one chat fastest and starts in about "
-                                "a second; infer_backend huggingface picks the transformers engine).")
+    return EngineChoice({**model_args, "infer_backend": "llamacpp"},
+                        f"lmchat: llama.cpp engine ({what}: it answers one chat fastest and starts in about a second; "
+                        "infer_backend huggingface picks the transformers engine).")

@@ -106,9 +106,6 @@ def choose(scores: dict[str, int], wanted: str | None) -> str:
 @functools.cache
 def load_cpu_backend() -> str:
     """Load ggml's CPU backend (and any other backend the build ships) once per process; the variant's name."""
-    from lmchat.engines.llamacpp.native_log import route_native_logs
-
-    route_native_logs()  # before the first line llama.cpp logs ("load_backend: ...")
     directory = library_dir()
     found = variants(directory)
     if not found:

@@ -73,7 +73,7 @@ class LlamaCppEngine(BaseEngine):
     async def start(self) -> None:
         path = resolve_gguf_path(self.config.model_name_or_path)
         shape = context_shape(self.config, self.settings.n_batch)
-        route_native_logs(self.settings.verbose)  # before llama.cpp's first line (the CPU backend's load)
+        route_native_logs(self.settings.verbose)  # the one place, before llama.cpp's first line (backend load)
         load_cpu_backend()
         self.llm = await asyncio.to_thread(LoadedModel, path, self.settings, shape)
         cells = KvCells(shape.num_seq_ids, shape.kv_cells, reuse_prefix=self.settings.reuse_prefix)

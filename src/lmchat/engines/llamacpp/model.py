@@ -18,7 +18,6 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp import _internals
 
-from lmchat.engines.llamacpp.native_log import route_native_logs
 from lmchat.engines.llamacpp.settings import GGML_TYPES, LlamaCppSettings, default_threads
 from lmchat.errors import EngineError, ModelNotFoundError
 
@@ -34,7 +33,6 @@ class ContextShape:
 
 class LoadedModel:
     def __init__(self, path: Path, settings: LlamaCppSettings, shape: ContextShape) -> None:
-        route_native_logs(settings.verbose)
         self._stack = contextlib.ExitStack()
         try:
             self._model = _internals.LlamaModel(path_model=str(path), params=model_params(settings),
