@@ -85,8 +85,8 @@ print(json.dumps({"import": t_import - t0, "ready": t_ready - t0, "first": t_fir
 TERMINAL_CHAT = """
 import json, subprocess, sys, time
 t0 = float(sys.argv[1])
-chat = subprocess.Popen([sys.executable, "-m", "lmchat", "chat", "--do_sample", "false", "--max_new_tokens", "8"],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+chat = subprocess.Popen([sys.executable, "-m", "lmchat", "chat", "--do_sample", "false", "--max_new_tokens", "8",
+                         *%r], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 chat.stdin.write(%r.encode() + b"\\n")
 chat.stdin.close()
 chat.stdout.read(1)
@@ -96,14 +96,18 @@ notice = chat.stderr.read().decode().splitlines()
 chat.wait()
 engine = notice[0].split(" (")[0].removeprefix("lmchat: ") if notice else ""
 print(json.dumps({"import": None, "ready": None, "first": t_first - t0, "runner": engine}))
-""" % QUESTION
+"""
 
 GREEDY = {"max_new_tokens": 8, "do_sample": False}
 CONTENDERS = {"lmchat (transformers engine)": LMCHAT % ({**GREEDY, "infer_backend": "hf"}, QUESTION),
               "lmchat (transformers engine, float32)": LMCHAT % ({**GREEDY, "infer_backend": "hf",
                                                                   "quantization_bit": None}, QUESTION),
+              "lmchat (transformers engine, direct_load off)": LMCHAT % ({**GREEDY, "infer_backend": "hf",
+                                                                          "direct_load": "off"}, QUESTION),
               "lmchat (llama.cpp engine)": LMCHAT % ({**GREEDY, "infer_backend": "llamacpp"}, QUESTION),
-              "lmchat chat (no engine named, as make chat runs it)": TERMINAL_CHAT,
+              "lmchat chat (no engine named, as make chat runs it)": TERMINAL_CHAT % ([], QUESTION),
+              "lmchat chat --infer_backend huggingface (make chat before make setup)":
+                  TERMINAL_CHAT % (["--infer_backend", "huggingface"], QUESTION),
               "transformers from_pretrained + generate": TRANSFORMERS, "llama-cpp-python (GGUF)": LLAMA_CPP}
 
 

@@ -47,6 +47,7 @@ FILE_TIERS = {
                  "test_engine_choice.py"),
     "models": (
         "test_hf_engine.py", "test_hf_batching.py", "test_hf_lean.py", "test_hf_native.py", "test_hf_quant.py",
+        "test_hf_direct.py",
         "test_batch_hf.py",
         "test_server_tiny_model.py", "test_default_model.py", "test_llamacpp.py", "test_tiny_tokenizer.py",
         "test_hf_native_build.py", "test_llamacpp_cpu.py", "test_llamacpp_batching.py", "test_vllm.py",

@@ -180,16 +180,16 @@ def test_shared_prompt_prefixes_are_copied_not_recomputed(tiny, worker):
     assert len(copied) >= len(requests) - 1 and min(copied) > 10
 
 
-def test_the_sequential_fallback_runner_gives_the_same_outputs(tiny, worker):
-    """Models the slot cache cannot drive fall back to one DynamicCache per sequence; same answers, same events."""
+def test_the_sequential_fallback_runner_gives_the_same_outputs(tiny_model_dir):
+    """Models the slot cache cannot drive fall back to one DynamicCache per sequence; same answers, same events.
+    (transformers' own model: the fallback steps its DynamicCache, which a directly loaded model has none of.)"""
     requests = [(q, {"max_new_tokens": n}) for q, n in zip(QUESTIONS[:3], LENGTHS[:3])]
-    alone = solo(tiny, requests)
-    slot_runner = worker.runner
-    worker.runner = DynamicRunner(worker.model, tiny.engine.loaded.device)  # the worker is idle between tests
-    try:
+    with ChatModel({"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 12,
+                    "direct_load": "off"}) as tiny:
+        worker = tiny.engine.worker
+        alone = solo(tiny, requests)
+        worker.runner = DynamicRunner(worker.model, tiny.engine.loaded.device)  # the worker is idle between calls
         batched = together(tiny, requests)
-    finally:
-        worker.runner = slot_runner
     assert summary(batched) == summary(alone)
 
 

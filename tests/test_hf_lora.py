@@ -47,8 +47,9 @@ def served_config(tiny_model_dir, tiny_lora_dirs, **settings):
 FORWARDS = {  # forward pass -> (settings, what to patch while the model loads)
     "lean": ({}, {}),
     "lean+native": ({"native_decode": "on"}, {}),
-    "transformers": ({}, {"unsupported_reason": lambda model: "a test of transformers' forward"}),
-    "sequential": ({}, {"_slot_runner_matches": lambda *args: False}),
+    # transformers' own model (not the directly loaded one) for its forward and the sequential fallback
+    "transformers": ({"direct_load": "off"}, {"unsupported_reason": lambda model: "a test of transformers' forward"}),
+    "sequential": ({"direct_load": "off"}, {"_slot_runner_matches": lambda *args: False}),
 }
 
 

@@ -15,6 +15,7 @@ from lmchat import ChatModel
 from lmchat.config.model_config import ModelConfig
 from lmchat.engines.hf import native, quant
 from lmchat.engines.hf.lean import LeanDecoder
+from lmchat.engines.hf.loading import load_model
 from lmchat.engines.hf.quant import QuantizedLinear, QuantizedWeight, quantize_model
 from lmchat.engines.hf.runner import SlotRunner, pick_runner
 from lmchat.errors import ConfigError
@@ -161,8 +162,11 @@ def test_chat_model_quantizes_on_load_and_answers_like_transformers_generate(tin
         assert quant.is_quantized(model) and f"to {bits} bits" in caplog.text
         prepared = chat.prepare(messages)
         ids = torch.tensor([list(prepared.prompt_token_ids)])
+        # the same weights in transformers' own model (the chat loaded them directly into lmchat's modules)
+        reference = load_model(ModelConfig.from_dict({"model_name_or_path": str(tiny_model_dir),
+                                                      "quantization_bit": bits, "direct_load": "off"})).model
         with torch.inference_mode():
-            generated = model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=2, pad_token_id=2)
+            generated = reference.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=2, pad_token_id=2)
         expected = chat.engine.loaded.tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
         assert answer.response_text == expected and answer.response_length == 12
         float32 = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)

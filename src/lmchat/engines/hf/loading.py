@@ -13,7 +13,7 @@ import torch
 
 from lmchat.config.adapters import merged_adapters
 from lmchat.config.model_config import ModelConfig
-from lmchat.engines.hf import quant
+from lmchat.engines.hf import direct, quant
 from lmchat.engines.hf.processor import is_multimodal, load_processor, processor_options
 from lmchat.errors import ConfigError, ModelNotFoundError, require
 
@@ -75,7 +75,32 @@ def pick_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
 
 
 def load_model(config: ModelConfig) -> LoadedModel:
-    """Load tokenizer and weights, apply LoRA adapters, and detect reward models."""
+    """Load tokenizer and weights, apply LoRA adapters, and detect reward models: directly where
+    :mod:`lmchat.engines.hf.direct` can (a local Llama-family checkpoint on the CPU), else through transformers."""
+    source, name = resolve_source(config)
+    device = pick_device(config)
+    reason = direct.unsupported(config, source, device)
+    if reason is None:
+        return _load_direct(config, source, name, device)
+    logger.debug("Loading %s through transformers' model classes: %s.", name, reason)
+    return _load_transformers(config, source, name, device)
+
+
+def _load_direct(config: ModelConfig, source: str, name: str, device: torch.device) -> LoadedModel:
+    bits = quant.chosen_bits(config, device, source if _from_gguf(config) else None)
+    quant.load_options(config, device, bits)  # the same refusals as the transformers path
+    image_options = processor_options(None, config, source)  # a text model: refuses the media settings
+    model, tokenizer = direct.load_direct(config, source, name, bits)
+    return LoadedModel(name, model, tokenizer, device, "generative", None, None, source, image_options)
+
+
+def _from_gguf(config: ModelConfig) -> bool:
+    """Whether the model was given as a GGUF (the default model, or a .gguf path): see quant.chosen_bits."""
+    value = config.model_name_or_path
+    return not value or value.endswith(".gguf")
+
+
+def _load_transformers(config: ModelConfig, source: str, name: str, device: torch.device) -> LoadedModel:
     from transformers import (
         AutoConfig,
         AutoModel,
@@ -86,10 +111,8 @@ def load_model(config: ModelConfig) -> LoadedModel:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise on a chat's stderr
-    source, name = resolve_source(config)
     hub = {"revision": config.model_revision, "cache_dir": config.cache_dir, "token": config.hf_hub_token,
            "trust_remote_code": config.trust_remote_code}
-    device = pick_device(config)
     try:
         model_config = AutoConfig.from_pretrained(source, **hub)
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)
@@ -110,9 +133,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     attention = attention_implementation(config.flash_attn, device)
     if attention:
         hub["attn_implementation"] = attention
-    # a GGUF's own width when the model is one (the default model, or a .gguf path): see quant.chosen_bits
-    value = config.model_name_or_path
-    gguf = kind == "generative" and (not value or value.endswith(".gguf"))
+    gguf = kind == "generative" and _from_gguf(config)
     bits = quant.chosen_bits(config, device, source if gguf else None)
     quantization = quant.load_options(config, device, bits)  # before the weights: a refusal fails fast
     model = model_class.from_pretrained(source, config=model_config, dtype=pick_dtype(config, device), **hub,

@@ -21,6 +21,7 @@ import torch
 from lmchat.engines.hf.kv_cache import SlotKVCache
 from lmchat.engines.hf.lean import Forward, LeanDecoder, packed_weights_wanted, unsupported_reason
 from lmchat.engines.hf.multimodal import PromptEmbeds
+from lmchat.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +219,8 @@ class DynamicRunner:
 def pick_runner(model: Any, device: torch.device, packed_weights: str = "auto") -> SlotRunner | DynamicRunner:
     """The first runner that reproduces a plain forward pass on this model: lean, transformers' forward on the
     slot cache, or the sequential fallback. ``packed_weights``: auto/on/off (see lean.packed_weights_wanted)."""
-    candidates: list[Callable[[], SlotRunner]] = [lambda: SlotRunner(model, device)]
+    lean_only = getattr(model, "lean_only", False)  # a directly loaded model (lmchat.engines.hf.direct_model)
+    candidates: list[Callable[[], SlotRunner]] = [] if lean_only else [lambda: SlotRunner(model, device)]
     reason = unsupported_reason(model)
     if reason is None:
         packed = packed_weights_wanted(model, packed_weights)  # "on" where impossible: a ConfigError, not a fallback
@@ -239,6 +241,9 @@ def pick_runner(model: Any, device: torch.device, packed_weights: str = "auto") 
             if isinstance(runner.forward, LeanDecoder):
                 runner.forward.share_weights()  # chosen: only now does the model's memory change
             return runner
+    if lean_only:
+        raise EngineError("The lean forward does not reproduce this directly loaded model's reference forward (see "
+                          "the log); set direct_load: off to load it through transformers.")
     logger.info("Slot KV cache unsupported for this model; falling back to sequential decoding.")
     return DynamicRunner(model, device)
 
