@@ -208,14 +208,14 @@ def checkpoint_dir() -> Path:
 
 
 def engine_config(contender: str, args: argparse.Namespace) -> dict:
-    """The same sampling for every lmchat contender: greedy, exactly --new-tokens tokens (``hf-int8``: the
-    transformers engine with quantization_bit 8)."""
+    """The same sampling for every lmchat contender: greedy, exactly --new-tokens tokens (``hf``: the transformers
+    engine in float32; ``hf-int8``: with quantization_bit 8)."""
     engine, _, bits = contender.partition("-int")
     config = {"infer_backend": engine, "do_sample": False, "max_new_tokens": args.new_tokens}
     if engine == "hf":
         config["max_batch_size"] = max(args.streams)
-    if bits:
-        config["quantization_bit"] = int(bits)
+    if engine == "hf":  # plain "hf" is float32 (the default model alone would keep its GGUF's 4 bits)
+        config["quantization_bit"] = int(bits) if bits else None
     return config
 
 

@@ -80,10 +80,10 @@ def test_a_width_4_bits_cannot_group_is_refused_naming_the_layer():
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("rows", [1, 3, 9, 40, 130])
+@pytest.mark.parametrize("rows", [1, 3, 5, 9, 12, 40, 130])
 def test_native_multiply_equals_the_dequantized_weight(module, bits, rows):
-    """Every path: one row (8-wide tiles), a few rows (4-row tiles; an output count no tile divides), the panel
-    GEMM (24 rows on) and the float32 copy (128 rows on)."""
+    """Every path: one row (8-wide tiles), a few rows (4-row tiles; an output count no tile divides), the blocked
+    GEMM (6 rows on for int4, 10 for int8: one and two vectors of rows) and the float32 copy (128 rows on)."""
     weight = QuantizedWeight.quantize(weights(97, 160), bits)
     x = torch.randn(rows, 160, generator=torch.Generator().manual_seed(1))
     bias = torch.randn(97)
@@ -92,13 +92,25 @@ def test_native_multiply_equals_the_dequantized_weight(module, bits, rows):
     torch.testing.assert_close(got, expected, rtol=0, atol=2e-5 * float(expected.abs().max()))
 
 
+GEMM_ROWS = {4: 6, 8: 10}  # native/quantized.h gemm_rows: from here on the blocked GEMM sums each output over k
+
+
 @pytest.mark.parametrize("bits", [8, 4])
-def test_a_rows_result_does_not_depend_on_the_batch(module, bits):
+def test_a_rows_result_does_not_depend_on_the_batch_below_the_gemm(module, bits):
+    """Below gemm_rows every row is summed as it is alone (bit for bit); from there on the GEMM sums in another
+    order (the same for every batch size it serves), within rounding of the one-row result."""
     weight = QuantizedWeight.quantize(weights(64, 96), bits)
-    x = torch.randn(7, 96, generator=torch.Generator().manual_seed(2))
-    batch = module.qlinear(x, weight.codes, weight.scales, weight.mins, None)
-    alone = torch.cat([module.qlinear(x[i : i + 1], weight.codes, weight.scales, weight.mins, None) for i in range(7)])
-    assert torch.equal(batch, alone)
+    rows = GEMM_ROWS[bits]
+    x = torch.randn(2 * rows, 96, generator=torch.Generator().manual_seed(2))
+    alone = torch.cat([module.qlinear(x[i : i + 1], weight.codes, weight.scales, weight.mins, None)
+                       for i in range(2 * rows)])
+    below = module.qlinear(x[: rows - 1], weight.codes, weight.scales, weight.mins, None)
+    assert torch.equal(below, alone[: rows - 1])
+    gemm = module.qlinear(x, weight.codes, weight.scales, weight.mins, None)
+    assert not torch.equal(gemm, alone)  # it is the GEMM that served them
+    torch.testing.assert_close(gemm, alone, rtol=0, atol=1e-5 * float(alone.abs().max()))
+    again = module.qlinear(x[:rows], weight.codes, weight.scales, weight.mins, None)
+    assert torch.equal(again, gemm[:rows])  # the GEMM's numbers for a row do not depend on its batch size
 
 
 @pytest.mark.parametrize("bits", [8, 4])

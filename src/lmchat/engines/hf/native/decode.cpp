@@ -247,7 +247,7 @@ struct Linear {
     float* out = w.data_ptr<float>();
     const QWeight qw = q;
 #pragma omp parallel for num_threads(at::get_num_threads()) schedule(static)
-    for (int64_t n = 0; n < qw.N; ++n) dequantize_row(qw, n, 0, qw.K, out + n * qw.K, 1);
+    for (int64_t n = 0; n < qw.N; ++n) dequantize_row(qw, n, 0, qw.K, out + n * qw.K);
     return w;
   }
 
@@ -306,9 +306,10 @@ struct Linear {
     const float* b = bias.defined() && bias.numel() ? bias.data_ptr<float>() : nullptr;
     const float* xp = x.data_ptr<float>();
     float* yp = y.data_ptr<float>();
-    if (B >= GEMM_ROWS) {
+    if (B >= gemm_rows(q.bits)) {
+      std::vector<float> xT(gemm_scratch(B, K));
 #pragma omp parallel num_threads(at::get_num_threads())
-      q_gemm(q, B, xp, yp, N, b);
+      q_gemm(q, B, xp, xT.data(), yp, N, b);
       return y;
     }
 #pragma omp parallel num_threads(at::get_num_threads())

@@ -4,8 +4,9 @@
 // int8: codes [N, K] int8 and one scale per output row, w = code * scale.
 // int4: groups of 32 along K, 16 bytes per group (byte i holds k = i in its low nibble and k = 16 + i in its high
 // nibble), a scale and a minimum per group, w = code * scale + min (codes 0..15).
-// Every output is summed in the same order (vector lanes over k, then a fixed tree) whatever the number of rows and
-// the tile it falls in, so one row alone gives the same numbers as in any batch.
+// Below gemm_rows(bits) input rows every output is summed in the same order (vector lanes over k, then a fixed
+// tree) whatever the number of rows and the tile it falls in, so one row alone gives the same numbers as in any such
+// batch; the GEMM for more rows sums each output over k in order, the same for every batch size it serves.
 #pragma once
 
 #include <torch/extension.h>
@@ -38,7 +39,15 @@ constexpr int64_t Q4_GROUP = 32;
 typedef float vf __attribute__((vector_size(V * sizeof(float))));
 
 inline vf load_f(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
-inline vf splat(float s) { return vf{} + s; }
+inline vf splat(float s) {  // a broadcast (vbroadcastss from memory where s is loaded), no add of +0.0 first
+#if defined(__AVX512F__)
+  return (vf)_mm512_set1_ps(s);
+#elif defined(__AVX__)
+  return (vf)_mm256_set1_ps(s);
+#else
+  return vf{} + s;
+#endif
+}
 inline vf fma_v(vf a, vf b, vf c) {  // a * b + c, fused where the ISA has it (the same on every path)
 #if defined(__AVX512F__)
   return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
@@ -237,96 +246,110 @@ QWeight quantized(const at::Tensor& codes, const at::Tensor& scales, const at::T
 }
 
 // One multiply of the step: a float32 weight (with its oneDNN-packed copy for batches) or a quantized one.
-// --- many rows: a small GEMM over dequantized panels ----------------------------------------------------------
-// From GEMM_ROWS input rows on, each thread takes panels of NR output rows: it dequantizes a KC-long block of the
-// panel into a float buffer (k-major, NR floats per k: it stays in L1) and runs a broadcast micro-kernel, MR input
-// rows x NR outputs, one FMA per weight per row, summing over k in order. A weight is converted once per call,
-// not once per input row; the row-major tiles above convert it once per 4 rows and suit few rows.
-constexpr int NR = 2 * V;        // outputs per panel (two vectors)
-constexpr int MR = 6;            // input rows per micro-kernel call (12 accumulators)
-constexpr int64_t KC = 8192 / NR;  // inputs per block: the buffer is KC * NR floats (32 KiB)
-constexpr int64_t GEMM_ROWS = 24;
+// --- many rows: a small GEMM over dequantized blocks ----------------------------------------------------------
+// From gemm_rows(bits) input rows on, x is transposed once per call (xT [K][BP]: k-major, BP = B rounded up to V,
+// zero padded) and each thread takes panels of weight rows: it dequantizes the panel's weights with vector
+// operations into a row-major buffer (MJ x K floats for K <= KC) and runs a micro-kernel of MJ weight rows x NH
+// vectors of input rows: per k, one broadcast weight (from memory) per weight row times NH vectors of x; each
+// output is summed over k in order, one FMA per weight per input row, and written once. It replaced a k-major panel
+// kernel whose scalar dequantization, blocks of 256 inputs (y read and written again per block) and an add before
+// every broadcast left int4 at 64 rows 30 % behind float32's oneDNN GEMM (docs/benchmarks.md, bench_qgemm.py).
+constexpr int MJ = 12;                 // weight rows per panel for up to V input rows (12 accumulators)
+constexpr int MJ2 = 6;                 // ... for more (6 x 2 accumulator vectors)
+constexpr int64_t KC = 2048;  // inputs per block (a multiple of 32): the models' K fit one block, y is written once
+// from how many input rows q_gemm beats the row-major tiles (benchmarks/bench_qgemm.py, AVX2 and AVX-512 alike)
+inline int64_t gemm_rows(int bits) { return bits == 4 ? 6 : 10; }
 
-// out[k * stride] = w[n][k0 + k] for k < kc (for int4, k0 and kc are multiples of 32)
-inline void dequantize_row(const QWeight& w, int64_t n, int64_t k0, int64_t kc, float* out, int64_t stride) {
+inline void store_f(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// out[k] = w[n][k0 + k] for k < kc (for int4, k0 and kc are multiples of 32), with vector operations
+inline void dequantize_row(const QWeight& w, int64_t n, int64_t k0, int64_t kc, float* out) {
   if (w.bits == 8) {
     const int8_t* codes = w.q8 + n * w.K + k0;
     const float scale = w.scales[n];
-    for (int64_t k = 0; k < kc; ++k) out[k * stride] = static_cast<float>(codes[k]) * scale;
+    int64_t k = 0;
+    for (; k + V <= kc; k += V) store_f(out + k, load_q8(codes + k) * splat(scale));
+    for (; k < kc; ++k) out[k] = static_cast<float>(codes[k]) * scale;
     return;
   }
   const int64_t groups = w.K / Q4_GROUP;
   for (int64_t g = k0 / Q4_GROUP; g < (k0 + kc) / Q4_GROUP; ++g) {
-    const uint8_t* bytes = w.q4 + (n * groups + g) * (Q4_GROUP / 2);
-    const float scale = w.scales[n * groups + g], min = w.mins[n * groups + g];
-    float* group = out + (g * Q4_GROUP - k0) * stride;
-    for (int64_t i = 0; i < Q4_GROUP / 2; ++i) {
-      group[i * stride] = std::fma(static_cast<float>(bytes[i] & 15), scale, min);
-      group[(i + Q4_GROUP / 2) * stride] = std::fma(static_cast<float>(bytes[i] >> 4), scale, min);
-    }
+    const int64_t at = n * groups + g;
+    vf codes[Q4_GROUP / V];
+    unpack_q4(w.q4 + at * (Q4_GROUP / 2), codes);
+    const vf scale = splat(w.scales[at]), min = splat(w.mins[at]);
+    float* group = out + (g * Q4_GROUP - k0);
+    for (int v = 0; v < Q4_GROUP / V; ++v) store_f(group + v * V, fma_v(codes[v], scale, min));
   }
 }
 
-// buffer[k][j] = w[n0 + j][k0 + k] for j < NR (0 past N), k < kc
-inline void dequantize_panel(const QWeight& w, int64_t n0, int64_t k0, int64_t kc, float* buffer) {
-  for (int j = 0; j < NR; ++j) {
-    if (n0 + j < w.N) {
-      dequantize_row(w, n0 + j, k0, kc, buffer + j, NR);
-    } else {
-      for (int64_t k = 0; k < kc; ++k) buffer[k * NR + j] = 0.0f;
-    }
+// buffer[j * kc + k] = w[n0 + j][k0 + k] for j < mj (0 past N), k < kc
+inline void dequantize_block(const QWeight& w, int64_t n0, int mj, int64_t k0, int64_t kc, float* buffer) {
+  for (int j = 0; j < mj; ++j) {
+    if (n0 + j < w.N) dequantize_row(w, n0 + j, k0, kc, buffer + j * kc);
+    else std::memset(buffer + j * kc, 0, kc * sizeof(float));
   }
 }
 
-// acc[i] (+)= x[i][k0..k0+kc) . buffer for M <= MR rows; stored to y rows (first block: set, later: add)
-template <int M>
-inline void micro(const float* buffer, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy, int nr,
-                  bool first) {
-  vf acc[M][2] = {};
+// y[i][j] (=|+=) sum over k < kc of buffer[j][k] * xT[k][i], for i < ni <= NH * V input rows and j < nj <= MJ
+// weight rows (first block of k: set, later: add)
+template <int MJ, int NH>
+inline void micro(const float* buffer, int64_t kc, const float* xT, int64_t ldx, float* y, int64_t ldy, int ni,
+                  int nj, bool first) {
+  vf acc[MJ][NH] = {};
   for (int64_t k = 0; k < kc; ++k) {
-    const vf w0 = load_f(buffer + k * NR), w1 = load_f(buffer + k * NR + V);
-    for (int i = 0; i < M; ++i) {
-      const vf xi = splat(x[i * ldx + k]);
-      acc[i][0] = fma_v(w0, xi, acc[i][0]);
-      acc[i][1] = fma_v(w1, xi, acc[i][1]);
+    vf xv[NH];
+    for (int h = 0; h < NH; ++h) xv[h] = load_f(xT + k * ldx + h * V);
+    for (int j = 0; j < MJ; ++j) {
+      const vf wj = splat(buffer[j * kc + k]);
+      for (int h = 0; h < NH; ++h) acc[j][h] = fma_v(wj, xv[h], acc[j][h]);
     }
   }
-  for (int i = 0; i < M; ++i) {
-    float out[NR];
-    std::memcpy(out, &acc[i][0], sizeof(vf));
-    std::memcpy(out + V, &acc[i][1], sizeof(vf));
-    float* row = y + i * ldy;
-    for (int j = 0; j < nr; ++j) row[j] = first ? out[j] : row[j] + out[j];
+  for (int j = 0; j < nj; ++j) {
+    float out[NH * V];
+    for (int h = 0; h < NH; ++h) std::memcpy(out + h * V, &acc[j][h], sizeof(vf));
+    for (int i = 0; i < ni; ++i) {
+      float* cell = y + i * ldy + j;
+      *cell = first ? out[i] : *cell + out[i];
+    }
   }
 }
 
-// y [B, ldy] = x [B, K] W^T (+ bias) for B >= GEMM_ROWS; call inside an omp parallel region (ends with a barrier)
-void q_gemm(const QWeight& w, int64_t B, const float* x, float* y, int64_t ldy, const float* bias) {
-  alignas(64) float buffer[KC * NR];
-  const int64_t panels = (w.N + NR - 1) / NR;
+// the scratch q_gemm needs for B rows of K inputs (xT)
+inline int64_t gemm_scratch(int64_t B, int64_t K) { return K * ((B + V - 1) / V * V); }
+
+// y [B, ldy] = x [B, K] W^T (+ bias) for B >= gemm_rows(bits); call inside an omp parallel region (ends with a barrier).
+// ``xT`` is scratch for gemm_scratch(B, K) floats.
+void q_gemm(const QWeight& w, int64_t B, const float* x, float* xT, float* y, int64_t ldy, const float* bias) {
+  const int64_t BP = (B + V - 1) / V * V;
+#pragma omp for schedule(static)
+  for (int64_t k = 0; k < w.K; ++k) {
+    float* row = xT + k * BP;
+    for (int64_t i = 0; i < B; ++i) row[i] = x[i * w.K + k];
+    for (int64_t i = B; i < BP; ++i) row[i] = 0.0f;
+  }
+  alignas(64) float buffer[MJ * KC];
+  const int mj = BP <= V ? MJ : MJ2;  // one vector of input rows: twice the weight rows, to fill the FMA pipes
+  const int64_t panels = (w.N + mj - 1) / mj;
 #pragma omp for schedule(static)
   for (int64_t panel = 0; panel < panels; ++panel) {
-    const int64_t n0 = panel * NR;
-    const int nr = static_cast<int>(std::min<int64_t>(NR, w.N - n0));
+    const int64_t n0 = panel * mj;
+    const int nj = static_cast<int>(std::min<int64_t>(mj, w.N - n0));
     for (int64_t k0 = 0; k0 < w.K; k0 += KC) {
       const int64_t kc = std::min<int64_t>(KC, w.K - k0);
-      dequantize_panel(w, n0, k0, kc, buffer);
-      for (int64_t b = 0; b < B; b += MR) {
-        const float* xb = x + b * w.K + k0;
-        float* yb = y + b * ldy + n0;
-        switch (std::min<int64_t>(MR, B - b)) {
-          case 6: micro<6>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
-          case 5: micro<5>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
-          case 4: micro<4>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
-          case 3: micro<3>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
-          case 2: micro<2>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0); break;
-          default: micro<1>(buffer, kc, xb, w.K, yb, ldy, nr, k0 == 0);
-        }
+      dequantize_block(w, n0, mj, k0, kc, buffer);
+      for (int64_t i0 = 0; i0 < B; i0 += 2 * V) {
+        const int ni = static_cast<int>(std::min<int64_t>(2 * V, B - i0));
+        const float* xb = xT + k0 * BP + i0;
+        float* yb = y + i0 * ldy + n0;
+        if (mj == MJ) micro<MJ, 1>(buffer, kc, xb, BP, yb, ldy, ni, nj, k0 == 0);
+        else if (ni > V) micro<MJ2, 2>(buffer, kc, xb, BP, yb, ldy, ni, nj, k0 == 0);
+        else micro<MJ2, 1>(buffer, kc, xb, BP, yb, ldy, ni, nj, k0 == 0);
       }
     }
     if (bias)
       for (int64_t b = 0; b < B; ++b)
-        for (int j = 0; j < nr; ++j) y[b * ldy + n0 + j] += bias[n0 + j];
+        for (int j = 0; j < nj; ++j) y[b * ldy + n0 + j] += bias[n0 + j];
   }
 }
 
