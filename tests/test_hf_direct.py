@@ -18,7 +18,7 @@ from lmchat.config.model_config import ModelConfig
 from lmchat.engines.hf import direct
 from lmchat.engines.hf.direct_model import DirectCausalLM
 from lmchat.engines.hf.loading import load_model
-from lmchat.engines.hf.quant import QuantizedLinear
+from lmchat.engines.hf.quant import QuantizedLinear, weight_bits
 from lmchat.engines.hf.runner import pick_runner
 from lmchat.errors import ModelNotFoundError
 
@@ -43,6 +43,10 @@ def save(tmp_path, tokenizer_dir, kind="llama", name=None, **overrides):
     model.save_pretrained(folder)
     transformers.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
     return folder, model
+
+
+def reference_float(folder):
+    return load_model(config_for(folder, direct_load="off")).model
 
 
 def config_for(folder, **settings) -> ModelConfig:
@@ -102,6 +106,7 @@ def test_quantized_direct_load_matches_quantize_model_and_is_cached(tmp_path, ti
                 assert torch.equal(mine.codes, module.quantized.codes), name
                 assert torch.equal(mine.scales, module.quantized.scales), name
     assert second.lm_head.quantized.bits == 8  # the head keeps 8 bits, as quantize_model keeps it
+    assert weight_bits(second) == weight_bits(via_transformers) == 4 and weight_bits(reference_float(folder)) is None
     assert second.model.embed_tokens.quantized is second.lm_head.quantized  # tied: one copy of the rows
     ids = torch.tensor(IDS)
     assert torch.allclose(second(input_ids=ids).logits, via_transformers(ids).logits, atol=1e-4, rtol=0)

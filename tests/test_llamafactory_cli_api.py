@@ -218,9 +218,12 @@ def test_api_text_parts_client_on_a_tiny_model(tiny_model_dir):
     pytest.importorskip("uvicorn")
     env = {"API_PORT": _free_port()}
     with LmchatServer("serve", "--model-name-or-path", str(tiny_model_dir), "template=llama3", "max_new_tokens=5",
-                      "do_sample=false", env=env):
+                      "do_sample=false", env=env) as server:
         client = run(sys.executable, str(SCRIPTS / "api_text_parts.py"), env=env)
     assert client.returncode == 0, client.stderr
+    # the start-up log says what was chosen: engine, weights, forward pass, threads, batch
+    assert (f"Running {tiny_model_dir.name} on the transformers engine (float32 weights, lean" in server.output
+            and " threads, up to 32 streams batched, on cpu)" in server.output), server.output[-2000:]
     round1, round2, usage = client.stdout.splitlines()
     assert round1.startswith("Round 1: ") and round2.startswith("Round 2: ")
     prompt_tokens, completion_tokens = map(int, usage.removeprefix("Usage: ").split())

@@ -6,7 +6,9 @@
 #   sh tools/llama-server-build.sh [native|all]      prints the path of the llama-server binary
 #
 #   native (default)  GGML_NATIVE=ON: -march=native, the CPU backend linked in (how llama.cpp users build it)
-#   all               every x86-64 CPU backend variant, the best loaded at run time (how lmchat's wheel is built)
+#   all               every x86-64 CPU backend variant, the best loaded at run time (how lmchat's wheel is built),
+#                     but the AMX one (sapphirerapids), whose kernels crash the first decode: left out as lmchat's
+#                     llama.cpp engine leaves it out (native refuses to build on an AMX CPU for the same reason)
 #
 # LLAMA_CPP_PYTHON_VERSION picks the sdist (default: the installed llama-cpp-python, else 0.3.36); LMCHAT_CACHE the
 # cache folder (default ~/.cache/lmchat). A native build is keyed by this CPU's flags too, so a cache folder shared
@@ -18,7 +20,13 @@ VERSION=${LLAMA_CPP_PYTHON_VERSION:-$("$PYTHON" -c 'import importlib.metadata as
 COMMON="-DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
 -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF"
 case "$MODE" in
-  native) FLAGS="$COMMON -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF"
+  native) if grep -qm1 '^flags.* amx_tile' /proc/cpuinfo 2>/dev/null; then
+            # llama.cpp's AMX kernels crash the first decode here (as lmchat's own engine found): build every
+            # variant and leave the AMX one out instead, as lmchat's llama.cpp engine does
+            echo "lmchat: this CPU has AMX; a native llama-server crashes on it, use: sh tools/llama-server-build.sh all" >&2
+            exit 2
+          fi
+          FLAGS="$COMMON -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF"
           CPU=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-12) ;;
   all)    FLAGS="$COMMON -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DBUILD_SHARED_LIBS=ON"
           CPU=any ;;
@@ -43,7 +51,8 @@ if [ ! -x "$HOUSE/bin/llama-server" ]; then
   mkdir -p "$WORK/install/bin" "$WORK/install/lib"
   cp "$WORK/build/bin/llama-server" "$WORK/install/bin/"
   if [ "$MODE" = all ]; then  # the shared libraries and every CPU variant, beside the binary's rpath
-    find "$WORK/build/bin" "$WORK/build/src" "$WORK/build/ggml" -name '*.so*' -exec cp -P {} "$WORK/install/lib/" \;
+    find "$WORK/build" -name '*.so*' -exec cp -P {} "$WORK/install/lib/" \;  # llama, ggml, server-impl, common
+    rm -f "$WORK/install/lib/libggml-cpu-sapphirerapids.so"  # AMX: left out, as lmchat's engine leaves it out
   fi
   printf 'llama-cpp-python %s\nmode %s\ncmake %s\n' "$VERSION" "$MODE" "$FLAGS" > "$WORK/install/BUILD_INFO"
   rm -rf "$HOUSE" && mv "$WORK/install" "$HOUSE"

@@ -215,6 +215,11 @@ class BaseEngine(abc.ABC):
         """What the engine runs at once (engines with a scheduler of their own report its limits)."""
         return EngineCapacity()
 
+    def describe(self) -> str:
+        """One line of what was chosen for the loaded model, for the start-up log (engines with choices of their own,
+        weights, forward pass, threads, add them)."""
+        return f"the {self.label or self.name} engine"
+
     def check_health(self) -> None:
         """Raise :class:`~lmchat.errors.EngineDeadError` once the engine can serve no more requests (its model
         thread or backend died); engines without such a failure mode are always healthy."""

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace, model_config: dict[str, Any]) -> int:
     def ready(chat_model: ChatModel) -> None:
         app = create_app(chat_model, settings)
         holder.ready(app)
+        logger.info("Running %s on %s", chat_model.engine.info.name, chat_model.engine.describe())
         logger.info("Serving %s as %s on http://%s:%d", chat_model.engine.info.name,
                     ", ".join(app.state.lmchat.served_names), settings.host, settings.port)
 

@@ -88,6 +88,20 @@ class HuggingFaceEngine(BaseEngine):
     def capacity(self) -> EngineCapacity:
         return EngineCapacity(self.config.max_batch_size, self.config.kv_cache_tokens)
 
+    def describe(self) -> str:
+        """``the transformers engine (4-bit weights, lean+native forward, 2 threads, up to 256 streams batched)``."""
+        import torch
+
+        from lmchat.engines.hf.quant import weight_bits
+
+        if self.loaded is None or self.worker is None:
+            return super().describe()
+        bits = weight_bits(self.loaded.model)
+        weights = f"{bits}-bit weights" if bits else f"{str(self.loaded.model.dtype).removeprefix('torch.')} weights"
+        forward = getattr(self.worker.runner, "name", "sequential")
+        return (f"the transformers engine ({weights}, {forward} forward, {torch.get_num_threads()} threads, up to "
+                f"{self.config.max_batch_size} streams batched, on {self.loaded.device.type})")
+
     def check_health(self) -> None:
         if self.worker is not None:
             self.worker.check_health()

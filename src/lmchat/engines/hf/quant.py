@@ -302,5 +302,13 @@ def load_options(config: Any, device: torch.device, bits: int | None = None) -> 
     return options
 
 
+def weight_bits(model: Any) -> int | None:
+    """The width of a quantized model's layers (its output head aside, which keeps 8 bits), else None."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    widths = {module.quantized.bits for module in model.modules() if isinstance(module, QuantizedLinear)
+              and module is not head}
+    return min(widths) if widths else None
+
+
 def is_quantized(model: Any) -> bool:
     return any(isinstance(module, QuantizedLinear) for module in model.modules())
