@@ -28,7 +28,8 @@ case "$MODE" in
           fi
           FLAGS="$COMMON -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF"
           CPU=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-12) ;;
-  all)    FLAGS="$COMMON -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DBUILD_SHARED_LIBS=ON"
+  all)    FLAGS="$COMMON -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DBUILD_SHARED_LIBS=ON \
+-DCMAKE_BUILD_RPATH=\$ORIGIN"
           CPU=any ;;
   *) echo "usage: sh tools/llama-server-build.sh [native|all]" >&2; exit 2 ;;
 esac
@@ -50,9 +51,11 @@ if [ ! -x "$HOUSE/bin/llama-server" ]; then
   cmake --build "$WORK/build" --target llama-server -j "$(nproc)" >&2
   mkdir -p "$WORK/install/bin" "$WORK/install/lib"
   cp "$WORK/build/bin/llama-server" "$WORK/install/bin/"
-  if [ "$MODE" = all ]; then  # the shared libraries and every CPU variant, beside the binary's rpath
-    find "$WORK/build" -name '*.so*' -exec cp -P {} "$WORK/install/lib/" \;  # llama, ggml, server-impl, common
-    rm -f "$WORK/install/lib/libggml-cpu-sapphirerapids.so"  # AMX: left out, as lmchat's engine leaves it out
+  if [ "$MODE" = all ]; then
+    # the shared libraries (llama, ggml, server-impl, common) and every CPU variant beside the binary: its RUNPATH
+    # is $ORIGIN, and ggml looks for its CPU variants in the executable's folder
+    find "$WORK/build" -name '*.so*' -exec cp -P {} "$WORK/install/bin/" \;
+    rm -f "$WORK/install/bin/libggml-cpu-sapphirerapids.so"  # AMX: left out, as lmchat's engine leaves it out
   fi
   printf 'llama-cpp-python %s\nmode %s\ncmake %s\n' "$VERSION" "$MODE" "$FLAGS" > "$WORK/install/BUILD_INFO"
   rm -rf "$HOUSE" && mv "$WORK/install" "$HOUSE"
