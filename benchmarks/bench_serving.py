@@ -22,7 +22,7 @@ Contenders (``--only`` picks some):
   and q8_0 K/V like lmchat's llama.cpp engine, the same thread count
 - ``vllm serve`` (``--vllm-python .venv-vllm/bin/python``): vLLM's OpenAI server on the converted checkpoint
 
-    python benchmarks/bench_serving.py --llama-server "$(sh tools/llama-server-build.sh)"
+    python benchmarks/bench_serving.py --llama-server "$(sh tools/llama-server-build.sh)"   # all: on an AMX CPU
     python benchmarks/bench_serving.py --streams 1 16 --new-tokens 32 --repeats 1 --only "lmchat serve hf"
 """
 
