@@ -27,7 +27,7 @@ from lmchat.config.model_config import ModelConfig
 from lmchat.engines.hf import quant
 from lmchat.engines.hf.direct_model import (DEFAULT_ROPE, Attention, DecoderBody, DecoderLayer, DirectCausalLM,
                                             DirectConfig, MLP, RMSNorm, Rotary)
-from lmchat.engines.hf.quant import HEAD_BITS, QuantizedEmbedding, QuantizedLinear, QuantizedWeight
+from lmchat.engines.hf.quant import QuantizedEmbedding, QuantizedLinear, QuantizedWeight
 from lmchat.errors import ModelNotFoundError
 from lmchat.models.cache import cache_root
 
@@ -95,7 +95,6 @@ def direct_config(raw: dict[str, Any]) -> DirectConfig:
     values = {"num_key_value_heads": heads, "head_dim": raw["hidden_size"] // heads, "rms_norm_eps": 1e-6,
               "tie_word_embeddings": False, "attention_bias": False, "hidden_act": "silu", "mlp_bias": False,
               "sliding_window": None, **{k: v for k, v in raw.items() if v is not None or k == "sliding_window"}}
-    values["head_dim"] = values["head_dim"] or raw["hidden_size"] // heads
     values["rope_theta"] = _rope(raw)[0]
     values["qkv_bias"] = qwen2 or bool(values["attention_bias"])  # Qwen2: q/k/v biases, none on o_proj
     values["o_bias"] = bool(values["attention_bias"]) and not qwen2
@@ -107,16 +106,15 @@ def load_direct(config: ModelConfig, source: str, name: str, bits: int | None) -
     folder = Path(source)
     model_config = direct_config(json.loads((folder / "config.json").read_text(encoding="utf-8")))
     tokenizer = load_tokenizer(folder, config.trust_remote_code)
-    state = _cached_quantized(folder, bits) if bits else None
-    if state is None:
-        state = _read_weights(folder, model_config)
-        if bits:
-            before = sum(t.numel() * t.element_size() for t in state.values())
-            state = quantize_state(state, bits, model_config.tie_word_embeddings)
-            layers = sum(isinstance(v, QuantizedWeight) and k != "model.embed_tokens.weight" for k, v in state.items())
-            quant.report(layers, bits, before, _state_bytes(state))
-            _write_cache(folder, bits, state)
-    model = build_model(model_config, state, _eos(folder, model_config))
+    eos = _eos(folder, model_config)
+    cached = _cached_quantized(folder, bits) if bits else None
+    if cached is not None:
+        model = build_model(model_config, cached, eos)
+    else:
+        model = build_model(model_config, _read_weights(folder), eos)
+        if bits:  # the engine's one quantization (head and embeddings at 8 bits), then cached for the next start
+            quant.quantize_model(model, bits)
+            _write_cache(folder, bits, quantized_state(model))
     logger.info("Loaded %s directly (%s weights, %.0f MB) into lmchat's Llama-family forward.", name,
                 f"{bits}-bit" if bits else "float32", quant.model_bytes(model) / 1e6)
     return model.eval(), tokenizer
@@ -155,7 +153,7 @@ def _weight_files(folder: Path) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def _read_weights(folder: Path, model_config: DirectConfig) -> dict[str, torch.Tensor]:
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the checkpoint as float32 (a tied head is left to :func:`build_model`)."""
     from safetensors.torch import load_file
 
@@ -165,30 +163,17 @@ def _read_weights(folder: Path, model_config: DirectConfig) -> dict[str, torch.T
     return {name: tensor.float() for name, tensor in state.items() if not name.endswith("rotary_emb.inv_freq")}
 
 
-def _is_linear(name: str) -> bool:
-    return name.endswith("_proj.weight") or name == "lm_head.weight"
-
-
-def quantize_state(state: dict[str, torch.Tensor], bits: int, tied: bool) -> dict[str, Any]:
-    """``state`` with every linear weight a :class:`QuantizedWeight` (the head and embeddings at 8 bits), as
-    :func:`~lmchat.engines.hf.quant.quantize_model` quantizes a loaded model."""
-    out: dict[str, Any] = {}
-    for name, tensor in state.items():
-        if _is_linear(name):
-            out[name] = QuantizedWeight.quantize(tensor, HEAD_BITS if name == "lm_head.weight" else bits)
-        elif name == "model.embed_tokens.weight":
-            if tied and "lm_head.weight" not in state:
-                out["lm_head.weight"] = QuantizedWeight.quantize(tensor, HEAD_BITS)
-            else:
-                out[name] = QuantizedWeight.quantize(tensor, HEAD_BITS)
-        else:
-            out[name] = tensor
-    return out
-
-
-def _state_bytes(state: dict[str, Any]) -> int:
-    return sum(v.num_bytes() if isinstance(v, QuantizedWeight) else v.numel() * v.element_size()
-               for v in state.values())
+def quantized_state(model: DirectCausalLM) -> dict[str, Any]:
+    """A quantized model's weights by transformers' names, as :func:`build_model` takes them: quantized layers as
+    :class:`QuantizedWeight`, a tied head's rows once (as ``lm_head.weight``), the rest as tensors."""
+    state: dict[str, Any] = {}
+    seen: set[int] = set()
+    for name, module in [("lm_head", model.lm_head), *model.named_modules()]:  # the head first: it keeps tied rows
+        if isinstance(module, QuantizedLinear | QuantizedEmbedding) and id(module.quantized) not in seen:
+            seen.add(id(module.quantized))
+            state[f"{name}.weight"] = module.quantized
+    state.update(dict(model.named_parameters()))  # norms and biases
+    return state
 
 
 def _cache_path(folder: Path, bits: int) -> Path:

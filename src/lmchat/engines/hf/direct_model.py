@@ -142,6 +142,9 @@ class DirectCausalLM(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.model.embed_tokens
 
+    def set_input_embeddings(self, module: nn.Module) -> None:
+        self.model.embed_tokens = module
+
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 

@@ -89,7 +89,7 @@ class HuggingFaceEngine(BaseEngine):
         return EngineCapacity(self.config.max_batch_size, self.config.kv_cache_tokens)
 
     def describe(self) -> str:
-        """``the transformers engine (4-bit weights, lean+native forward, 2 threads, up to 256 streams batched)``."""
+        """``the transformers engine (4-bit weights, lean+native forward, 2 threads, up to 32 streams batched, on cpu)``."""
         import torch
 
         from lmchat.engines.hf.quant import weight_bits

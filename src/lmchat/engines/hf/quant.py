@@ -209,13 +209,9 @@ def quantize_model(model: Any, bits: int) -> int:
         model.set_input_embeddings(QuantizedEmbedding(rows, embedding.padding_idx))
     _release_freed_memory()
     size = model_bytes(model)
-    report(len(targets), bits, before, size)
-    return size
-
-
-def report(layers: int, bits: int, before: int, after: int) -> None:
     logger.info("Quantized %d linear layers to %d bits (output head and embeddings %d bits): weights %.0f MB -> "
-                "%.0f MB.", layers, bits, HEAD_BITS, before / 1e6, after / 1e6)
+                "%.0f MB.", len(targets), bits, HEAD_BITS, before / 1e6, size / 1e6)
+    return size
 
 
 def _release_freed_memory() -> None:
