@@ -6,6 +6,9 @@ the 49152-row output head). This times that sum, per format, at each B, side by 
 - ``float32 oneDNN packed``: what the float32 model runs for batched steps (``packed_weights``)
 - ``float32 F.linear``: MKL's sgemm/GEMV (one-row steps of the float32 model)
 - ``int8`` / ``int4 native``: lmchat's quantized kernels (``native/quantized.h``; the head at 8 bits, as served)
+- ``... int8 act``: the same weights with the activations rounded to int8 (``native/int8_act.h``,
+  ``quantized_activations: auto``) on the CPU's best int8 path (``int8-vnni`` or ``int8-plain``; an int8 weight
+  without VNNI keeps float32 activations, as served)
 
 Random weights of the real shapes (distinct per layer) (quantized with lmchat's own quantizer); median of ``--repeats`` timed passes
 after a warm-up, ms per step; threads as torch has them.
@@ -58,8 +61,12 @@ def main() -> None:
                         for key, w in distinct.items()} for bits in (8, 4)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per decode step (all {len(fp32)} "
           f"multiplies of SmolLM2-135M), median of {args.repeats}")
-    print("| rows | float32 oneDNN packed | float32 F.linear | int8 native | int4 native | int4 vs packed float32 |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    paths = module.int8_paths()
+    act = "int8" if paths else "float32"
+    print(f"int8 activations: {paths[0] if paths else 'none on this CPU'}")
+    print("| rows | float32 oneDNN packed | float32 F.linear | int8 native | int4 native | int8 int8 act "
+          "| int4 int8 act | int4 vs packed float32 | int4 int8 act vs packed float32 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with torch.inference_mode():
         for rows in args.rows:
             inputs = {k: torch.randn(rows, k) for k in (HIDDEN, INTERMEDIATE)}
@@ -72,16 +79,17 @@ def main() -> None:
                 for w in fp32:
                     F.linear(inputs[w.shape[1]], w)
 
-            def run_q(bits):
+            def run_q(bits, activations="float32"):
                 def step():
                     for w in fp32:
                         q = quantized[bits][id(w)]
-                        module.qlinear(inputs[w.shape[1]], q.codes, q.scales, q.mins, None)
+                        module.qlinear(inputs[w.shape[1]], q.codes, q.scales, q.mins, None, activations)
                 return step
 
-            results = [timed(run, args.repeats) for run in (run_packed, run_mkl, run_q(8), run_q(4))]
+            runs = (run_packed, run_mkl, run_q(8), run_q(4), run_q(8, act), run_q(4, act))
+            results = [timed(run, args.repeats) for run in runs]
             print(f"| {rows} | " + " | ".join(f"{value:.1f}" for value in results)
-                  + f" | {results[0] / results[3]:.2f}x |", flush=True)
+                  + f" | {results[0] / results[3]:.2f}x | {results[0] / results[5]:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Weight-only quantization (``quantization_bit: 8`` / ``4``) of the default model: quality and memory against
-float32, in one run (the speed: ``bench_serving.py --only "lmchat library hf" "lmchat library hf-int8" ...``).
+"""Weight-only quantization (``quantization_bit: 8`` / ``4``) of the default model, with float32 activations and
+with int8 ones (``8+int8`` / ``4+int8``: ``quantized_activations: auto``, the default, on a CPU with int8 dot
+products): quality and memory against float32, in one run (the speed: ``bench_serving.py --only "lmchat library hf" "lmchat library hf-int8" ...``).
 
 - **Perplexity** on real text: LLaMA-Factory's alpaca demo answers (``../shared/oracles/datasets``), the first
   ``--tokens`` tokens, one forward pass of the transformers model (its modules quantized as the engine does).
@@ -21,10 +22,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+SETTINGS = ("none", "8", "4", "8+int8", "4+int8")  # quantization_bit (+ int8 activations)
 DATA = Path(__file__).resolve().parents[2] / "shared/oracles/datasets/llamafactory/alpaca_en_demo.json"
 
 
-def perplexity(bits: int | None, tokens: int) -> tuple[float, int]:
+def perplexity(bits: int | None, tokens: int, activations: str) -> tuple[float, int]:
     import torch
     import transformers
 
@@ -32,7 +34,9 @@ def perplexity(bits: int | None, tokens: int) -> tuple[float, int]:
     from lmchat.models.default import default_model_dir
 
     folder = default_model_dir()
-    quant.use_native_kernels(native.load())
+    module = native.load()
+    quant.use_native_kernels(module)
+    quant.use_activations(quant.activations_for(module, activations))
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     rows = json.loads(DATA.read_text())
     ids = tokenizer("\n\n".join(row["output"] for row in rows[:80])).input_ids[:tokens]
@@ -52,11 +56,12 @@ def rss() -> int:
     return 0
 
 
-def answers(bits: int | None, prompts: int, new_tokens: int) -> tuple[list[list[int]], int]:
+def answers(bits: int | None, prompts: int, new_tokens: int, activations: str) -> tuple[list[list[int]], int]:
     from lmchat import ChatModel
     from lmchat.models.default import default_model_dir
 
-    config = {"model_name_or_path": str(default_model_dir()), "do_sample": False, "max_new_tokens": new_tokens}
+    config = {"model_name_or_path": str(default_model_dir()), "do_sample": False, "max_new_tokens": new_tokens,
+              "quantized_activations": activations}
     if bits:
         config["quantization_bit"] = bits
     rows = json.loads(DATA.read_text())[:prompts]
@@ -69,10 +74,12 @@ def answers(bits: int | None, prompts: int, new_tokens: int) -> tuple[list[list[
         return out, rss()
 
 
-def child(bits: int | None, args: argparse.Namespace) -> None:
+def child(setting: str, args: argparse.Namespace) -> None:
     """One setting in a process of its own (so the RSS is its own): the answers first, then the perplexity."""
-    tokens, serving = answers(bits, args.prompts, args.new_tokens)
-    ppl, size = perplexity(bits, args.tokens)
+    width, _, int8 = setting.partition("+")
+    bits, activations = (None if width == "none" else int(width)), ("auto" if int8 else "off")
+    tokens, serving = answers(bits, args.prompts, args.new_tokens, activations)
+    ppl, size = perplexity(bits, args.tokens, activations)
     print(json.dumps({"bits": bits, "perplexity": ppl, "weights": size, "rss": serving, "answers": tokens}))
 
 
@@ -92,12 +99,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--child", choices=["none", "8", "4"])
+    parser.add_argument("--child", choices=SETTINGS)
     args = parser.parse_args()
     if args.child:
-        return child(None if args.child == "none" else int(args.child), args)
+        return child(args.child, args)
     results = {}
-    for setting in ("none", "8", "4"):
+    for setting in SETTINGS:
         command = [sys.executable, __file__, "--child", setting, "--tokens", str(args.tokens), "--prompts",
                    str(args.prompts), "--new-tokens", str(args.new_tokens)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -106,7 +113,7 @@ def main() -> None:
     length = sum(map(len, reference["answers"])) / len(reference["answers"])
     print(f"{args.tokens} tokens of text; {args.prompts} prompts, at most {args.new_tokens} greedy tokens "
           f"(float32's answers: {length:.1f} tokens on average)")
-    print("| quantization_bit | perplexity | vs float32 | weights MB | serving RSS MB | answers identical | "
+    print("| quantization_bit (+ activations) | perplexity | vs float32 | weights MB | serving RSS MB | answers identical | "
           "tokens agreeing before the first difference |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for setting, row in results.items():

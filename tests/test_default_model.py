@@ -10,6 +10,12 @@ from lmchat import ChatModel  # noqa: E402
 from lmchat.models.gguf import gguf_checkpoint_dir  # noqa: E402
 from lmchat.models.default import default_gguf_path  # noqa: E402
 
+# "What is the capital of France?" is a coin flip for this 135M model: its first token's two best logits ("The",
+# "L") lie 0.05 apart, so llama.cpp's own Q4_1 x Q8_1 answer, and the transformers engine's with int8 activations,
+# start "L'Étoile..."; this wording answers Paris with every engine and setting (float32, int8/int4 weights, int8
+# activations on VNNI and plain AVX2 alike, llama.cpp).
+QUESTION = "Name the capital of France."
+
 
 @pytest.mark.slow
 def test_default_model_knows_the_capital_of_france(default_model_dir, caplog):
@@ -19,7 +25,7 @@ def test_default_model_knows_the_capital_of_france(default_model_dir, caplog):
     converted_at = marker.stat().st_mtime_ns
     with caplog.at_level(logging.INFO, logger="lmchat"):
         with ChatModel({"do_sample": False, "max_new_tokens": 30}) as model:
-            [response] = model.chat([{"role": "user", "content": "What is the capital of France?"}])
+            [response] = model.chat([{"role": "user", "content": QUESTION}])
             assert model.engine.info.name == "SmolLM2-135M-Instruct"
     assert "Paris" in response.response_text
     assert response.finish_reason == "stop"

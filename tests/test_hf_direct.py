@@ -173,7 +173,7 @@ def test_default_model_starts_without_transformers_model_classes(default_model_d
         "import sys\n"
         "from lmchat import ChatModel\n"
         "with ChatModel({'infer_backend': 'huggingface'}) as m:\n"
-        "    r = m.chat([{'role': 'user', 'content': 'What is the capital of France?'}], do_sample=False,"
+        "    r = m.chat([{'role': 'user', 'content': 'Name the capital of France.'}], do_sample=False,"
         " max_new_tokens=16)[0]\n"
         "    print(type(m.engine.loaded.model).__name__, repr(r.response_text))\n"
         "print(sorted(k for k in sys.modules if k.startswith(('transformers.modeling', 'transformers.models.llama',"

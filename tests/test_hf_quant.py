@@ -3,6 +3,7 @@ native kernels' quantized multiplies)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 
@@ -247,7 +248,7 @@ def test_the_default_model_keeps_its_gguf_width_unless_told(default_model_dir, c
 
     assert gguf_weight_bits(default_model_dir) == 4 and gguf_weight_bits(default_model_dir.parent) is None
     caplog.set_level("INFO", logger="lmchat")
-    question = [{"role": "user", "content": "What is the capital of France?"}]
+    question = [{"role": "user", "content": "Name the capital of France."}]  # a clear margin (see test_default_model)
     for settings, bits in [({}, 4), ({"quantization_bit": None}, None), ({"quantization_bit": 8}, 8),
                            ({"model_name_or_path": str(default_model_dir)}, None)]:
         with ChatModel({"do_sample": False, "max_new_tokens": 24, **settings}) as chat:
@@ -257,3 +258,127 @@ def test_the_default_model_keeps_its_gguf_width_unless_told(default_model_dir, c
             assert getattr(getattr(layer, "quantized", None), "bits", None) == bits
             assert "Paris" in chat.chat(question)[0].response_text
     assert caplog.text.count("Keeping the 4-bit weights of the GGUF") == 1
+
+
+# --- int8 activations (quantized_activations: auto; native/int8_act.h) ------------------------------------------
+A8_ROWS = {4: 4, 8: 12}  # native/decode.cpp a8_rows: from here on a batched multiply takes int8 activations
+
+
+def rounded_rows(x: torch.Tensor) -> torch.Tensor:
+    """x as the kernels round it: per row and group of 32 inputs, symmetric int8 (scale = max |x| / 127)."""
+    rows, width = x.shape
+    padded = torch.zeros(rows, -(-width // 32) * 32)
+    padded[:, :width] = x
+    groups = padded.reshape(rows, -1, 32)
+    top = groups.abs().amax(-1, keepdim=True)
+    codes = torch.round(groups * torch.where(top > 0, 127 / top, torch.zeros_like(top)))
+    return (codes * (top / 127)).reshape(rows, -1)[:, :width]
+
+
+def int8_paths(module) -> list[str]:
+    paths = module.int8_paths()
+    assert paths, "this x86-64 CPU has AVX2: the plain int8 path at least"
+    return paths
+
+
+@pytest.mark.parametrize("bits, width", [(4, 160), (8, 160), (8, 100)])  # 100: a last group of 4 inputs
+@pytest.mark.parametrize("rows", [4, 5, 12, 13, 40, 130])
+def test_int8_activations_multiply_the_rounded_rows_exactly(module, bits, width, rows):
+    """Every int8 path (VNNI, plain) equals the float64 product of the rounded rows with the dequantized weight
+    (the int32 dot products are exact), for tails of every micro-kernel height and a panel past the last output;
+    it differs from float32 activations by the rounding only. The plain path leaves int8 weights at float32."""
+    weight = QuantizedWeight.quantize(weights(97, width), bits)
+    x = torch.randn(rows, width, generator=torch.Generator().manual_seed(4))
+    bias = torch.randn(97)
+    float32 = module.qlinear(x, weight.codes, weight.scales, weight.mins, bias)
+    expected = (rounded_rows(x).double() @ weight.dequantize().double().T + bias.double()).float()
+    for path in int8_paths(module) + ["int8"]:
+        got = module.qlinear(x, weight.codes, weight.scales, weight.mins, bias, path)
+        if rows < A8_ROWS[bits] or (path == "int8-plain" and bits == 8):
+            assert torch.equal(got, float32), path
+            continue
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
+        assert not torch.equal(got, float32)
+        assert float((got - float32).abs().max()) < 0.02 * float(float32.abs().max())
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_int8_activations_give_a_row_the_same_numbers_in_any_batch(module, bits):
+    """Each row is rounded on its own and summed in one order: from a8_rows on, its outputs do not depend on the
+    other rows of the batch, bit for bit (so a stream's tokens do not change with the load, within that regime)."""
+    weight = QuantizedWeight.quantize(weights(64, 96), bits)
+    x = torch.randn(40, 96, generator=torch.Generator().manual_seed(5))
+    whole = module.qlinear(x, weight.codes, weight.scales, weight.mins, None, "int8")
+    for start, stop in [(0, A8_ROWS[bits]), (3, 3 + A8_ROWS[bits] + 7), (9, 40)]:
+        part = module.qlinear(x[start:stop], weight.codes, weight.scales, weight.mins, None, "int8")
+        assert torch.equal(part, whole[start:stop]), (start, stop)
+
+
+def test_an_unknown_activation_name_is_refused(module):
+    weight = QuantizedWeight.quantize(weights(8, 32), 4)
+    with pytest.raises(RuntimeError, match="activations are float32, int8, int8-vnni or int8-plain, not 'int4'"):
+        module.qlinear(torch.randn(4, 32), weight.codes, weight.scales, weight.mins, None, "int4")
+
+
+def last_prompt_logits(runner: SlotRunner, prompts: list[list[int]], activations: str) -> torch.Tensor:
+    quant.use_activations(activations)
+    try:
+        runner.reserve(len(prompts), 64)
+        return torch.stack([runner.prefill(row, ids, 0) for row, ids in enumerate(prompts)])
+    finally:
+        runner.release()
+        quant.use_activations("float32")
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_the_native_step_with_int8_activations_equals_the_python_forward_with_them(module, bits):
+    """The lean forward's Python path (quantized modules, this thread's activations) and the native step give the
+    same batched logits with int8 activations; both stay close to float32 activations."""
+    model = build("qwen2")
+    quantize_model(model, bits)
+    lean = LeanDecoder(model)
+    # prompts and batches of a8_rows rows at least, so that prefill and decode steps both take int8 activations
+    prompts = [[(7 * row + 3 * i) % 250 + 1 for i in range(A8_ROWS[bits] + row)] for row in range(A8_ROWS[bits])]
+    previous = quant._kernels
+    quant.use_native_kernels(module)
+    try:
+        float32 = decode_rows(SlotRunner(model, CPU, lean), prompts, 4)
+        quant.use_activations("int8")
+        python = decode_rows(SlotRunner(model, CPU, lean), prompts, 4)
+        lean.use_native(module, "int8")
+        native_steps = decode_rows(SlotRunner(model, CPU, lean), prompts, 4)
+        # the first step's inputs are the prompts' greedy tokens, which may differ: compare the prompts' own logits
+        first = [last_prompt_logits(SlotRunner(model, CPU, lean), prompts, a8) for a8 in ("int8", "float32")]
+    finally:
+        quant.use_activations("float32")
+        quant.use_native_kernels(previous)
+    for a, b in zip(native_steps, python):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4 * float(b.abs().max()))
+        assert a.argmax(-1).tolist() == b.argmax(-1).tolist()
+    assert not torch.equal(python[0], float32[0])  # int8 activations did serve
+    torch.testing.assert_close(first[0], first[1], rtol=0, atol=0.05 * float(first[1].abs().max()))
+
+
+def test_quantized_activations_auto_serves_batches_with_int8_and_off_keeps_float32(tiny_model_dir, caplog):
+    """The engine takes int8 activations where the CPU has int8 dot products (logged, in describe) and passes its
+    runner checks with them (the native step in use); 16 streams batched answer in full, close to float32's.
+    ``off`` keeps float32 activations everywhere."""
+    caplog.set_level("INFO", logger="lmchat")
+    requests = [[{"role": "user", "content": f"Count to {i}."}] for i in range(16)]
+
+    async def together(chat):
+        return await asyncio.gather(*(chat.achat(messages) for messages in requests))
+
+    answers = {}
+    for setting in ("auto", "off"):
+        config = {"model_name_or_path": str(tiny_model_dir), "quantization_bit": 4, "quantized_activations": setting,
+                  "temperature": 0, "max_new_tokens": 8, "native_decode": "on"}
+        with ChatModel(config) as chat:
+            described = chat.engine.describe()
+            assert ("int8 activations when batched" in described) == (setting == "auto"), described
+            assert chat.engine.worker.runner.name == "lean+native"
+            chat.engine.worker.batch_sizes.clear()
+            answers[setting] = [r[0] for r in chat.run_sync(together(chat))]
+            assert max(chat.engine.worker.batch_sizes) >= 12  # batched: int8 activations where auto
+            assert all(r.response_length == 8 for r in answers[setting])
+    assert caplog.text.count("take int8 activations") == 1

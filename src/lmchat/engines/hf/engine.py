@@ -82,6 +82,7 @@ class HuggingFaceEngine(BaseEngine):
             max_batch_size=config.max_batch_size, kv_cache_tokens=config.kv_cache_tokens,
             prefill_chunk_tokens=config.prefill_chunk_tokens, packed_weights=config.packed_weights,
             native_decode=config.native_decode, max_lora_rank=max_lora_rank(config), max_loras=config.max_loras,
+            quantized_activations=config.quantized_activations,
         )
 
     @property
@@ -98,6 +99,8 @@ class HuggingFaceEngine(BaseEngine):
             return super().describe()
         bits = weight_bits(self.loaded.model)
         weights = f"{bits}-bit weights" if bits else f"{str(self.loaded.model.dtype).removeprefix('torch.')} weights"
+        if bits and self.worker.native is not None and self.worker.native.activations.startswith("int8"):
+            weights += " x int8 activations when batched"
         forward = getattr(self.worker.runner, "name", "sequential")
         return (f"the transformers engine ({weights}, {forward} forward, {torch.get_num_threads()} threads, up to "
                 f"{self.config.max_batch_size} streams batched, on {self.loaded.device.type})")

@@ -261,8 +261,9 @@ class LeanDecoder:
             return f"float32 weights (they are {self.norm.dtype})"
         return None
 
-    def use_native(self, module: Any) -> None:
-        """Run one-token steps through ``module.Decoder`` (see native/decode.cpp), on these weights and packed copies."""
+    def use_native(self, module: Any, activations: str = "float32") -> None:
+        """Run one-token steps through ``module.Decoder`` (see native/decode.cpp), on these weights and packed copies;
+        ``activations``: of its batched quantized multiplies ("float32" or "int8")."""
         reason = self.native_unsupported()
         if reason:
             raise ValueError(f"the native decode step needs {reason}")
@@ -274,7 +275,7 @@ class LeanDecoder:
         sizes = {"heads": self.heads, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
                  "intermediate": self.intermediate}
         self.native = module.Decoder([layer.native_weights() for layer in self.layers], weights, sizes,
-                                     {"scaling": float(self.scaling), "eps": float(self.eps)})
+                                     {"scaling": float(self.scaling), "eps": float(self.eps)}, activations)
         self.sync_native_lora()
 
     def _native_step(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any, lora_rows: bool

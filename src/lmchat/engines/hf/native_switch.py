@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from lmchat.engines.hf.native import NativeBuild
-from lmchat.engines.hf.quant import is_quantized, use_native_kernels
+from lmchat.engines.hf.quant import activations_for, is_quantized, use_activations, use_native_kernels
 from lmchat.engines.hf.runner import enable_native, native_unsupported
 from lmchat.errors import ConfigError
 
@@ -19,11 +19,14 @@ logger = logging.getLogger("lmchat.engines.hf.worker")
 
 
 class NativeSwitch:
-    """One model's way onto the native kernels, by its ``native_decode`` setting (auto/on/off)."""
+    """One model's way onto the native kernels, by its ``native_decode`` setting (auto/on/off) and, for quantized
+    weights, its ``quantized_activations`` setting (auto/off)."""
 
-    def __init__(self, setting: str, model: Any) -> None:
+    def __init__(self, setting: str, model: Any, quantized_activations: str = "off") -> None:
         self.setting = setting
         self.quantized = is_quantized(model)
+        self.quantized_activations = quantized_activations
+        self.activations = "float32"  # of the batched quantized multiplies, once the kernels are in use
         self.build: NativeBuild | None = None  # while the module is awaited
 
     def before_runner(self) -> None:
@@ -56,10 +59,16 @@ class NativeSwitch:
             return False
         module, self.build = self.build.result(), None
         if module is not None and self.quantized:
+            activations = activations_for(module, self.quantized_activations)
             use_native_kernels(module)
+            use_activations(activations)  # on the worker thread, which runs every forward pass of the model
+            if activations != self.activations:  # (polled twice when built already: said once)
+                logger.info("Batched multiplies by the quantized weights take int8 activations (%s dot products).",
+                            module.int8_paths()[0])
+            self.activations = activations
         if module is None or runner is None or native_unsupported(runner):
             return False
-        if not enable_native(runner, module):
+        if not enable_native(runner, module, self.activations):
             return False
         logger.info("Native decode step in use for one-token steps.")
         return True

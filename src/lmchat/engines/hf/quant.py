@@ -5,7 +5,11 @@
   and llama.cpp's Q4_1. Stored as 16 bytes per group: byte ``i`` holds input ``i`` in its low nibble and input
   ``16 + i`` in its high nibble (the native kernels unpack a group in two vector operations).
 
-Activations stay float32: only the weights are rounded. :func:`quantize_model` swaps every ``nn.Linear`` of the
+Activations stay float32 (only the weights are rounded), except in the native kernels' batched multiplies with
+``quantized_activations: auto`` (several streams in one step, prompt chunks; not one-row steps): there each input row
+is rounded to int8 per group of 32 and multiplied with the CPU's int8 dot products (AVX512-VNNI / AVX-VNNI; int4
+weights also on plain AVX2), as llama.cpp multiplies its Q4 weights by Q8 activations: about twice the batched
+throughput, within rounding (``native/int8_act.h``; perplexity in docs/benchmarks.md). :func:`quantize_model` swaps every ``nn.Linear`` of the
 language model (and its output head, always at 8 bits, as llama.cpp keeps a Q4 model's output layer at higher
 precision) for a :class:`QuantizedLinear`, and the token embeddings for int8 rows (:class:`QuantizedEmbedding`: the
 head's own rows when the model ties them). Every runner then uses it: the lean forward
@@ -18,9 +22,12 @@ Without the native kernels (not built yet, ``native_decode: off``) the multiply 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +41,43 @@ logger = logging.getLogger(__name__)
 GROUP = 32  # int4 inputs per scale/min
 HEAD_BITS = 8  # the output head keeps 8 bits whatever quantization_bit says
 _kernels: Any = None  # the native module (its qlinear), once loaded: see use_native_kernels
+_thread = threading.local()  # .activations: this thread's for the batched multiplies (see use_activations)
+
+
+def activations_for(module: Any, setting: str) -> str:
+    """The activations of the native kernels' batched quantized multiplies for a ``quantized_activations``
+    setting: "int8" (auto, where this CPU has int8 dot products) or "float32" (off, or none here)."""
+    return "int8" if setting == "auto" and module is not None and module.int8_paths() else "float32"
 
 
 def use_native_kernels(module: Any) -> None:
     """Multiply by quantized weights with the native module's ``qlinear`` from now on (None: PyTorch's kernels)."""
     global _kernels
     _kernels = module
+
+
+def use_activations(activations: str) -> None:
+    """The activations of the batched multiplies that this thread runs from now on ("float32" or "int8", see
+    :func:`activations_for`). A model's every forward pass runs on its engine's worker thread, which sets its
+    model's setting; any other thread multiplies with float32 activations."""
+    _thread.activations = activations
+
+
+def _activations() -> str:
+    return getattr(_thread, "activations", "float32")
+
+
+@contextlib.contextmanager
+def float32_activations() -> Iterator[None]:
+    """Within: the quantized modules' batched multiplies take float32 activations. The runner checks compare
+    forward passes that split the same tokens into different row counts, which int8 activations round differently
+    (the int8 kernels have their own tests)."""
+    saved = _activations()
+    use_activations("float32")
+    try:
+        yield
+    finally:
+        use_activations(saved)
 
 
 @dataclass
@@ -116,7 +154,7 @@ class QuantizedWeight:
         if x.dtype != torch.float32:
             raise ValueError(f"quantized weights take float32 inputs, not {x.dtype}")
         if _kernels is not None and x.device.type == "cpu":
-            out = _kernels.qlinear(flat, self.codes, self.scales, self.mins, bias)
+            out = _kernels.qlinear(flat, self.codes, self.scales, self.mins, bias, _activations())
         else:
             out = self._torch_linear(flat)
             if bias is not None:

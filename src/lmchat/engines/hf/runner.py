@@ -21,6 +21,7 @@ import torch
 from lmchat.engines.hf.kv_cache import SlotKVCache
 from lmchat.engines.hf.lean import Forward, LeanDecoder, packed_weights_wanted, unsupported_reason
 from lmchat.engines.hf.multimodal import PromptEmbeds
+from lmchat.engines.hf.quant import float32_activations
 from lmchat.errors import EngineError
 
 logger = logging.getLogger(__name__)
@@ -255,15 +256,18 @@ def native_unsupported(runner: SlotRunner | DynamicRunner) -> str | None:
     return runner.forward.native_unsupported()
 
 
-def enable_native(runner: SlotRunner, module: Any) -> bool:
-    """Let ``runner``'s lean forward take one-token steps through ``module`` if that reproduces a plain forward
-    pass (checked on a cache of its own: the runner's rows may hold running sequences)."""
+def enable_native(runner: SlotRunner, module: Any, activations: str = "float32") -> bool:
+    """Let ``runner``'s lean forward take one-token steps through ``module`` (its batched quantized multiplies with
+    ``activations``) if that reproduces a plain forward pass (checked on a cache of its own: the runner's rows may
+    hold running sequences)."""
     lean: LeanDecoder = runner.forward
     try:
-        lean.use_native(module)
+        lean.use_native(module)  # checked with float32 activations (see quant.float32_activations)
         probe = SlotRunner(runner.model, runner.device, lean, name="lean+native")
         matches = _slot_runner_matches(runner.model, probe, runner.device)
         probe.release()
+        if matches and activations != "float32":
+            lean.use_native(module, activations)
     except Exception as exc:  # noqa: BLE001 - any failure: keep the Python forward
         logger.info("Native decode step unusable (%s); keeping the Python forward.", exc)
         matches = False
@@ -282,7 +286,13 @@ _CHECK_FIRST, _CHECK_SECOND = [7 * i + 3 for i in range(10)], [5 * i + 11 for i 
 @torch.inference_mode()
 def _slot_runner_matches(model: Any, runner: SlotRunner, device: torch.device) -> bool:
     """Two prompts of different lengths, one prefilled in two chunks, one batched decode step, then a step of the
-    first prompt alone (one row: the most common step, which may take another path)."""
+    first prompt alone (one row: the most common step, which may take another path). With float32 activations
+    throughout (quant.float32_activations)."""
+    with float32_activations():
+        return _matches(model, runner, device)
+
+
+def _matches(model: Any, runner: SlotRunner, device: torch.device) -> bool:
     vocab = model.config.get_text_config().vocab_size
     first, second = [i % vocab for i in _CHECK_FIRST], [i % vocab for i in _CHECK_SECOND]
     runner.reserve(2, 16)

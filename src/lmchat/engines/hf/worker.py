@@ -46,7 +46,8 @@ class ModelWorker:
     """Runs every forward pass of one model on its own thread."""
 
     def __init__(self, *, max_batch_size: int, kv_cache_tokens: int, prefill_chunk_tokens: int,
-                 packed_weights: str, native_decode: str, max_lora_rank: int = 64, max_loras: int = 8) -> None:
+                 packed_weights: str, native_decode: str, max_lora_rank: int = 64, max_loras: int = 8,
+                 quantized_activations: str = "off") -> None:
         """The limits and settings come from :class:`~lmchat.config.model_config.ModelConfig` (its defaults)."""
         self.model: Any = None
         self.tokenizer: Any = None
@@ -55,6 +56,7 @@ class ModelWorker:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.packed_weights = packed_weights
         self.native_decode = native_decode
+        self.quantized_activations = quantized_activations
         self.native: NativeSwitch | None = None  # the way onto the native kernels, once a model is attached
         self.lora: LoraBank | None = None  # the named adapters, from the first one loaded (load_adapter)
         self.lora_limits = (max_lora_rank, max_loras)
@@ -79,7 +81,7 @@ class ModelWorker:
         spin-waiting (more OpenMP threads than cores), which slows every small operation on a small CPU (measured in
         docs/architecture-hf-engine.md)."""
         self.model, self.tokenizer = model, tokenizer
-        self.native = NativeSwitch(self.native_decode if generative else "off", model)
+        self.native = NativeSwitch(self.native_decode if generative else "off", model, self.quantized_activations)
         self.native.before_runner()
         self.runner = pick_runner(model, device, self.packed_weights) if generative else DynamicRunner(model, device)
         self.native.start(self.runner)

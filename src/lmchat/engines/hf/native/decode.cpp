@@ -21,6 +21,7 @@
 #include <omp.h>
 
 #include "quantized.h"
+#include "int8_act.h"
 
 #include <algorithm>
 #include <cmath>
@@ -218,10 +219,15 @@ constexpr int64_t DEQUANTIZE_ROWS = 128;
 
 using LoraPairs = std::map<int64_t, std::pair<at::Tensor, at::Tensor>>;  // slot -> (A^T [K, r], B^T [r, N])
 
+// From how many rows on a quantized multiply takes int8 activations (when asked for and served; int8_act.h): where
+// it beats the float32 kernels (benchmarks/bench_qgemm.py; an int8 weight's panels cost more to lay out)
+inline int64_t a8_rows(int bits) { return bits == 4 ? 4 : 12; }
+
 struct Linear {
   at::Tensor plain, batch_w, codes, scales, mins;  // kept alive
   LoraPairs lora;
   QWeight q;
+  A8Path activations = A8Path::None;  // batched multiplies of a quantized weight: float32 or int8 activations
   const float* weight = nullptr;
   int64_t N = 0, K = 0;
 
@@ -300,10 +306,17 @@ struct Linear {
   at::Tensor batch(const at::Tensor& x, const at::Tensor& bias) const {
     if (!q.bits) return batch_linear(x, batch_w, bias);
     const int64_t B = x.size(0);
+    const float* b = bias.defined() && bias.numel() ? bias.data_ptr<float>() : nullptr;
+    if (B >= a8_rows(q.bits) && a8_serves(activations, q.bits)) {
+      at::Tensor y = at::empty({B, N}, at::kFloat);
+      A8Rows rows(B, K);
+#pragma omp parallel num_threads(at::get_num_threads())
+      a8_gemm(activations, q, x.data_ptr<float>(), rows, y.data_ptr<float>(), N, b);
+      return y;
+    }
     if (B >= DEQUANTIZE_ROWS) return batch_linear(x, dequantize(), bias);
     at::Tensor y = at::empty({B, N}, at::kFloat);
     std::vector<float> xsum(B * (K / Q4_GROUP) + 1);
-    const float* b = bias.defined() && bias.numel() ? bias.data_ptr<float>() : nullptr;
     const float* xp = x.data_ptr<float>();
     float* yp = y.data_ptr<float>();
     if (B >= gemm_rows(q.bits)) {
@@ -346,11 +359,36 @@ struct Layer {
   }
 };
 
+// The activations of batched quantized multiplies, by name: "float32", "int8" (this CPU's best int8 path),
+// "int8-vnni" or "int8-plain" (that path; an error where the CPU or build has none)
+A8Path activation_path(const std::string& name) {
+  if (name == "float32") return A8Path::None;
+  const A8Path best = a8_best();
+  TORCH_CHECK(best != A8Path::None || name.rfind("int8", 0) != 0,
+              "int8 activations need an x86-64 CPU with AVX2 (this build has no int8 kernels)");
+  if (name == "int8") return best;
+  if (name == "int8-plain") return A8Path::Plain;
+  TORCH_CHECK(name == "int8-vnni", "activations are float32, int8, int8-vnni or int8-plain, not '", name, "'");
+  TORCH_CHECK(best == A8Path::Vnni, "int8-vnni activations need a CPU with VNNI dot products (AVX512-VNNI or "
+              "AVX-VNNI); this one has none");
+  return A8Path::Vnni;
+}
+
+// the int8 paths this CPU runs, best first (what "int8" picks; empty: none)
+std::vector<std::string> int8_paths() {
+  const A8Path best = a8_best();
+  if (best == A8Path::None) return {};
+  if (best == A8Path::Vnni) return {"int8-vnni", "int8-plain"};
+  return {"int8-plain"};
+}
+
 // For the Python side (lean prompt chunks, the model's own modules): x [M, K] float32 -> [M, N]
 at::Tensor qlinear(const at::Tensor& x_in, const at::Tensor& codes, const at::Tensor& scales,
-                   const std::optional<at::Tensor>& mins, const std::optional<at::Tensor>& bias) {
+                   const std::optional<at::Tensor>& mins, const std::optional<at::Tensor>& bias,
+                   const std::string& activations) {
   c10::InferenceMode guard;
   Linear linear;
+  linear.activations = activation_path(activations);
   linear.codes = codes, linear.scales = scales, linear.mins = mins.has_value() ? *mins : at::Tensor();
   linear.q = quantized(codes, scales, linear.mins, "qlinear");
   linear.N = linear.q.N, linear.K = linear.q.K;
@@ -366,8 +404,10 @@ class Decoder {
  public:
   // layers: each layer's weights by name; model: embed, norm, head (and head_packed); sizes: heads, kv_heads,
   // head_dim, intermediate; scalars: scaling, eps (see the names at the top of this file)
+  // activations: of the batched quantized multiplies (see activation_path)
   Decoder(std::vector<Named> layers, Named model, std::map<std::string, int64_t> sizes,
-          std::map<std::string, double> scalars) {
+          std::map<std::string, double> scalars, const std::string& activations) {
+    const A8Path path = activation_path(activations);
     heads_ = named(sizes, "heads"), kv_heads_ = named(sizes, "kv_heads"), head_dim_ = named(sizes, "head_dim");
     inter_ = named(sizes, "intermediate");
     TORCH_CHECK(sizes.size() == 4, "the decoder's sizes are heads, kv_heads, head_dim and intermediate only");
@@ -386,6 +426,9 @@ class Decoder {
     embed_rows_ = rows.size(0), hidden_ = rows.size(1), vocab_ = head_.N;
     for (size_t i = 0; i < layers.size(); ++i)
       layers_.emplace_back(Weights(std::move(layers[i]), "layer " + std::to_string(i)));
+    head_.activations = path;
+    for (Layer& layer : layers_)
+      for (Linear* linear : {&layer.qkv, &layer.out, &layer.gate_up, &layer.down}) linear->activations = path;
   }
 
   // tokens [B], positions [B]; batch row b is cache row row_start + b and attends to positions 0..positions[b]
@@ -561,11 +604,13 @@ class Decoder {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pybind11::class_<Decoder>(m, "Decoder")
       .def(pybind11::init<std::vector<Named>, Named, std::map<std::string, int64_t>,
-                          std::map<std::string, double>>(),
-           pybind11::arg("layers"), pybind11::arg("model"), pybind11::arg("sizes"), pybind11::arg("scalars"))
+                          std::map<std::string, double>, const std::string&>(),
+           pybind11::arg("layers"), pybind11::arg("model"), pybind11::arg("sizes"), pybind11::arg("scalars"),
+           pybind11::arg("activations") = "float32")
       .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>())
       .def("set_lora", &Decoder::set_lora, pybind11::arg("layers"), pybind11::arg("head"));
   m.def("qlinear", &qlinear, pybind11::arg("x"), pybind11::arg("codes"), pybind11::arg("scales"),
         pybind11::arg("mins") = pybind11::none(), pybind11::arg("bias") = pybind11::none(),
-        pybind11::call_guard<pybind11::gil_scoped_release>());
+        pybind11::arg("activations") = "float32", pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("int8_paths", &int8_paths);
 }

@@ -1,0 +1,211 @@
+// Batched multiplies by quantized weights with int8 activations (the setting quantized_activations: auto; see
+// lmchat.engines.hf.quant and docs/architecture-hf-engine.md).
+//
+// Each input row is rounded per group of 32 inputs to int8, symmetrically (scale = max |x| / 127, code =
+// round(x / scale), ties to even), and a weight row times it is summed with the CPU's 4-way int8 dot products into
+// int32 per group: int4 weights (codes 0..15) are the unsigned operand as they are; int8 weights (-127..127) are
+// offset by 128 to make them unsigned, and the offset's share, 128 * the group's sum of activation codes, is taken
+// off again. Per output: the sum over groups of dot * activation scale * weight scale (int4: the weight's group scale,
+// plus its group minimum times the group's sum of rounded x; int8: the row's scale, applied once at the end). The
+// same scheme as llama.cpp's Q4_1 x Q8_1 dot products; a row's numbers do not depend on the other rows of the batch.
+//
+// Compiled for every path the build's instruction-set level allows and picked at run time from CPUID: in an
+// x86-64-v4 build AVX512-VNNI (vpdpbusd) or plain AVX-512BW (vpmaddubsw + vpmaddwd); in an x86-64-v3 build
+// AVX-VNNI or plain AVX2. The plain paths serve int4 weights only: their 16-bit pair sums of an offset int8 weight
+// times a code could overflow (15 * 127 * 2 cannot).
+#pragma once
+
+#include "quantized.h"
+
+#include <vector>
+
+namespace {
+
+enum class A8Path { None, Plain, Vnni };  // float32 activations; int8 with plain AVX2/AVX-512BW; with VNNI
+
+constexpr int64_t A8_GROUP = 32;
+constexpr int A8_QUADS = A8_GROUP / 4;
+
+// B input rows rounded to int8: codes [B][KP] (KP = 32 G; inputs past K are 0); per [B][G]: the scale, the sum of
+// the rounded x (scale * the sum of the codes: the int4 minimums' share; the rounded sum, not x's own, so that the
+// rounding errors of the codes' and the minimum's shares cancel as in w * x) and 128 * the sum of the codes (the
+// int8 offset's share)
+struct A8Rows {
+  int64_t B, G, KP;
+  std::vector<int8_t> codes;
+  std::vector<float> scale, sum;
+  std::vector<int32_t> offset;
+  A8Rows(int64_t rows, int64_t K)
+      : B(rows), G((K + A8_GROUP - 1) / A8_GROUP), KP(G * A8_GROUP), codes(B * KP, 0), scale(B * G), sum(B * G),
+        offset(B * G) {}
+};
+
+// x [B, K] into ``a``; inside an omp parallel region (ends with a barrier)
+inline void a8_quantize(const float* x, int64_t K, A8Rows& a) {
+#pragma omp for schedule(static)
+  for (int64_t item = 0; item < a.B * a.G; ++item) {
+    const int64_t i = item / a.G, g = item % a.G, k0 = g * A8_GROUP;
+    const int64_t n = std::min<int64_t>(A8_GROUP, K - k0);
+    const float* xg = x + i * K + k0;
+    float top = 0.0f;
+    for (int64_t k = 0; k < n; ++k) top = std::max(top, std::fabs(xg[k]));
+    const float inverse = top > 0.0f ? 127.0f / top : 0.0f;
+    int8_t* q = &a.codes[i * a.KP + k0];
+    int32_t codes = 0;
+    for (int64_t k = 0; k < n; ++k) codes += (q[k] = static_cast<int8_t>(std::nearbyint(xg[k] * inverse)));
+    const float scale = top / 127.0f;
+    a.scale[item] = scale, a.sum[item] = scale * static_cast<float>(codes), a.offset[item] = 128 * codes;
+  }
+}
+
+// A panel of R weight rows, as the micro-kernels read it: per group g and quad q, the rows' 4-byte words side by
+// side (words [G][QW][R]), so that one vector load gives V rows' codes of 4 inputs. int4 (QW = 4): the weight's own
+// bytes (word q of a group holds inputs 4q .. 4q + 3 in its low nibbles, 16 + 4q .. in its high ones), unpacked in
+// the kernel; int8 (QW = 8): the codes + 128. Scales and minimums per [G][R] (int4) or scales per [R] (int8); rows
+// past N: codes, scales and minimums 0.
+struct A8Panel {
+  int64_t R, G, QW;
+  std::vector<uint32_t> words;
+  std::vector<float> scales, mins;
+  A8Panel(int64_t rows, int64_t groups, int bits)
+      : R(rows), G(groups), QW(bits == 4 ? 4 : 8), words(G * QW * R), scales(G * R), mins(G * R) {}
+
+  void fill(const QWeight& w, int64_t n0) {
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t n = n0 + r;
+      if (n >= w.N) {
+        for (int64_t g = 0; g < G; ++g) {
+          for (int64_t q = 0; q < QW; ++q) words[(g * QW + q) * R + r] = 0;
+          scales[g * R + r] = mins[g * R + r] = 0.0f;
+        }
+      } else if (w.bits == 4) {
+        const uint8_t* row = w.q4 + n * G * (Q4_GROUP / 2);
+        for (int64_t g = 0; g < G; ++g) {
+          for (int64_t q = 0; q < 4; ++q) std::memcpy(&words[(g * 4 + q) * R + r], row + g * 16 + 4 * q, 4);
+          scales[g * R + r] = w.scales[n * G + g], mins[g * R + r] = w.mins[n * G + g];
+        }
+      } else {
+        int8_row(w, n, r);
+      }
+    }
+  }
+
+ private:
+  void int8_row(const QWeight& w, int64_t n, int64_t r) {
+    const int8_t* row = w.q8 + n * w.K;
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t q = 0; q < 8; ++q) {
+        const int64_t k0 = g * A8_GROUP + 4 * q;
+        uint32_t word = 0;
+        if (k0 + 4 <= w.K) {
+          std::memcpy(&word, row + k0, 4);
+          word ^= 0x80808080u;
+        } else {
+          uint8_t bytes[4] = {};
+          for (int64_t t = 0; t < 4; ++t) bytes[t] = k0 + t < w.K ? static_cast<uint8_t>(row[k0 + t]) ^ 0x80 : 0;
+          std::memcpy(&word, bytes, 4);
+        }
+        words[(g * 8 + q) * R + r] = word;
+      }
+    scales[r] = w.scales[n];
+  }
+};
+
+}  // namespace
+
+#if defined(__x86_64__) && defined(__AVX2__)
+namespace {
+// the integer vector operations of the kernels (int8_act_kernel.inc), one vector of V int32 lanes
+#if defined(__AVX512F__)
+using a8_ivec = __m512i;
+inline a8_ivec a8_zero() { return _mm512_setzero_si512(); }
+inline a8_ivec a8_load(const void* p) { return _mm512_loadu_si512(p); }
+inline a8_ivec a8_broadcast(int32_t v) { return _mm512_set1_epi32(v); }
+inline a8_ivec a8_sub(a8_ivec a, a8_ivec b) { return _mm512_sub_epi32(a, b); }
+inline vf a8_float(a8_ivec a) { return (vf)_mm512_cvtepi32_ps(a); }
+inline a8_ivec a8_low(a8_ivec a) { return _mm512_and_si512(a, _mm512_set1_epi8(15)); }  // each byte's low nibble
+inline a8_ivec a8_high(a8_ivec a) { return _mm512_and_si512(_mm512_srli_epi16(a, 4), _mm512_set1_epi8(15)); }
+#else
+using a8_ivec = __m256i;
+inline a8_ivec a8_zero() { return _mm256_setzero_si256(); }
+inline a8_ivec a8_load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline a8_ivec a8_broadcast(int32_t v) { return _mm256_set1_epi32(v); }
+inline a8_ivec a8_sub(a8_ivec a, a8_ivec b) { return _mm256_sub_epi32(a, b); }
+inline vf a8_float(a8_ivec a) { return (vf)_mm256_cvtepi32_ps(a); }
+inline a8_ivec a8_low(a8_ivec a) { return _mm256_and_si256(a, _mm256_set1_epi8(15)); }
+inline a8_ivec a8_high(a8_ivec a) { return _mm256_and_si256(_mm256_srli_epi16(a, 4), _mm256_set1_epi8(15)); }
+#endif
+
+#if defined(__AVX512F__)
+#define LMCHAT_A8_TARGET __attribute__((target("avx512vnni")))
+namespace a8_vnni {
+constexpr int MI = 6, NW = 2;  // input rows x weight vectors per micro-kernel (12 accumulators)
+LMCHAT_A8_TARGET inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) { return _mm512_dpbusd_epi32(acc, w, x); }
+#include "int8_act_kernel.inc"
+}  // namespace a8_vnni
+#undef LMCHAT_A8_TARGET
+#define LMCHAT_A8_TARGET
+namespace a8_plain {
+constexpr int MI = 6, NW = 2;
+inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) {
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)));
+}
+#include "int8_act_kernel.inc"
+}  // namespace a8_plain
+#undef LMCHAT_A8_TARGET
+inline bool a8_has_vnni() { return __builtin_cpu_supports("avx512vnni"); }
+#else
+#define LMCHAT_A8_TARGET __attribute__((target("avxvnni")))
+namespace a8_vnni {
+constexpr int MI = 2, NW = 2;  // 16 vector registers
+LMCHAT_A8_TARGET inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) { return _mm256_dpbusd_avx_epi32(acc, w, x); }
+#include "int8_act_kernel.inc"
+}  // namespace a8_vnni
+#undef LMCHAT_A8_TARGET
+#define LMCHAT_A8_TARGET
+namespace a8_plain {
+constexpr int MI = 2, NW = 2;  // two more registers for the pair sums
+inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
+}
+#include "int8_act_kernel.inc"
+}  // namespace a8_plain
+#undef LMCHAT_A8_TARGET
+inline bool a8_has_vnni() { return __builtin_cpu_supports("avxvnni"); }
+#endif
+
+// the best int8 path of this CPU (CPUID, read once)
+inline A8Path a8_best() {
+  static const A8Path best = a8_has_vnni() ? A8Path::Vnni : A8Path::Plain;
+  return best;
+}
+
+}  // namespace
+#else
+namespace {
+inline A8Path a8_best() { return A8Path::None; }
+}  // namespace
+#endif
+
+namespace {
+
+// whether ``path`` multiplies weights of ``bits`` here (the plain paths: int4 only)
+inline bool a8_serves(A8Path path, int bits) {
+  if (path == A8Path::None || (path == A8Path::Vnni && a8_best() != A8Path::Vnni)) return false;
+  return path == A8Path::Vnni || bits == 4;
+}
+
+// y [B, ldy] = x [B, K] W^T (+ bias) with x rounded to int8 (``a`` sized for B rows of K, ``path`` served: see
+// a8_serves); inside an omp parallel region (ends with a barrier)
+inline void a8_gemm(A8Path path, const QWeight& w, const float* x, A8Rows& a, float* y, int64_t ldy,
+                    const float* bias) {
+  a8_quantize(x, w.K, a);
+#if defined(__x86_64__) && defined(__AVX2__)
+  if (path == A8Path::Vnni) a8_vnni::gemm(w, a, y, ldy, bias);
+  else a8_plain::gemm(w, a, y, ldy, bias);
+#else
+  (void)path, (void)y, (void)ldy, (void)bias;
+#endif
+}
+
+}  // namespace
