@@ -425,3 +425,22 @@ def test_unexpected_errors_are_500s_without_details(server, http, monkeypatch):
     error = assert_error(response, 500)
     assert "secret internals" not in response.text and "boom-1" in error["message"]
     assert response.headers["x-request-id"] == "boom-1"
+
+
+@pytest.mark.parametrize("text", ["Hello", ' "quoted" \\ back', "naïve 東京 🚀", "\x00\x01\n\t\u2028", "\x00lmchat\x00",
+                                  "</script>", "data: [DONE]\n\n"])
+def test_a_content_delta_event_from_the_template_equals_the_models_own(text):
+    """The streamed chat's fast path (responses.EventTemplate) writes the bytes the protocol models give."""
+    from lmchat.server.protocol import ChatCompletionStreamChoice, ChatCompletionStreamResponse, DeltaMessage
+    from lmchat.server.responses import EventTemplate, sse_event
+
+    def event(value: str, index: int = 2) -> str:
+        return sse_event(ChatCompletionStreamResponse(
+            id="chatcmpl-1", created=7, model="m", system_fingerprint="fp",
+            choices=[ChatCompletionStreamChoice(index=index, delta=DeltaMessage(content=value))]))
+
+    template = EventTemplate(event)
+    assert template(text) == event(text)
+    assert json.loads(template(text)[len("data: "):])["choices"][0]["delta"] == {"content": text}
+    with pytest.raises(ValueError, match="exactly once"):
+        EventTemplate(lambda value: event(value) + event(value))

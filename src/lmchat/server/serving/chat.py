@@ -28,7 +28,7 @@ from lmchat.server.protocol import (
     UsageInfo,
     now,
 )
-from lmchat.server.responses import DONE_EVENT, sse_error, sse_event
+from lmchat.server.responses import DONE_EVENT, EventTemplate, sse_error, sse_event
 from lmchat.server.serving.base import GenerationEndpoint, LiveGeneration, RunningUsage, new_answers, usage_counts
 from lmchat.server.serving.logprobs import prompt_logprobs_entries, score_prompts, token_name
 
@@ -89,9 +89,15 @@ class ServingChat(GenerationEndpoint):
                 system_fingerprint=self.state.system_fingerprint,
             ))
 
+        def content_event(index: int) -> EventTemplate:  # answer index's plain content deltas
+            return EventTemplate(lambda text: event([ChatCompletionStreamChoice(
+                index=index, delta=DeltaMessage(content=text))]))
+
         answers = new_answers(prepared)
         running = RunningUsage(prepared)
         echo = echo_text(body)
+        templates: dict[int, EventTemplate] = {}
+        with_logprobs, continuous = bool(body.logprobs), body.continuous_usage
         try:
             for index in range(len(answers)):
                 yield event([ChatCompletionStreamChoice(index=index, delta=DeltaMessage(role="assistant", content=""))])
@@ -100,7 +106,12 @@ class ServingChat(GenerationEndpoint):
             async for chunk in live.chunks():
                 answers[chunk.index].add(chunk)
                 usage = running.add(chunk)
-                choice = _stream_choice(chunk, bool(body.logprobs), body.return_tokens_as_token_ids)
+                if not continuous and is_plain_content(chunk, with_logprobs):
+                    template = templates.get(chunk.index) or templates.setdefault(chunk.index,
+                                                                                  content_event(chunk.index))
+                    yield template(chunk.content)
+                    continue
+                choice = _stream_choice(chunk, with_logprobs, body.return_tokens_as_token_ids)
                 if choice is not None:
                     yield event([choice], UsageInfo(**usage) if body.continuous_usage else None)
             if body.include_usage:
@@ -125,6 +136,12 @@ def echo_text(body: ChatCompletionRequest) -> str:
     if isinstance(content, list):
         content = "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
     return content
+
+
+def is_plain_content(chunk: ChatChunk, with_logprobs: bool) -> bool:
+    """A chunk whose event is its content alone (the common one: EventTemplate writes it)."""
+    return bool(chunk.content) and not (chunk.reasoning or chunk.tool_calls or chunk.finish_reason is not None
+                                        or (with_logprobs and chunk.logprobs))
 
 
 def _stream_choice(chunk: ChatChunk, with_logprobs: bool, as_ids: bool = False) -> ChatCompletionStreamChoice | None:
