@@ -66,3 +66,62 @@ def test_detokenizer_never_splits_a_multibyte_character(tiny_tokenizer_dir):
     assert not any("\ufffd" in piece for piece in pieces)
     assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=False) == text
     assert "" in pieces  # some token ended mid-character and was held back
+
+
+def test_events_emitted_together_reach_each_loop_in_one_wake_up_in_order():
+    """threaded.delivered_together: a model thread's step emits to many channels; each consumer loop gets them in one
+    callback, each channel's in the order emitted, nothing before the block ends; a gone loop abandons its requests."""
+    import asyncio
+    import threading
+
+    from lmchat.engines.events import Finished, TextDelta
+    from lmchat.engines.threaded import EventChannel, delivered_together
+
+    abandoned = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        wakeups = []
+        original = loop.call_soon_threadsafe
+        def counting(callback, *args):  # the channels' hand-overs (asyncio.to_thread's own are not counted)
+            if getattr(callback, "__name__", "") in ("_put_all", "put_nowait"):
+                wakeups.append(callback)
+            return original(callback, *args)
+
+        loop.call_soon_threadsafe = counting
+        first, second = EventChannel(lambda: abandoned.append(1)), EventChannel(lambda: abandoned.append(2))
+        held, release = threading.Event(), threading.Event()
+
+        def model_thread():
+            with delivered_together():
+                first.emit(TextDelta("a", 1))
+                second.emit(TextDelta("b", 1))
+                first.emit(Finished("stop", 1, 1))
+                held.set()
+                release.wait(5)
+
+        thread = threading.Thread(target=model_thread)
+        thread.start()
+        await asyncio.to_thread(held.wait, 5)
+        await asyncio.sleep(0.05)
+        assert first._queue.empty() and second._queue.empty() and not wakeups  # held until the block ends
+        release.set()
+        await asyncio.to_thread(thread.join, 5)
+        got_first = [event async for event in first.events()]
+        assert [type(e).__name__ for e in got_first] == ["TextDelta", "Finished"] and got_first[0].text == "a"
+        assert (await second._queue.get()).text == "b"
+        assert len(wakeups) == 1
+        return second
+
+    loop = asyncio.new_event_loop()
+    second = loop.run_until_complete(main())
+    loop.close()
+
+    def emit_to_a_closed_loop():
+        with delivered_together():
+            second.emit(TextDelta("c", 1))
+
+    thread = threading.Thread(target=emit_to_a_closed_loop)
+    thread.start()
+    thread.join(5)
+    assert abandoned == [2]

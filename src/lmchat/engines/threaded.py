@@ -1,13 +1,17 @@
 """Hand one request's events from an engine's model thread to the caller's event loop.
 
 Engines that run the model on their own thread create an :class:`EventChannel` in ``generate`` (on the caller's
-loop), give :meth:`EventChannel.emit` to the model thread, and ``yield`` from :meth:`EventChannel.events`.
+loop), give :meth:`EventChannel.emit` to the model thread, and ``yield`` from :meth:`EventChannel.events`. A model
+thread that emits many events in one step (one token per running request) wraps the step in
+:func:`delivered_together`: each consumer loop then wakes once per step, not once per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from lmchat.engines.events import EngineEvent, Finished
@@ -24,6 +28,9 @@ class EventChannel:
 
     def emit(self, event: EngineEvent | BaseException) -> None:
         """Called from the model thread: an event, or an exception to raise in the consumer."""
+        if _held.events is not None:  # within delivered_together: sent at its end
+            _held.events.append((self, event))
+            return
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
         except RuntimeError:  # the caller's loop is gone: stop generating for it
@@ -44,3 +51,38 @@ class EventChannel:
                 result = self._on_abandon()
                 if asyncio.iscoroutine(result):
                     await result
+
+
+class _Held(threading.local):
+    events: list[tuple[EventChannel, EngineEvent | BaseException]] | None = None
+
+
+_held = _Held()
+
+
+@contextlib.contextmanager
+def delivered_together() -> Iterator[None]:
+    """Within (on a model thread): the events emitted to every channel are held, then handed over at the end,
+    one wake-up per consumer loop, each channel's in the order emitted (nested: the outermost block sends)."""
+    if _held.events is not None:
+        yield
+        return
+    _held.events = []
+    try:
+        yield
+    finally:
+        held, _held.events = _held.events, None
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[EventChannel, Any]]] = {}
+        for channel, event in held:
+            by_loop.setdefault(channel._loop, []).append((channel, event))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # that loop is gone: stop generating for its requests
+                for channel, _ in items:
+                    channel._on_abandon()
+
+
+def _put_all(items: list[tuple[EventChannel, Any]]) -> None:
+    for channel, event in items:
+        channel._queue.put_nowait(event)

@@ -28,6 +28,7 @@ from lmchat.engines.hf.native_switch import NativeSwitch
 from lmchat.engines.hf.runner import DynamicRunner, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, logprob_event, vocabulary_texts
 from lmchat.engines.hf.scheduler import Scheduler
+from lmchat.engines.threaded import delivered_together
 from lmchat.engines.hf.sequence import RequestState
 from lmchat.errors import (
     ContextLengthError,
@@ -327,7 +328,8 @@ class ModelWorker:
         for i in decoding:
             rows[i].num_cached += 1
         self.batch_sizes.append(len(decoding))
-        self._accept([rows[i] for i in decoding], logits[decoding])
+        with delivered_together():  # every row's token: one wake-up of each consumer loop
+            self._accept([rows[i] for i in decoding], logits[decoding])
 
     # --- sampling and events ----------------------------------------------------------------------------
     def _accept(self, sequences: list[RequestState], logits: torch.Tensor) -> None:

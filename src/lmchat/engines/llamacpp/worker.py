@@ -23,6 +23,7 @@ from lmchat.engines.llamacpp.model import LoadedModel
 from lmchat.engines.llamacpp.sampler import build_sampler
 from lmchat.engines.llamacpp.sampling import to_llamacpp_kwargs
 from lmchat.engines.llamacpp.sequence import Sequence
+from lmchat.engines.threaded import delivered_together
 from lmchat.errors import EngineClosedError, EngineError
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class BatchWorker:
         self._admit()
         rows = self._plan()
         if rows and self._decode(rows):
-            self._sample(rows)
+            with delivered_together():  # every row's token: one wake-up of each consumer loop
+                self._sample(rows)
 
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self.max_running:
