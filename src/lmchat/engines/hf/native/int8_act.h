@@ -136,43 +136,43 @@ inline a8_ivec a8_low(a8_ivec a) { return _mm256_and_si256(a, _mm256_set1_epi8(1
 inline a8_ivec a8_high(a8_ivec a) { return _mm256_and_si256(_mm256_srli_epi16(a, 4), _mm256_set1_epi8(15)); }
 #endif
 
+// each path's dot products: VNNI's one instruction, or the plain pair sums (u8 x s8 -> s16 pairs -> s32 quads)
 #if defined(__AVX512F__)
-#define LMCHAT_A8_TARGET __attribute__((target("avx512vnni")))
-namespace a8_vnni {
-constexpr int MI = 6, NW = 2;  // input rows x weight vectors per micro-kernel (12 accumulators)
-LMCHAT_A8_TARGET inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) { return _mm512_dpbusd_epi32(acc, w, x); }
-#include "int8_act_kernel.inc"
-}  // namespace a8_vnni
-#undef LMCHAT_A8_TARGET
-#define LMCHAT_A8_TARGET
-namespace a8_plain {
-constexpr int MI = 6, NW = 2;
-inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) {
+#define LMCHAT_A8_VNNI "avx512vnni"
+constexpr int A8_MI_VNNI = 6, A8_MI_PLAIN = 6;  // input rows per micro-kernel: 12 accumulators of 32 registers
+__attribute__((target(LMCHAT_A8_VNNI))) inline a8_ivec a8_dot_vnni(a8_ivec acc, a8_ivec w, a8_ivec x) {
+  return _mm512_dpbusd_epi32(acc, w, x);
+}
+inline a8_ivec a8_dot_plain(a8_ivec acc, a8_ivec w, a8_ivec x) {
   return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)));
 }
-#include "int8_act_kernel.inc"
-}  // namespace a8_plain
-#undef LMCHAT_A8_TARGET
-inline bool a8_has_vnni() { return __builtin_cpu_supports("avx512vnni"); }
 #else
-#define LMCHAT_A8_TARGET __attribute__((target("avxvnni")))
+#define LMCHAT_A8_VNNI "avxvnni"
+constexpr int A8_MI_VNNI = 2, A8_MI_PLAIN = 2;  // 16 vector registers (plain: two of them for the pair sums)
+__attribute__((target(LMCHAT_A8_VNNI))) inline a8_ivec a8_dot_vnni(a8_ivec acc, a8_ivec w, a8_ivec x) {
+  return _mm256_dpbusd_avx_epi32(acc, w, x);
+}
+inline a8_ivec a8_dot_plain(a8_ivec acc, a8_ivec w, a8_ivec x) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
+}
+#endif
+inline bool a8_has_vnni() { return __builtin_cpu_supports(LMCHAT_A8_VNNI); }
+
+// the kernels once per path, each compiled for its instructions
+#define LMCHAT_A8_TARGET __attribute__((target(LMCHAT_A8_VNNI)))
 namespace a8_vnni {
-constexpr int MI = 2, NW = 2;  // 16 vector registers
-LMCHAT_A8_TARGET inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) { return _mm256_dpbusd_avx_epi32(acc, w, x); }
+constexpr int MI = A8_MI_VNNI, NW = 2;
+LMCHAT_A8_TARGET inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) { return a8_dot_vnni(acc, w, x); }
 #include "int8_act_kernel.inc"
 }  // namespace a8_vnni
 #undef LMCHAT_A8_TARGET
 #define LMCHAT_A8_TARGET
 namespace a8_plain {
-constexpr int MI = 2, NW = 2;  // two more registers for the pair sums
-inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) {
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
-}
+constexpr int MI = A8_MI_PLAIN, NW = 2;
+inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) { return a8_dot_plain(acc, w, x); }
 #include "int8_act_kernel.inc"
 }  // namespace a8_plain
 #undef LMCHAT_A8_TARGET
-inline bool a8_has_vnni() { return __builtin_cpu_supports("avxvnni"); }
-#endif
 
 // the best int8 path of this CPU (CPUID, read once)
 inline A8Path a8_best() {
