@@ -31,10 +31,7 @@ class EventChannel:
         if _held.events is not None:  # within delivered_together: sent at its end
             _held.events.append((self, event))
             return
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-        except RuntimeError:  # the caller's loop is gone: stop generating for it
-            self._on_abandon()
+        _hand_over(self._loop, [(self, event)])
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         """The events up to and including ``Finished``; leaving early abandons the request."""
@@ -76,11 +73,16 @@ def delivered_together() -> Iterator[None]:
         for channel, event in held:
             by_loop.setdefault(channel._loop, []).append((channel, event))
         for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_put_all, items)
-            except RuntimeError:  # that loop is gone: stop generating for its requests
-                for channel, _ in items:
-                    channel._on_abandon()
+            _hand_over(loop, items)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, items: list[tuple[EventChannel, Any]]) -> None:
+    """Queue ``items`` on ``loop`` in one callback; if that loop is gone, stop generating for their requests."""
+    try:
+        loop.call_soon_threadsafe(_put_all, items)
+    except RuntimeError:
+        for channel, _ in items:
+            channel._on_abandon()
 
 
 def _put_all(items: list[tuple[EventChannel, Any]]) -> None:

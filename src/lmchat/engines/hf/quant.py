@@ -9,9 +9,10 @@ Activations stay float32 (only the weights are rounded), except in the native ke
 ``quantized_activations: auto`` (several streams in one step, prompt chunks; not one-row steps): there each input row
 is rounded to int8 per group of 32 and multiplied with the CPU's int8 dot products (AVX512-VNNI / AVX-VNNI; int4
 weights also on plain AVX2), as llama.cpp multiplies its Q4 weights by Q8 activations: about twice the batched
-throughput, within rounding (``native/int8_act.h``; perplexity in docs/benchmarks.md). :func:`quantize_model` swaps every ``nn.Linear`` of the
-language model (and its output head, always at 8 bits, as llama.cpp keeps a Q4 model's output layer at higher
-precision) for a :class:`QuantizedLinear`, and the token embeddings for int8 rows (:class:`QuantizedEmbedding`: the
+throughput, within rounding (``native/int8_act.h``; perplexity in docs/benchmarks.md).
+
+:func:`quantize_model` swaps every ``nn.Linear`` of the language model (and its output head, always at 8 bits, as
+llama.cpp keeps a Q4 model's output layer at higher precision) for a :class:`QuantizedLinear`, and the token embeddings for int8 rows (:class:`QuantizedEmbedding`: the
 head's own rows when the model ties them). Every runner then uses it: the lean forward
 fuses quantized projections like float ones (:meth:`QuantizedWeight.cat`; a row's codes do not depend on the other
 rows) and hands them to the native step, whose own kernels multiply by them for one row and for many

@@ -28,8 +28,8 @@ from lmchat.engines.hf.native_switch import NativeSwitch
 from lmchat.engines.hf.runner import DynamicRunner, pick_runner
 from lmchat.engines.hf.sampler import apply_penalties, choose_token, logprob_event, vocabulary_texts
 from lmchat.engines.hf.scheduler import Scheduler
-from lmchat.engines.threaded import delivered_together
 from lmchat.engines.hf.sequence import RequestState
+from lmchat.engines.threaded import delivered_together
 from lmchat.errors import (
     ContextLengthError,
     EngineClosedError,
