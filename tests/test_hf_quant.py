@@ -306,6 +306,9 @@ def test_int8_activations_multiply_the_rounded_rows_exactly(module, bits, width,
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
         assert not torch.equal(got, float32)
         assert float((got - float32).abs().max()) < 0.02 * float(float32.abs().max())
+        # the decoder's panels, laid out once before the multiply, give the same numbers bit for bit
+        packed = module.qlinear(x, weight.codes, weight.scales, weight.mins, bias, path, pack=True)
+        assert torch.equal(packed, got), path
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -359,6 +362,12 @@ def test_the_native_step_with_int8_activations_equals_the_python_forward_with_th
     finally:
         quant.use_activations("float32")
         quant.use_native_kernels(previous)
+    # the decoder laid out its int8 kernels' panels once: a second copy of the codes, scales (and minimums)
+    weights = sum(m.quantized.num_bytes() for m in model.modules() if isinstance(m, QuantizedLinear))
+    if serves(int8_paths(module)[0], bits):
+        assert weights <= lean.native.packed_bytes <= 1.5 * weights, (lean.native.packed_bytes, weights)
+    else:
+        assert lean.native.packed_bytes == 0
     for a, b in zip(native_steps, python):
         # the two forwards' float rounding differs (1e-6); rounding to int8 can turn that into one code step of an
         # activation here and there, so the logits agree to 1e-2 of their scale, not 1e-6 (on the AVX2 build: 2e-3)

@@ -22,6 +22,7 @@
 
 #include "quantized.h"
 #include "int8_act.h"
+#include "attention.h"
 
 #include <algorithm>
 #include <cmath>
@@ -168,35 +169,16 @@ void rope_and_store(const Step& s, int64_t item) {
 
 // one query head of one row over that row's positions 0..pos
 void attend(const Step& s, int64_t item) {
-  const int64_t b = item / s.H, head = item % s.H, length = s.pos[b] + 1, hd = s.hd;
-  const float* q = s.query + item * hd;
+  const int64_t b = item / s.H, head = item % s.H;
   const int64_t kv_offset = b * s.row_stride + (head / (s.H / s.KV)) * s.head_stride;
-  const float* keys = s.kcache + kv_offset;
-  const float* values = s.vcache + kv_offset;
-  float* score = s.scores + item * s.max_length;
-  float top = -INFINITY;
-  for (int64_t j = 0; j < length; ++j) {
-    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t d = 0; d < hd; ++d) dot += q[d] * keys[j * hd + d];
-    score[j] = dot * s.scaling;
-    top = std::max(top, score[j]);
-  }
-  float total = 0.0f;
-  for (int64_t j = 0; j < length; ++j) total += (score[j] = std::exp(score[j] - top));
-  float* out = s.attended + item * hd;
-  std::fill_n(out, hd, 0.0f);
-  for (int64_t j = 0; j < length; ++j) {
-    const float weight = score[j] / total;
-#pragma omp simd
-    for (int64_t d = 0; d < hd; ++d) out[d] += weight * values[j * hd + d];
-  }
+  attend_head(s.query + item * s.hd, s.kcache + kv_offset, s.vcache + kv_offset, s.pos[b] + 1, s.hd, s.scaling,
+              s.scores + item * s.max_length, s.attended + item * s.hd);
 }
 
-void silu_gate(const Step& s, int64_t item) {
-  const int64_t b = item / s.I, i = item % s.I;
-  const float g = s.gate_up[b * 2 * s.I + i];
-  s.act[item] = g / (1.0f + std::exp(-g)) * s.gate_up[b * 2 * s.I + s.I + i];
+// SwiGLU for inputs i0..i1 of row b
+void silu_gate(const Step& s, int64_t b, int64_t i0, int64_t i1) {
+  const float* gate = s.gate_up + b * 2 * s.I;
+  silu_gate_row(gate + i0, gate + s.I + i0, i1 - i0, s.act + b * s.I + i0);
 }
 
 // x @ W^T (+ bias) for a batch: oneDNN's packed multiply when the weight is packed (a row's result does not
@@ -228,6 +210,7 @@ struct Linear {
   LoraPairs lora;
   QWeight q;
   A8Path activations = A8Path::None;  // batched multiplies of a quantized weight: float32 or int8 activations
+  A8Packed packed;  // the int8 kernels' panels of the weight, laid out once (pack), or none: laid out per call
   const float* weight = nullptr;
   int64_t N = 0, K = 0;
 
@@ -245,6 +228,12 @@ struct Linear {
     codes = w.take(name + "_codes"), scales = w.take(name + "_scales"), mins = w.maybe(name + "_mins");
     q = quantized(codes, scales, mins, name);
     N = q.N, K = q.K;
+  }
+
+  // batched multiplies with ``path``'s activations, over panels laid out here once where int8 ones serve
+  void pack(A8Path path) {
+    activations = path;
+    packed = q.bits && a8_serves(path, q.bits) ? a8_pack(q, a8_panel_rows(), at::get_num_threads()) : A8Packed();
   }
 
   // the float32 weight (made per call: for many rows the multiply costs far more than this)
@@ -311,7 +300,8 @@ struct Linear {
       at::Tensor y = at::empty({B, N}, at::kFloat);
       A8Rows rows(B, K);
 #pragma omp parallel num_threads(at::get_num_threads())
-      a8_gemm(activations, q, x.data_ptr<float>(), rows, y.data_ptr<float>(), N, b);
+      a8_gemm(activations, q, x.data_ptr<float>(), rows, y.data_ptr<float>(), N, b,
+              packed.panels.empty() ? nullptr : &packed);
       return y;
     }
     if (B >= DEQUANTIZE_ROWS) return batch_linear(x, dequantize(), bias);
@@ -382,10 +372,11 @@ std::vector<std::string> int8_paths() {
   return {"int8-plain"};
 }
 
-// For the Python side (lean prompt chunks, the model's own modules): x [M, K] float32 -> [M, N]
+// For the Python side (lean prompt chunks, the model's own modules): x [M, K] float32 -> [M, N]; pack: lay out
+// the int8 kernels' panels first, as the decoder does (the same numbers)
 at::Tensor qlinear(const at::Tensor& x_in, const at::Tensor& codes, const at::Tensor& scales,
                    const std::optional<at::Tensor>& mins, const std::optional<at::Tensor>& bias,
-                   const std::string& activations) {
+                   const std::string& activations, bool pack) {
   c10::InferenceMode guard;
   Linear linear;
   linear.activations = activation_path(activations);
@@ -397,6 +388,7 @@ at::Tensor qlinear(const at::Tensor& x_in, const at::Tensor& codes, const at::Te
   at::Tensor b = bias.has_value() ? *bias : at::Tensor();
   TORCH_CHECK(!b.defined() || (b.scalar_type() == at::kFloat && b.numel() == linear.N && b.is_contiguous()),
               "qlinear: bias must be float32 [", linear.N, "]");
+  if (pack) linear.pack(linear.activations);  // the decoder's way: panels laid out once, then multiplied
   return linear.batch(x_in.contiguous(), b);
 }
 
@@ -426,9 +418,17 @@ class Decoder {
     embed_rows_ = rows.size(0), hidden_ = rows.size(1), vocab_ = head_.N;
     for (size_t i = 0; i < layers.size(); ++i)
       layers_.emplace_back(Weights(std::move(layers[i]), "layer " + std::to_string(i)));
-    head_.activations = path;
+    head_.pack(path);
     for (Layer& layer : layers_)
-      for (Linear* linear : {&layer.qkv, &layer.out, &layer.gate_up, &layer.down}) linear->activations = path;
+      for (Linear* linear : {&layer.qkv, &layer.out, &layer.gate_up, &layer.down}) linear->pack(path);
+  }
+
+  // the bytes of the int8 kernels' panels (the second copy of the quantized weights that int8 activations keep)
+  int64_t packed_bytes() const {
+    int64_t total = head_.packed.bytes();
+    for (const Layer& layer : layers_)
+      for (const Linear* linear : {&layer.qkv, &layer.out, &layer.gate_up, &layer.down}) total += linear->packed.bytes();
+    return total;
   }
 
   // tokens [B], positions [B]; batch row b is cache row row_start + b and attends to positions 0..positions[b]
@@ -529,8 +529,13 @@ class Decoder {
         rms_norm(hidden, layer.norm2, D, eps_, x.data());
         layer.gate_up.row(x.data(), s.gate_up, nullptr, Store::Set, xsum.data());
         lora_single(layer.gate_up, slot, x.data(), s.gate_up);
-#pragma omp for schedule(static)
-        for (int64_t item = 0; item < I; ++item) silu_gate(s, item);
+        {  // the inputs split over the threads in whole vectors
+          const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
+          const int64_t share = (I / threads + V - 1) / V * V;
+          const int64_t i0 = std::min(I, me * share), i1 = me == threads - 1 ? I : std::min(I, i0 + share);
+          if (i0 < i1) silu_gate(s, 0, i0, i1);
+#pragma omp barrier
+        }
         layer.down.row(s.act, hidden, nullptr, Store::Add, xsum.data());
         lora_single(layer.down, slot, s.act, hidden);
       }
@@ -584,7 +589,7 @@ class Decoder {
       at::Tensor gate_up = with_lora(layer.gate_up, x_t, layer.gate_up.batch(x_t, at::Tensor()).contiguous());
       s.gate_up = gate_up.data_ptr<float>();
 #pragma omp parallel for num_threads(threads) schedule(static)
-      for (int64_t item = 0; item < B * I; ++item) silu_gate(s, item);
+      for (int64_t b = 0; b < B; ++b) silu_gate(s, b, 0, I);
       add_rows(with_lora(layer.down, act_t, layer.down.batch(act_t, at::Tensor()).contiguous()));
     }
     norm_rows(norm_.data_ptr<float>());
@@ -608,9 +613,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            pybind11::arg("layers"), pybind11::arg("model"), pybind11::arg("sizes"), pybind11::arg("scalars"),
            pybind11::arg("activations") = "float32")
       .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>())
-      .def("set_lora", &Decoder::set_lora, pybind11::arg("layers"), pybind11::arg("head"));
+      .def("set_lora", &Decoder::set_lora, pybind11::arg("layers"), pybind11::arg("head"))
+      .def_property_readonly("packed_bytes", &Decoder::packed_bytes);
   m.def("qlinear", &qlinear, pybind11::arg("x"), pybind11::arg("codes"), pybind11::arg("scales"),
         pybind11::arg("mins") = pybind11::none(), pybind11::arg("bias") = pybind11::none(),
-        pybind11::arg("activations") = "float32", pybind11::call_guard<pybind11::gil_scoped_release>());
+        pybind11::arg("activations") = "float32", pybind11::arg("pack") = false, pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("int8_paths", &int8_paths);
 }

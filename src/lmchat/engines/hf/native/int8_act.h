@@ -62,11 +62,13 @@ inline void a8_quantize(const float* x, int64_t K, A8Rows& a) {
 // side (words [G][QW][R]), so that one vector load gives V rows' codes of 4 inputs. int4 (QW = 4): the weight's own
 // bytes (word q of a group holds inputs 4q .. 4q + 3 in its low nibbles, 16 + 4q .. in its high ones), unpacked in
 // the kernel; int8 (QW = 8): the codes + 128. Scales and minimums per [G][R] (int4) or scales per [R] (int8); rows
-// past N: codes, scales and minimums 0.
+// past N: codes, scales and minimums 0. Laid out per call for a weight used once (the Python side's prompt chunks),
+// or once for all calls (A8Packed: the native decoder's weights, multiplied at every step).
 struct A8Panel {
-  int64_t R, G, QW;
+  int64_t R = 0, G = 0, QW = 0;
   std::vector<uint32_t> words;
   std::vector<float> scales, mins;
+  A8Panel() = default;
   A8Panel(int64_t rows, int64_t groups, int bits)
       : R(rows), G(groups), QW(bits == 4 ? 4 : 8), words(G * QW * R), scales(G * R), mins(G * R) {}
 
@@ -110,6 +112,32 @@ struct A8Panel {
     scales[r] = w.scales[n];
   }
 };
+
+// A weight's panels of R rows, each laid out once: what the per-call layout costs is paid at load instead of at
+// every step (it cost as much as the multiplies at 16 rows), for a second copy of the weight's codes, scales and
+// minimums (the float32 and one-row kernels read the weight's own layout).
+struct A8Packed {
+  std::vector<A8Panel> panels;
+  int64_t bytes() const {
+    int64_t total = 0;
+    for (const A8Panel& p : panels)
+      total += static_cast<int64_t>(p.words.size() * 4 + (p.scales.size() + p.mins.size()) * sizeof(float));
+    return total;
+  }
+};
+
+// ``w``'s panels of R rows (outside any parallel region)
+inline A8Packed a8_pack(const QWeight& w, int64_t R, int threads) {
+  A8Packed packed;
+  const int64_t count = (w.N + R - 1) / R, G = (w.K + A8_GROUP - 1) / A8_GROUP;
+  packed.panels.resize(count);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t index = 0; index < count; ++index) {
+    packed.panels[index] = A8Panel(R, G, w.bits);
+    packed.panels[index].fill(w, index * R);
+  }
+  return packed;
+}
 
 }  // namespace
 
@@ -195,16 +223,27 @@ inline bool a8_serves(A8Path path, int bits) {
   return path == A8Path::Vnni || bits == 4;
 }
 
+// the rows of one panel of the kernels (the same for every path of a build)
+inline int64_t a8_panel_rows() {
+#if defined(__x86_64__) && defined(__AVX2__)
+  static_assert(a8_vnni::NW == a8_plain::NW, "one panel layout for every path");
+  return a8_vnni::NW * V;
+#else
+  return 0;
+#endif
+}
+
 // y [B, ldy] = x [B, K] W^T (+ bias) with x rounded to int8 (``a`` sized for B rows of K, ``path`` served: see
-// a8_serves); inside an omp parallel region (ends with a barrier)
+// a8_serves), over ``packed`` panels of W (a8_pack) or, when null, panels laid out on the way; inside an omp
+// parallel region (ends with a barrier)
 inline void a8_gemm(A8Path path, const QWeight& w, const float* x, A8Rows& a, float* y, int64_t ldy,
-                    const float* bias) {
+                    const float* bias, const A8Packed* packed) {
   a8_quantize(x, w.K, a);
 #if defined(__x86_64__) && defined(__AVX2__)
-  if (path == A8Path::Vnni) a8_vnni::gemm(w, a, y, ldy, bias);
-  else a8_plain::gemm(w, a, y, ldy, bias);
+  if (path == A8Path::Vnni) a8_vnni::gemm(w, a, y, ldy, bias, packed);
+  else a8_plain::gemm(w, a, y, ldy, bias, packed);
 #else
-  (void)path, (void)y, (void)ldy, (void)bias;
+  (void)path, (void)y, (void)ldy, (void)bias, (void)packed;
 #endif
 }
 
