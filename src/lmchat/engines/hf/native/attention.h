@@ -37,56 +37,106 @@ inline void silu_gate_row(const float* gate, const float* up, int64_t n, float* 
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + exp_approx(-gate[i])) * up[i];
 }
 
-// q . keys[j] for one key: V-lane partial products in two accumulators, summed once
-inline float dot_head(const float* q, const float* key, int64_t hd) {
-  if (hd % (2 * V) != 0) {
-    float dot = 0.0f;
-    for (int64_t d = 0; d < hd; ++d) dot += q[d] * key[d];
-    return dot;
-  }
-  vf a = {}, b = {};
-  for (int64_t d = 0; d < hd; d += 2 * V) {
-    a = fma_v(load_f(q + d), load_f(key + d), a);
-    b = fma_v(load_f(q + d + V), load_f(key + d + V), b);
-  }
-  return hsum(a + b);
-}
+// The query heads that share one kv head (grouped-query attention), NG at a time, so that their row's cached keys
+// and values are read once for all of them (at 16 rows they no longer fit the caches: read per head, they were the
+// step's largest memory traffic after the weights). C: value vectors summed at a time (held in registers).
+constexpr int ATTEND_HEADS = 4;
+constexpr int ATTEND_C = V == 16 ? 4 : 2;
 
-// out[c * V ..] = sum_j weight[j] * values[j][c * V ..] for C vectors of a head, held in registers over j
-template <int C>
-inline void weighted_values(const float* weight, const float* values, int64_t length, int64_t hd, float* out) {
-  vf acc[C] = {};
+// score[g][j] = q_g . keys[j] * scaling for NG heads q [NG][hd] (hd a multiple of V)
+template <int NG>
+inline void group_scores(const float* q, const float* keys, int64_t length, int64_t hd, float scaling,
+                         float* score, int64_t score_stride) {
   for (int64_t j = 0; j < length; ++j) {
-    const vf w = splat(weight[j]);
-    const float* row = values + j * hd;
+    const float* key = keys + j * hd;
+    vf acc[NG] = {};
+    for (int64_t d = 0; d < hd; d += V) {
+      const vf k = load_f(key + d);
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) acc[c] = fma_v(w, load_f(row + c * V), acc[c]);
+      for (int g = 0; g < NG; ++g) acc[g] = fma_v(load_f(q + g * hd + d), k, acc[g]);
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g) score[g * score_stride + j] = hsum(acc[g]) * scaling;
   }
-  for (int c = 0; c < C; ++c) store_f(out + c * V, acc[c]);
 }
 
-// one query head q [hd] over ``length`` cached positions (keys and values [length, hd]): softmax(q k^T * scaling)
-// times the values into out [hd]; ``score`` holds ``length`` floats of scratch
-inline void attend_head(const float* q, const float* keys, const float* values, int64_t length, int64_t hd,
-                        float scaling, float* score, float* out) {
-  float top = -INFINITY;
+// out_g[d0 .. d0 + C V) = sum_j weight_g[j] values[j][d0 ..] for NG heads, the sums in registers over j
+template <int NG, int C>
+inline void group_values(const float* weight, int64_t weight_stride, const float* values, int64_t length,
+                         int64_t hd, int64_t d0, float* out) {
+  vf acc[NG][C] = {};
   for (int64_t j = 0; j < length; ++j) {
-    score[j] = dot_head(q, keys + j * hd, hd) * scaling;
-    top = std::max(top, score[j]);
+    const float* row = values + j * hd + d0;
+    vf v[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) v[c] = load_f(row + c * V);
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g) {
+      const vf w = splat(weight[g * weight_stride + j]);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) acc[g][c] = fma_v(w, v[c], acc[g][c]);
+    }
   }
+  for (int g = 0; g < NG; ++g)
+    for (int c = 0; c < C; ++c) store_f(out + g * hd + d0 + c * V, acc[g][c]);
+}
+
+// softmax in place over one head's ``length`` scores
+inline void softmax(float* score, int64_t length) {
+  float top = -INFINITY;
+  for (int64_t j = 0; j < length; ++j) top = std::max(top, score[j]);
   float total = 0.0f;
 #pragma omp simd reduction(+ : total)
   for (int64_t j = 0; j < length; ++j) total += (score[j] = exp_approx(score[j] - top));
   const float inverse = 1.0f / total;
 #pragma omp simd
   for (int64_t j = 0; j < length; ++j) score[j] *= inverse;
+}
+
+template <int NG>
+inline void attend_heads(const float* q, const float* keys, const float* values, int64_t length, int64_t hd,
+                         float scaling, float* score, int64_t score_stride, float* out) {
+  group_scores<NG>(q, keys, length, hd, scaling, score, score_stride);
+  for (int g = 0; g < NG; ++g) softmax(score + g * score_stride, length);
   int64_t d = 0;
-  for (; d + 4 * V <= hd; d += 4 * V) weighted_values<4>(score, values + d, length, hd, out + d);
-  for (; d + V <= hd; d += V) weighted_values<1>(score, values + d, length, hd, out + d);
-  if (d < hd) {  // a head size that is no multiple of the vector width
-    std::fill(out + d, out + hd, 0.0f);
-    for (int64_t j = 0; j < length; ++j)
-      for (int64_t e = d; e < hd; ++e) out[e] += score[j] * values[j * hd + e];
+  for (; d + ATTEND_C * V <= hd; d += ATTEND_C * V)
+    group_values<NG, ATTEND_C>(score, score_stride, values, length, hd, d, out);
+  for (; d < hd; d += V) group_values<NG, 1>(score, score_stride, values, length, hd, d, out);
+}
+
+// a head size that is no multiple of the vector width, one head at a time, lane by lane
+inline void attend_head_scalar(const float* q, const float* keys, const float* values, int64_t length, int64_t hd,
+                               float scaling, float* score, float* out) {
+  for (int64_t j = 0; j < length; ++j) {
+    float dot = 0.0f;
+    for (int64_t d = 0; d < hd; ++d) dot += q[d] * keys[j * hd + d];
+    score[j] = dot * scaling;
+  }
+  softmax(score, length);
+  std::fill(out, out + hd, 0.0f);
+  for (int64_t j = 0; j < length; ++j)
+    for (int64_t d = 0; d < hd; ++d) out[d] += score[j] * values[j * hd + d];
+}
+
+// ``heads`` query heads q [heads][hd] that share keys and values [length, hd] (one row's cached positions):
+// softmax(q k^T * scaling) v into out [heads][hd]; ``score`` holds ``heads`` x score_stride floats of scratch
+inline void attend_group(const float* q, const float* keys, const float* values, int64_t length, int64_t hd,
+                         float scaling, int64_t heads, float* score, int64_t score_stride, float* out) {
+  for (int64_t g = 0; g < heads; g += ATTEND_HEADS) {
+    const float* qg = q + g * hd;
+    float* sg = score + g * score_stride;
+    float* og = out + g * hd;
+    if (hd % V != 0) {
+      for (int64_t h = g; h < std::min(heads, g + ATTEND_HEADS); ++h)
+        attend_head_scalar(q + h * hd, keys, values, length, hd, scaling, score + h * score_stride, out + h * hd);
+      continue;
+    }
+    switch (std::min<int64_t>(ATTEND_HEADS, heads - g)) {
+      case 4: attend_heads<4>(qg, keys, values, length, hd, scaling, sg, score_stride, og); break;
+      case 3: attend_heads<3>(qg, keys, values, length, hd, scaling, sg, score_stride, og); break;
+      case 2: attend_heads<2>(qg, keys, values, length, hd, scaling, sg, score_stride, og); break;
+      default: attend_heads<1>(qg, keys, values, length, hd, scaling, sg, score_stride, og); break;
+    }
   }
 }
 

@@ -167,12 +167,12 @@ void rope_and_store(const Step& s, int64_t item) {
   }
 }
 
-// one query head of one row over that row's positions 0..pos
-void attend(const Step& s, int64_t item) {
-  const int64_t b = item / s.H, head = item % s.H;
-  const int64_t kv_offset = b * s.row_stride + (head / (s.H / s.KV)) * s.head_stride;
-  attend_head(s.query + item * s.hd, s.kcache + kv_offset, s.vcache + kv_offset, s.pos[b] + 1, s.hd, s.scaling,
-              s.scores + item * s.max_length, s.attended + item * s.hd);
+// the query heads of one row that share kv head ``kv``, over that row's positions 0..pos
+void attend(const Step& s, int64_t b, int64_t kv, int64_t first, int64_t heads) {
+  const int64_t G = s.H / s.KV, head = b * s.H + kv * G + first;
+  const int64_t kv_offset = b * s.row_stride + kv * s.head_stride;
+  attend_group(s.query + head * s.hd, s.kcache + kv_offset, s.vcache + kv_offset, s.pos[b] + 1, s.hd, s.scaling,
+               heads, s.scores + head * s.max_length, s.max_length, s.attended + head * s.hd);
 }
 
 // SwiGLU for inputs i0..i1 of row b
@@ -522,7 +522,7 @@ class Decoder {
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H + s.KV; ++item) rope_and_store(s, item);
 #pragma omp for schedule(static)
-        for (int64_t item = 0; item < H; ++item) attend(s, item);
+        for (int64_t item = 0; item < H; ++item) attend(s, 0, item / (H / s.KV), item % (H / s.KV), 1);
         layer.out.row(s.attended, hidden, nullptr, Store::Add, xsum.data());
         lora_single(layer.out, slot, s.attended, hidden);
 #pragma omp single
@@ -583,7 +583,7 @@ class Decoder {
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t item = 0; item < B * (H + s.KV); ++item) rope_and_store(s, item);
 #pragma omp parallel for num_threads(threads) schedule(static)
-      for (int64_t item = 0; item < B * H; ++item) attend(s, item);
+      for (int64_t item = 0; item < B * s.KV; ++item) attend(s, item / s.KV, item % s.KV, 0, H / s.KV);
       add_rows(with_lora(layer.out, attended_t, layer.out.batch(attended_t, at::Tensor()).contiguous()));
       norm_rows(layer.norm2);
       at::Tensor gate_up = with_lora(layer.gate_up, x_t, layer.gate_up.batch(x_t, at::Tensor()).contiguous());

@@ -57,12 +57,26 @@ inline vf fma_v(vf a, vf b, vf c) {  // a * b + c, fused where the ISA has it (t
   return a * b + c;
 #endif
 }
+// the lanes' sum by a fixed tree: the halves, then the halves of that, ... (the same order on every path)
 inline float hsum(vf v) {
+#if defined(__AVX__)
+#if defined(__AVX512F__)
+  const __m512d x = _mm512_castps_pd((__m512)v);
+  const __m256 s = _mm256_add_ps(_mm256_castpd_ps(_mm512_castpd512_pd256(x)),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(x, 1)));
+#else
+  const __m256 s = (__m256)v;
+#endif
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+#else
   float a[V];
   std::memcpy(a, &v, sizeof a);
   for (int width = V / 2; width > 0; width /= 2)
     for (int j = 0; j < width; ++j) a[j] += a[j + width];
   return a[0];
+#endif
 }
 // V int8 codes as floats
 inline vf load_q8(const int8_t* p) {
