@@ -108,7 +108,8 @@ def test_weights_reach_the_kernel_by_name_and_a_wrong_name_is_refused(module):
         module.Decoder(layers, weights, {k: v for k, v in sizes.items() if k != "intermediate"}, scalars)
 
 
-def test_one_token_steps_go_native_and_prompt_chunks_stay_in_python(module):
+def test_steps_and_prompt_chunks_go_native(module):
+    """Prompt chunks of one row are native calls too (chunk=True: the last token's logits), then the steps."""
     model = build("llama")
     lean = LeanDecoder(model, packed=True)
     lean.use_native(module)
@@ -116,13 +117,38 @@ def test_one_token_steps_go_native_and_prompt_chunks_stay_in_python(module):
     original = lean.native
 
     class Counting:
-        def step(self, *args):
-            calls.append(args[0].shape[0])
-            return original.step(*args)
+        def step(self, *args, chunk=False):
+            calls.append((args[0].shape[0], chunk))
+            return original.step(*args, chunk=chunk)
 
     lean.native = Counting()
     decode_rows(SlotRunner(model, CPU, lean), [[i + 1, i + 2, i + 3] for i in range(6)], 2)
-    assert calls == [6, 6]  # six prompts prefilled in Python, then two steps of six rows natively
+    assert calls == [(3, True)] * 6 + [(6, False)] * 2  # six prompts of three tokens, then two steps of six rows
+
+
+@pytest.mark.parametrize("kind, overrides", [("qwen2", {}), ("llama", {"num_key_value_heads": 4}),
+                                             ("llama", {"intermediate_size": 100, "hidden_size": 72,
+                                                        "num_attention_heads": 3, "num_key_value_heads": 1})])
+def test_a_prompt_in_native_chunks_equals_the_python_forward(module, kind, overrides):
+    """A prompt fed in chunks after cached positions (the worker's prefill_chunk_tokens) gives the Python
+    forward's logits at each chunk's end and leaves the same keys and values for the steps after it."""
+    model = build(kind, **overrides)
+    prompt = [(13 * i + 5) % 250 + 1 for i in range(23)]
+    chunks = [(0, 8), (8, 9), (9, 23)]  # one chunk of a single token: the one-row step at a later position
+    results = {}
+    for name, native_on in (("python", False), ("native", True)):
+        lean = LeanDecoder(model, packed=True)
+        if native_on:
+            lean.use_native(module)
+        runner = SlotRunner(model, CPU, lean)
+        runner.reserve(2, 64)
+        runner.prefill(0, PROMPTS[1], 0)  # row 0 holds another prompt: the chunks go to row 1 only
+        logits = [runner.prefill(1, prompt[a:b], a) for a, b in chunks]
+        step = runner.decode([int(logits[-1].argmax())] * 2, [len(PROMPTS[1]), len(prompt)], [True, True])
+        results[name] = logits + [step[0], step[1]]
+        runner.release()
+    for a, b in zip(results["native"], results["python"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
 
 
 def test_enable_native_checks_against_a_plain_forward_and_keeps_running_rows(module):

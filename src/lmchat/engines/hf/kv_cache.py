@@ -96,11 +96,19 @@ class SlotKVCache:
         """The first row of the planned forward pass."""
         return self._row_start
 
-    def layer_tensors(self, num_layers: int) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+    def layer_tensors(self, num_layers: int, kv_heads: int | None = None, head_dim: int | None = None,
+                      dtype: torch.dtype = torch.float32) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
         """Every layer's whole key and value tensors [rows, kv_heads, capacity, head_dim], for kernels that write
-        and read the planned rows themselves; None until every layer has been written once."""
+        and read the planned rows themselves; None until every layer has been written once, unless the layers'
+        shape is given (``kv_heads``, ``head_dim``, ``dtype``: then the missing layers are allocated here, on the
+        CPU)."""
         if len(self.keys) < num_layers:
-            return None
+            if kv_heads is None or head_dim is None:
+                return None
+            like = torch.empty(0, kv_heads, 0, head_dim, dtype=dtype)
+            for layer in range(num_layers):
+                if layer not in self.keys:
+                    self.keys[layer], self.values[layer] = self._zeros(like), self._zeros(like)
         return [self.keys[i] for i in range(num_layers)], [self.values[i] for i in range(num_layers)]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:

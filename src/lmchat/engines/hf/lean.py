@@ -288,6 +288,14 @@ class LeanDecoder:
         return self.native.step(input_ids[:, 0], position_ids[:, 0], cache.row_start, *layers, self._cos, self._sin,
                                 slots)
 
+    def _native_chunk(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """A prompt chunk of one row as one native call (its keys and values into the row, causal attention, the
+        last token's logits): the decode step's kernels and their laid-out weights, no Python per layer."""
+        layers = cache.layer_tensors(len(self.layers), self.kv_heads, self.head_dim, self.norm.dtype)
+        self._rope(position_ids)
+        return self.native.step(input_ids[0], position_ids[0], cache.row_start, *layers, self._cos, self._sin,
+                                _NO_SLOTS, chunk=True)
+
     def sync_native_lora(self) -> None:
         """Hand the native step every site's LoRA updates (at each adapter load and unload, and when the native
         step starts), so one-token steps with adapter rows stay native; a step without ``set_lora`` leaves them to
@@ -331,6 +339,8 @@ class LeanDecoder:
             logits = self._native_step(input_ids, position_ids, cache, lora_rows)
             if logits is not None:
                 return logits
+        if self.native is not None and rows == 1 and length > 1 and not lora_rows:
+            return self._native_chunk(input_ids, position_ids, cache)
         hidden = self._embed(input_ids)
         cos, sin = self._rope(position_ids)
         qk_size = (self.heads + self.kv_heads) * self.head_dim

@@ -144,6 +144,7 @@ void rope(const float* x, const float* cos, const float* sin, int64_t dim, float
 // Where one step reads and writes: the sizes, the rows' positions, the cache and the scratch buffers.
 struct Step {
   int64_t rows, D, H, KV, hd, I, qkv_size, max_length, row_stride, head_stride;
+  bool one_row;  // every token in the cache's first row (a prompt chunk), else token b in row b
   float scaling;
   const int64_t* pos;
   const int64_t* slots;  // each row's LoRA adapter slot (0: none), or nullptr: no adapter in this step
@@ -151,6 +152,9 @@ struct Step {
   float *kcache, *vcache;  // this layer's cache, at the step's first row
   float *qkv, *query, *attended, *gate_up, *act, *scores;
 };
+
+// token b's cache row, from the step's first
+inline int64_t cache_row(const Step& s, int64_t b) { return s.one_row ? 0 : b; }
 
 // RoPE on one query or key head of one row; keys and values go to the row's own position in the cache
 void rope_and_store(const Step& s, int64_t item) {
@@ -161,7 +165,7 @@ void rope_and_store(const Step& s, int64_t item) {
   if (head < s.H) {
     rope(src, c, sn, s.hd, s.query + (b * s.H + head) * s.hd);
   } else {
-    const int64_t offset = b * s.row_stride + (head - s.H) * s.head_stride + s.pos[b] * s.hd;
+    const int64_t offset = cache_row(s, b) * s.row_stride + (head - s.H) * s.head_stride + s.pos[b] * s.hd;
     rope(src, c, sn, s.hd, s.kcache + offset);
     std::copy_n(src + s.KV * s.hd, s.hd, s.vcache + offset);
   }
@@ -170,7 +174,7 @@ void rope_and_store(const Step& s, int64_t item) {
 // the query heads of one row that share kv head ``kv``, over that row's positions 0..pos
 void attend(const Step& s, int64_t b, int64_t kv, int64_t first, int64_t heads) {
   const int64_t G = s.H / s.KV, head = b * s.H + kv * G + first;
-  const int64_t kv_offset = b * s.row_stride + kv * s.head_stride;
+  const int64_t kv_offset = cache_row(s, b) * s.row_stride + kv * s.head_stride;
   attend_group(s.query + head * s.hd, s.kcache + kv_offset, s.vcache + kv_offset, s.pos[b] + 1, s.hd, s.scaling,
                heads, s.scores + head * s.max_length, s.max_length, s.attended + head * s.hd);
 }
@@ -443,9 +447,11 @@ class Decoder {
   }
 
   // slots: each row's adapter slot (int64 [B]), or empty when no row has one
+  // chunk: the tokens are one prompt chunk of cache row row_start (each at its position, attending causally to
+  // the positions before it, the chunk's own included) -> the last token's logits [1, vocab]; no adapter slots
   at::Tensor step(const at::Tensor& tokens_t, const at::Tensor& positions_t, int64_t row_start,
                   const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values, const at::Tensor& cos,
-                  const at::Tensor& sin, const at::Tensor& slots_t) {
+                  const at::Tensor& sin, const at::Tensor& slots_t, bool chunk) {
     c10::InferenceMode guard;
     const int64_t rows = tokens_t.size(0);
     auto tokens = tokens_t.contiguous().to(at::kLong), positions = positions_t.contiguous().to(at::kLong);
@@ -465,7 +471,7 @@ class Decoder {
     for (size_t l = 0; l < keys.size(); ++l) {
       for (const auto* cache : {&keys[l], &values[l]}) {
         TORCH_CHECK(cache->is_contiguous() && cache->scalar_type() == at::kFloat && cache->dim() == 4 &&
-                    cache->size(0) >= row_start + rows && cache->size(1) == kv_heads_ &&
+                    cache->size(0) >= row_start + (chunk ? 1 : rows) && cache->size(1) == kv_heads_ &&
                     cache->size(2) >= max_length && cache->size(3) == head_dim_,
                     "slot cache layout [rows, kv_heads, capacity, head_dim] float32");
       }
@@ -473,7 +479,8 @@ class Decoder {
     const int64_t H = heads_, KV = kv_heads_, hd = head_dim_, I = inter_, capacity = keys[0].size(2);
     at::Tensor slots = slots_t.numel() ? slots_t.contiguous().to(at::kLong) : slots_t;
     TORCH_CHECK(slots.numel() == 0 || slots.numel() == rows, "one adapter slot per row, or none");
-    Step s{rows, hidden_, H, KV, hd, I, (H + 2 * KV) * hd, max_length, KV * capacity * hd, capacity * hd,
+    TORCH_CHECK(!chunk || slots.numel() == 0, "a prompt chunk takes no adapter slots");
+    Step s{rows, hidden_, H, KV, hd, I, (H + 2 * KV) * hd, max_length, KV * capacity * hd, capacity * hd, chunk,
            scaling_, pos, slots.numel() ? slots.data_ptr<int64_t>() : nullptr, cos.data_ptr<float>(),
            sin.data_ptr<float>()};
     at::Tensor hidden = at::empty({rows, hidden_}, at::kFloat);
@@ -592,6 +599,11 @@ class Decoder {
       for (int64_t b = 0; b < B; ++b) silu_gate(s, b, 0, I);
       add_rows(with_lora(layer.down, act_t, layer.down.batch(act_t, at::Tensor()).contiguous()));
     }
+    if (s.one_row) {  // a prompt chunk: its last token's logits only
+      const at::Tensor last = x_t.narrow(0, B - 1, 1).contiguous();
+      rms_norm(hidden + (B - 1) * D, norm_.data_ptr<float>(), D, eps_, last.data_ptr<float>());
+      return head_.batch(last, at::Tensor()).contiguous();
+    }
     norm_rows(norm_.data_ptr<float>());
     return with_lora(head_, x_t, head_.batch(x_t, at::Tensor()).contiguous());
   }
@@ -612,7 +624,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                           std::map<std::string, double>, const std::string&>(),
            pybind11::arg("layers"), pybind11::arg("model"), pybind11::arg("sizes"), pybind11::arg("scalars"),
            pybind11::arg("activations") = "float32")
-      .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>())
+      .def("step", &Decoder::step, pybind11::arg("tokens"), pybind11::arg("positions"), pybind11::arg("row_start"),
+           pybind11::arg("keys"), pybind11::arg("values"), pybind11::arg("cos"), pybind11::arg("sin"),
+           pybind11::arg("slots"), pybind11::arg("chunk") = false,
+           pybind11::call_guard<pybind11::gil_scoped_release>())
       .def("set_lora", &Decoder::set_lora, pybind11::arg("layers"), pybind11::arg("head"))
       .def_property_readonly("packed_bytes", &Decoder::packed_bytes);
   m.def("qlinear", &qlinear, pybind11::arg("x"), pybind11::arg("codes"), pybind11::arg("scales"),
