@@ -150,7 +150,7 @@ struct Step {
   const int64_t* slots;  // each row's LoRA adapter slot (0: none), or nullptr: no adapter in this step
   const float *cos, *sin;
   float *kcache, *vcache;  // this layer's cache, at the step's first row
-  float *qkv, *query, *attended, *gate_up, *act, *scores;
+  float *qkv, *query, *attended, *gate_up, *act;
 };
 
 // token b's cache row, from the step's first
@@ -171,12 +171,13 @@ void rope_and_store(const Step& s, int64_t item) {
   }
 }
 
-// the query heads of one row that share kv head ``kv``, over that row's positions 0..pos
-void attend(const Step& s, int64_t b, int64_t kv, int64_t first, int64_t heads) {
+// the query heads of one row that share kv head ``kv``, over that row's positions 0..pos; ``scores``: the calling
+// thread's scratch of heads x max_length floats
+void attend(const Step& s, int64_t b, int64_t kv, int64_t first, int64_t heads, float* scores) {
   const int64_t G = s.H / s.KV, head = b * s.H + kv * G + first;
   const int64_t kv_offset = cache_row(s, b) * s.row_stride + kv * s.head_stride;
   attend_group(s.query + head * s.hd, s.kcache + kv_offset, s.vcache + kv_offset, s.pos[b] + 1, s.hd, s.scaling,
-               heads, s.scores + head * s.max_length, s.max_length, s.attended + head * s.hd);
+               heads, scores, s.max_length, s.attended + head * s.hd);
 }
 
 // SwiGLU for inputs i0..i1 of row b
@@ -511,14 +512,15 @@ class Decoder {
     const int64_t D = s.D, H = s.H, hd = s.hd, I = s.I;
     at::Tensor logits_t = at::empty({1, vocab_}, at::kFloat);
     std::vector<float> x(D), qkv(s.qkv_size), query(H * hd), attended(H * hd), gate_up(2 * I), act(I),
-        scores(H * s.max_length), xsum(std::max(D, I) / Q4_GROUP + 1);
+        xsum(std::max(D, I) / Q4_GROUP + 1);
     s.qkv = qkv.data(), s.query = query.data(), s.attended = attended.data(), s.gate_up = gate_up.data();
-    s.act = act.data(), s.scores = scores.data();
+    s.act = act.data();
     float* hidden = hidden_t.data_ptr<float>();
     float* logits = logits_t.data_ptr<float>();
     const int64_t slot = s.slots ? s.slots[0] : 0;
 #pragma omp parallel num_threads(at::get_num_threads()) firstprivate(s)
     {
+      std::vector<float> scores(s.max_length);  // this thread's, for one head at a time
       for (size_t l = 0; l < layers_.size(); ++l) {
         const Layer& layer = layers_[l];
         point_at_layer(s, l, row_start, keys, values);
@@ -529,7 +531,7 @@ class Decoder {
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H + s.KV; ++item) rope_and_store(s, item);
 #pragma omp for schedule(static)
-        for (int64_t item = 0; item < H; ++item) attend(s, 0, item / (H / s.KV), item % (H / s.KV), 1);
+        for (int64_t item = 0; item < H; ++item) attend(s, 0, item / (H / s.KV), item % (H / s.KV), 1, scores.data());
         layer.out.row(s.attended, hidden, nullptr, Store::Add, xsum.data());
         lora_single(layer.out, slot, s.attended, hidden);
 #pragma omp single
@@ -562,9 +564,7 @@ class Decoder {
     const int threads = at::get_num_threads();
     at::Tensor x_t = at::empty({B, D}, at::kFloat), query_t = at::empty({B, H * hd}, at::kFloat);
     at::Tensor attended_t = at::empty({B, H * hd}, at::kFloat), act_t = at::empty({B, I}, at::kFloat);
-    std::vector<float> scores(B * H * s.max_length);
     s.query = query_t.data_ptr<float>(), s.attended = attended_t.data_ptr<float>(), s.act = act_t.data_ptr<float>();
-    s.scores = scores.data();
     float* hidden = hidden_t.data_ptr<float>();
     float* x = x_t.data_ptr<float>();
     auto norm_rows = [&](const float* weight) {
@@ -589,8 +589,12 @@ class Decoder {
       layer.qkv.add_lora(s.slots, B, x, s.qkv, s.qkv_size);
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t item = 0; item < B * (H + s.KV); ++item) rope_and_store(s, item);
-#pragma omp parallel for num_threads(threads) schedule(static)
-      for (int64_t item = 0; item < B * s.KV; ++item) attend(s, item / s.KV, item % s.KV, 0, H / s.KV);
+#pragma omp parallel num_threads(threads)
+      {  // scratch per thread (per row and head, a long prompt chunk's scores would take rows x heads x length)
+        std::vector<float> scores((H / s.KV) * s.max_length);
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < B * s.KV; ++item) attend(s, item / s.KV, item % s.KV, 0, H / s.KV, scores.data());
+      }
       add_rows(with_lora(layer.out, attended_t, layer.out.batch(attended_t, at::Tensor()).contiguous()));
       norm_rows(layer.norm2);
       at::Tensor gate_up = with_lora(layer.gate_up, x_t, layer.gate_up.batch(x_t, at::Tensor()).contiguous());
