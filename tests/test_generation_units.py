@@ -104,12 +104,12 @@ def test_events_emitted_together_reach_each_loop_in_one_wake_up_in_order():
         thread.start()
         await asyncio.to_thread(held.wait, 5)
         await asyncio.sleep(0.05)
-        assert first._queue.empty() and second._queue.empty() and not wakeups  # held until the block ends
+        assert not first._pending and not second._pending and not wakeups  # held until the block ends
         release.set()
         await asyncio.to_thread(thread.join, 5)
         got_first = [event async for event in first.events()]
         assert [type(e).__name__ for e in got_first] == ["TextDelta", "Finished"] and got_first[0].text == "a"
-        assert (await second._queue.get()).text == "b"
+        assert second._pending.popleft().text == "b"
         assert len(wakeups) == 1
         return second
 
@@ -125,3 +125,62 @@ def test_events_emitted_together_reach_each_loop_in_one_wake_up_in_order():
     thread.start()
     thread.join(5)
     assert abandoned == [2]
+
+
+def test_a_waiting_consumer_wakes_for_each_event_and_leaving_early_abandons_the_request():
+    """The consumer waits before the model thread emits (its waiter is woken per hand-over, events in order, an
+    exception raised where it was emitted); a consumer cancelled while waiting abandons its request once."""
+    import asyncio
+    import threading
+
+    from lmchat.engines.events import Finished, TextDelta
+    from lmchat.engines.threaded import EventChannel
+
+    async def main():
+        abandoned = []
+        channel = EventChannel(lambda: abandoned.append("first"))
+        got = []
+
+        async def consume():
+            async for event in channel.events():
+                got.append(event)
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.01)  # waiting on an empty channel
+
+        def model_thread():
+            for i in range(3):
+                channel.emit(TextDelta(str(i), 1))
+            channel.emit(Finished("stop", 3, 1))
+
+        thread = threading.Thread(target=model_thread)
+        thread.start()
+        await asyncio.wait_for(task, 5)
+        thread.join(5)
+        assert [e.text for e in got[:3]] == ["0", "1", "2"] and isinstance(got[3], Finished) and not abandoned
+
+        failing = EventChannel(lambda: abandoned.append("failing"))
+        failing.emit(TextDelta("x", 1))
+        failing.emit(RuntimeError("the model failed"))
+        seen = []
+        with pytest.raises(RuntimeError, match="the model failed"):
+            async for event in failing.events():
+                seen.append(event.text)
+        assert seen == ["x"] and abandoned == ["failing"]  # an error before Finished: the request is abandoned
+
+        waiting = EventChannel(lambda: abandoned.append("cancelled"))
+
+        async def wait_forever():
+            async for _ in waiting.events():
+                pass
+
+        task = asyncio.ensure_future(wait_forever())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        waiting.emit(TextDelta("late", 1))  # after the consumer left: dropped with the channel, no error
+        await asyncio.sleep(0.01)
+        assert abandoned == ["failing", "cancelled"]
+
+    asyncio.run(main())
