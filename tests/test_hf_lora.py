@@ -218,9 +218,9 @@ def test_one_token_steps_with_adapter_rows_stay_native(tiny_model_dir, tiny_lora
             def set_lora(self, *args):
                 original.set_lora(*args)
 
-            def step(self, *args):
+            def step(self, *args, **chunks):  # chunks: the prompts of base-model rows (cache_rows, logits_rows)
                 slots_seen.append(args[-1].tolist())
-                return original.step(*args)
+                return original.step(*args, **chunks)
 
         lean.native = Recording()
         lean.sync_native_lora()

@@ -117,13 +117,18 @@ def test_steps_and_prompt_chunks_go_native(module):
     original = lean.native
 
     class Counting:
-        def step(self, *args, chunk=False):
-            calls.append((args[0].shape[0], chunk))
-            return original.step(*args, chunk=chunk)
+        def step(self, *args, **chunks):
+            calls.append((args[0].shape[0], bool(chunks)))
+            return original.step(*args, **chunks)
 
     lean.native = Counting()
-    decode_rows(SlotRunner(model, CPU, lean), [[i + 1, i + 2, i + 3] for i in range(6)], 2)
+    runner = SlotRunner(model, CPU, lean)
+    decode_rows(runner, [[i + 1, i + 2, i + 3] for i in range(6)], 2)
     assert calls == [(3, True)] * 6 + [(6, False)] * 2  # six prompts of three tokens, then two steps of six rows
+    calls.clear()
+    runner.reserve(3, 16)
+    runner.prefill_rows([(0, [1, 2, 3], 0), (1, [4, 5], 0), (2, [6, 7, 8, 9], 0)])
+    assert calls == [(9, True)]  # three rows' chunks: one call of nine tokens
 
 
 @pytest.mark.parametrize("kind, overrides", [("qwen2", {}), ("llama", {"num_key_value_heads": 4}),
@@ -149,6 +154,37 @@ def test_a_prompt_in_native_chunks_equals_the_python_forward(module, kind, overr
         runner.release()
     for a, b in zip(results["native"], results["python"]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_several_rows_chunks_in_one_native_call_equal_each_chunk_alone(module, kind):
+    """prefill_rows: chunks of several rows (new prompts, a prompt's second chunk after its cached positions, a
+    one-token chunk) in one call give each chunk's own last logits and the same cache as one chunk at a time:
+    the decode step after both agrees."""
+    model = build(kind)
+    first = [(13 * i + 5) % 250 + 1 for i in range(12)]
+    rounds = [[(0, first[:5], 0), (1, PROMPTS[0], 0)],  # two new prompts
+              [(0, first[5:], 5), (2, PROMPTS[1], 0), (3, [42], 0)]]  # a second chunk, a new one, one token
+    results = {}
+    for name in ("alone", "together"):
+        lean = LeanDecoder(model, packed=True)
+        lean.use_native(module)
+        runner = SlotRunner(model, CPU, lean)
+        runner.reserve(4, 64)
+        logits = []
+        for chunks in rounds:
+            if name == "together":
+                logits.extend(runner.prefill_rows(chunks))
+            else:
+                logits.extend(runner.prefill(slot, ids, start) for slot, ids, start in chunks)
+        lengths = [len(first), len(PROMPTS[0]), len(PROMPTS[1]), 1]
+        step = runner.decode([int(x.argmax()) for x in logits[2:]] + [7], lengths, [True] * 4)
+        results[name] = logits + list(step)
+        runner.release()
+    assert len(results["together"]) == len(results["alone"]) == 9
+    for a, b in zip(results["together"], results["alone"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+        assert int(a.argmax()) == int(b.argmax())
 
 
 def test_enable_native_checks_against_a_plain_forward_and_keeps_running_rows(module):
@@ -247,3 +283,35 @@ def test_a_failed_background_build_leaves_the_python_forward(monkeypatch, caplog
 def test_native_decode_setting_is_validated():
     with pytest.raises(ConfigError, match="native_decode"):
         ChatModel({"model_name_or_path": "x", "native_decode": "yes"})
+
+
+def test_prompts_arriving_together_are_prefilled_in_one_native_call(tiny_model_dir):
+    """The worker plans the chunks of prompts that arrive together and runs them as one native call (several cache
+    rows); the answers equal each request's alone. (A prompt sharing a planned one's prefix waits a step and copies
+    it: test_hf_batching.test_shared_prompt_prefixes_are_copied_not_recomputed.)"""
+    import asyncio
+
+    questions = [f"Count to {i}, please." for i in range(6)]
+    config = {"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 6,
+              "native_decode": "on"}
+    with ChatModel(config) as chat:
+        alone = [chat.chat([{"role": "user", "content": q}])[0] for q in questions]
+        lean = chat.engine.worker.runner.forward
+        original, rows_per_call = lean.native, []
+
+        class Recording:
+            def step(self, *args, cache_rows=None, logits_rows=None):
+                if cache_rows is not None:
+                    rows_per_call.append(len(set(cache_rows.tolist())))
+                return original.step(*args, cache_rows=cache_rows, logits_rows=logits_rows)
+
+        lean.native = Recording()
+
+        async def run():
+            return await asyncio.gather(*(chat.achat([{"role": "user", "content": q}]) for q in questions))
+
+        together = [answers[0] for answers in chat.run_sync(run())]
+        lean.native = original
+    assert [(r.response_text, r.response_length) for r in together] == [
+        (r.response_text, r.response_length) for r in alone]
+    assert max(rows_per_call) >= 2, rows_per_call

@@ -288,13 +288,25 @@ class LeanDecoder:
         return self.native.step(input_ids[:, 0], position_ids[:, 0], cache.row_start, *layers, self._cos, self._sin,
                                 slots)
 
-    def _native_chunk(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-        """A prompt chunk of one row as one native call (its keys and values into the row, causal attention, the
-        last token's logits): the decode step's kernels and their laid-out weights, no Python per layer."""
+    @property
+    def takes_native_chunks(self) -> bool:
+        """Whether prompt chunks of rows without adapters run natively (:meth:`native_chunks`)."""
+        return self.native is not None and not (self.lora_step is not None and self.lora_step.active)
+
+    @torch.inference_mode()
+    def native_chunks(self, chunks: list[tuple[int, Any, int]], cache: Any) -> torch.Tensor:
+        """Prompt chunks ``(row, token ids, start)`` of one or several cache rows as one native call: their
+        tokens are the rows of each multiply, their keys and values go into their rows at start.., each token
+        attends causally within its row -> each chunk's last-token logits [n, vocab] float32 (no adapter rows)."""
+        ids = [torch.as_tensor(tokens, dtype=torch.long) for _, tokens, _ in chunks]
+        lengths = [len(t) for t in ids]
+        positions = torch.cat([torch.arange(start, start + n) for (_, _, start), n in zip(chunks, lengths)])
+        rows = torch.cat([torch.full((n,), row, dtype=torch.long) for (row, _, _), n in zip(chunks, lengths)])
+        last = torch.tensor(lengths).cumsum(0) - 1
         layers = cache.layer_tensors(len(self.layers), self.kv_heads, self.head_dim, self.norm.dtype)
-        self._rope(position_ids)
-        return self.native.step(input_ids[0], position_ids[0], cache.row_start, *layers, self._cos, self._sin,
-                                _NO_SLOTS, chunk=True)
+        self._rope(positions)  # grows the rotary table the native step reads
+        return self.native.step(torch.cat(ids), positions, 0, *layers, self._cos, self._sin, _NO_SLOTS,
+                                cache_rows=rows, logits_rows=last)
 
     def sync_native_lora(self) -> None:
         """Hand the native step every site's LoRA updates (at each adapter load and unload, and when the native
@@ -340,7 +352,8 @@ class LeanDecoder:
             if logits is not None:
                 return logits
         if self.native is not None and rows == 1 and length > 1 and not lora_rows:
-            return self._native_chunk(input_ids, position_ids, cache)
+            start = int(position_ids[0, 0])
+            return self.native_chunks([(cache.row_start, input_ids[0], start)], cache)
         hidden = self._embed(input_ids)
         cos, sin = self._rope(position_ids)
         qk_size = (self.heads + self.kv_heads) * self.head_dim

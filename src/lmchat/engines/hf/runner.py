@@ -126,6 +126,18 @@ class SlotRunner:
         self.cache.plan(slot, position_ids, start + len(token_ids))
         return self.forward(input_ids, position_ids, mask, self.cache)[0]
 
+    @property
+    def takes_prompt_rows(self) -> bool:
+        """Whether :meth:`prefill_rows` runs several rows' chunks as one pass (the lean forward's native step)."""
+        return bool(getattr(self.forward, "takes_native_chunks", False))
+
+    def prefill_rows(self, chunks: list[tuple[int, list[int], int]]) -> list[torch.Tensor]:
+        """Prompt chunks ``(slot, token ids, start)`` of several rows (no adapter rows) -> each one's last-token
+        logits: one native pass where :attr:`takes_prompt_rows`, else one forward per chunk."""
+        if self.takes_prompt_rows:
+            return list(self.forward.native_chunks(chunks, self.cache))
+        return [self.prefill(slot, ids, start) for slot, ids, start in chunks]
+
     def prefill_embeds(self, slot: int, prompt: PromptEmbeds, start: int, end: int) -> torch.Tensor:
         """Feed prompt[start:end] of a media prompt (its embeddings) into row ``slot`` -> logits of its last token."""
         embeds, position_ids = prompt.chunk(start, end)
@@ -182,6 +194,11 @@ class DynamicRunner:
         # explicit positions: a multimodal model may otherwise derive them from state its last media prompt left
         positions = torch.arange(start, start + len(token_ids), device=self.device)[None] + offset
         return last_logits(self.model, input_ids, positions, None, self.caches[slot])[0]
+
+    takes_prompt_rows = False  # one sequence at a time
+
+    def prefill_rows(self, chunks: list[tuple[int, list[int], int]]) -> list[torch.Tensor]:
+        return [self.prefill(slot, ids, start) for slot, ids, start in chunks]
 
     def prefill_embeds(self, slot: int, prompt: PromptEmbeds, start: int, end: int) -> torch.Tensor:
         from transformers import DynamicCache

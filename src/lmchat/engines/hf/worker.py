@@ -264,25 +264,59 @@ class ModelWorker:
 
     # --- prefill ----------------------------------------------------------------------------------------
     def _prefill_step(self) -> None:
-        """Prefill prompt chunks, oldest request first, up to ``prefill_chunk_tokens`` tokens in all."""
+        """Prefill prompt chunks, oldest request first, up to ``prefill_chunk_tokens`` tokens in all. Chunks of
+        text prompts without adapters go together in one forward pass where the runner takes several rows'
+        chunks at once (the native step: one multiply per weight for all their tokens); the others one by one."""
         budget = self.prefill_chunk_tokens
-        while budget > 0 and (sequence := self._next_to_prefill()) is not None:
+        together: list[tuple[RequestState, int, int]] = []
+        while budget > 0 and (sequence := self._next_to_prefill(together)) is not None:
             try:
-                budget -= self._prefill(sequence, budget)
+                if self._joins_others(sequence):
+                    if self._waits_for_prefix(sequence, together):
+                        break  # next step it copies the prefix a chunk planned now is about to compute
+                    start, end = self._plan_chunk(sequence, budget)
+                    together.append((sequence, start, end))
+                    budget -= end - start
+                else:
+                    budget -= self._prefill(sequence, budget)
             except Exception as exc:  # noqa: BLE001 - this request fails with an EngineError; the batch goes on
                 self._fail([sequence], exc)
+        if together:
+            self._prefill_together(together)
 
-    def _next_to_prefill(self) -> RequestState | None:
-        partial = next((s for s in self.scheduler.running if s.is_prefilling), None)
+    def _next_to_prefill(self, planned: list[tuple[RequestState, int, int]]) -> RequestState | None:
+        taken = {id(sequence) for sequence, _, _ in planned}
+        partial = next((s for s in self.scheduler.running if s.is_prefilling and id(s) not in taken), None)
         return partial or self.scheduler.admit()
 
-    def _prefill(self, sequence: RequestState, budget: int) -> int:
-        """Prefill one chunk of ``sequence``'s prompt; returns the tokens computed."""
+    def _joins_others(self, sequence: RequestState) -> bool:
+        return (sequence.request.media_inputs is None and not sequence.adapter_slot
+                and self.runner.takes_prompt_rows)
+
+    def _waits_for_prefix(self, sequence: RequestState, planned: list[tuple[RequestState, int, int]]) -> bool:
+        """Whether a new prompt shares a longer prefix with a chunk planned in this step (not computed yet) than
+        with what the cache holds: it then waits a step and copies it instead of computing it again."""
+        if sequence.num_cached or not self.runner.can_share_prefix or not planned:
+            return False
+        limit = sequence.prompt_tokens - 1
+        def shared(other: RequestState, length: int) -> int:
+            same = other is not sequence and other.adapter_slot == sequence.adapter_slot
+            return common_prefix(sequence.ids, other.ids, length, limit) if same else 0
+        held = max((shared(other, other.num_cached) for other in self.scheduler.running), default=0)
+        coming = max(shared(other, end) for other, _, end in planned)
+        return coming >= MIN_SHARED_PREFIX and coming > held
+
+    def _plan_chunk(self, sequence: RequestState, budget: int) -> tuple[int, int]:
+        """The cache made ready for ``sequence``'s next chunk (its shared prefix copied) -> the chunk's span."""
         self.runner.reserve(len(self.scheduler.running), sequence.prompt_tokens)
         if sequence.num_cached == 0:
             self._share_prefix(sequence)
         start = sequence.num_cached
-        end = min(start + budget, sequence.prompt_tokens)
+        return start, min(start + budget, sequence.prompt_tokens)
+
+    def _prefill(self, sequence: RequestState, budget: int) -> int:
+        """Prefill one chunk of ``sequence``'s prompt; returns the tokens computed."""
+        start, end = self._plan_chunk(sequence, budget)
         with self._adapter_rows([sequence]):
             if sequence.request.media_inputs is not None:  # images/video/audio: the prompt's embeddings, by chunk
                 logits, end = prefill_media_chunk(self.runner, self.model, sequence, start, end)
@@ -292,6 +326,22 @@ class ModelWorker:
         if not sequence.is_prefilling:
             self._accept([sequence], logits[None])
         return end - start
+
+    def _prefill_together(self, planned: list[tuple[RequestState, int, int]]) -> None:
+        """The planned chunks of several rows in one forward pass; the prompts they complete take their first
+        token together."""
+        sequences = [sequence for sequence, _, _ in planned]
+        try:
+            logits = self.runner.prefill_rows([(s.slot, s.ids[start:end], start) for s, start, end in planned])
+        except Exception as exc:  # noqa: BLE001 - these requests fail with an EngineError; the batch goes on
+            return self._fail(sequences, exc)
+        done = []
+        for (sequence, _, end), row in zip(planned, logits):
+            sequence.num_cached = end
+            if not sequence.is_prefilling:
+                done.append((sequence, row))
+        if done:
+            self._accept([sequence for sequence, _ in done], torch.stack([row for _, row in done]))
 
     def _share_prefix(self, sequence: RequestState) -> None:
         """Copy the keys/values of the longest prompt prefix a running sequence already holds."""

@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -144,7 +145,7 @@ void rope(const float* x, const float* cos, const float* sin, int64_t dim, float
 // Where one step reads and writes: the sizes, the rows' positions, the cache and the scratch buffers.
 struct Step {
   int64_t rows, D, H, KV, hd, I, qkv_size, max_length, row_stride, head_stride;
-  bool one_row;  // every token in the cache's first row (a prompt chunk), else token b in row b
+  const int64_t* cache_rows;  // token b's cache row from the step's first (nullptr: b)
   float scaling;
   const int64_t* pos;
   const int64_t* slots;  // each row's LoRA adapter slot (0: none), or nullptr: no adapter in this step
@@ -154,7 +155,7 @@ struct Step {
 };
 
 // token b's cache row, from the step's first
-inline int64_t cache_row(const Step& s, int64_t b) { return s.one_row ? 0 : b; }
+inline int64_t cache_row(const Step& s, int64_t b) { return s.cache_rows ? s.cache_rows[b] : b; }
 
 // RoPE on one query or key head of one row; keys and values go to the row's own position in the cache
 void rope_and_store(const Step& s, int64_t item) {
@@ -448,11 +449,16 @@ class Decoder {
   }
 
   // slots: each row's adapter slot (int64 [B]), or empty when no row has one
-  // chunk: the tokens are one prompt chunk of cache row row_start (each at its position, attending causally to
-  // the positions before it, the chunk's own included) -> the last token's logits [1, vocab]; no adapter slots
+  // cache_rows (int64 [B], or empty: token b in row b): token b's cache row, from row_start. Prompt chunks are
+  // tokens of one row at consecutive positions: each token's key and value are stored before any attends, and a
+  // token attends to its row's positions 0..its own, so chunks of several rows go in one call.
+  // logits_rows (int64 [n], or empty: all): the tokens whose logits are returned ([n, vocab]; a chunk's last)
   at::Tensor step(const at::Tensor& tokens_t, const at::Tensor& positions_t, int64_t row_start,
                   const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values, const at::Tensor& cos,
-                  const at::Tensor& sin, const at::Tensor& slots_t, bool chunk) {
+                  const at::Tensor& sin, const at::Tensor& slots_t, const std::optional<at::Tensor>& cache_rows_in,
+                  const std::optional<at::Tensor>& logits_rows_in) {
+    const at::Tensor cache_rows_t = cache_rows_in.value_or(at::Tensor());
+    const at::Tensor logits_rows_t = logits_rows_in.value_or(at::Tensor());
     c10::InferenceMode guard;
     const int64_t rows = tokens_t.size(0);
     auto tokens = tokens_t.contiguous().to(at::kLong), positions = positions_t.contiguous().to(at::kLong);
@@ -469,10 +475,26 @@ class Decoder {
       max_length = std::max(max_length, pos[b] + 1);
     }
     TORCH_CHECK(keys.size() == layers_.size() && values.size() == layers_.size(), "one key/value tensor per layer");
+    const bool has_rows = cache_rows_t.defined() && cache_rows_t.numel();
+    const bool has_logits = logits_rows_t.defined() && logits_rows_t.numel();
+    at::Tensor cache_rows = has_rows ? cache_rows_t.contiguous().to(at::kLong) : at::empty({0}, at::kLong);
+    at::Tensor logits_rows = has_logits ? logits_rows_t.contiguous().to(at::kLong) : at::empty({0}, at::kLong);
+    TORCH_CHECK(cache_rows.numel() == 0 || cache_rows.numel() == rows, "one cache row per token, or none");
+    int64_t last_row = rows - 1;  // the highest cache row written, from row_start
+    if (cache_rows.numel()) {
+      last_row = 0;
+      for (int64_t b = 0; b < rows; ++b) {
+        TORCH_CHECK(cache_rows.data_ptr<int64_t>()[b] >= 0, "cache rows count from row_start: none below 0");
+        last_row = std::max(last_row, cache_rows.data_ptr<int64_t>()[b]);
+      }
+    }
+    for (int64_t i = 0; i < logits_rows.numel(); ++i)
+      TORCH_CHECK(logits_rows.data_ptr<int64_t>()[i] >= 0 && logits_rows.data_ptr<int64_t>()[i] < rows,
+                  "logits rows are token indices of this step");
     for (size_t l = 0; l < keys.size(); ++l) {
       for (const auto* cache : {&keys[l], &values[l]}) {
         TORCH_CHECK(cache->is_contiguous() && cache->scalar_type() == at::kFloat && cache->dim() == 4 &&
-                    cache->size(0) >= row_start + (chunk ? 1 : rows) && cache->size(1) == kv_heads_ &&
+                    cache->size(0) > row_start + last_row && cache->size(1) == kv_heads_ &&
                     cache->size(2) >= max_length && cache->size(3) == head_dim_,
                     "slot cache layout [rows, kv_heads, capacity, head_dim] float32");
       }
@@ -480,13 +502,14 @@ class Decoder {
     const int64_t H = heads_, KV = kv_heads_, hd = head_dim_, I = inter_, capacity = keys[0].size(2);
     at::Tensor slots = slots_t.numel() ? slots_t.contiguous().to(at::kLong) : slots_t;
     TORCH_CHECK(slots.numel() == 0 || slots.numel() == rows, "one adapter slot per row, or none");
-    TORCH_CHECK(!chunk || slots.numel() == 0, "a prompt chunk takes no adapter slots");
-    Step s{rows, hidden_, H, KV, hd, I, (H + 2 * KV) * hd, max_length, KV * capacity * hd, capacity * hd, chunk,
-           scaling_, pos, slots.numel() ? slots.data_ptr<int64_t>() : nullptr, cos.data_ptr<float>(),
+    TORCH_CHECK(logits_rows.numel() == 0 || slots.numel() == 0, "picked logits rows take no adapter slots");
+    Step s{rows, hidden_, H, KV, hd, I, (H + 2 * KV) * hd, max_length, KV * capacity * hd, capacity * hd,
+           cache_rows.numel() ? cache_rows.data_ptr<int64_t>() : nullptr, scaling_, pos, slots.numel() ? slots.data_ptr<int64_t>() : nullptr, cos.data_ptr<float>(),
            sin.data_ptr<float>()};
     at::Tensor hidden = at::empty({rows, hidden_}, at::kFloat);
     for (int64_t b = 0; b < rows; ++b) embed_row(tok[b], hidden.data_ptr<float>() + b * hidden_);
-    return rows == 1 ? single(s, hidden, row_start, keys, values) : batched(s, hidden, row_start, keys, values);
+    if (rows == 1) return single(s, hidden, row_start, keys, values);
+    return batched(s, hidden, row_start, keys, values, logits_rows);
   }
 
  private:
@@ -558,8 +581,9 @@ class Decoder {
 
   // two rows or more: oneDNN multiplies over the packed weights (faster than GEMVs from 2 rows on, and a row's
   // result does not depend on the batch size), the work between them in parallel loops
+  // logits_rows: the tokens whose logits are returned (empty: all)
   at::Tensor batched(Step s, at::Tensor& hidden_t, int64_t row_start, const std::vector<at::Tensor>& keys,
-                     const std::vector<at::Tensor>& values) {
+                     const std::vector<at::Tensor>& values, const at::Tensor& logits_rows) {
     const int64_t B = s.rows, D = s.D, H = s.H, hd = s.hd, I = s.I;
     const int threads = at::get_num_threads();
     at::Tensor x_t = at::empty({B, D}, at::kFloat), query_t = at::empty({B, H * hd}, at::kFloat);
@@ -603,9 +627,12 @@ class Decoder {
       for (int64_t b = 0; b < B; ++b) silu_gate(s, b, 0, I);
       add_rows(with_lora(layer.down, act_t, layer.down.batch(act_t, at::Tensor()).contiguous()));
     }
-    if (s.one_row) {  // a prompt chunk: its last token's logits only
-      const at::Tensor last = x_t.narrow(0, B - 1, 1).contiguous();
-      rms_norm(hidden + (B - 1) * D, norm_.data_ptr<float>(), D, eps_, last.data_ptr<float>());
+    if (logits_rows.numel()) {  // prompt chunks: their last tokens' logits only
+      const int64_t n = logits_rows.numel();
+      const int64_t* picked = logits_rows.data_ptr<int64_t>();
+      at::Tensor last = at::empty({n, D}, at::kFloat);
+      for (int64_t i = 0; i < n; ++i)
+        rms_norm(hidden + picked[i] * D, norm_.data_ptr<float>(), D, eps_, last.data_ptr<float>() + i * D);
       return head_.batch(last, at::Tensor()).contiguous();
     }
     norm_rows(norm_.data_ptr<float>());
@@ -630,7 +657,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            pybind11::arg("activations") = "float32")
       .def("step", &Decoder::step, pybind11::arg("tokens"), pybind11::arg("positions"), pybind11::arg("row_start"),
            pybind11::arg("keys"), pybind11::arg("values"), pybind11::arg("cos"), pybind11::arg("sin"),
-           pybind11::arg("slots"), pybind11::arg("chunk") = false,
+           pybind11::arg("slots"), pybind11::arg("cache_rows") = pybind11::none(),
+           pybind11::arg("logits_rows") = pybind11::none(),
            pybind11::call_guard<pybind11::gil_scoped_release>())
       .def("set_lora", &Decoder::set_lora, pybind11::arg("layers"), pybind11::arg("head"))
       .def_property_readonly("packed_bytes", &Decoder::packed_bytes);
