@@ -184,3 +184,58 @@ def test_a_waiting_consumer_wakes_for_each_event_and_leaving_early_abandons_the_
         assert abandoned == ["failing", "cancelled"]
 
     asyncio.run(main())
+
+
+def test_a_settled_hand_over_waits_for_the_consumers_but_never_long():
+    """delivered_together(settle=True): the model thread goes on once each consumer loop has run its woken
+    consumers with the step's events; a loop that does not run them costs it SETTLE_TIMEOUT_S at most."""
+    import asyncio
+    import threading
+    import time
+
+    from lmchat.engines import threaded
+    from lmchat.engines.events import Finished, TextDelta
+    from lmchat.engines.threaded import EventChannel, delivered_together
+
+    seen_by_consumer, seen_after_block = [], []
+
+    async def main():
+        channel = EventChannel(lambda: None)
+
+        async def consume():
+            async for event in channel.events():
+                seen_by_consumer.append(type(event).__name__)
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.01)
+
+        def model_thread():
+            with delivered_together(settle=True):
+                channel.emit(TextDelta("a", 1))
+            seen_after_block.append(list(seen_by_consumer))  # the consumer already ran with the step's event
+            with delivered_together(settle=True):
+                channel.emit(Finished("stop", 1, 1))
+
+        thread = threading.Thread(target=model_thread)
+        thread.start()
+        await asyncio.wait_for(task, 5)
+        await asyncio.to_thread(thread.join, 5)
+        return channel
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    assert seen_after_block == [["TextDelta"]] and seen_by_consumer == ["TextDelta", "Finished"]
+
+    # a loop that is not running (busy elsewhere): the hand-over waits SETTLE_TIMEOUT_S, then the model goes on
+    async def make_channel():
+        return EventChannel(lambda: None)
+
+    idle = loop.run_until_complete(make_channel())
+    began = time.monotonic()
+    with delivered_together(settle=True):
+        idle.emit(TextDelta("b", 1))
+    waited = time.monotonic() - began
+    assert threaded.SETTLE_TIMEOUT_S * 0.9 <= waited < threaded.SETTLE_TIMEOUT_S + 1.0
+    loop.run_until_complete(asyncio.sleep(0))  # the hand-over still arrives once the loop runs
+    assert idle._pending.popleft().text == "b"
+    loop.close()

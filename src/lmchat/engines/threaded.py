@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -71,10 +72,20 @@ class _Held(threading.local):
 _held = _Held()
 
 
+# How long a model thread waits, after a step's hand-over, for the consumer loops to take its events (see
+# delivered_together): a bound, so that a blocked or busy loop only slows the model, never stops it.
+SETTLE_TIMEOUT_S = 0.05
+
+
 @contextlib.contextmanager
-def delivered_together() -> Iterator[None]:
+def delivered_together(settle: bool = False) -> Iterator[None]:
     """Within (on a model thread): the events emitted to every channel are held, then handed over at the end,
-    one wake-up per consumer loop, each channel's in the order emitted (nested: the outermost block sends)."""
+    one wake-up per consumer loop, each channel's in the order emitted (nested: the outermost block sends).
+
+    ``settle``: then wait (at most SETTLE_TIMEOUT_S) until each loop has run its consumers once with them, before
+    the model thread goes on to its next step. On a machine whose cores all run the model's threads, a consumer
+    loop that runs during a step takes a core from one of them and the others wait for it at their next barrier
+    (its work costs twice); run between steps it costs its own time only."""
     if _held.events is not None:
         yield
         return
@@ -86,19 +97,30 @@ def delivered_together() -> Iterator[None]:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[EventChannel, Any]]] = {}
         for channel, event in held:
             by_loop.setdefault(channel._loop, []).append((channel, event))
-        for loop, items in by_loop.items():
-            _hand_over(loop, items)
+        settled = [threading.Event() for _ in by_loop] if settle else [None] * len(by_loop)
+        for (loop, items), done in zip(by_loop.items(), settled):
+            _hand_over(loop, items, done)
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        for done in settled:
+            if done is not None:
+                done.wait(max(0.0, deadline - time.monotonic()))
 
 
-def _hand_over(loop: asyncio.AbstractEventLoop, items: list[tuple[EventChannel, Any]]) -> None:
-    """Queue ``items`` on ``loop`` in one callback; if that loop is gone, stop generating for their requests."""
+def _hand_over(loop: asyncio.AbstractEventLoop, items: list[tuple[EventChannel, Any]],
+               settled: threading.Event | None = None) -> None:
+    """Queue ``items`` on ``loop`` in one callback (``settled`` is set once the consumers it woke have run); if that
+    loop is gone, stop generating for their requests."""
     try:
-        loop.call_soon_threadsafe(_put_all, items)
+        loop.call_soon_threadsafe(_put_all, items, settled)
     except RuntimeError:
+        if settled is not None:
+            settled.set()
         for channel, _ in items:
             channel._on_abandon()
 
 
-def _put_all(items: list[tuple[EventChannel, Any]]) -> None:
+def _put_all(items: list[tuple[EventChannel, Any]], settled: threading.Event | None = None) -> None:
     for channel, event in items:
         channel._deliver(event)
+    if settled is not None:  # after the consumer tasks just woken (each waiter's wake-up is already queued)
+        asyncio.get_running_loop().call_soon(settled.set)

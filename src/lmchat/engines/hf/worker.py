@@ -378,7 +378,7 @@ class ModelWorker:
         for i in decoding:
             rows[i].num_cached += 1
         self.batch_sizes.append(len(decoding))
-        with delivered_together():  # every row's token: one wake-up of each consumer loop
+        with delivered_together(settle=True):  # every row's token: one wake-up of each consumer loop, then theirs
             self._accept([rows[i] for i in decoding], logits[decoding])
 
     # --- sampling and events ----------------------------------------------------------------------------
