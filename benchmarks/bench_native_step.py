@@ -73,7 +73,7 @@ def main() -> None:
                 times = time_steps(lean, rows, args.context, args.steps)
                 median = statistics.median(times)
                 print(f"| {name} | {rows} | {1e3 * median:.2f} | {1e3 * times[len(times) // 4]:.2f} | "
-                      f"{rows / median:.0f} | {lean.native.packed_bytes / 1e6:.0f} |", flush=True)
+                      f"{rows / median:.0f} | {getattr(lean.native, 'packed_bytes', 0) / 1e6:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
