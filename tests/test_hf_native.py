@@ -315,3 +315,37 @@ def test_prompts_arriving_together_are_prefilled_in_one_native_call(tiny_model_d
     assert [(r.response_text, r.response_length) for r in together] == [
         (r.response_text, r.response_length) for r in alone]
     assert max(rows_per_call) >= 2, rows_per_call
+
+
+def test_a_failing_prefill_of_several_prompts_fails_those_requests_only(tiny_model_dir):
+    """If the one call for several prompts' chunks fails, each of those requests ends with an EngineError naming
+    the failure, nothing hangs, and the engine serves the next requests."""
+    import asyncio
+
+    from lmchat.errors import EngineError
+
+    config = {"model_name_or_path": str(tiny_model_dir), "do_sample": False, "max_new_tokens": 4,
+              "native_decode": "on"}
+    with ChatModel(config) as chat:
+        runner = chat.engine.worker.runner
+        original, failed = runner.prefill_rows, []
+
+        def failing(chunks):
+            if len(chunks) > 1 and not failed:
+                failed.append(len(chunks))
+                raise RuntimeError("simulated kernel failure")
+            return original(chunks)
+
+        runner.prefill_rows = failing
+
+        async def run(questions):
+            return await asyncio.gather(*(chat.achat([{"role": "user", "content": q}]) for q in questions),
+                                        return_exceptions=True)
+
+        first = chat.run_sync(run([f"Say {i}." for i in range(4)]))
+        second = chat.run_sync(run(["Say yes.", "Say no."]))
+        del runner.prefill_rows
+    errors = [r for r in first if isinstance(r, EngineError)]
+    assert failed and len(errors) == failed[0] and all("simulated kernel failure" in str(e) for e in errors)
+    assert all(not isinstance(r, BaseException) for r in first if r not in errors)
+    assert all(not isinstance(r, BaseException) and r[0].response_length > 0 for r in second)
