@@ -138,7 +138,9 @@ class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, Quantiza
         "streams in a step, prompt chunks) round each input row to int8 per group of 32 and use the CPU's int8 dot "
         "products (AVX512-VNNI or AVX-VNNI; 4-bit weights also plain AVX2), as llama.cpp does: about twice the "
         "batched throughput, perplexity within 1 % (docs/benchmarks.md). One-row steps keep float32 activations. "
-        "auto: where the CPU has them; off: float32 activations everywhere.",
+        "The native decoder keeps its weights laid out for these kernels too (a second copy of the quantized "
+        "weights: +115 MB for the default model). auto: where the CPU has them; off: float32 activations "
+        "everywhere (and no second copy).",
     )
     native_decode: Literal["auto", "on", "off"] = Field(
         "auto",
