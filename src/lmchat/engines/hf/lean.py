@@ -23,7 +23,8 @@ doubles the linear weights' memory, so the engine turns it on only for small mod
 
 With :meth:`LeanDecoder.use_native` (float32 on the CPU), every one-token step runs as one call into the native
 kernels (:mod:`lmchat.engines.hf.native`) instead: the same model, without the per-op cost after each weight read
-(GEMVs for one row, the packed oneDNN multiplies for more). Prompt chunks stay here.
+(GEMVs for one row, the packed oneDNN multiplies for more), and so do prompt chunks of rows without adapters,
+several rows' at once (:meth:`LeanDecoder.native_chunks`). Chunks of adapter rows stay here.
 """
 
 from __future__ import annotations

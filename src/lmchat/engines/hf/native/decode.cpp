@@ -1,4 +1,5 @@
-// The one-token decode step of a Llama-family model in float32 on the CPU, as one native call.
+// The one-token decode step of a Llama-family model in float32 on the CPU, as one native call (and prompt chunks
+// of one or several cache rows, the same way: Decoder::step's cache_rows and logits_rows).
 //
 // Between its weight multiplies, a decode step runs many small tensor ops per layer; each multiply has just
 // streamed megabytes of weights through the CPU caches, so every framework op after it starts cold (measured in
