@@ -349,3 +349,41 @@ def test_a_failing_prefill_of_several_prompts_fails_those_requests_only(tiny_mod
     assert failed and len(errors) == failed[0] and all("simulated kernel failure" in str(e) for e in errors)
     assert all(not isinstance(r, BaseException) for r in first if r not in errors)
     assert all(not isinstance(r, BaseException) and r[0].response_length > 0 for r in second)
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+def test_long_prompt_chunks_of_several_rows_equal_the_python_forward(module, bits):
+    """Chunks past the multiplies' large-batch paths (256 + 44 tokens of one row beside a second row's prompt:
+    oneDNN over packed weights in float32, the laid-out int8-activation panels at 4 bits) give the Python
+    forward's last logits and the same following step."""
+    from lmchat.engines.hf import quant
+    from lmchat.engines.hf.quant import quantize_model
+
+    model = build("llama", max_position_embeddings=512)
+    activations, previous = "float32", quant._kernels
+    if bits:
+        quantize_model(model, bits)
+        quant.use_native_kernels(module)
+        activations = "int8" if module.int8_paths() else "float32"
+    prompt = [(31 * i + 7) % 250 + 1 for i in range(300)]
+    results = {}
+    quant.use_activations(activations)
+    try:
+        for name in ("python", "native"):
+            lean = LeanDecoder(model, packed=bits is None)
+            if name == "native":
+                lean.use_native(module, activations)
+            runner = SlotRunner(model, CPU, lean)
+            runner.reserve(2, 320)
+            chunks = [[(0, prompt[:256], 0)], [(0, prompt[256:], 256), (1, PROMPTS[0], 0)]]
+            logits = [row for part in chunks for row in (runner.prefill_rows(part) if name == "native" else
+                                                        [runner.prefill(s, ids, a) for s, ids, a in part])]
+            step = runner.decode([int(logits[1].argmax()), int(logits[2].argmax())], [300, len(PROMPTS[0])],
+                                 [True, True])
+            results[name] = logits + list(step)
+            runner.release()
+    finally:
+        quant.use_activations("float32")
+        quant.use_native_kernels(previous)
+    for a, b in zip(results["native"], results["python"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=(2e-2 if bits else 1e-4) * float(b.abs().max()))
