@@ -2,12 +2,12 @@
 
 A GGUF model (the default model is one) starts on the llama.cpp engine in under a second (docs/benchmarks.md: 0.9 s
 to the first token against 6 s on the transformers engine) and answers one stream there about as fast as the
-transformers engine's native 4-bit step (88 against 96 tok/s on an AVX512-VNNI Xeon, faster where the CPU has no
-int8 dot products; 90 against 46 before the native step). So a terminal chat whose settings name no ``infer_backend`` runs a GGUF model on the
-llama.cpp engine when ``llama-cpp-python`` is installed (``make setup`` installs it; ``make chat`` alone does not)
-and that engine honours every given setting. Anything else keeps LLaMA-Factory's default, the transformers
-engine, which also serves many streams best (``lmchat serve`` does not ask here). ``infer_backend: huggingface``
-keeps the transformers engine for a GGUF model too. The choice is said, with its reason, on the chat's first line.
+transformers engine's native 4-bit step (88 against 96 tok/s on an AVX512-VNNI Xeon; 90 against 46 before the
+native step). So a terminal chat whose settings name no ``infer_backend`` runs a GGUF model on the llama.cpp engine
+when ``llama-cpp-python`` is installed (``make setup`` installs it; ``make chat`` alone does not) and that engine
+honours every given setting. Anything else keeps LLaMA-Factory's default, the transformers engine, which also
+serves many streams best (``lmchat serve`` does not ask here). ``infer_backend: huggingface`` keeps the
+transformers engine for a GGUF model too. The choice is said, with its reason, on the chat's first line.
 """
 
 from __future__ import annotations

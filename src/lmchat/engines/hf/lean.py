@@ -352,7 +352,7 @@ class LeanDecoder:
             logits = self._native_step(input_ids, position_ids, cache, lora_rows)
             if logits is not None:
                 return logits
-        if self.native is not None and rows == 1 and length > 1 and not lora_rows:
+        if rows == 1 and length > 1 and self.takes_native_chunks:
             start = int(position_ids[0, 0])
             return self.native_chunks([(cache.row_start, input_ids[0], start)], cache)
         hidden = self._embed(input_ids)

@@ -298,12 +298,8 @@ class ModelWorker:
         with what the cache holds: it then waits a step and copies it instead of computing it again."""
         if sequence.num_cached or not self.runner.can_share_prefix or not planned:
             return False
-        limit = sequence.prompt_tokens - 1
-        def shared(other: RequestState, length: int) -> int:
-            same = other is not sequence and other.adapter_slot == sequence.adapter_slot
-            return common_prefix(sequence.ids, other.ids, length, limit) if same else 0
-        held = max((shared(other, other.num_cached) for other in self.scheduler.running), default=0)
-        coming = max(shared(other, end) for other, _, end in planned)
+        held = max((_shared_prefix(sequence, other, other.num_cached) for other in self.scheduler.running), default=0)
+        coming = max(_shared_prefix(sequence, other, end) for other, _, end in planned)
         return coming >= MIN_SHARED_PREFIX and coming > held
 
     def _plan_chunk(self, sequence: RequestState, budget: int) -> tuple[int, int]:
@@ -347,11 +343,9 @@ class ModelWorker:
         """Copy the keys/values of the longest prompt prefix a running sequence already holds."""
         if not self.runner.can_share_prefix:
             return
-        limit = sequence.prompt_tokens - 1  # the last prompt token is always computed: its logits are needed
         best, length = None, MIN_SHARED_PREFIX - 1
-        for other in self.scheduler.running:  # keys/values depend on the adapter: shared only under the same one
-            same = other is not sequence and other.adapter_slot == sequence.adapter_slot
-            shared = common_prefix(sequence.ids, other.ids, other.num_cached, limit) if same else 0
+        for other in self.scheduler.running:
+            shared = _shared_prefix(sequence, other, other.num_cached)
             shared = shareable_length(self.model, sequence.request.media_inputs, other.request.media_inputs, shared)
             if shared > length:
                 best, length = other, shared
@@ -480,3 +474,12 @@ def common_prefix(ids: list[int], other: list[int], other_length: int, limit: in
         if ids[i] != other[i]:
             return i
     return length
+
+
+def _shared_prefix(sequence: RequestState, other: RequestState, other_length: int) -> int:
+    """How many leading prompt tokens ``sequence`` could copy from ``other``'s first ``other_length`` positions:
+    never its last prompt token (its logits are needed), and only under the same adapter (keys and values depend
+    on it)."""
+    if other is sequence or other.adapter_slot != sequence.adapter_slot:
+        return 0
+    return common_prefix(sequence.ids, other.ids, other_length, sequence.prompt_tokens - 1)

@@ -41,7 +41,8 @@ from lmchat.models.cache import cache_root
 logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("decode.cpp")
 # included by SOURCE: hashed and copied with it
-HEADERS = tuple(Path(__file__).with_name(name) for name in ("quantized.h", "int8_act.h", "int8_act_kernel.inc", "attention.h"))
+HEADERS = tuple(Path(__file__).with_name(name)
+                for name in ("quantized.h", "int8_act.h", "int8_act_kernel.inc", "attention.h"))
 BASE_FLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]
 # The x86-64 micro-architecture levels compiled for, best first: PyTorch's CPU capability (read from CPUID) and the
 # features the kernel reports in /proc/cpuinfo that the level needs. Both must agree (ATEN_CPU_CAPABILITY can raise

@@ -1,5 +1,5 @@
-// The per-element work of the decode step in vector form: e^x for SiLU and softmax, and one query head's attention
-// over its row's cached positions. Written with the kernels' vector type (quantized.h), so the same code serves the
+// The per-element work of the decode step in vector form: e^x for SiLU and softmax, and the attention of the query
+// heads that share one kv head over their row's cached positions. Written with the kernels' vector type (quantized.h), so the same code serves the
 // x86-64-v3 and v4 builds (and a plain build, lane by lane).
 #pragma once
 
@@ -31,10 +31,13 @@ inline float exp_approx(float x) {
   return p * __builtin_bit_cast(float, bits);
 }
 
-// x * sigmoid(x) * up for n inputs (SwiGLU's gate)
+// SwiGLU's gate: gate * sigmoid(gate) * up
+inline float silu_gate_value(float gate, float up) { return gate / (1.0f + exp_approx(-gate)) * up; }
+
+// the same for n inputs
 inline void silu_gate_row(const float* gate, const float* up, int64_t n, float* out) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + exp_approx(-gate[i])) * up[i];
+  for (int64_t i = 0; i < n; ++i) out[i] = silu_gate_value(gate[i], up[i]);
 }
 
 // The query heads that share one kv head (grouped-query attention), NG at a time, so that their row's cached keys
@@ -122,15 +125,15 @@ inline void attend_head_scalar(const float* q, const float* keys, const float* v
 // softmax(q k^T * scaling) v into out [heads][hd]; ``score`` holds ``heads`` x score_stride floats of scratch
 inline void attend_group(const float* q, const float* keys, const float* values, int64_t length, int64_t hd,
                          float scaling, int64_t heads, float* score, int64_t score_stride, float* out) {
+  if (hd % V != 0) {
+    for (int64_t h = 0; h < heads; ++h)
+      attend_head_scalar(q + h * hd, keys, values, length, hd, scaling, score + h * score_stride, out + h * hd);
+    return;
+  }
   for (int64_t g = 0; g < heads; g += ATTEND_HEADS) {
     const float* qg = q + g * hd;
     float* sg = score + g * score_stride;
     float* og = out + g * hd;
-    if (hd % V != 0) {
-      for (int64_t h = g; h < std::min(heads, g + ATTEND_HEADS); ++h)
-        attend_head_scalar(q + h * hd, keys, values, length, hd, scaling, score + h * score_stride, out + h * hd);
-      continue;
-    }
     switch (std::min<int64_t>(ATTEND_HEADS, heads - g)) {
       case 4: attend_heads<4>(qg, keys, values, length, hd, scaling, sg, score_stride, og); break;
       case 3: attend_heads<3>(qg, keys, values, length, hd, scaling, sg, score_stride, og); break;

@@ -26,6 +26,7 @@
 #include "attention.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -182,10 +183,10 @@ void attend(const Step& s, int64_t b, int64_t kv, int64_t first, int64_t heads, 
                heads, scores, s.max_length, s.attended + head * s.hd);
 }
 
-// SwiGLU for inputs i0..i1 of row b
-void silu_gate(const Step& s, int64_t b, int64_t i0, int64_t i1) {
+// SwiGLU for row b
+void silu_gate(const Step& s, int64_t b) {
   const float* gate = s.gate_up + b * 2 * s.I;
-  silu_gate_row(gate + i0, gate + s.I + i0, i1 - i0, s.act + b * s.I + i0);
+  silu_gate_row(gate, gate + s.I, s.I, s.act + b * s.I);
 }
 
 // x @ W^T (+ bias) for a batch: oneDNN's packed multiply when the weight is packed (a row's result does not
@@ -347,6 +348,10 @@ struct Layer {
     w.done();
   }
 
+  // the layer's multiplies, in order
+  std::array<Linear*, 4> linears() { return {&qkv, &out, &gate_up, &down}; }
+  std::array<const Linear*, 4> linears() const { return {&qkv, &out, &gate_up, &down}; }
+
   Linear& site(const std::string& name) {
     if (name == "qkv") return qkv;
     if (name == "out") return out;
@@ -427,14 +432,14 @@ class Decoder {
       layers_.emplace_back(Weights(std::move(layers[i]), "layer " + std::to_string(i)));
     head_.pack(path);
     for (Layer& layer : layers_)
-      for (Linear* linear : {&layer.qkv, &layer.out, &layer.gate_up, &layer.down}) linear->pack(path);
+      for (Linear* linear : layer.linears()) linear->pack(path);
   }
 
   // the bytes of the int8 kernels' panels (the second copy of the quantized weights that int8 activations keep)
   int64_t packed_bytes() const {
     int64_t total = head_.packed.bytes();
     for (const Layer& layer : layers_)
-      for (const Linear* linear : {&layer.qkv, &layer.out, &layer.gate_up, &layer.down}) total += linear->packed.bytes();
+      for (const Linear* linear : layer.linears()) total += linear->packed.bytes();
     return total;
   }
 
@@ -458,8 +463,6 @@ class Decoder {
                   const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values, const at::Tensor& cos,
                   const at::Tensor& sin, const at::Tensor& slots_t, const std::optional<at::Tensor>& cache_rows_in,
                   const std::optional<at::Tensor>& logits_rows_in) {
-    const at::Tensor cache_rows_t = cache_rows_in.value_or(at::Tensor());
-    const at::Tensor logits_rows_t = logits_rows_in.value_or(at::Tensor());
     c10::InferenceMode guard;
     const int64_t rows = tokens_t.size(0);
     auto tokens = tokens_t.contiguous().to(at::kLong), positions = positions_t.contiguous().to(at::kLong);
@@ -476,10 +479,10 @@ class Decoder {
       max_length = std::max(max_length, pos[b] + 1);
     }
     TORCH_CHECK(keys.size() == layers_.size() && values.size() == layers_.size(), "one key/value tensor per layer");
-    const bool has_rows = cache_rows_t.defined() && cache_rows_t.numel();
-    const bool has_logits = logits_rows_t.defined() && logits_rows_t.numel();
-    at::Tensor cache_rows = has_rows ? cache_rows_t.contiguous().to(at::kLong) : at::empty({0}, at::kLong);
-    at::Tensor logits_rows = has_logits ? logits_rows_t.contiguous().to(at::kLong) : at::empty({0}, at::kLong);
+    auto indices = [](const std::optional<at::Tensor>& given) {  // int64, contiguous; empty when not given
+      return given && given->numel() ? given->contiguous().to(at::kLong) : at::empty({0}, at::kLong);
+    };
+    const at::Tensor cache_rows = indices(cache_rows_in), logits_rows = indices(logits_rows_in);
     TORCH_CHECK(cache_rows.numel() == 0 || cache_rows.numel() == rows, "one cache row per token, or none");
     int64_t last_row = rows - 1;  // the highest cache row written, from row_start
     if (cache_rows.numel()) {
@@ -505,8 +508,8 @@ class Decoder {
     TORCH_CHECK(slots.numel() == 0 || slots.numel() == rows, "one adapter slot per row, or none");
     TORCH_CHECK(logits_rows.numel() == 0 || slots.numel() == 0, "picked logits rows take no adapter slots");
     Step s{rows, hidden_, H, KV, hd, I, (H + 2 * KV) * hd, max_length, KV * capacity * hd, capacity * hd,
-           cache_rows.numel() ? cache_rows.data_ptr<int64_t>() : nullptr, scaling_, pos, slots.numel() ? slots.data_ptr<int64_t>() : nullptr, cos.data_ptr<float>(),
-           sin.data_ptr<float>()};
+           cache_rows.numel() ? cache_rows.data_ptr<int64_t>() : nullptr, scaling_, pos,
+           slots.numel() ? slots.data_ptr<int64_t>() : nullptr, cos.data_ptr<float>(), sin.data_ptr<float>()};
     at::Tensor hidden = at::empty({rows, hidden_}, at::kFloat);
     for (int64_t b = 0; b < rows; ++b) embed_row(tok[b], hidden.data_ptr<float>() + b * hidden_);
     if (rows == 1) return single(s, hidden, row_start, keys, values);
@@ -555,20 +558,16 @@ class Decoder {
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H + s.KV; ++item) rope_and_store(s, item);
 #pragma omp for schedule(static)
-        for (int64_t item = 0; item < H; ++item) attend(s, 0, item / (H / s.KV), item % (H / s.KV), 1, scores.data());
+        for (int64_t item = 0; item < H; ++item)
+          attend(s, 0, item / (H / s.KV), item % (H / s.KV), 1, scores.data());
         layer.out.row(s.attended, hidden, nullptr, Store::Add, xsum.data());
         lora_single(layer.out, slot, s.attended, hidden);
 #pragma omp single
         rms_norm(hidden, layer.norm2, D, eps_, x.data());
         layer.gate_up.row(x.data(), s.gate_up, nullptr, Store::Set, xsum.data());
         lora_single(layer.gate_up, slot, x.data(), s.gate_up);
-        {  // the inputs split over the threads in whole vectors
-          const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
-          const int64_t share = (I / threads + V - 1) / V * V;
-          const int64_t i0 = std::min(I, me * share), i1 = me == threads - 1 ? I : std::min(I, i0 + share);
-          if (i0 < i1) silu_gate(s, 0, i0, i1);
-#pragma omp barrier
-        }
+#pragma omp for simd schedule(simd : static)  // the inputs split over the threads in whole vectors
+        for (int64_t i = 0; i < I; ++i) s.act[i] = silu_gate_value(s.gate_up[i], s.gate_up[I + i]);
         layer.down.row(s.act, hidden, nullptr, Store::Add, xsum.data());
         lora_single(layer.down, slot, s.act, hidden);
       }
@@ -618,14 +617,15 @@ class Decoder {
       {  // scratch per thread (per row and head, a long prompt chunk's scores would take rows x heads x length)
         std::vector<float> scores((H / s.KV) * s.max_length);
 #pragma omp for schedule(static)
-        for (int64_t item = 0; item < B * s.KV; ++item) attend(s, item / s.KV, item % s.KV, 0, H / s.KV, scores.data());
+        for (int64_t item = 0; item < B * s.KV; ++item)
+          attend(s, item / s.KV, item % s.KV, 0, H / s.KV, scores.data());
       }
       add_rows(with_lora(layer.out, attended_t, layer.out.batch(attended_t, at::Tensor()).contiguous()));
       norm_rows(layer.norm2);
       at::Tensor gate_up = with_lora(layer.gate_up, x_t, layer.gate_up.batch(x_t, at::Tensor()).contiguous());
       s.gate_up = gate_up.data_ptr<float>();
 #pragma omp parallel for num_threads(threads) schedule(static)
-      for (int64_t b = 0; b < B; ++b) silu_gate(s, b, 0, I);
+      for (int64_t b = 0; b < B; ++b) silu_gate(s, b);
       add_rows(with_lora(layer.down, act_t, layer.down.batch(act_t, at::Tensor()).contiguous()));
     }
     if (logits_rows.numel()) {  // prompt chunks: their last tokens' logits only
@@ -665,6 +665,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property_readonly("packed_bytes", &Decoder::packed_bytes);
   m.def("qlinear", &qlinear, pybind11::arg("x"), pybind11::arg("codes"), pybind11::arg("scales"),
         pybind11::arg("mins") = pybind11::none(), pybind11::arg("bias") = pybind11::none(),
-        pybind11::arg("activations") = "float32", pybind11::arg("pack") = false, pybind11::call_guard<pybind11::gil_scoped_release>());
+        pybind11::arg("activations") = "float32", pybind11::arg("pack") = false,
+        pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("int8_paths", &int8_paths);
 }
