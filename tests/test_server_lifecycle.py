@@ -20,6 +20,21 @@ def test_help_lists_the_server_flags():
         assert flag in result.stdout
 
 
+def test_the_server_runs_on_uvloop_and_httptools():
+    """The serve extra brings uvicorn's C event loop and HTTP parser, and lmchat's server picks them (uvicorn's
+    pure-Python h11 parser and asyncio's loop cost more per streamed token)."""
+    from lmchat.server.lifecycle import LmchatServer
+    from lmchat.server.settings import ServerSettings
+
+    async def app(scope, receive, send):  # pragma: no cover - never called
+        raise AssertionError
+
+    server = LmchatServer(app, ServerSettings())
+    server.config.load()
+    assert server.config.http_protocol_class.__module__ == "uvicorn.protocols.http.httptools_impl"
+    assert server.config.get_loop_factory().__module__ == "uvloop"
+
+
 def _stream_in_background(server: ProcessServer, text: str) -> tuple[threading.Thread, dict]:
     result: dict = {"lines": []}
     body = {"messages": [{"role": "user", "content": text}], "stream": True}
