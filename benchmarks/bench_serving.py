@@ -317,7 +317,8 @@ def report(results: dict[str, dict[int, dict]], args: argparse.Namespace, load_b
           f"{args.threads} threads per contender; {args.new_tokens} new tokens per request, greedy, ignore_eos; "
           f"median of {args.repeats}")
     print(f"load generator: {args.client} on the same cores (its CPU ms per streamed token in the last column)")
-    print("| contender | streams | tokens/s | min-max | TTFT p50 s | vs llama-server | server / library | client ms/token |")
+    print("| contender | streams | tokens/s | min-max | TTFT p50 s | vs llama-server | server / library "
+          "| client ms/token |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")
     for name, by_streams in results.items():
         for streams, row in by_streams.items():

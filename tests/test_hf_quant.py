@@ -164,10 +164,12 @@ def test_the_runner_check_chooses_the_lean_forward_and_shares_the_quantized_weig
 @pytest.mark.parametrize("bits", [8, 4])
 def test_chat_model_quantizes_on_load_and_answers_like_transformers_generate(tiny_model_dir, bits, caplog):
     """ChatModel's greedy answer equals transformers' generate on the same quantized model, and it logs what it
-    did; the weights take less memory."""
+    did; the weights take less memory. (With float32 activations, as transformers' modules multiply: int8 ones,
+    the default where the CPU has int8 dot products, round each input row and may turn a random model's greedy
+    token; their numbers are tested against the Python forward's below.)"""
     caplog.set_level("INFO", logger="lmchat")
     chat = ChatModel({"model_name_or_path": str(tiny_model_dir), "quantization_bit": bits, "temperature": 0,
-                      "max_new_tokens": 12})
+                      "max_new_tokens": 12, "quantized_activations": "off"})
     try:
         messages = [{"role": "user", "content": "Name three colours."}]
         answer = chat.chat(messages)[0]
@@ -261,7 +263,9 @@ def test_the_default_model_keeps_its_gguf_width_unless_told(default_model_dir, c
 
 
 # --- int8 activations (quantized_activations: auto; native/int8_act.h) ------------------------------------------
-A8_ROWS = {4: 4, 8: 12}  # native/decode.cpp a8_rows: from here on a batched multiply takes int8 activations
+# native/decode.cpp a8_rows: from here on a multiply whose panels are laid out per call takes int8 activations;
+# over panels laid out once (the native decoder's weights, qlinear's pack=True) from one row on
+A8_ROWS = {4: 4, 8: 12}
 
 
 def rounded_rows(x: torch.Tensor) -> torch.Tensor:
@@ -275,11 +279,6 @@ def rounded_rows(x: torch.Tensor) -> torch.Tensor:
     return (codes * (top / 127)).reshape(rows, -1)[:, :width]
 
 
-def serves(path: str, bits: int) -> bool:
-    """Whether an int8 path multiplies weights of ``bits`` (the plain path leaves int8 weights at float32)."""
-    return bits == 4 or path == "int8-vnni"
-
-
 def int8_paths(module) -> list[str]:
     paths = module.int8_paths()
     assert paths, "this x86-64 CPU has AVX2: the plain int8 path at least"
@@ -287,11 +286,13 @@ def int8_paths(module) -> list[str]:
 
 
 @pytest.mark.parametrize("bits, width", [(4, 160), (8, 160), (8, 100)])  # 100: a last group of 4 inputs
-@pytest.mark.parametrize("rows", [4, 5, 12, 13, 40, 130])
+@pytest.mark.parametrize("rows", [1, 2, 4, 5, 12, 13, 40, 130])
 def test_int8_activations_multiply_the_rounded_rows_exactly(module, bits, width, rows):
     """Every int8 path (VNNI, plain) equals the float64 product of the rounded rows with the dequantized weight
     (the int32 dot products are exact), for tails of every micro-kernel height and a panel past the last output;
-    it differs from float32 activations by the rounding only. The plain path leaves int8 weights at float32."""
+    it differs from float32 activations by the rounding only. Over panels laid out once (the decoder's) from one
+    row on, laid out per call from A8_ROWS on, the same numbers (int8 weights: offset by 128 on the VNNI paths,
+    |w| times x with w's sign on the plain ones)."""
     weight = QuantizedWeight.quantize(weights(97, width), bits)
     x = torch.randn(rows, width, generator=torch.Generator().manual_seed(4))
     bias = torch.randn(97)
@@ -299,16 +300,13 @@ def test_int8_activations_multiply_the_rounded_rows_exactly(module, bits, width,
     expected = (rounded_rows(x).double() @ weight.dequantize().double().T + bias.double()).float()
     paths = int8_paths(module)
     for path in paths + ["int8"]:  # "int8": this CPU's best path
-        got = module.qlinear(x, weight.codes, weight.scales, weight.mins, bias, path)
-        if rows < A8_ROWS[bits] or not serves(paths[0] if path == "int8" else path, bits):
-            assert torch.equal(got, float32), path
-            continue
-        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
-        assert not torch.equal(got, float32)
-        assert float((got - float32).abs().max()) < 0.02 * float(float32.abs().max())
-        # the decoder's panels, laid out once before the multiply, give the same numbers bit for bit
+        per_call = module.qlinear(x, weight.codes, weight.scales, weight.mins, bias, path)
         packed = module.qlinear(x, weight.codes, weight.scales, weight.mins, bias, path, pack=True)
-        assert torch.equal(packed, got), path
+        torch.testing.assert_close(packed, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
+        assert not torch.equal(packed, float32)
+        assert float((packed - float32).abs().max()) < 0.02 * float(float32.abs().max())
+        # laid out per call: float32 activations below A8_ROWS, else the laid-out panels' numbers bit for bit
+        assert torch.equal(per_call, float32 if rows < A8_ROWS[bits] else packed), path
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -343,20 +341,25 @@ def last_prompt_logits(runner: SlotRunner, prompts: list[list[int]], activations
 def test_the_native_step_with_int8_activations_equals_the_python_forward_with_them(module, bits):
     """The lean forward's Python path (quantized modules, this thread's activations) and the native step give the
     same batched logits with int8 activations, up to the rounding of an activation code; both stay close to float32
-    activations."""
+    activations. The native one-row step takes them too."""
     model = build("qwen2")
     quantize_model(model, bits)
     lean = LeanDecoder(model)
-    # prompts and batches of a8_rows rows at least, so that prefill and decode steps both take int8 activations
-    prompts = [[(7 * row + 3 * i) % 250 + 1 for i in range(A8_ROWS[bits] + row)] for row in range(A8_ROWS[bits])]
+    # prompts and batches of a8_rows rows at least (the output head's 8 bits' too), so that prefill and decode
+    # steps take int8 activations in every multiply on the Python side (panels laid out per call) as well
+    most = max(A8_ROWS.values())
+    prompts = [[(7 * row + 3 * i) % 250 + 1 for i in range(most + row)] for row in range(most)]
     previous = quant._kernels
     quant.use_native_kernels(module)
     try:
         float32 = decode_rows(SlotRunner(model, CPU, lean), prompts, 4)
+        lean.use_native(module, "float32")
+        alone_float32 = decode_rows(SlotRunner(model, CPU, lean), prompts[:1], 4)
         quant.use_activations("int8")
         python = decode_rows(SlotRunner(model, CPU, lean), prompts, 4)
         lean.use_native(module, "int8")
         native_steps = decode_rows(SlotRunner(model, CPU, lean), prompts, 4)
+        alone = decode_rows(SlotRunner(model, CPU, lean), prompts[:1], 4)
         # the first step's inputs are the prompts' greedy tokens, which may differ: compare the prompts' own logits
         first = [last_prompt_logits(SlotRunner(model, CPU, lean), prompts, a8) for a8 in ("int8", "float32")]
     finally:
@@ -364,16 +367,18 @@ def test_the_native_step_with_int8_activations_equals_the_python_forward_with_th
         quant.use_native_kernels(previous)
     # the decoder laid out its int8 kernels' panels once: a second copy of the codes, scales (and minimums)
     weights = sum(m.quantized.num_bytes() for m in model.modules() if isinstance(m, QuantizedLinear))
-    if serves(int8_paths(module)[0], bits):
-        assert weights <= lean.native.packed_bytes <= 1.5 * weights, (lean.native.packed_bytes, weights)
-    else:
-        assert lean.native.packed_bytes == 0
+    assert weights <= lean.native.packed_bytes <= 1.5 * weights, (lean.native.packed_bytes, weights)
     for a, b in zip(native_steps, python):
         # the two forwards' float rounding differs (1e-6); rounding to int8 can turn that into one code step of an
         # activation here and there, so the logits agree to 1e-2 of their scale, not 1e-6 (on the AVX2 build: 2e-3)
         torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * float(b.abs().max()))
-    # int8 activations did serve (int8 weights without VNNI: float32 activations, the same numbers)
-    assert torch.equal(python[0], float32[0]) != serves(int8_paths(module)[0], bits)
+    assert not torch.equal(python[0], float32[0])  # int8 activations did serve
+    # one row alone (the one-row step, over the laid-out panels) takes int8 activations too: the batch's numbers
+    # for that row up to the float rounding of the work between the multiplies, not float32 activations' numbers
+    for a, together, a_float32 in zip(alone, native_steps, alone_float32):
+        torch.testing.assert_close(a[0], together[0], rtol=0, atol=1e-2 * float(together[0].abs().max()))
+        assert not torch.equal(a[0], a_float32[0])
+        torch.testing.assert_close(a[0], a_float32[0], rtol=0, atol=0.05 * float(a_float32[0].abs().max()))
     torch.testing.assert_close(first[0], first[1], rtol=0, atol=0.05 * float(first[1].abs().max()))
 
 
@@ -393,7 +398,7 @@ def test_quantized_activations_auto_serves_batches_with_int8_and_off_keeps_float
                   "temperature": 0, "max_new_tokens": 8, "native_decode": "on"}
         with ChatModel(config) as chat:
             described = chat.engine.describe()
-            assert ("int8 activations when batched" in described) == (setting == "auto"), described
+            assert ("x int8 activations" in described) == (setting == "auto"), described
             assert chat.engine.worker.runner.name == "lean+native"
             chat.engine.worker.batch_sizes.clear()
             answers[setting] = [r[0] for r in chat.run_sync(together(chat))]

@@ -134,13 +134,13 @@ class ModelConfig(EngineSettings, KTransformersSettings, MediaSettings, Quantiza
     )
     quantized_activations: Literal["auto", "off"] = Field(
         "auto",
-        description="Transformers engine, CPU, quantization_bit (or a GGUF's 4 bits): batched multiplies (several "
-        "streams in a step, prompt chunks) round each input row to int8 per group of 32 and use the CPU's int8 dot "
-        "products (AVX512-VNNI or AVX-VNNI; 4-bit weights also plain AVX2), as llama.cpp does: about twice the "
-        "batched throughput, perplexity within 1 % (docs/benchmarks.md). One-row steps keep float32 activations. "
-        "The native decoder keeps its weights laid out for these kernels too (a second copy of the quantized "
-        "weights: +115 MB for the default model). auto: where the CPU has them; off: float32 activations "
-        "everywhere (and no second copy).",
+        description="Transformers engine, CPU, quantization_bit (or a GGUF's 4 bits): the native decoder's multiplies "
+        "(one stream's steps, several streams in a step, prompt chunks) round each input row to int8 per group of 32 "
+        "and use the CPU's int8 dot products (AVX512-VNNI, AVX-VNNI, or plain AVX2), as llama.cpp does: about twice "
+        "the batched throughput (and on a CPU whose one-row step is bound by arithmetic, e.g. AVX2 without VNNI, "
+        "faster single streams), perplexity within 1 % (docs/benchmarks.md). The native decoder keeps its weights "
+        "laid out for these kernels (a second copy of the quantized weights: +115 MB for the default model). "
+        "auto: where the CPU has them; off: float32 activations everywhere (and no second copy).",
     )
     native_decode: Literal["auto", "on", "off"] = Field(
         "auto",

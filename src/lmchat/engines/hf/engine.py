@@ -100,7 +100,7 @@ class HuggingFaceEngine(BaseEngine):
         bits = weight_bits(self.loaded.model)
         weights = f"{bits}-bit weights" if bits else f"{str(self.loaded.model.dtype).removeprefix('torch.')} weights"
         if bits and self.worker.native is not None and self.worker.native.activations.startswith("int8"):
-            weights += " x int8 activations when batched"
+            weights += " x int8 activations"
         forward = getattr(self.worker.runner, "name", "sequential")
         return (f"the transformers engine ({weights}, {forward} forward, {torch.get_num_threads()} threads, up to "
                 f"{self.config.max_batch_size} streams batched, on {self.loaded.device.type})")

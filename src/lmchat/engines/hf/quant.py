@@ -5,11 +5,12 @@
   and llama.cpp's Q4_1. Stored as 16 bytes per group: byte ``i`` holds input ``i`` in its low nibble and input
   ``16 + i`` in its high nibble (the native kernels unpack a group in two vector operations).
 
-Activations stay float32 (only the weights are rounded), except in the native kernels' batched multiplies with
-``quantized_activations: auto`` (several streams in one step, prompt chunks; not one-row steps): there each input row
-is rounded to int8 per group of 32 and multiplied with the CPU's int8 dot products (AVX512-VNNI / AVX-VNNI; int4
-weights also on plain AVX2), as llama.cpp multiplies its Q4 weights by Q8 activations: about twice the batched
-throughput, within rounding (``native/int8_act.h``; perplexity in docs/benchmarks.md).
+Activations stay float32 (only the weights are rounded), except in the native kernels' multiplies with
+``quantized_activations: auto`` (the native decoder's steps of one row or many and prompt chunks; the Python side's
+multiplies of 4 rows or more, 12 for int8 weights): there each input row is rounded to int8 per group of 32 and
+multiplied with the CPU's int8 dot products (AVX512-VNNI / AVX-VNNI / plain AVX2), as llama.cpp multiplies its Q4
+weights by Q8 activations: about twice the batched throughput, within rounding (``native/int8_act.h``; perplexity in
+docs/benchmarks.md).
 
 :func:`quantize_model` swaps every ``nn.Linear`` of the language model (and its output head, always at 8 bits, as
 llama.cpp keeps a Q4 model's output layer at higher precision) for a :class:`QuantizedLinear`, and the token embeddings for int8 rows (:class:`QuantizedEmbedding`: the

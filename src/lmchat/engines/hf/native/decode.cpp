@@ -209,9 +209,11 @@ constexpr int64_t DEQUANTIZE_ROWS = 128;
 
 using LoraPairs = std::map<int64_t, std::pair<at::Tensor, at::Tensor>>;  // slot -> (A^T [K, r], B^T [r, N])
 
-// From how many rows on a quantized multiply takes int8 activations (when asked for and served; int8_act.h): where
-// it beats the float32 kernels (benchmarks/bench_qgemm.py; an int8 weight's panels cost more to lay out)
-inline int64_t a8_rows(int bits) { return bits == 4 ? 4 : 12; }
+// From how many rows on a quantized multiply takes int8 activations (when asked for and served; int8_act.h): with
+// the panels laid out once (the decoder's weights), from one row on (a one-row step: a third of the instructions
+// of the float32 GEMV, the same bytes read; benchmarks/bench_native_step.py); laid out per call, where that beats
+// the float32 kernels (benchmarks/bench_qgemm.py; an int8 weight's panels cost more to lay out)
+inline int64_t a8_rows(int bits, bool laid_out) { return laid_out ? 1 : bits == 4 ? 4 : 12; }
 
 struct Linear {
   at::Tensor plain, batch_w, codes, scales, mins;  // kept alive
@@ -241,7 +243,8 @@ struct Linear {
   // batched multiplies with ``path``'s activations, over panels laid out here once where int8 ones serve
   void pack(A8Path path) {
     activations = path;
-    packed = q.bits && a8_serves(path, q.bits) ? a8_pack(q, a8_panel_rows(), at::get_num_threads()) : A8Packed();
+    packed = q.bits && a8_serves(path, q.bits)
+                 ? a8_pack(q, a8_panel_rows(), a8_offsets(path), at::get_num_threads()) : A8Packed();
   }
 
   // the float32 weight (made per call: for many rows the multiply costs far more than this)
@@ -293,9 +296,11 @@ struct Linear {
     lora = std::move(pairs);
   }
 
-  // inside an omp parallel region: y (=|+=) W x (+ bias) for one row
-  void row(const float* x, float* y, const float* bias, Store mode, float* xsum) const {
-    if (q.bits) q_linear(q, 1, x, y, N, bias, mode, xsum);
+  // inside an omp parallel region: y (=|+=) W x (+ bias) for one row; over the laid-out panels (int8 activations
+  // served) with the int8 kernels, ``a`` the scratch of one row of K inputs
+  void row(const float* x, float* y, const float* bias, Store mode, float* xsum, A8Rows& a) const {
+    if (!packed.panels.empty()) a8_gemm(activations, q, x, a, y, N, bias, &packed, mode);
+    else if (q.bits) q_linear(q, 1, x, y, N, bias, mode, xsum);
     else gemv(weight, bias, N, K, x, y, mode);
   }
 
@@ -304,7 +309,7 @@ struct Linear {
     if (!q.bits) return batch_linear(x, batch_w, bias);
     const int64_t B = x.size(0);
     const float* b = bias.defined() && bias.numel() ? bias.data_ptr<float>() : nullptr;
-    if (B >= a8_rows(q.bits) && a8_serves(activations, q.bits)) {
+    if (B >= a8_rows(q.bits, !packed.panels.empty()) && a8_serves(activations, q.bits)) {
       at::Tensor y = at::empty({B, N}, at::kFloat);
       A8Rows rows(B, K);
 #pragma omp parallel num_threads(at::get_num_threads())
@@ -540,6 +545,7 @@ class Decoder {
     at::Tensor logits_t = at::empty({1, vocab_}, at::kFloat);
     std::vector<float> x(D), qkv(s.qkv_size), query(H * hd), attended(H * hd), gate_up(2 * I), act(I),
         xsum(std::max(D, I) / Q4_GROUP + 1);
+    A8Rows a_hidden(1, D), a_attended(1, H * hd), a_act(1, I);  // the int8 kernels' rounded inputs
     s.qkv = qkv.data(), s.query = query.data(), s.attended = attended.data(), s.gate_up = gate_up.data();
     s.act = act.data();
     float* hidden = hidden_t.data_ptr<float>();
@@ -553,27 +559,27 @@ class Decoder {
         point_at_layer(s, l, row_start, keys, values);
 #pragma omp single
         rms_norm(hidden, layer.norm1, D, eps_, x.data());
-        layer.qkv.row(x.data(), s.qkv, layer.qkv_bias, Store::Set, xsum.data());
+        layer.qkv.row(x.data(), s.qkv, layer.qkv_bias, Store::Set, xsum.data(), a_hidden);
         lora_single(layer.qkv, slot, x.data(), s.qkv);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H + s.KV; ++item) rope_and_store(s, item);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < H; ++item)
           attend(s, 0, item / (H / s.KV), item % (H / s.KV), 1, scores.data());
-        layer.out.row(s.attended, hidden, nullptr, Store::Add, xsum.data());
+        layer.out.row(s.attended, hidden, nullptr, Store::Add, xsum.data(), a_attended);
         lora_single(layer.out, slot, s.attended, hidden);
 #pragma omp single
         rms_norm(hidden, layer.norm2, D, eps_, x.data());
-        layer.gate_up.row(x.data(), s.gate_up, nullptr, Store::Set, xsum.data());
+        layer.gate_up.row(x.data(), s.gate_up, nullptr, Store::Set, xsum.data(), a_hidden);
         lora_single(layer.gate_up, slot, x.data(), s.gate_up);
 #pragma omp for simd schedule(simd : static)  // the inputs split over the threads in whole vectors
         for (int64_t i = 0; i < I; ++i) s.act[i] = silu_gate_value(s.gate_up[i], s.gate_up[I + i]);
-        layer.down.row(s.act, hidden, nullptr, Store::Add, xsum.data());
+        layer.down.row(s.act, hidden, nullptr, Store::Add, xsum.data(), a_act);
         lora_single(layer.down, slot, s.act, hidden);
       }
 #pragma omp single
       rms_norm(hidden, norm_.data_ptr<float>(), D, eps_, x.data());
-      head_.row(x.data(), logits, nullptr, Store::Set, xsum.data());
+      head_.row(x.data(), logits, nullptr, Store::Set, xsum.data(), a_hidden);
       lora_single(head_, slot, x.data(), logits);
     }
     return logits_t;

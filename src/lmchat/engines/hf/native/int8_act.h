@@ -1,18 +1,19 @@
-// Batched multiplies by quantized weights with int8 activations (the setting quantized_activations: auto; see
-// lmchat.engines.hf.quant and docs/architecture-hf-engine.md).
+// Multiplies by quantized weights with int8 activations, of one row or many (the setting quantized_activations:
+// auto; see lmchat.engines.hf.quant and docs/architecture-hf-engine.md).
 //
 // Each input row is rounded per group of 32 inputs to int8, symmetrically (scale = max |x| / 127, code =
 // round(x / scale), ties to even), and a weight row times it is summed with the CPU's 4-way int8 dot products into
-// int32 per group: int4 weights (codes 0..15) are the unsigned operand as they are; int8 weights (-127..127) are
-// offset by 128 to make them unsigned, and the offset's share, 128 * the group's sum of activation codes, is taken
-// off again. Per output: the sum over groups of dot * activation scale * weight scale (int4: the weight's group scale,
-// plus its group minimum times the group's sum of rounded x; int8: the row's scale, applied once at the end). The
-// same scheme as llama.cpp's Q4_1 x Q8_1 dot products; a row's numbers do not depend on the other rows of the batch.
+// int32 per group: int4 weights (codes 0..15) are the unsigned operand as they are; int8 weights (-127..127) are,
+// on the VNNI paths, offset by 128 to make them unsigned, and the offset's share, 128 * the group's sum of
+// activation codes, is taken off again; on the plain paths (whose 16-bit pair sums of an offset weight times a code
+// could overflow) the unsigned operand is |w| and the activation takes w's sign (llama.cpp's AVX2 q8 dot products:
+// 2 * 127 * 127 fits in 16 bits). Per output: the sum over groups of dot * activation scale * weight scale (int4:
+// the weight's group scale, plus its group minimum times the group's sum of rounded x; int8: the row's scale,
+// applied once at the end). The same scheme as llama.cpp's Q4_1 x Q8_1 dot products; a row's numbers do not depend on the other rows of the batch.
 //
 // Compiled for every path the build's instruction-set level allows and picked at run time from CPUID: in an
 // x86-64-v4 build AVX512-VNNI (vpdpbusd) or plain AVX-512BW (vpmaddubsw + vpmaddwd); in an x86-64-v3 build
-// AVX-VNNI or plain AVX2. The plain paths serve int4 weights only: their 16-bit pair sums of an offset int8 weight
-// times a code could overflow (15 * 127 * 2 cannot).
+// AVX-VNNI or plain AVX2.
 #pragma once
 
 #include "quantized.h"
@@ -61,7 +62,8 @@ inline void a8_quantize(const float* x, int64_t K, A8Rows& a) {
 // A panel of R weight rows, as the micro-kernels read it: per group g and quad q, the rows' 4-byte words side by
 // side (words [G][QW][R]), so that one vector load gives V rows' codes of 4 inputs. int4 (QW = 4): the weight's own
 // bytes (word q of a group holds inputs 4q .. 4q + 3 in its low nibbles, 16 + 4q .. in its high ones), unpacked in
-// the kernel; int8 (QW = 8): the codes + 128. Scales and minimums per [G][R] (int4) or scales per [R] (int8); rows
+// the kernel; int8 (QW = 8): the codes + 128 (``offset``: the VNNI paths) or the codes as they are (the plain
+// paths). Scales and minimums per [G][R] (int4) or scales per [R] (int8); rows
 // past N: codes, scales and minimums 0. Laid out per call for a weight used once (the Python side's prompt chunks),
 // or once for all calls (A8Packed: the native decoder's weights, multiplied at every step).
 struct A8Panel {
@@ -72,7 +74,7 @@ struct A8Panel {
   A8Panel(int64_t rows, int64_t groups, int bits)
       : R(rows), G(groups), QW(bits == 4 ? 4 : 8), words(G * QW * R), scales(G * R), mins(G * R) {}
 
-  void fill(const QWeight& w, int64_t n0) {
+  void fill(const QWeight& w, int64_t n0, bool offset) {
     for (int64_t r = 0; r < R; ++r) {
       const int64_t n = n0 + r;
       if (n >= w.N) {
@@ -87,13 +89,14 @@ struct A8Panel {
           scales[g * R + r] = w.scales[n * G + g], mins[g * R + r] = w.mins[n * G + g];
         }
       } else {
-        int8_row(w, n, r);
+        int8_row(w, n, r, offset ? 0x80 : 0);
       }
     }
   }
 
  private:
-  void int8_row(const QWeight& w, int64_t n, int64_t r) {
+  void int8_row(const QWeight& w, int64_t n, int64_t r, uint8_t offset) {
+    const uint32_t offsets = 0x01010101u * offset;
     const int8_t* row = w.q8 + n * w.K;
     for (int64_t g = 0; g < G; ++g)
       for (int64_t q = 0; q < 8; ++q) {
@@ -101,10 +104,10 @@ struct A8Panel {
         uint32_t word = 0;
         if (k0 + 4 <= w.K) {
           std::memcpy(&word, row + k0, 4);
-          word ^= 0x80808080u;
+          word ^= offsets;
         } else {
           uint8_t bytes[4] = {};
-          for (int64_t t = 0; t < 4; ++t) bytes[t] = k0 + t < w.K ? static_cast<uint8_t>(row[k0 + t]) ^ 0x80 : 0;
+          for (int64_t t = 0; t < 4; ++t) bytes[t] = k0 + t < w.K ? static_cast<uint8_t>(row[k0 + t]) ^ offset : 0;
           std::memcpy(&word, bytes, 4);
         }
         words[(g * 8 + q) * R + r] = word;
@@ -126,15 +129,15 @@ struct A8Packed {
   }
 };
 
-// ``w``'s panels of R rows (outside any parallel region)
-inline A8Packed a8_pack(const QWeight& w, int64_t R, int threads) {
+// ``w``'s panels of R rows for a path that offsets int8 codes or not (outside any parallel region)
+inline A8Packed a8_pack(const QWeight& w, int64_t R, bool offset, int threads) {
   A8Packed packed;
   const int64_t count = (w.N + R - 1) / R, G = (w.K + A8_GROUP - 1) / A8_GROUP;
   packed.panels.resize(count);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t index = 0; index < count; ++index) {
     packed.panels[index] = A8Panel(R, G, w.bits);
-    packed.panels[index].fill(w, index * R);
+    packed.panels[index].fill(w, index * R, offset);
   }
   return packed;
 }
@@ -164,7 +167,8 @@ inline a8_ivec a8_low(a8_ivec a) { return _mm256_and_si256(a, _mm256_set1_epi8(1
 inline a8_ivec a8_high(a8_ivec a) { return _mm256_and_si256(_mm256_srli_epi16(a, 4), _mm256_set1_epi8(15)); }
 #endif
 
-// each path's dot products: VNNI's one instruction, or the plain pair sums (u8 x s8 -> s16 pairs -> s32 quads)
+// each path's dot products: VNNI's one instruction, or the plain pair sums (u8 x s8 -> s16 pairs -> s32 quads);
+// a8_abs / a8_signed: |w| and x with w's signs (x negated where w < 0; where w = 0, |w| makes the product 0)
 #if defined(__AVX512F__)
 #define LMCHAT_A8_VNNI "avx512vnni"
 constexpr int A8_MI_VNNI = 6, A8_MI_PLAIN = 6;  // input rows per micro-kernel: 12 accumulators of 32 registers
@@ -173,6 +177,13 @@ __attribute__((target(LMCHAT_A8_VNNI))) inline a8_ivec a8_dot_vnni(a8_ivec acc, 
 }
 inline a8_ivec a8_dot_plain(a8_ivec acc, a8_ivec w, a8_ivec x) {
   return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)));
+}
+inline a8_ivec a8_pairs(a8_ivec w, a8_ivec x) { return _mm512_maddubs_epi16(w, x); }  // u8 x s8 -> s16 pairs
+inline a8_ivec a8_add16(a8_ivec a, a8_ivec b) { return _mm512_add_epi16(a, b); }
+inline a8_ivec a8_widen(a8_ivec pairs) { return _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)); }  // s32 quads
+inline a8_ivec a8_abs(a8_ivec w) { return _mm512_abs_epi8(w); }
+inline a8_ivec a8_signed(a8_ivec x, a8_ivec w) {  // AVX-512 has no vpsignb
+  return _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
 }
 #else
 #define LMCHAT_A8_VNNI "avxvnni"
@@ -183,21 +194,38 @@ __attribute__((target(LMCHAT_A8_VNNI))) inline a8_ivec a8_dot_vnni(a8_ivec acc, 
 inline a8_ivec a8_dot_plain(a8_ivec acc, a8_ivec w, a8_ivec x) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
 }
+inline a8_ivec a8_pairs(a8_ivec w, a8_ivec x) { return _mm256_maddubs_epi16(w, x); }
+inline a8_ivec a8_add16(a8_ivec a, a8_ivec b) { return _mm256_add_epi16(a, b); }
+inline a8_ivec a8_widen(a8_ivec pairs) { return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)); }
+inline a8_ivec a8_abs(a8_ivec w) { return _mm256_abs_epi8(w); }
+inline a8_ivec a8_signed(a8_ivec x, a8_ivec w) { return _mm256_sign_epi8(x, w); }
 #endif
 inline bool a8_has_vnni() { return __builtin_cpu_supports(LMCHAT_A8_VNNI); }
 
 // the kernels once per path, each compiled for its instructions
 #define LMCHAT_A8_TARGET __attribute__((target(LMCHAT_A8_VNNI)))
+// OFFSET8: int8 weights offset by 128 (the panels' words; the offset's share taken off per group); idot8 adds the
+// dot products of an int8 weight vector ``w`` (|w| in ``magnitude``) with x. PAIRS16: int4 weights' pair sums
+// added in 16 bits over a group and widened to 32 once (the plain paths: one instruction per 4-way dot product
+// fewer; 8 quads of pairs of 15 * 127 fit in 16 bits)
 namespace a8_vnni {
 constexpr int MI = A8_MI_VNNI, NW = 2;
+constexpr bool OFFSET8 = true, PAIRS16 = false;
 LMCHAT_A8_TARGET inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) { return a8_dot_vnni(acc, w, x); }
+LMCHAT_A8_TARGET inline a8_ivec magnitude8(a8_ivec w) { return w; }
+LMCHAT_A8_TARGET inline a8_ivec idot8(a8_ivec acc, a8_ivec w, a8_ivec, a8_ivec x) { return a8_dot_vnni(acc, w, x); }
 #include "int8_act_kernel.inc"
 }  // namespace a8_vnni
 #undef LMCHAT_A8_TARGET
 #define LMCHAT_A8_TARGET
 namespace a8_plain {
 constexpr int MI = A8_MI_PLAIN, NW = 2;
+constexpr bool OFFSET8 = false, PAIRS16 = true;
 inline a8_ivec idot(a8_ivec acc, a8_ivec w, a8_ivec x) { return a8_dot_plain(acc, w, x); }
+inline a8_ivec magnitude8(a8_ivec w) { return a8_abs(w); }
+inline a8_ivec idot8(a8_ivec acc, a8_ivec w, a8_ivec magnitude, a8_ivec x) {
+  return a8_dot_plain(acc, magnitude, a8_signed(x, w));
+}
 #include "int8_act_kernel.inc"
 }  // namespace a8_plain
 #undef LMCHAT_A8_TARGET
@@ -217,11 +245,14 @@ inline A8Path a8_best() { return A8Path::None; }
 
 namespace {
 
-// whether ``path`` multiplies weights of ``bits`` here (the plain paths: int4 only)
+// whether ``path`` multiplies weights (of 4 or 8 bits) here
 inline bool a8_serves(A8Path path, int bits) {
   if (path == A8Path::None || (path == A8Path::Vnni && a8_best() != A8Path::Vnni)) return false;
-  return path == A8Path::Vnni || bits == 4;
+  return bits == 4 || bits == 8;
 }
+
+// whether ``path`` keeps int8 weights offset by 128 in its panels
+inline bool a8_offsets(A8Path path) { return path == A8Path::Vnni; }
 
 // the rows of one panel of the kernels (the same for every path of a build)
 inline int64_t a8_panel_rows() {
@@ -233,17 +264,17 @@ inline int64_t a8_panel_rows() {
 #endif
 }
 
-// y [B, ldy] = x [B, K] W^T (+ bias) with x rounded to int8 (``a`` sized for B rows of K, ``path`` served: see
-// a8_serves), over ``packed`` panels of W (a8_pack) or, when null, panels laid out on the way; inside an omp
+// y [B, ldy] (=|+=) x [B, K] W^T (+ bias) with x rounded to int8 (``a`` sized for B rows of K, ``path`` served:
+// see a8_serves), over ``packed`` panels of W (a8_pack) or, when null, panels laid out on the way; inside an omp
 // parallel region (ends with a barrier)
 inline void a8_gemm(A8Path path, const QWeight& w, const float* x, A8Rows& a, float* y, int64_t ldy,
-                    const float* bias, const A8Packed* packed) {
+                    const float* bias, const A8Packed* packed, Store mode = Store::Set) {
   a8_quantize(x, w.K, a);
 #if defined(__x86_64__) && defined(__AVX2__)
-  if (path == A8Path::Vnni) a8_vnni::gemm(w, a, y, ldy, bias, packed);
-  else a8_plain::gemm(w, a, y, ldy, bias, packed);
+  if (path == A8Path::Vnni) a8_vnni::gemm(w, a, y, ldy, bias, packed, mode);
+  else a8_plain::gemm(w, a, y, ldy, bias, packed, mode);
 #else
-  (void)path, (void)y, (void)ldy, (void)bias, (void)packed;
+  (void)path, (void)y, (void)ldy, (void)bias, (void)packed, (void)mode;
 #endif
 }
 
