@@ -9,7 +9,8 @@
 // could overflow) the unsigned operand is |w| and the activation takes w's sign (llama.cpp's AVX2 q8 dot products:
 // 2 * 127 * 127 fits in 16 bits). Per output: the sum over groups of dot * activation scale * weight scale (int4:
 // the weight's group scale, plus its group minimum times the group's sum of rounded x; int8: the row's scale,
-// applied once at the end). The same scheme as llama.cpp's Q4_1 x Q8_1 dot products; a row's numbers do not depend on the other rows of the batch.
+// applied once at the end). The same scheme as llama.cpp's Q4_1 x Q8_1 dot products; a row's numbers do not
+// depend on the other rows of the batch.
 //
 // Compiled for every path the build's instruction-set level allows and picked at run time from CPUID: in an
 // x86-64-v4 build AVX512-VNNI (vpdpbusd) or plain AVX-512BW (vpmaddubsw + vpmaddwd); in an x86-64-v3 build
