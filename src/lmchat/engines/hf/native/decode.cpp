@@ -247,6 +247,9 @@ struct Linear {
                  ? a8_pack(q, a8_panel_rows(), a8_offsets(path), at::get_num_threads()) : A8Packed();
   }
 
+  // whether the int8 kernels' panels are laid out (pack found int8 activations served)
+  bool laid_out() const { return !packed.panels.empty(); }
+
   // the float32 weight (made per call: for many rows the multiply costs far more than this)
   at::Tensor dequantize() const {
     at::Tensor w = at::empty({N, K}, at::kFloat);
@@ -299,7 +302,7 @@ struct Linear {
   // inside an omp parallel region: y (=|+=) W x (+ bias) for one row; over the laid-out panels (int8 activations
   // served) with the int8 kernels, ``a`` the scratch of one row of K inputs
   void row(const float* x, float* y, const float* bias, Store mode, float* xsum, A8Rows& a) const {
-    if (!packed.panels.empty()) a8_gemm(activations, q, x, a, y, N, bias, &packed, mode);
+    if (laid_out()) a8_gemm(activations, q, x, a, y, N, bias, &packed, mode);
     else if (q.bits) q_linear(q, 1, x, y, N, bias, mode, xsum);
     else gemv(weight, bias, N, K, x, y, mode);
   }
@@ -309,12 +312,12 @@ struct Linear {
     if (!q.bits) return batch_linear(x, batch_w, bias);
     const int64_t B = x.size(0);
     const float* b = bias.defined() && bias.numel() ? bias.data_ptr<float>() : nullptr;
-    if (B >= a8_rows(q.bits, !packed.panels.empty()) && a8_serves(activations, q.bits)) {
+    if (B >= a8_rows(q.bits, laid_out()) && a8_serves(activations, q.bits)) {
       at::Tensor y = at::empty({B, N}, at::kFloat);
       A8Rows rows(B, K);
 #pragma omp parallel num_threads(at::get_num_threads())
       a8_gemm(activations, q, x.data_ptr<float>(), rows, y.data_ptr<float>(), N, b,
-              packed.panels.empty() ? nullptr : &packed);
+              laid_out() ? &packed : nullptr);
       return y;
     }
     if (B >= DEQUANTIZE_ROWS) return batch_linear(x, dequantize(), bias);

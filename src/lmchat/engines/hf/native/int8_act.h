@@ -176,12 +176,12 @@ constexpr int A8_MI_VNNI = 6, A8_MI_PLAIN = 6;  // input rows per micro-kernel: 
 __attribute__((target(LMCHAT_A8_VNNI))) inline a8_ivec a8_dot_vnni(a8_ivec acc, a8_ivec w, a8_ivec x) {
   return _mm512_dpbusd_epi32(acc, w, x);
 }
-inline a8_ivec a8_dot_plain(a8_ivec acc, a8_ivec w, a8_ivec x) {
-  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)));
-}
 inline a8_ivec a8_pairs(a8_ivec w, a8_ivec x) { return _mm512_maddubs_epi16(w, x); }  // u8 x s8 -> s16 pairs
 inline a8_ivec a8_add16(a8_ivec a, a8_ivec b) { return _mm512_add_epi16(a, b); }
 inline a8_ivec a8_widen(a8_ivec pairs) { return _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)); }  // s32 quads
+inline a8_ivec a8_dot_plain(a8_ivec acc, a8_ivec w, a8_ivec x) {
+  return _mm512_add_epi32(acc, a8_widen(a8_pairs(w, x)));
+}
 inline a8_ivec a8_abs(a8_ivec w) { return _mm512_abs_epi8(w); }
 inline a8_ivec a8_signed(a8_ivec x, a8_ivec w) {  // AVX-512 has no vpsignb
   return _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
@@ -192,12 +192,12 @@ constexpr int A8_MI_VNNI = 2, A8_MI_PLAIN = 2;  // 16 vector registers (plain: t
 __attribute__((target(LMCHAT_A8_VNNI))) inline a8_ivec a8_dot_vnni(a8_ivec acc, a8_ivec w, a8_ivec x) {
   return _mm256_dpbusd_avx_epi32(acc, w, x);
 }
-inline a8_ivec a8_dot_plain(a8_ivec acc, a8_ivec w, a8_ivec x) {
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
-}
 inline a8_ivec a8_pairs(a8_ivec w, a8_ivec x) { return _mm256_maddubs_epi16(w, x); }
 inline a8_ivec a8_add16(a8_ivec a, a8_ivec b) { return _mm256_add_epi16(a, b); }
 inline a8_ivec a8_widen(a8_ivec pairs) { return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)); }
+inline a8_ivec a8_dot_plain(a8_ivec acc, a8_ivec w, a8_ivec x) {
+  return _mm256_add_epi32(acc, a8_widen(a8_pairs(w, x)));
+}
 inline a8_ivec a8_abs(a8_ivec w) { return _mm256_abs_epi8(w); }
 inline a8_ivec a8_signed(a8_ivec x, a8_ivec w) { return _mm256_sign_epi8(x, w); }
 #endif
