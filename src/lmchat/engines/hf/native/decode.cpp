@@ -132,9 +132,7 @@ void gemv(const float* W, const float* bias, int64_t N, int64_t K, const float* 
 }
 
 void rms_norm(const float* x, const float* weight, int64_t D, float eps, float* out) {
-  float sum = 0.0f;
-  for (int64_t i = 0; i < D; ++i) sum += x[i] * x[i];
-  const float scale = 1.0f / std::sqrt(sum / static_cast<float>(D) + eps);
+  const float scale = 1.0f / std::sqrt(sum_squares(x, D) / static_cast<float>(D) + eps);
   for (int64_t i = 0; i < D; ++i) out[i] = weight[i] * (x[i] * scale);
 }
 
